@@ -1,0 +1,248 @@
+//! One error type for every backend, layer and caller.
+
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on. Every engine's own errors are mapped onto
+/// these kinds; no engine error type crosses the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The record (or collection) does not exist, or has expired.
+    NotFound,
+    /// The id exists already, or a unique index already holds the value ([`Error::index`]
+    /// names the index).
+    AlreadyExists,
+    /// A version precondition failed ([`Error::current_version`] carries the version found,
+    /// `None` when the record is absent).
+    Conflict,
+    /// The caller's input is wrong; the message says what and why. Nothing was written.
+    InvalidInput,
+    /// Temporary: the engine is unreachable or overloaded. A retry may succeed.
+    Unavailable,
+    /// Stored data failed a checksum or could not be decoded; the message names the record.
+    Corrupted,
+    /// The backend cannot do this; [`crate::Capabilities`] says so too.
+    Unsupported,
+    /// A bug or an unexpected engine failure.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable snake_case name used on the wire (`not_found`, `conflict`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Corrupted => "corrupted",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of every Stowage operation: a [`ErrorKind`], a message that says what and why,
+/// and the structured details a caller may act on (current version, index, batch op).
+///
+/// Messages never contain passwords or keys: backends build them from names, not from URLs.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    current_version: Option<u64>,
+    index: Option<String>,
+    batch_op: Option<usize>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            current_version: None,
+            index: None,
+            batch_op: None,
+            source: None,
+        }
+    }
+
+    /// [`ErrorKind::InvalidInput`] with a message.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// [`ErrorKind::NotFound`] for a record id.
+    pub fn not_found(collection: &str, id: &str) -> Self {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("record {id:?} not found in collection {collection:?}"),
+        )
+    }
+
+    /// [`ErrorKind::AlreadyExists`] for a record id.
+    pub fn id_exists(collection: &str, id: &str) -> Self {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!("record {id:?} already exists in collection {collection:?}"),
+        )
+    }
+
+    /// [`ErrorKind::AlreadyExists`] for a unique index clash, naming the index.
+    pub fn unique_violation(collection: &str, index: &str, id: &str) -> Self {
+        let mut e = Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "unique index {index:?} of collection {collection:?} already holds this value \
+                 for record {id:?}"
+            ),
+        );
+        e.index = Some(index.to_owned());
+        e
+    }
+
+    /// [`ErrorKind::Conflict`]: the expected version was not the current one.
+    pub fn conflict(
+        collection: &str,
+        id: &str,
+        expected: Option<u64>,
+        current: Option<u64>,
+    ) -> Self {
+        let found = match current {
+            Some(v) => format!("version {v}"),
+            None => "no record".to_owned(),
+        };
+        let wanted = match expected {
+            Some(v) => format!("version {v}"),
+            None => "an existing record".to_owned(),
+        };
+        let mut e = Error::new(
+            ErrorKind::Conflict,
+            format!("record {id:?} in collection {collection:?}: expected {wanted}, found {found}"),
+        );
+        e.current_version = current;
+        e
+    }
+
+    /// [`ErrorKind::Unsupported`]: the backend cannot do `what`.
+    pub fn unsupported(backend: &str, what: &str) -> Self {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!("the {backend} backend does not support {what}"),
+        )
+    }
+
+    /// [`ErrorKind::Internal`] with a message.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    /// Attaches the underlying cause (an engine error, an I/O error).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Marks the error as caused by op `i` (0-based) of an atomic batch; `Display` then
+    /// says so.
+    pub fn at_op(mut self, i: usize) -> Self {
+        self.batch_op = Some(i);
+        self
+    }
+
+    /// Forgets the batch position: a single write is a batch of one to the backend, but its
+    /// caller wrote no batch.
+    pub(crate) fn without_op(mut self) -> Self {
+        self.batch_op = None;
+        self
+    }
+
+    /// Sets the current version carried by a [`ErrorKind::Conflict`].
+    pub fn with_current_version(mut self, v: Option<u64>) -> Self {
+        self.current_version = v;
+        self
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message: what went wrong and why.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// For [`ErrorKind::Conflict`]: the record's current version (`None` when absent).
+    pub fn current_version(&self) -> Option<u64> {
+        self.current_version
+    }
+
+    /// For a unique-index [`ErrorKind::AlreadyExists`]: the index's name.
+    pub fn index(&self) -> Option<&str> {
+        self.index.as_deref()
+    }
+
+    /// For an error of an atomic batch: the 0-based position of the op that failed.
+    pub fn batch_op(&self) -> Option<usize> {
+        self.batch_op
+    }
+
+    /// Whether retrying might succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(v) = self.current_version {
+            d.field("current_version", &v);
+        }
+        if let Some(i) = &self.index {
+            d.field("index", i);
+        }
+        if let Some(op) = self.batch_op {
+            d.field("batch_op", &op);
+        }
+        if let Some(s) = &self.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.kind)?;
+        if let Some(i) = self.batch_op {
+            write!(f, "batch op {i}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, " ({s})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}

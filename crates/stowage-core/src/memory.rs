@@ -1,0 +1,675 @@
+//! The memory backend: ordered maps behind a lock per namespace. It is the reference model
+//! the property test compares every other backend with, so it favours plain, obviously
+//! correct code over cleverness; it is still indexed (queries walk B-tree ranges, never the
+//! whole collection when an index can answer).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+
+use crate::backend::{
+    filter_matches, Backend, Capabilities, CollectionStats, CursorKey, IndexEntries, IndexFill,
+    Precondition, Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest, WriteAction,
+    WriteOp, WriteResult,
+};
+use crate::error::{Error, Result};
+use crate::record::{StoredRecord, Timestamp};
+use crate::spec::CollectionSpec;
+use crate::store::collection_not_found;
+use crate::value::IndexValue;
+
+/// Records in process memory: for tests, caches and the model of every other backend.
+///
+/// Clones share the same data, so a clone handed to a new [`crate::Store`] behaves like
+/// reopening a persistent store (its catalog included).
+#[derive(Debug, Clone)]
+pub struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    namespaces: RwLock<HashMap<String, Arc<RwLock<Namespace>>>>,
+    capabilities: Capabilities,
+}
+
+#[derive(Debug, Default)]
+struct Namespace {
+    collections: BTreeMap<String, MemCollection>,
+}
+
+#[derive(Debug, Default)]
+struct MemCollection {
+    spec: CollectionSpec,
+    records: BTreeMap<String, MemRecord>,
+    indexes: HashMap<String, BTreeSet<(IndexValue, String)>>,
+    expiry: BTreeSet<(Timestamp, String)>,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct MemRecord {
+    rec: StoredRecord,
+    index: IndexEntries,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBackend {
+    /// An empty memory backend that claims every capability.
+    pub fn new() -> Self {
+        Self::with_capabilities(Capabilities::all())
+    }
+
+    /// An empty memory backend that claims only `capabilities`: a stand-in for a more limited
+    /// engine in tests. The store refuses what is not claimed.
+    pub fn with_capabilities(capabilities: Capabilities) -> Self {
+        MemoryBackend {
+            inner: Arc::new(Inner {
+                namespaces: RwLock::new(HashMap::new()),
+                capabilities,
+            }),
+        }
+    }
+
+    fn namespace(&self, ns: &str) -> Arc<RwLock<Namespace>> {
+        if let Some(n) = self.inner.namespaces.read().get(ns) {
+            return n.clone();
+        }
+        self.inner
+            .namespaces
+            .write()
+            .entry(ns.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+fn record_size(rec: &StoredRecord) -> u64 {
+    (rec.id.len() + rec.body.bytes.len()) as u64
+}
+
+impl MemCollection {
+    fn live(&self, id: &str, now: Timestamp) -> Option<&MemRecord> {
+        self.records.get(id).filter(|r| !r.rec.is_expired(now))
+    }
+
+    fn remove(&mut self, id: &str) -> Option<MemRecord> {
+        let r = self.records.remove(id)?;
+        for (name, values) in &r.index {
+            if let Some(set) = self.indexes.get_mut(name) {
+                for v in values {
+                    set.remove(&(v.clone(), id.to_owned()));
+                }
+            }
+        }
+        if let Some(t) = r.rec.expires_at {
+            self.expiry.remove(&(t, id.to_owned()));
+        }
+        self.bytes -= record_size(&r.rec);
+        Some(r)
+    }
+
+    fn add(&mut self, r: MemRecord) {
+        let id = &r.rec.id;
+        for (name, values) in &r.index {
+            let set = self.indexes.entry(name.clone()).or_default();
+            for v in values {
+                set.insert((v.clone(), id.clone()));
+            }
+        }
+        if let Some(t) = r.rec.expires_at {
+            self.expiry.insert((t, id.clone()));
+        }
+        self.bytes += record_size(&r.rec);
+        self.records.insert(id.clone(), r);
+    }
+
+    /// The live record other than `id` holding `value` in index `name`, if any.
+    fn holder(&self, name: &str, value: &IndexValue, id: &str, now: Timestamp) -> Option<&str> {
+        let set = self.indexes.get(name)?;
+        set.range((
+            Bound::Included((value.clone(), String::new())),
+            Bound::Unbounded,
+        ))
+        .take_while(|(v, _)| v == value)
+        .map(|(_, other)| other.as_str())
+        .find(|other| *other != id && self.live(other, now).is_some())
+    }
+
+    fn check_unique(
+        &self,
+        coll: &str,
+        id: &str,
+        index: &IndexEntries,
+        now: Timestamp,
+    ) -> Result<()> {
+        for ix in self.spec.indexes.iter().filter(|i| i.unique) {
+            if let Some((_, values)) = index.iter().find(|(n, _)| *n == ix.name) {
+                for v in values {
+                    if self.holder(&ix.name, v, id, now).is_some() {
+                        return Err(Error::unique_violation(coll, &ix.name, id));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids the index holds under values that pass `op`, ascending by (value, id).
+    fn index_ids<'a>(&'a self, index: &str, op: &PredicateOp) -> Vec<&'a str> {
+        let Some(set) = self.indexes.get(index) else {
+            return Vec::new();
+        };
+        if let PredicateOp::In(values) = op {
+            return values
+                .iter()
+                .flat_map(|v| self.index_ids(index, &PredicateOp::Eq(v.clone())))
+                .collect();
+        }
+        let start = match lower_value(op) {
+            Some(v) => Bound::Included((v, String::new())),
+            None => Bound::Unbounded,
+        };
+        set.range((start, Bound::Unbounded))
+            .take_while(|(v, _)| !past_upper(op, v))
+            .filter(|(v, _)| op.test(v))
+            .map(|(_, id)| id.as_str())
+            .collect()
+    }
+
+    fn query(&self, req: &QueryRequest, now: Timestamp) -> Vec<QueryHit> {
+        let mut hits = Vec::new();
+        let mut skip = req.offset;
+        let limit = req.limit.unwrap_or(usize::MAX);
+        // Called in result order; false once the page is full.
+        let mut visit = |id: &str, order_value: Option<&IndexValue>| -> bool {
+            let Some(r) = self.live(id, now) else {
+                return true;
+            };
+            if !filter_matches(&req.filter, &r.index) {
+                return true;
+            }
+            if skip > 0 {
+                skip -= 1;
+                return true;
+            }
+            hits.push(QueryHit {
+                record: r.rec.clone(),
+                order_value: order_value.cloned(),
+            });
+            hits.len() < limit
+        };
+        match &req.order.index {
+            Some(index) => {
+                let Some(set) = self.indexes.get(index) else {
+                    return hits;
+                };
+                // A predicate on the order index bounds the walk.
+                let bound = req
+                    .filter
+                    .iter()
+                    .find(|p| p.index == *index && !matches!(p.op, PredicateOp::In(_)))
+                    .map(|p| &p.op);
+                let cursor = req
+                    .after
+                    .as_ref()
+                    .and_then(|c| c.value.clone().map(|v| (v, c.id.clone())));
+                if !req.order.descending {
+                    let mut start = match bound.and_then(lower_value) {
+                        Some(v) => Bound::Included((v, String::new())),
+                        None => Bound::Unbounded,
+                    };
+                    if let Some(c) = cursor {
+                        let later = match &start {
+                            Bound::Included(s) => c >= *s,
+                            _ => true,
+                        };
+                        if later {
+                            start = Bound::Excluded(c);
+                        }
+                    }
+                    for (v, id) in set.range((start, Bound::Unbounded)) {
+                        if bound.is_some_and(|op| past_upper(op, v)) || !visit(id, Some(v)) {
+                            break;
+                        }
+                    }
+                } else {
+                    let end = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+                    for (v, id) in set.range((Bound::Unbounded, end)).rev() {
+                        if bound.is_some_and(|op| past_upper(op, v)) {
+                            continue;
+                        }
+                        if bound.is_some_and(|op| below_lower(op, v)) || !visit(id, Some(v)) {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                let after = req.after.as_ref().map(|c| c.id.as_str());
+                let in_range = |id: &str| match after {
+                    None => true,
+                    Some(a) if req.order.descending => id < a,
+                    Some(a) => id > a,
+                };
+                // The first predicate narrows the candidates through its index.
+                if let Some(p) = req.filter.first() {
+                    let ids: BTreeSet<&str> = self
+                        .index_ids(&p.index, &p.op)
+                        .into_iter()
+                        .filter(|id| in_range(id))
+                        .collect();
+                    let ordered: Box<dyn Iterator<Item = &&str>> = if req.order.descending {
+                        Box::new(ids.iter().rev())
+                    } else {
+                        Box::new(ids.iter())
+                    };
+                    for id in ordered {
+                        if !visit(id, None) {
+                            break;
+                        }
+                    }
+                } else {
+                    let range = match (after, req.order.descending) {
+                        (None, _) => self.records.range::<str, _>(..),
+                        (Some(a), false) => self
+                            .records
+                            .range::<str, _>((Bound::Excluded(a), Bound::Unbounded)),
+                        (Some(a), true) => self
+                            .records
+                            .range::<str, _>((Bound::Unbounded, Bound::Excluded(a))),
+                    };
+                    let ordered: Box<dyn Iterator<Item = (&String, &MemRecord)>> =
+                        if req.order.descending {
+                            Box::new(range.rev())
+                        } else {
+                            Box::new(range)
+                        };
+                    for (id, _) in ordered {
+                        if !visit(id, None) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        hits
+    }
+}
+
+/// The smallest value `op` can pass, when it has one.
+fn lower_value(op: &PredicateOp) -> Option<IndexValue> {
+    match op {
+        PredicateOp::Eq(v) => Some(v.clone()),
+        PredicateOp::Range(Bound::Included(v) | Bound::Excluded(v), _) => Some(v.clone()),
+        // A prefix's walk starts at the prefix itself.
+        PredicateOp::Prefix(p) => Some(IndexValue::String(p.clone())),
+        PredicateOp::In(_) | PredicateOp::Range(Bound::Unbounded, _) => None,
+    }
+}
+
+/// Whether `v` and every larger value fail `op` (walking up, stop here).
+fn past_upper(op: &PredicateOp, v: &IndexValue) -> bool {
+    match op {
+        PredicateOp::Eq(x) => v > x,
+        PredicateOp::Range(_, Bound::Included(x)) => v > x,
+        PredicateOp::Range(_, Bound::Excluded(x)) => v >= x,
+        PredicateOp::Prefix(p) => match v {
+            IndexValue::String(s) => s.as_str() > p.as_str() && !s.starts_with(p.as_str()),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether `v` and every smaller value fail `op` (walking down, stop here).
+fn below_lower(op: &PredicateOp, v: &IndexValue) -> bool {
+    match op {
+        PredicateOp::Eq(x) => v < x,
+        PredicateOp::Range(Bound::Included(x), _) => v < x,
+        PredicateOp::Range(Bound::Excluded(x), _) => v <= x,
+        PredicateOp::Prefix(p) => matches!(v, IndexValue::String(s) if s.as_str() < p.as_str()),
+        _ => false,
+    }
+}
+
+/// The namespace with the collection `name`, or NotFound.
+fn collection<'a>(ns_name: &str, ns: &'a Namespace, name: &str) -> Result<&'a MemCollection> {
+    ns.collections
+        .get(name)
+        .ok_or_else(|| collection_not_found(ns_name, name))
+}
+
+impl Namespace {
+    /// Applies one op, pushing what it replaced onto `undo`.
+    fn apply(
+        &mut self,
+        ns: &str,
+        op: WriteOp,
+        now: Timestamp,
+        undo: &mut Vec<(String, String, Option<MemRecord>)>,
+    ) -> Result<WriteResult> {
+        let coll = self
+            .collections
+            .get_mut(&op.collection)
+            .ok_or_else(|| collection_not_found(ns, &op.collection))?;
+        let current = coll
+            .live(&op.id, now)
+            .map(|r| (r.rec.version, r.rec.created_at));
+        let current_version = current.map(|(v, _)| v);
+        match op.precondition {
+            Precondition::None => {}
+            Precondition::Absent if current.is_some() => {
+                return Err(Error::id_exists(&op.collection, &op.id))
+            }
+            Precondition::Exists if current.is_none() => {
+                return Err(Error::conflict(&op.collection, &op.id, None, None))
+            }
+            Precondition::Version(v) if current_version != Some(v) => {
+                return Err(Error::conflict(
+                    &op.collection,
+                    &op.id,
+                    Some(v),
+                    current_version,
+                ))
+            }
+            _ => {}
+        }
+        match op.action {
+            WriteAction::Put {
+                body,
+                index,
+                expires_at,
+            } => {
+                coll.check_unique(&op.collection, &op.id, &index, now)?;
+                let version = current_version.map_or(1, |v| v + 1);
+                let prev = coll.remove(&op.id);
+                undo.push((op.collection.clone(), op.id.clone(), prev));
+                coll.add(MemRecord {
+                    rec: StoredRecord {
+                        id: op.id,
+                        version,
+                        created_at: current.map_or(now, |(_, c)| c),
+                        updated_at: now,
+                        expires_at,
+                        body,
+                    },
+                    index,
+                });
+                Ok(WriteResult {
+                    version: Some(version),
+                })
+            }
+            WriteAction::Delete => {
+                // An expired record goes too: it is already invisible.
+                let prev = coll.remove(&op.id);
+                if prev.is_some() {
+                    undo.push((op.collection, op.id, prev));
+                }
+                Ok(WriteResult {
+                    version: current_version,
+                })
+            }
+        }
+    }
+
+    fn rollback(&mut self, undo: Vec<(String, String, Option<MemRecord>)>) {
+        for (coll, id, prev) in undo.into_iter().rev() {
+            if let Some(c) = self.collections.get_mut(&coll) {
+                c.remove(&id);
+                if let Some(p) = prev {
+                    c.add(p);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities.clone()
+    }
+
+    async fn load_spec(&self, ns: &str, collection: &str) -> Result<Option<CollectionSpec>> {
+        let ns = self.namespace(ns);
+        let ns = ns.read();
+        Ok(ns.collections.get(collection).map(|c| c.spec.clone()))
+    }
+
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, CollectionSpec)>> {
+        let ns = self.namespace(ns);
+        let ns = ns.read();
+        Ok(ns
+            .collections
+            .iter()
+            .map(|(n, c)| (n.clone(), c.spec.clone()))
+            .collect())
+    }
+
+    async fn apply_spec(
+        &self,
+        ns_name: &str,
+        collection: &str,
+        spec: &CollectionSpec,
+        fills: Vec<IndexFill>,
+    ) -> Result<()> {
+        let ns = self.namespace(ns_name);
+        let mut ns = ns.write();
+        let coll = ns.collections.entry(collection.to_owned()).or_default();
+        // Check everything before changing anything: the change is all or nothing.
+        let mut seen: HashSet<(&str, &IndexValue)> = HashSet::new();
+        for f in &fills {
+            let current = coll.records.get(&f.id).map(|r| r.rec.version);
+            if current != Some(f.version) {
+                return Err(Error::conflict(collection, &f.id, Some(f.version), current));
+            }
+            for (name, values) in &f.index {
+                if spec.index_named(name).is_some_and(|i| i.unique) {
+                    for v in values {
+                        if !seen.insert((name.as_str(), v)) {
+                            return Err(Error::unique_violation(collection, name, &f.id));
+                        }
+                    }
+                }
+            }
+        }
+        let keep: HashSet<&str> = spec.indexes.iter().map(|i| i.name.as_str()).collect();
+        coll.indexes.retain(|name, _| keep.contains(name.as_str()));
+        for r in coll.records.values_mut() {
+            r.index.retain(|(name, _)| keep.contains(name.as_str()));
+        }
+        for f in fills {
+            if let Some(mut r) = coll.remove(&f.id) {
+                r.index.extend(f.index);
+                coll.add(r);
+            }
+        }
+        coll.spec = spec.clone();
+        Ok(())
+    }
+
+    async fn drop_collection(&self, ns: &str, collection: &str) -> Result<bool> {
+        let ns = self.namespace(ns);
+        let mut ns = ns.write();
+        Ok(ns.collections.remove(collection).is_some())
+    }
+
+    async fn get_many(
+        &self,
+        ns_name: &str,
+        name: &str,
+        ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        let ns = self.namespace(ns_name);
+        let ns = ns.read();
+        let coll = collection(ns_name, &ns, name)?;
+        Ok(ids
+            .iter()
+            .map(|id| coll.live(id, now).map(|r| r.rec.clone()))
+            .collect())
+    }
+
+    async fn write(
+        &self,
+        ns_name: &str,
+        ops: Vec<WriteOp>,
+        now: Timestamp,
+    ) -> Result<Vec<WriteResult>> {
+        let ns = self.namespace(ns_name);
+        let mut ns = ns.write();
+        let mut undo = Vec::new();
+        let mut results = Vec::with_capacity(ops.len());
+        for (i, op) in ops.into_iter().enumerate() {
+            match ns.apply(ns_name, op, now, &mut undo) {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    ns.rollback(undo);
+                    return Err(e.at_op(i));
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    async fn query(
+        &self,
+        ns_name: &str,
+        req: &QueryRequest,
+        now: Timestamp,
+    ) -> Result<Vec<QueryHit>> {
+        let ns = self.namespace(ns_name);
+        let ns = ns.read();
+        Ok(collection(ns_name, &ns, &req.collection)?.query(req, now))
+    }
+
+    async fn count(
+        &self,
+        ns_name: &str,
+        name: &str,
+        filter: &[Predicate],
+        now: Timestamp,
+    ) -> Result<u64> {
+        let ns = self.namespace(ns_name);
+        let ns = ns.read();
+        let coll = collection(ns_name, &ns, name)?;
+        if filter.is_empty() {
+            let expired = coll.expiry.iter().take_while(|(t, _)| *t <= now).count();
+            return Ok((coll.records.len() - expired) as u64);
+        }
+        let req = QueryRequest {
+            collection: name.to_owned(),
+            filter: filter.to_vec(),
+            order: crate::backend::Order {
+                index: None,
+                descending: false,
+            },
+            after: None::<CursorKey>,
+            offset: 0,
+            limit: None,
+        };
+        Ok(coll.query(&req, now).len() as u64)
+    }
+
+    async fn scan(
+        &self,
+        ns_name: &str,
+        req: &ScanRequest,
+        now: Timestamp,
+    ) -> Result<Vec<StoredRecord>> {
+        let ns = self.namespace(ns_name);
+        let ns = ns.read();
+        let coll = collection(ns_name, &ns, &req.collection)?;
+        let prefix = req.prefix.as_deref().unwrap_or("");
+        let start = match &req.after {
+            Some(a) if a.as_str() >= prefix => Bound::Excluded(a.as_str()),
+            _ => Bound::Included(prefix),
+        };
+        Ok(coll
+            .records
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(id, _)| id.starts_with(prefix))
+            .filter(|(_, r)| !r.rec.is_expired(now))
+            .take(req.limit)
+            .map(|(_, r)| r.rec.clone())
+            .collect())
+    }
+
+    async fn delete_prefix(
+        &self,
+        ns_name: &str,
+        name: &str,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let ns = self.namespace(ns_name);
+        let mut ns = ns.write();
+        let coll = ns
+            .collections
+            .get_mut(name)
+            .ok_or_else(|| collection_not_found(ns_name, name))?;
+        let ids: Vec<String> = coll
+            .records
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(id, _)| id.starts_with(prefix))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut live = 0;
+        for id in ids {
+            if coll.remove(&id).is_some_and(|r| !r.rec.is_expired(now)) {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
+
+    async fn purge_expired(&self, ns_name: &str, now: Timestamp) -> Result<u64> {
+        let ns = self.namespace(ns_name);
+        let mut ns = ns.write();
+        let mut purged = 0;
+        for coll in ns.collections.values_mut() {
+            let due: Vec<String> = coll
+                .expiry
+                .iter()
+                .take_while(|(t, _)| *t <= now)
+                .map(|(_, id)| id.clone())
+                .collect();
+            for id in due {
+                coll.remove(&id);
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn stats(&self, ns_name: &str) -> Result<Vec<CollectionStats>> {
+        let ns = self.namespace(ns_name);
+        let ns = ns.read();
+        Ok(ns
+            .collections
+            .iter()
+            .map(|(name, c)| CollectionStats {
+                collection: name.clone(),
+                records: c.records.len() as u64,
+                bytes: c.bytes,
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,368 @@
+//! The conformance suite: the contract every backend passes against its real engine.
+//!
+//! A backend crate implements [`Fixture`] (how to make a fresh, isolated store and how to
+//! open it again) and expands [`conformance_tests!`](crate::conformance_tests) in a test
+//! file; every test of the suite becomes one `#[test]` named `conformance::GROUP::TEST`:
+//!
+//! ```ignore
+//! stowage_core::conformance_tests!(my_backend::tests::MyFixture::new());
+//! ```
+//!
+//! Tests read [`Capabilities`](crate::Capabilities): a claimed capability is exercised, an
+//! unclaimed one must answer [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+//! The property test ([`property`]) compares the backend with the memory model.
+
+// The suite is test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::{
+    Collection, CollectionSpec, Error, ErrorKind, IndexSpec, ManualClock, MemoryBackend, Record,
+    Result, Store, Timestamp,
+};
+
+pub mod batch;
+pub mod capabilities;
+pub mod catalog;
+pub mod crud;
+pub mod indexes;
+pub mod invalid;
+pub mod probe;
+pub mod property;
+pub mod query;
+pub mod scan;
+pub mod ttl;
+pub mod values;
+pub mod versions;
+
+/// How the suite gets stores of the backend under test.
+#[async_trait]
+pub trait Fixture: Send + Sync + 'static {
+    /// Opens a new, empty, isolated store (its own file, schema or key prefix) and returns
+    /// it with a location string that [`Fixture::open`] understands.
+    async fn create(&self) -> Result<(Arc<dyn Backend>, String)>;
+
+    /// Opens the store at `location` again. The suite drops every handle to the previous
+    /// backend first, as a restarted process would.
+    async fn open(&self, location: &str) -> Result<Arc<dyn Backend>>;
+}
+
+/// A [`Fixture`] over [`MemoryBackend`]: "reopening" hands a new store the same data, which
+/// is what a persistent engine does across a restart.
+#[derive(Debug)]
+pub struct MemoryFixture {
+    capabilities: crate::Capabilities,
+    stores: Mutex<Vec<MemoryBackend>>,
+}
+
+impl MemoryFixture {
+    /// Memory backends claiming every capability.
+    pub fn new() -> Self {
+        Self::with_capabilities(crate::Capabilities::all())
+    }
+
+    /// Memory backends claiming only `capabilities`, to check the unclaimed paths.
+    pub fn with_capabilities(capabilities: crate::Capabilities) -> Self {
+        MemoryFixture {
+            capabilities,
+            stores: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Default for MemoryFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Fixture for MemoryFixture {
+    async fn create(&self) -> Result<(Arc<dyn Backend>, String)> {
+        let b = MemoryBackend::with_capabilities(self.capabilities.clone());
+        let mut stores = self.stores.lock();
+        stores.push(b.clone());
+        Ok((Arc::new(b), (stores.len() - 1).to_string()))
+    }
+
+    async fn open(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        let i: usize = location
+            .parse()
+            .map_err(|_| Error::invalid("bad memory fixture location"))?;
+        let b = self.stores.lock()[i].clone();
+        Ok(Arc::new(b))
+    }
+}
+
+/// Runs one suite test on a fresh multi-threaded runtime. The macro's tests call this.
+pub fn run<F, Fut>(fixture: F, test: fn(Arc<dyn Fixture>) -> Fut)
+where
+    F: Fixture,
+    Fut: Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(test(Arc::new(fixture)));
+}
+
+/// A fresh store with a manual clock, as every suite test starts.
+pub struct Ctx {
+    /// The store under test.
+    pub store: Store,
+    /// The clock the store reads; advance it to expire records.
+    pub clock: Arc<ManualClock>,
+    /// Where the fixture put the store.
+    pub location: String,
+    fixture: Arc<dyn Fixture>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("store", &self.store).finish()
+    }
+}
+
+impl Ctx {
+    /// A new, empty store from the fixture.
+    pub async fn new(fixture: Arc<dyn Fixture>) -> Ctx {
+        let (backend, location) = fixture.create().await.expect("fixture creates a store");
+        let clock = Arc::new(ManualClock::new(Timestamp::now()));
+        Ctx {
+            store: store_over(backend, &clock),
+            clock,
+            location,
+            fixture,
+        }
+    }
+
+    /// Drops this store and opens its location again, as a restarted process would.
+    pub async fn reopen(self) -> Ctx {
+        let Ctx {
+            store,
+            clock,
+            location,
+            fixture,
+        } = self;
+        drop(store);
+        let backend = fixture
+            .open(&location)
+            .await
+            .expect("fixture reopens the store");
+        Ctx {
+            store: store_over(backend, &clock),
+            clock,
+            location,
+            fixture,
+        }
+    }
+
+    /// The [`Item`] collection.
+    pub async fn items(&self) -> Collection<Item> {
+        self.store.collection::<Item>().await.expect("open items")
+    }
+
+    /// The [`Account`] collection (a unique index).
+    pub async fn accounts(&self) -> Result<Collection<Account>> {
+        self.store.collection::<Account>().await
+    }
+}
+
+fn store_over(backend: Arc<dyn Backend>, clock: &Arc<ManualClock>) -> Store {
+    Store::builder(backend)
+        .clock(clock.clone())
+        .build()
+        .expect("a store")
+}
+
+/// The suite's record type: one field per index type, plus a multi-valued index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The id.
+    pub id: String,
+    /// Indexed as string.
+    pub name: String,
+    /// Indexed as integer.
+    pub n: i64,
+    /// Indexed as float.
+    pub score: f64,
+    /// Indexed as bool.
+    pub active: bool,
+    /// Indexed as timestamp (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Indexed as multi-valued string.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Record for Item {
+    const COLLECTION: &'static str = "items";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new()
+            .index(IndexSpec::string("name", "/name"))
+            .index(IndexSpec::integer("n", "/n"))
+            .index(IndexSpec::float("score", "/score"))
+            .index(IndexSpec::bool("active", "/active"))
+            .index(IndexSpec::timestamp("at", "/at"))
+            .index(IndexSpec::string("tags", "/tags").multi())
+    }
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl Item {
+    /// An item whose fields derive from `n`.
+    pub fn new(id: impl Into<String>, n: i64) -> Item {
+        Item {
+            id: id.into(),
+            name: format!("name-{:03}", n.rem_euclid(1000)),
+            n,
+            score: n as f64 / 4.0 - 10.0,
+            active: n % 2 == 0,
+            at: Some(
+                Timestamp::from_micros(1_700_000_000_000_000 + n * 3_600_000_000).to_rfc3339(),
+            ),
+            tags: vec![format!("t{}", n % 3), format!("u{}", n % 5)],
+        }
+    }
+}
+
+/// A record type with a unique index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    /// The id.
+    pub id: String,
+    /// Unique.
+    pub email: String,
+    /// A counter.
+    pub balance: i64,
+}
+
+impl Record for Account {
+    const COLLECTION: &'static str = "accounts";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new().index(IndexSpec::string("email", "/email").unique())
+    }
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl Account {
+    /// An account.
+    pub fn new(id: &str, email: &str) -> Account {
+        Account {
+            id: id.to_owned(),
+            email: email.to_owned(),
+            balance: 0,
+        }
+    }
+}
+
+/// Asserts that `r` failed with `kind` and returns the error.
+#[track_caller]
+pub fn expect_err<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind) -> Error {
+    match r {
+        Ok(v) => panic!("expected a {kind} error, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(e.kind(), kind, "wrong kind: {e}");
+            e
+        }
+    }
+}
+
+/// Inserts items `0..n` with ids `prefix` + zero-padded number, in batches.
+pub async fn fill(coll: &Collection<Item>, store: &Store, prefix: &str, n: i64) {
+    let step = if store.capabilities().atomic_batch {
+        500
+    } else {
+        1
+    };
+    let mut i = 0;
+    while i < n {
+        let mut b = store.batch();
+        for j in i..(i + step).min(n) {
+            b.insert(coll, &Item::new(format!("{prefix}{j:06}"), j));
+        }
+        b.commit().await.expect("fill");
+        i += step;
+    }
+}
+
+/// A short pause for races to interleave.
+pub async fn yield_a_little() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// Expands to one `#[test]` per suite test, in modules `conformance::GROUP`, each running
+/// against a fixture made by `$fixture` (an expression evaluated once per test).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:expr) => {
+        $crate::__conformance_tests! { $fixture;
+            crud { insert_then_get, insert_existing_id_is_already_exists, upsert_creates_then_replaces,
+                   get_missing_is_none, get_many_keeps_order, delete_says_whether_present,
+                   reinsert_after_delete_starts_at_version_1, json_collection_with_runtime_spec,
+                   raw_bodies }
+            versions { update_at_current_version, update_at_stale_version_is_conflict,
+                       update_of_missing_is_conflict, delete_if_version, insert_race_one_winner,
+                       cas_counter }
+            ttl { expired_records_are_invisible_everywhere, purge_reclaims_expired, no_ttl_never_expires,
+                  default_ttl_and_per_write_ttl, expired_id_can_be_inserted_again,
+                  rewrite_sets_expiry_anew }
+            indexes { every_index_type, unique_violation_names_index, unique_value_freed_by_update_and_delete,
+                      multi_valued_index, missing_or_null_fields_are_not_indexed,
+                      update_moves_index_entries }
+            query { every_predicate, range_bounds, and_of_predicates, order_by_index_both_ways,
+                    order_by_id_both_ways, cursor_pages_cover_everything_once,
+                    cursor_under_concurrent_inserts, cursor_survives_deletes, page_and_page_size,
+                    count_matches_query, cursor_of_another_query_is_refused }
+            scan { scan_100k_in_bounded_pages, scan_prefix, delete_prefix }
+            batch { batch_applies_all, failing_precondition_writes_nothing, unique_clash_writes_nothing,
+                    later_ops_see_earlier_ones, bad_op_is_named_before_anything_is_written }
+            values { large_value_8_mib, unicode_ids, stats_and_health }
+            catalog { spec_survives_reopen, added_index_sees_existing_records,
+                      dropped_index_cannot_be_queried, incompatible_change_is_refused,
+                      unique_index_over_duplicates_is_refused, list_and_drop_collections,
+                      namespaces_are_isolated }
+            invalid { empty_id, id_over_512_bytes, undeclared_index, wrong_value_type,
+                      bad_spec, bad_names }
+            capabilities { atomic_batch, unique_indexes, ttl, binary_bodies, persistent,
+                           max_body_bytes }
+            property { random_operations_match_the_memory_model }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($fixture:expr; $($group:ident { $($test:ident),* $(,)? })*) => {
+        mod conformance {
+            $(
+                mod $group {
+                    #[allow(unused_imports)]
+                    use super::super::*;
+                    $(
+                        #[test]
+                        fn $test() {
+                            $crate::testkit::run($fixture, $crate::testkit::$group::$test);
+                        }
+                    )*
+                }
+            )*
+        }
+    };
+}

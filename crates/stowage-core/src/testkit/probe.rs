@@ -1,0 +1,107 @@
+//! A pass-through backend that counts what the store asks of the one below it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::backend::{
+    Backend, Capabilities, CollectionStats, IndexFill, Predicate, QueryHit, QueryRequest,
+    ScanRequest, WriteOp, WriteResult,
+};
+use crate::{CollectionSpec, Result, StoredRecord, Timestamp};
+
+/// Forwards every call to `inner` and records the scan traffic, so tests can check that a
+/// scan streams in bounded pages instead of loading a collection at once.
+#[derive(Debug)]
+pub struct Probe {
+    inner: Arc<dyn Backend>,
+    scanned: AtomicU64,
+    largest_scan_limit: AtomicUsize,
+}
+
+impl Probe {
+    /// A probe over `inner`.
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        Probe {
+            inner,
+            scanned: AtomicU64::new(0),
+            largest_scan_limit: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records returned by scan pages so far.
+    pub fn scanned(&self) -> u64 {
+        self.scanned.load(Ordering::SeqCst)
+    }
+
+    /// The largest page any scan asked for.
+    pub fn largest_scan_limit(&self) -> usize {
+        self.largest_scan_limit.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Backend for Probe {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn load_spec(&self, ns: &str, c: &str) -> Result<Option<CollectionSpec>> {
+        self.inner.load_spec(ns, c).await
+    }
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, CollectionSpec)>> {
+        self.inner.list_specs(ns).await
+    }
+    async fn apply_spec(
+        &self,
+        ns: &str,
+        c: &str,
+        spec: &CollectionSpec,
+        fills: Vec<IndexFill>,
+    ) -> Result<()> {
+        self.inner.apply_spec(ns, c, spec, fills).await
+    }
+    async fn drop_collection(&self, ns: &str, c: &str) -> Result<bool> {
+        self.inner.drop_collection(ns, c).await
+    }
+    async fn get_many(
+        &self,
+        ns: &str,
+        c: &str,
+        ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        self.inner.get_many(ns, c, ids, now).await
+    }
+    async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
+        self.inner.write(ns, ops, now).await
+    }
+    async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
+        self.inner.query(ns, r, now).await
+    }
+    async fn count(&self, ns: &str, c: &str, f: &[Predicate], now: Timestamp) -> Result<u64> {
+        self.inner.count(ns, c, f, now).await
+    }
+    async fn scan(&self, ns: &str, r: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
+        self.largest_scan_limit.fetch_max(r.limit, Ordering::SeqCst);
+        let page = self.inner.scan(ns, r, now).await?;
+        assert!(page.len() <= r.limit, "a scan page exceeded its limit");
+        self.scanned.fetch_add(page.len() as u64, Ordering::SeqCst);
+        Ok(page)
+    }
+    async fn delete_prefix(&self, ns: &str, c: &str, p: &str, now: Timestamp) -> Result<u64> {
+        self.inner.delete_prefix(ns, c, p, now).await
+    }
+    async fn purge_expired(&self, ns: &str, now: Timestamp) -> Result<u64> {
+        self.inner.purge_expired(ns, now).await
+    }
+    async fn stats(&self, ns: &str) -> Result<Vec<CollectionStats>> {
+        self.inner.stats(ns).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}

@@ -1,0 +1,290 @@
+//! Stowage: durable, indexed, versioned storage for services.
+//!
+//! A service declares its records once — collection, id, indexes, TTL — and stores them on
+//! the backend that fits its stage, chosen by URL. Changing backend is changing the URL.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use stowage::{CollectionSpec, IndexSpec, Query, Record, Store};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Incident { id: String, severity: String, state: String }
+//!
+//! impl Record for Incident {
+//!     const COLLECTION: &'static str = "incidents";
+//!     fn spec() -> CollectionSpec {
+//!         CollectionSpec::new()
+//!             .index(IndexSpec::string("severity", "/severity"))
+//!             .index(IndexSpec::string("state", "/state"))
+//!     }
+//!     fn id(&self) -> String { self.id.clone() }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stowage::Result<()> {
+//! let store = Store::open("memory://").await?;
+//! let incidents = store.collection::<Incident>().await?;
+//! incidents.insert(&Incident { id: "i-1".into(), severity: "P0".into(), state: "Open".into() }).await?;
+//! let p0 = incidents.query(&Query::new().eq("severity", "P0").limit(50)).await?;
+//! assert_eq!(p0.items.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # URLs
+//!
+//! | URL | backend | cargo feature |
+//! |---|---|---|
+//! | `memory://` | in process memory, gone with the process | always |
+//!
+//! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
+//! An unknown scheme, a backend whose feature is off, or an unknown parameter is
+//! `InvalidInput` naming the problem; error messages never repeat the URL, which may hold a
+//! password.
+
+#![deny(missing_docs)]
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+pub use stowage_core::backend;
+pub use stowage_core::{
+    validate_id, validate_name, Batch, Body, Capabilities, Clock, Collection, CollectionSpec,
+    CollectionStats, Condition, ContentType, Error, ErrorKind, Filter, Health, IndexSpec,
+    IndexType, IndexValue, ManualClock, MemoryBackend, Page, Put, Query, Record, Result,
+    SpecChange, StoredRecord, SystemClock, Timestamp, Version, Versioned, DEFAULT_NAMESPACE,
+    MAX_ID_BYTES, MAX_NAME_BYTES,
+};
+
+use stowage_core::backend::Backend;
+
+/// A store opened by URL: every method of [`stowage_core::Store`] (collections, batches,
+/// purge, stats, health) is available through `Deref`.
+///
+/// It wraps the core store so that opening by URL can live here, beside the cargo features
+/// that decide which engines are compiled in, while engine crates depend only on the core.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: stowage_core::Store,
+}
+
+impl Deref for Store {
+    type Target = stowage_core::Store;
+    fn deref(&self) -> &stowage_core::Store {
+        &self.inner
+    }
+}
+
+impl From<stowage_core::Store> for Store {
+    fn from(inner: stowage_core::Store) -> Self {
+        Store { inner }
+    }
+}
+
+impl Store {
+    /// Opens the store a URL names (see the crate docs for the schemes).
+    pub async fn open(url: &str) -> Result<Store> {
+        Store::builder().url(url).open().await
+    }
+
+    /// A builder, for a clock or a namespace set in code.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// A store over a backend built in code.
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        stowage_core::Store::from_backend(backend).into()
+    }
+
+    /// The same store in another namespace.
+    pub fn namespace(&self, ns: &str) -> Result<Store> {
+        self.inner.namespace(ns).map(Store::from)
+    }
+
+    /// The core store, for APIs that take one.
+    pub fn core(&self) -> &stowage_core::Store {
+        &self.inner
+    }
+}
+
+/// Builds a [`Store`] from a URL.
+#[derive(Debug, Default)]
+pub struct StoreBuilder {
+    url: Option<String>,
+    namespace: Option<String>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl StoreBuilder {
+    /// The backend's URL.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The namespace (overrides the URL's `namespace` parameter).
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
+    /// The clock TTLs are measured with.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Connects to the backend.
+    pub async fn open(self) -> Result<Store> {
+        let url = self
+            .url
+            .ok_or_else(|| Error::invalid("no store URL given (try memory://)"))?;
+        let target = StoreUrl::parse(&url)?;
+        let backend = connect(&target).await?;
+        let mut b = stowage_core::Store::builder(backend);
+        if let Some(ns) = self.namespace.or(target.namespace) {
+            b = b.namespace(ns);
+        }
+        if let Some(c) = self.clock {
+            b = b.clock(c);
+        }
+        b.build().map(Store::from)
+    }
+}
+
+/// A parsed store URL: its scheme, the engine's own parameters and the namespace.
+struct StoreUrl {
+    url: url::Url,
+    namespace: Option<String>,
+}
+
+impl StoreUrl {
+    fn parse(raw: &str) -> Result<StoreUrl> {
+        let url = url::Url::parse(raw).map_err(|e| {
+            // Do not echo the URL: it may hold a password.
+            Error::invalid(format!("store URL is not a valid URL: {e}"))
+        })?;
+        let mut namespace = None;
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "namespace" => namespace = Some(v.into_owned()),
+                other if engine_param(url.scheme(), other) => {}
+                other => {
+                    return Err(Error::invalid(format!(
+                        "store URL parameter {other:?} is not known for {}:// (known: {})",
+                        url.scheme(),
+                        known_params(url.scheme())
+                    )))
+                }
+            }
+        }
+        Ok(StoreUrl { url, namespace })
+    }
+}
+
+/// The parameters each scheme takes besides `namespace`.
+fn engine_params(_scheme: &str) -> &'static [&'static str] {
+    &[]
+}
+
+fn engine_param(scheme: &str, name: &str) -> bool {
+    engine_params(scheme).contains(&name)
+}
+
+fn known_params(scheme: &str) -> String {
+    let mut all = vec!["namespace"];
+    all.extend(engine_params(scheme));
+    all.join(", ")
+}
+
+/// The schemes Stowage knows, with the cargo feature that compiles each in.
+const SCHEMES: &[(&str, &str)] = &[
+    ("memory", ""),
+    ("redb", "backend-redb"),
+    ("sqlite", "backend-sqlite"),
+    ("postgres", "backend-postgres"),
+    ("redis", "backend-redis"),
+    ("sled", "backend-sled"),
+];
+
+async fn connect(target: &StoreUrl) -> Result<Arc<dyn Backend>> {
+    let url = &target.url;
+    match url.scheme() {
+        "memory" => {
+            if url.host_str().is_some_and(|h| !h.is_empty()) || !matches!(url.path(), "" | "/") {
+                return Err(Error::invalid(
+                    "memory:// takes no host or path: each open is a new, empty store",
+                ));
+            }
+            Ok(Arc::new(MemoryBackend::new()))
+        }
+        scheme => match SCHEMES.iter().find(|(s, _)| *s == scheme) {
+            Some((_, feature)) => Err(Error::invalid(format!(
+                "{scheme}:// is not compiled into this build: enable the cargo feature \
+                 {feature:?} of the stowage crate"
+            ))),
+            None => Err(Error::invalid(format!(
+                "unknown store URL scheme {scheme:?}: known schemes are {}",
+                SCHEMES
+                    .iter()
+                    .map(|(s, _)| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_url_opens() {
+        let store = Store::open("memory://").await.unwrap();
+        assert_eq!(store.backend_name(), "memory");
+        assert_eq!(store.namespace_name(), "default");
+        let store = Store::open("memory://?namespace=billing").await.unwrap();
+        assert_eq!(store.namespace_name(), "billing");
+        let store = Store::builder()
+            .url("memory://?namespace=billing")
+            .namespace("other")
+            .open()
+            .await
+            .unwrap();
+        assert_eq!(store.namespace_name(), "other");
+    }
+
+    #[tokio::test]
+    async fn bad_urls_say_what_is_wrong() {
+        let msg = |url: &'static str| async move {
+            let e = Store::open(url).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{url}: {e}");
+            e.message().to_owned()
+        };
+        assert!(msg("ftp://x")
+            .await
+            .contains("unknown store URL scheme \"ftp\""));
+        assert!(msg("not a url").await.contains("not a valid URL"));
+        assert!(msg("memory://?cache=1")
+            .await
+            .contains("parameter \"cache\""));
+        assert!(msg("memory://?namespace=has%20space")
+            .await
+            .contains("namespace"));
+        assert!(msg("memory://somewhere").await.contains("no host or path"));
+        let secret = msg("ftp://user:hunter2@host/db").await;
+        assert!(!secret.contains("hunter2"), "{secret}");
+    }
+
+    #[tokio::test]
+    async fn disabled_engines_name_their_feature() {
+        for (scheme, feature) in SCHEMES.iter().filter(|(_, f)| !f.is_empty()) {
+            let url = format!("{scheme}://localhost/x");
+            let Err(e) = Store::open(&url).await else {
+                continue; // compiled in
+            };
+            assert!(e.message().contains(feature), "{e}");
+        }
+    }
+}
