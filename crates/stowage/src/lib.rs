@@ -235,6 +235,11 @@ async fn connect(target: &StoreUrl) -> Result<Arc<dyn Backend>> {
     }
 }
 
+// README.md's Rust snippets compile and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeSnippets;
+
 #[cfg(test)]
 mod tests {
     use super::*;
