@@ -203,15 +203,8 @@ where
     pub async fn put(&self, id: &str, value: &T, put: Put) -> Result<Version> {
         let spec = self.entry.spec.read().await;
         let op = self.prepare_put(&spec, id, value, put)?;
-        let results = self
-            .store
-            .write(vec![op])
-            .await
-            .map_err(Error::without_op)?;
-        drop(spec);
-        results
-            .first()
-            .and_then(|r| r.version)
+        self.write_one(op)
+            .await?
             .ok_or_else(|| Error::internal("backend returned no version for a put"))
     }
 
@@ -219,16 +212,19 @@ where
     pub async fn put_raw(&self, id: &str, bytes: impl Into<Bytes>, put: Put) -> Result<Version> {
         let spec = self.entry.spec.read().await;
         let op = self.prepare_raw(&spec, id, bytes.into(), put)?;
+        self.write_one(op)
+            .await?
+            .ok_or_else(|| Error::internal("backend returned no version for a put"))
+    }
+
+    /// Writes one op (the caller holds the spec's read lock) and returns its version.
+    async fn write_one(&self, op: WriteOp) -> Result<Option<Version>> {
         let results = self
             .store
             .write(vec![op])
             .await
             .map_err(Error::without_op)?;
-        drop(spec);
-        results
-            .first()
-            .and_then(|r| r.version)
-            .ok_or_else(|| Error::internal("backend returned no version for a put"))
+        Ok(results.first().and_then(|r| r.version))
     }
 
     /// Deletes the record; `false` when there was none.
@@ -246,20 +242,14 @@ where
 
     async fn delete_where(&self, id: &str, precondition: Precondition) -> Result<bool> {
         validate_id(id)?;
-        let spec = self.entry.spec.read().await;
+        let _spec = self.entry.spec.read().await;
         let op = WriteOp {
             collection: self.name().to_owned(),
             id: id.to_owned(),
             precondition,
             action: WriteAction::Delete,
         };
-        let results = self
-            .store
-            .write(vec![op])
-            .await
-            .map_err(Error::without_op)?;
-        drop(spec);
-        Ok(results.first().is_some_and(|r| r.version.is_some()))
+        Ok(self.write_one(op).await?.is_some())
     }
 
     /// One page of records matching `query`.

@@ -30,11 +30,7 @@ pub async fn batch_applies_all(f: Arc<dyn Fixture>) {
         return;
     }
     let items = cx.items().await;
-    let log = cx
-        .store
-        .collection_with_spec::<serde_json::Value>("log", crate::CollectionSpec::new())
-        .await
-        .unwrap();
+    let log = cx.plain("log").await;
     items.insert(&Item::new("old", 1)).await.unwrap();
     items.insert(&Item::new("gone", 1)).await.unwrap();
     let mut b = cx.store.batch();

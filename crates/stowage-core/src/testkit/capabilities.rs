@@ -72,11 +72,7 @@ pub async fn ttl(f: Arc<dyn Fixture>) {
 /// `binary_bodies`: bytes round-trip; unclaimed, they are refused.
 pub async fn binary_bodies(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
-    let kv = cx
-        .store
-        .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
-        .await
-        .unwrap();
+    let kv = cx.plain("kv").await;
     let r = kv
         .put_raw("k", vec![0u8, 159, 146, 150, 255], Put::upsert())
         .await;
@@ -108,11 +104,7 @@ pub async fn persistent(f: Arc<dyn Fixture>) {
 pub async fn max_body_bytes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let max = cx.store.capabilities().max_body_bytes;
-    let kv = cx
-        .store
-        .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
-        .await
-        .unwrap();
+    let kv = cx.plain("kv").await;
     // A JSON string of max - 1 characters encodes to max + 1 bytes with its quotes.
     let too_big = serde_json::Value::String("x".repeat(max - 1));
     let e = expect_err(

@@ -138,11 +138,7 @@ pub async fn json_collection_with_runtime_spec(f: Arc<dyn Fixture>) {
 /// Opaque bytes in a collection without indexes (when the backend claims binary bodies).
 pub async fn raw_bodies(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
-    let kv = cx
-        .store
-        .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
-        .await
-        .unwrap();
+    let kv = cx.plain("kv").await;
     let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
     let r = kv.put_raw("blob", bytes.clone(), Put::upsert()).await;
     if !cx.store.capabilities().binary_bodies {

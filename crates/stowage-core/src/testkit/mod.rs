@@ -172,6 +172,14 @@ impl Ctx {
         self.store.collection::<Item>().await.expect("open items")
     }
 
+    /// A collection of JSON values without indexes: a plain key-value space.
+    pub async fn plain(&self, name: &str) -> Collection<serde_json::Value> {
+        self.store
+            .collection_with_spec(name, CollectionSpec::new())
+            .await
+            .expect("open a plain collection")
+    }
+
     /// The [`Account`] collection (a unique index).
     pub async fn accounts(&self) -> Result<Collection<Account>> {
         self.store.collection::<Account>().await

@@ -5,16 +5,12 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{fill, Ctx, Fixture, Item};
-use crate::{CollectionSpec, Put};
+use crate::Put;
 
 /// An 8 MiB body round-trips byte for byte.
 pub async fn large_value_8_mib(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
-    let big = cx
-        .store
-        .collection_with_spec::<serde_json::Value>("big", CollectionSpec::new())
-        .await
-        .unwrap();
+    let big = cx.plain("big").await;
     let text: String = (0..8 << 20)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
@@ -65,12 +61,7 @@ pub async fn stats_and_health(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 50).await;
-    let empty = cx
-        .store
-        .collection_with_spec::<serde_json::Value>("empty", CollectionSpec::new())
-        .await
-        .unwrap();
-    let _ = empty;
+    cx.plain("empty").await;
     let stats = cx.store.stats().await.unwrap();
     let s = stats
         .iter()
