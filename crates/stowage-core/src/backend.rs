@@ -21,6 +21,7 @@ use crate::error::Result;
 use crate::record::{Body, StoredRecord, Timestamp, Version};
 use crate::spec::CollectionSpec;
 use crate::value::IndexValue;
+pub use crate::value::{encode_string_prefix, sortable_i64, unsortable_i64};
 
 /// What a backend can do. [`crate::Store`] refuses with [`crate::ErrorKind::Unsupported`]
 /// whatever a backend does not claim, and the conformance suite checks every claim.
@@ -164,6 +165,53 @@ impl PredicateOp {
             }
         }
     }
+}
+
+impl PredicateOp {
+    /// The smallest value the test can pass, when it has one: where an ascending walk of the
+    /// index starts.
+    pub fn lower_value(&self) -> Option<IndexValue> {
+        match self {
+            PredicateOp::Eq(v) => Some(v.clone()),
+            PredicateOp::Range(Bound::Included(v) | Bound::Excluded(v), _) => Some(v.clone()),
+            // Every string with the prefix sorts at or after the prefix itself.
+            PredicateOp::Prefix(p) => Some(IndexValue::String(p.clone())),
+            PredicateOp::In(_) | PredicateOp::Range(Bound::Unbounded, _) => None,
+        }
+    }
+
+    /// Whether `v` and every larger value fail the test: where an ascending walk stops.
+    pub fn is_past_upper(&self, v: &IndexValue) -> bool {
+        match self {
+            PredicateOp::Eq(x) => v > x,
+            PredicateOp::Range(_, Bound::Included(x)) => v > x,
+            PredicateOp::Range(_, Bound::Excluded(x)) => v >= x,
+            PredicateOp::Prefix(p) => match v {
+                IndexValue::String(s) => s.as_str() > p.as_str() && !s.starts_with(p.as_str()),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether `v` and every smaller value fail the test: where a descending walk stops.
+    pub fn is_below_lower(&self, v: &IndexValue) -> bool {
+        match self {
+            PredicateOp::Eq(x) => v < x,
+            PredicateOp::Range(Bound::Included(x), _) => v < x,
+            PredicateOp::Range(Bound::Excluded(x), _) => v <= x,
+            PredicateOp::Prefix(p) => matches!(v, IndexValue::String(s) if s.as_str() < p.as_str()),
+            _ => false,
+        }
+    }
+}
+
+/// The predicate of `filter` that can bound a walk of `index` (not an `In`), if any.
+pub fn walk_bound<'a>(filter: &'a [Predicate], index: &str) -> Option<&'a PredicateOp> {
+    filter
+        .iter()
+        .find(|p| p.index == index && !matches!(p.op, PredicateOp::In(_)))
+        .map(|p| &p.op)
 }
 
 /// Whether a record with these index values passes every predicate (the filter is an AND).

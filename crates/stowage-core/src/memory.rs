@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use crate::backend::{
-    filter_matches, Backend, Capabilities, CollectionStats, CursorKey, IndexEntries, IndexFill,
-    Precondition, Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest, WriteAction,
-    WriteOp, WriteResult,
+    filter_matches, walk_bound, Backend, Capabilities, CollectionStats, CursorKey, IndexEntries,
+    IndexFill, Precondition, Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest,
+    WriteAction, WriteOp, WriteResult,
 };
 use crate::error::{Error, Result};
 use crate::record::{StoredRecord, Timestamp};
@@ -174,12 +174,12 @@ impl MemCollection {
                 .flat_map(|v| self.index_ids(index, &PredicateOp::Eq(v.clone())))
                 .collect();
         }
-        let start = match lower_value(op) {
+        let start = match op.lower_value() {
             Some(v) => Bound::Included((v, String::new())),
             None => Bound::Unbounded,
         };
         set.range((start, Bound::Unbounded))
-            .take_while(|(v, _)| !past_upper(op, v))
+            .take_while(|(v, _)| !op.is_past_upper(v))
             .filter(|(v, _)| op.test(v))
             .map(|(_, id)| id.as_str())
             .collect()
@@ -213,17 +213,13 @@ impl MemCollection {
                     return hits;
                 };
                 // A predicate on the order index bounds the walk.
-                let bound = req
-                    .filter
-                    .iter()
-                    .find(|p| p.index == *index && !matches!(p.op, PredicateOp::In(_)))
-                    .map(|p| &p.op);
+                let bound = walk_bound(&req.filter, index);
                 let cursor = req
                     .after
                     .as_ref()
                     .and_then(|c| c.value.clone().map(|v| (v, c.id.clone())));
                 if !req.order.descending {
-                    let mut start = match bound.and_then(lower_value) {
+                    let mut start = match bound.and_then(PredicateOp::lower_value) {
                         Some(v) => Bound::Included((v, String::new())),
                         None => Bound::Unbounded,
                     };
@@ -237,17 +233,17 @@ impl MemCollection {
                         }
                     }
                     for (v, id) in set.range((start, Bound::Unbounded)) {
-                        if bound.is_some_and(|op| past_upper(op, v)) || !visit(id, Some(v)) {
+                        if bound.is_some_and(|op| op.is_past_upper(v)) || !visit(id, Some(v)) {
                             break;
                         }
                     }
                 } else {
                     let end = cursor.map_or(Bound::Unbounded, Bound::Excluded);
                     for (v, id) in set.range((Bound::Unbounded, end)).rev() {
-                        if bound.is_some_and(|op| past_upper(op, v)) {
+                        if bound.is_some_and(|op| op.is_past_upper(v)) {
                             continue;
                         }
-                        if bound.is_some_and(|op| below_lower(op, v)) || !visit(id, Some(v)) {
+                        if bound.is_some_and(|op| op.is_below_lower(v)) || !visit(id, Some(v)) {
                             break;
                         }
                     }
@@ -302,42 +298,6 @@ impl MemCollection {
             }
         }
         hits
-    }
-}
-
-/// The smallest value `op` can pass, when it has one.
-fn lower_value(op: &PredicateOp) -> Option<IndexValue> {
-    match op {
-        PredicateOp::Eq(v) => Some(v.clone()),
-        PredicateOp::Range(Bound::Included(v) | Bound::Excluded(v), _) => Some(v.clone()),
-        // A prefix's walk starts at the prefix itself.
-        PredicateOp::Prefix(p) => Some(IndexValue::String(p.clone())),
-        PredicateOp::In(_) | PredicateOp::Range(Bound::Unbounded, _) => None,
-    }
-}
-
-/// Whether `v` and every larger value fail `op` (walking up, stop here).
-fn past_upper(op: &PredicateOp, v: &IndexValue) -> bool {
-    match op {
-        PredicateOp::Eq(x) => v > x,
-        PredicateOp::Range(_, Bound::Included(x)) => v > x,
-        PredicateOp::Range(_, Bound::Excluded(x)) => v >= x,
-        PredicateOp::Prefix(p) => match v {
-            IndexValue::String(s) => s.as_str() > p.as_str() && !s.starts_with(p.as_str()),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// Whether `v` and every smaller value fail `op` (walking down, stop here).
-fn below_lower(op: &PredicateOp, v: &IndexValue) -> bool {
-    match op {
-        PredicateOp::Eq(x) => v < x,
-        PredicateOp::Range(Bound::Included(x), _) => v < x,
-        PredicateOp::Range(Bound::Excluded(x), _) => v <= x,
-        PredicateOp::Prefix(p) => matches!(v, IndexValue::String(s) if s.as_str() < p.as_str()),
-        _ => false,
     }
 }
 

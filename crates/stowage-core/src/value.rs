@@ -120,6 +120,114 @@ impl IndexValue {
     }
 }
 
+/// Order-preserving byte encodings, for engines whose indexes are ordered byte strings
+/// (redb, sled): `a < b` exactly when `a.encode_sortable() < b.encode_sortable()` for values
+/// of one type, and an encoded value followed by any suffix (the record id) still sorts by
+/// value first.
+impl IndexValue {
+    /// Appends the sortable encoding: fixed 8 big-endian bytes for integers, floats and
+    /// timestamps (sign bit flipped, negative floats inverted), one byte for booleans, and
+    /// for strings the UTF-8 bytes with `00` escaped as `00 FF`, closed by `00 00`.
+    pub fn encode_sortable(&self, out: &mut Vec<u8>) {
+        match self {
+            IndexValue::String(s) => {
+                encode_string_prefix(s, out);
+                out.extend_from_slice(&[0, 0]);
+            }
+            IndexValue::Integer(i) => out.extend_from_slice(&sortable_i64(*i)),
+            IndexValue::Timestamp(t) => out.extend_from_slice(&sortable_i64(t.as_micros())),
+            IndexValue::Float(f) => {
+                let bits = f.to_bits();
+                let key = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits | (1 << 63)
+                };
+                out.extend_from_slice(&key.to_be_bytes());
+            }
+            IndexValue::Bool(b) => out.push(u8::from(*b)),
+        }
+    }
+
+    /// Decodes a value of type `ty` from the front of `bytes`; returns it and the rest.
+    pub fn decode_sortable(ty: IndexType, bytes: &[u8]) -> Result<(IndexValue, &[u8])> {
+        let bad = || Error::new(crate::ErrorKind::Corrupted, "index key cannot be decoded");
+        let fixed = |n: usize| -> Result<(&[u8], &[u8])> {
+            if bytes.len() < n {
+                return Err(bad());
+            }
+            Ok(bytes.split_at(n))
+        };
+        Ok(match ty {
+            IndexType::String => {
+                let mut s = Vec::new();
+                let mut i = 0;
+                loop {
+                    match (bytes.get(i), bytes.get(i + 1)) {
+                        (Some(0), Some(0)) => break,
+                        (Some(0), Some(0xFF)) => {
+                            s.push(0);
+                            i += 2;
+                        }
+                        (Some(b), _) if *b != 0 => {
+                            s.push(*b);
+                            i += 1;
+                        }
+                        _ => return Err(bad()),
+                    }
+                }
+                let s = String::from_utf8(s).map_err(|_| bad())?;
+                (IndexValue::String(s), &bytes[i + 2..])
+            }
+            IndexType::Integer | IndexType::Timestamp => {
+                let (head, rest) = fixed(8)?;
+                let i = unsortable_i64(head.try_into().map_err(|_| bad())?);
+                let v = if ty == IndexType::Integer {
+                    IndexValue::Integer(i)
+                } else {
+                    IndexValue::Timestamp(Timestamp::from_micros(i))
+                };
+                (v, rest)
+            }
+            IndexType::Float => {
+                let (head, rest) = fixed(8)?;
+                let key = u64::from_be_bytes(head.try_into().map_err(|_| bad())?);
+                let bits = if key >> 63 == 1 {
+                    key & !(1 << 63)
+                } else {
+                    !key
+                };
+                (IndexValue::Float(f64::from_bits(bits)), rest)
+            }
+            IndexType::Bool => {
+                let (head, rest) = fixed(1)?;
+                (IndexValue::Bool(head[0] != 0), rest)
+            }
+        })
+    }
+}
+
+/// The sortable encoding of a string without its terminator: every encoded string that
+/// starts with `prefix` starts with these bytes.
+pub fn encode_string_prefix(prefix: &str, out: &mut Vec<u8>) {
+    for b in prefix.bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// An i64 as 8 bytes whose byte order is numeric order.
+pub fn sortable_i64(i: i64) -> [u8; 8] {
+    ((i as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The inverse of [`sortable_i64`].
+pub fn unsortable_i64(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
 /// A short description of a JSON value's kind, for error messages.
 pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
@@ -210,6 +318,43 @@ mod tests {
         assert!(conv(IndexType::Timestamp, json!("2024-01-01T00:00:00Z")).is_ok());
         assert!(conv(IndexType::Timestamp, json!("2024-01-01")).is_err());
         assert!(conv(IndexType::Bool, json!("true")).is_err());
+    }
+
+    fn sortable(v: &IndexValue) -> Vec<u8> {
+        let mut out = Vec::new();
+        v.encode_sortable(&mut out);
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sortable_encoding_keeps_order_and_round_trips(
+            a in proptest::num::i64::ANY, b in proptest::num::i64::ANY,
+            x in -1e12f64..1e12, y in proptest::num::f64::NORMAL,
+            s in "\\PC*", t in "[a\\x00b]{0,6}",
+        ) {
+            let pairs = [
+                (IndexValue::Integer(a), IndexValue::Integer(b)),
+                (IndexValue::Timestamp(Timestamp::from_micros(a)), IndexValue::Timestamp(Timestamp::from_micros(b))),
+                (IndexValue::float(x).unwrap(), IndexValue::float(y).unwrap()),
+                (IndexValue::String(s.clone()), IndexValue::String(t.clone())),
+                (IndexValue::Bool(a % 2 == 0), IndexValue::Bool(b % 2 == 0)),
+            ];
+            for (p, q) in pairs {
+                let (ep, eq) = (sortable(&p), sortable(&q));
+                proptest::prop_assert_eq!(p.cmp(&q), ep.cmp(&eq), "{:?} vs {:?}", p, q);
+                // With an id after it, the value still decides first.
+                let mut with_id = ep.clone();
+                with_id.extend_from_slice(b"\x00id");
+                let (back, rest) = IndexValue::decode_sortable(p.index_type(), &with_id).unwrap();
+                proptest::prop_assert_eq!(&back, &p);
+                proptest::prop_assert_eq!(rest, b"\x00id");
+            }
+            let mut prefix = Vec::new();
+            encode_string_prefix(&t, &mut prefix);
+            let full = sortable(&IndexValue::String(format!("{t}{s}")));
+            proptest::prop_assert!(full.starts_with(&prefix));
+        }
     }
 
     #[test]
