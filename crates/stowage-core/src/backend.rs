@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::{Body, StoredRecord, Timestamp, Version};
 use crate::spec::CollectionSpec;
 use crate::value::IndexValue;
@@ -80,6 +80,23 @@ pub enum Precondition {
     Exists,
     /// The live record has this version. Fails with Conflict carrying the current version.
     Version(Version),
+}
+
+impl Precondition {
+    /// Checks the precondition against the live record's version (`None`: absent or
+    /// expired), with the error every backend gives.
+    pub fn check(self, collection: &str, id: &str, current: Option<Version>) -> Result<()> {
+        match self {
+            Precondition::Absent if current.is_some() => Err(Error::id_exists(collection, id)),
+            Precondition::Exists if current.is_none() => {
+                Err(Error::conflict(collection, id, None, None))
+            }
+            Precondition::Version(v) if current != Some(v) => {
+                Err(Error::conflict(collection, id, Some(v), current))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One write of an atomic batch.

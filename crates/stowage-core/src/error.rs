@@ -91,6 +91,14 @@ impl Error {
         )
     }
 
+    /// [`ErrorKind::NotFound`] for a collection.
+    pub fn collection_not_found(ns: &str, collection: &str) -> Self {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("collection {collection:?} does not exist in namespace {ns:?}"),
+        )
+    }
+
     /// [`ErrorKind::AlreadyExists`] for a record id.
     pub fn id_exists(collection: &str, id: &str) -> Self {
         Error::new(

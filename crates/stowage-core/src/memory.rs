@@ -12,13 +12,12 @@ use parking_lot::RwLock;
 
 use crate::backend::{
     filter_matches, walk_bound, Backend, Capabilities, CollectionStats, CursorKey, IndexEntries,
-    IndexFill, Precondition, Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest,
-    WriteAction, WriteOp, WriteResult,
+    IndexFill, Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest, WriteAction, WriteOp,
+    WriteResult,
 };
 use crate::error::{Error, Result};
 use crate::record::{StoredRecord, Timestamp};
 use crate::spec::CollectionSpec;
-use crate::store::collection_not_found;
 use crate::value::IndexValue;
 
 /// Records in process memory: for tests, caches and the model of every other backend.
@@ -305,7 +304,7 @@ impl MemCollection {
 fn collection<'a>(ns_name: &str, ns: &'a Namespace, name: &str) -> Result<&'a MemCollection> {
     ns.collections
         .get(name)
-        .ok_or_else(|| collection_not_found(ns_name, name))
+        .ok_or_else(|| Error::collection_not_found(ns_name, name))
 }
 
 impl Namespace {
@@ -320,29 +319,13 @@ impl Namespace {
         let coll = self
             .collections
             .get_mut(&op.collection)
-            .ok_or_else(|| collection_not_found(ns, &op.collection))?;
+            .ok_or_else(|| Error::collection_not_found(ns, &op.collection))?;
         let current = coll
             .live(&op.id, now)
             .map(|r| (r.rec.version, r.rec.created_at));
         let current_version = current.map(|(v, _)| v);
-        match op.precondition {
-            Precondition::None => {}
-            Precondition::Absent if current.is_some() => {
-                return Err(Error::id_exists(&op.collection, &op.id))
-            }
-            Precondition::Exists if current.is_none() => {
-                return Err(Error::conflict(&op.collection, &op.id, None, None))
-            }
-            Precondition::Version(v) if current_version != Some(v) => {
-                return Err(Error::conflict(
-                    &op.collection,
-                    &op.id,
-                    Some(v),
-                    current_version,
-                ))
-            }
-            _ => {}
-        }
+        op.precondition
+            .check(&op.collection, &op.id, current_version)?;
         match op.action {
             WriteAction::Put {
                 body,
@@ -580,7 +563,7 @@ impl Backend for MemoryBackend {
         let coll = ns
             .collections
             .get_mut(name)
-            .ok_or_else(|| collection_not_found(ns_name, name))?;
+            .ok_or_else(|| Error::collection_not_found(ns_name, name))?;
         let ids: Vec<String> = coll
             .records
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))

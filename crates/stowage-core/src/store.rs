@@ -229,7 +229,7 @@ impl Store {
             .backend
             .load_spec(&self.namespace, name)
             .await?
-            .ok_or_else(|| collection_not_found(&self.namespace, name))?;
+            .ok_or_else(|| Error::collection_not_found(&self.namespace, name))?;
         Ok(Collection::new(self.clone(), self.cache(name, spec)))
     }
 
@@ -464,10 +464,3 @@ impl Store {
 /// How many records one scan request fetches: large enough to amortize a round trip, small
 /// enough that a scan's memory stays constant.
 pub(crate) const SCAN_PAGE: usize = 256;
-
-pub(crate) fn collection_not_found(ns: &str, name: &str) -> Error {
-    Error::new(
-        ErrorKind::NotFound,
-        format!("collection {name:?} does not exist in namespace {ns:?}"),
-    )
-}

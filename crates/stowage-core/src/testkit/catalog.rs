@@ -73,6 +73,7 @@ pub async fn added_index_sees_existing_records(f: Arc<dyn Fixture>) {
         c.count(&Filter::new().eq("level", 3)).await.unwrap(),
         want + 1
     );
+    drop((c, c2));
     let cx = cx.reopen().await;
     let c3 = cx.store.existing_collection::<Value>("docs").await.unwrap();
     assert_eq!(
@@ -136,6 +137,7 @@ pub async fn incompatible_change_is_refused(f: Arc<dyn Fixture>) {
     );
     let listed = cx.store.collections().await.unwrap();
     assert_eq!(listed, vec![("docs".to_owned(), base_spec())]);
+    drop(c);
     let fresh = cx.reopen().await;
     let c = fresh
         .store

@@ -1,0 +1,44 @@
+//! Stowage on [redb](https://docs.rs/redb): the embedded default backend. One file, no server.
+//!
+//! ```no_run
+//! # async fn demo() -> stowage_core::Result<()> {
+//! use stowage_core::Store;
+//! use stowage_redb::{RedbBackend, RedbConfig};
+//! let store = Store::new(RedbBackend::open(RedbConfig::new("./stowage-data/stowage.redb"))?);
+//! # Ok(()) }
+//! ```
+//!
+//! Services usually open it by URL through the `stowage` facade:
+//! `redb://./stowage-data/stowage.redb?durability=immediate`.
+//!
+//! # Layout
+//!
+//! A table per collection (id → record), a table per index (sortable value ‖ id), an expiry
+//! table per collection (sortable time ‖ id) and a catalog of specs; see [`schema`] for the
+//! encodings. Every write call — a single write or an atomic batch — is one write
+//! transaction, so a record and its index entries never disagree.
+//!
+//! # Durability and group commit
+//!
+//! By default ([`Durability::Immediate`]) a write is acknowledged only after the commit that
+//! holds it is fsynced. One writer thread drains the queue of concurrent writes into one
+//! transaction and one fsync (see `group_commit.rs`), so 32 concurrent writers pay far less
+//! than 32 fsyncs. A write whose precondition fails inside a shared commit is undone alone.
+//! [`Durability::Relaxed`] skips the fsync and makes commits durable every flush interval;
+//! its docs say exactly what that risks.
+//!
+//! # Files
+//!
+//! A file that is not a Stowage store, or one written by a newer format, is refused and left
+//! untouched. redb locks the file: a second process opening it gets `Unavailable` at once.
+//! Reads run on the caller's thread — redb reads are short and never wait for writers.
+
+#![deny(missing_docs)]
+
+mod backend;
+mod config;
+mod group_commit;
+pub mod schema;
+
+pub use backend::RedbBackend;
+pub use config::{Durability, RedbConfig, URL_PARAMS};

@@ -1,0 +1,321 @@
+//! How Stowage lays records out in redb: table names, the record encoding and index keys.
+//!
+//! Every table maps bytes to bytes:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `stowage/meta` | `format` | format version (u32 LE) |
+//! | `stowage/catalog` | `ns 0x00 collection` | the spec's JSON |
+//! | `r/{ns}/{coll}` | record id | [`encode_record`] |
+//! | `i/{ns}/{coll}/{index}` | sortable value ‖ id | empty |
+//! | `e/{ns}/{coll}` | sortable expiry ‖ id | empty |
+//!
+//! Index keys put the value's order-preserving encoding first, so range, prefix and ordered
+//! queries walk the index table; the id after it makes every key unique.
+
+use redb::TableDefinition;
+use stowage_core::backend::{sortable_i64, IndexEntries};
+use stowage_core::{
+    Body, CollectionSpec, ContentType, Error, ErrorKind, IndexValue, Result, StoredRecord,
+    Timestamp,
+};
+
+/// The on-disk format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The format marker's table: a redb file without it is not a Stowage store.
+pub const META: &str = "stowage/meta";
+/// The table of every namespace's collection specs.
+pub const CATALOG: &str = "stowage/catalog";
+/// The meta key holding [`FORMAT_VERSION`].
+pub const FORMAT_KEY: &[u8] = b"format";
+
+/// The names of one collection's tables.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Records by id.
+    pub records: String,
+    /// Expiry entries.
+    pub expiry: String,
+    prefix: String,
+}
+
+impl Tables {
+    /// The tables of `ns`/`coll`. Names contain no `/` (they are validated), so the table
+    /// names cannot collide.
+    pub fn new(ns: &str, coll: &str) -> Self {
+        Tables {
+            records: format!("r/{ns}/{coll}"),
+            expiry: format!("e/{ns}/{coll}"),
+            prefix: format!("i/{ns}/{coll}/"),
+        }
+    }
+
+    /// The table of index `name`.
+    pub fn index(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+/// A table definition for a name.
+pub fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The catalog key of a collection.
+pub fn catalog_key(ns: &str, coll: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ns.len() + coll.len() + 1);
+    k.extend_from_slice(ns.as_bytes());
+    k.push(0);
+    k.extend_from_slice(coll.as_bytes());
+    k
+}
+
+/// Parses a stored spec.
+pub fn decode_spec(coll: &str, bytes: &[u8]) -> Result<CollectionSpec> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!("stored spec of collection {coll:?} cannot be read: {e}"),
+        )
+    })
+}
+
+/// An index key: the value's sortable encoding, then the id.
+pub fn index_key(value: &IndexValue, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + id.len());
+    value.encode_sortable(&mut k);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Splits an index key of an index of type `ty` into value and id.
+pub fn split_index_key(ty: stowage_core::IndexType, key: &[u8]) -> Result<(IndexValue, String)> {
+    let (value, rest) = IndexValue::decode_sortable(ty, key)?;
+    let id = std::str::from_utf8(rest).map_err(|_| corrupted("an index key's id is not UTF-8"))?;
+    Ok((value, id.to_owned()))
+}
+
+/// An expiry key: the time's sortable encoding, then the id.
+pub fn expiry_key(at: Timestamp, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + id.len());
+    k.extend_from_slice(&sortable_i64(at.as_micros()));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn corrupted(what: &str) -> Error {
+    Error::new(ErrorKind::Corrupted, what.to_owned())
+}
+
+const HEADER: usize = 38;
+const NO_EXPIRY: i64 = i64::MIN;
+
+/// Encodes a record with the index values it was indexed under (so that a later write or
+/// delete removes exactly those entries). Index values are kept in their sortable encoding.
+pub fn encode_record(rec: &StoredRecord, index: &[(String, Vec<Vec<u8>>)]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    for (name, values) in index {
+        entries.push(name.len() as u8);
+        entries.extend_from_slice(name.as_bytes());
+        entries.extend_from_slice(&(values.len() as u32).to_le_bytes());
+        for v in values {
+            entries.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            entries.extend_from_slice(v);
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER + entries.len() + rec.body.bytes.len());
+    out.push(1);
+    out.push(match rec.body.content_type {
+        ContentType::Json => 0,
+        _ => 1,
+    });
+    out.extend_from_slice(&rec.version.to_le_bytes());
+    out.extend_from_slice(&rec.created_at.as_micros().to_le_bytes());
+    out.extend_from_slice(&rec.updated_at.as_micros().to_le_bytes());
+    out.extend_from_slice(
+        &rec.expires_at
+            .map_or(NO_EXPIRY, Timestamp::as_micros)
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&entries);
+    out.extend_from_slice(&rec.body.bytes);
+    out
+}
+
+/// The fixed part of a stored record, read without touching the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    /// The version.
+    pub version: u64,
+    /// First insert.
+    pub created_at: Timestamp,
+    /// Expiry, if any.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Header {
+    /// Whether the record is expired at `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+fn field(bytes: &[u8], at: usize) -> Result<[u8; 8]> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| corrupted("a stored record is truncated"))
+}
+
+/// Reads a stored record's header.
+pub fn decode_header(bytes: &[u8]) -> Result<Header> {
+    if bytes.len() < HEADER || bytes[0] != 1 {
+        return Err(corrupted("a stored record has an unknown layout"));
+    }
+    let expires = i64::from_le_bytes(field(bytes, 26)?);
+    Ok(Header {
+        version: u64::from_le_bytes(field(bytes, 2)?),
+        created_at: Timestamp::from_micros(i64::from_le_bytes(field(bytes, 10)?)),
+        expires_at: (expires != NO_EXPIRY).then_some(Timestamp::from_micros(expires)),
+    })
+}
+
+fn entries_range(bytes: &[u8]) -> Result<(usize, usize)> {
+    let len = u32::from_le_bytes(
+        bytes
+            .get(34..38)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| corrupted("a stored record is truncated"))?,
+    ) as usize;
+    let end = HEADER + len;
+    if end > bytes.len() {
+        return Err(corrupted("a stored record is truncated"));
+    }
+    Ok((HEADER, end))
+}
+
+/// Decodes a whole stored record.
+pub fn decode_record(id: &str, bytes: &[u8]) -> Result<StoredRecord> {
+    let h = decode_header(bytes)?;
+    let (_, body_start) = entries_range(bytes)?;
+    let body = bytes[body_start..].to_vec();
+    Ok(StoredRecord {
+        id: id.to_owned(),
+        version: h.version,
+        created_at: h.created_at,
+        updated_at: Timestamp::from_micros(i64::from_le_bytes(field(bytes, 18)?)),
+        expires_at: h.expires_at,
+        body: if bytes[1] == 0 {
+            Body::json(body)
+        } else {
+            Body::binary(body)
+        },
+    })
+}
+
+/// The index entries a stored record was written with, as sortable encodings.
+pub fn decode_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<Vec<u8>>)>> {
+    let (start, end) = entries_range(bytes)?;
+    let mut e = &bytes[start..end];
+    let mut out = Vec::new();
+    let trunc = || corrupted("a stored record's index entries are truncated");
+    let take = |e: &mut &[u8], n: usize| -> Result<Vec<u8>> {
+        if e.len() < n {
+            return Err(trunc());
+        }
+        let (head, rest) = e.split_at(n);
+        *e = rest;
+        Ok(head.to_vec())
+    };
+    let take_u32 = |e: &mut &[u8]| -> Result<usize> {
+        let b = take(e, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    while !e.is_empty() {
+        let n = take(&mut e, 1)?[0] as usize;
+        let name = String::from_utf8(take(&mut e, n)?).map_err(|_| trunc())?;
+        let count = take_u32(&mut e)?;
+        let mut values = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = take_u32(&mut e)?;
+            values.push(take(&mut e, len)?);
+        }
+        out.push((name, values));
+    }
+    Ok(out)
+}
+
+/// Decodes stored entries back into typed values, for filtering: indexes the spec no
+/// longer has are skipped.
+pub fn typed_entries(
+    spec: &CollectionSpec,
+    raw: Vec<(String, Vec<Vec<u8>>)>,
+) -> Result<IndexEntries> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (name, values) in raw {
+        let Some(ix) = spec.index_named(&name) else {
+            continue;
+        };
+        let typed = values
+            .iter()
+            .map(|v| IndexValue::decode_sortable(ix.index_type, v).map(|(v, _)| v))
+            .collect::<Result<Vec<_>>>()?;
+        out.push((name, typed));
+    }
+    Ok(out)
+}
+
+/// Sortable encodings of typed entries, for storing.
+pub fn sortable_entries(index: &IndexEntries) -> Vec<(String, Vec<Vec<u8>>)> {
+    index
+        .iter()
+        .map(|(name, values)| {
+            let enc = values
+                .iter()
+                .map(|v| {
+                    let mut b = Vec::new();
+                    v.encode_sortable(&mut b);
+                    b
+                })
+                .collect();
+            (name.clone(), enc)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_with_entries() {
+        let rec = StoredRecord {
+            id: "k1".into(),
+            version: 7,
+            created_at: Timestamp::from_micros(-5),
+            updated_at: Timestamp::from_micros(10),
+            expires_at: Some(Timestamp::from_micros(99)),
+            body: Body::json(&b"{\"a\":1}"[..]),
+        };
+        let entries = sortable_entries(&vec![
+            ("n".to_owned(), vec![IndexValue::Integer(3)]),
+            (
+                "tags".to_owned(),
+                vec![
+                    IndexValue::String("a".into()),
+                    IndexValue::String("b\0".into()),
+                ],
+            ),
+        ]);
+        let bytes = encode_record(&rec, &entries);
+        assert_eq!(decode_record("k1", &bytes).unwrap(), rec);
+        assert_eq!(decode_entries(&bytes).unwrap(), entries);
+        let h = decode_header(&bytes).unwrap();
+        assert!(
+            h.is_expired(Timestamp::from_micros(99)) && !h.is_expired(Timestamp::from_micros(98))
+        );
+        assert!(decode_record("k1", &bytes[..20]).is_err());
+    }
+}
