@@ -5,6 +5,7 @@
 //! and thin methods over `Collection<Incident>`; the backend is the URL on the command line:
 //!
 //! ```text
+//! cargo run -p stowage --example incidents                          # redb://./stowage-data/incidents.redb
 //! cargo run -p stowage --example incidents -- memory://
 //! ```
 
@@ -133,9 +134,10 @@ fn incident(n: usize) -> Incident {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // The embedded default: one redb file, created on first run.
     let url = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "memory://".to_owned());
+        .unwrap_or_else(|| "redb://./stowage-data/incidents.redb".to_owned());
     let store = IncidentStore::open(&url).await?;
     println!(
         "opened {} incidents store",

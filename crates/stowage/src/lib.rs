@@ -35,6 +35,7 @@
 //! | URL | backend | cargo feature |
 //! |---|---|---|
 //! | `memory://` | in process memory, gone with the process | always |
+//! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N` | `backend-redb` (default) |
 //!
 //! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
 //! An unknown scheme, a backend whose feature is off, or an unknown parameter is
@@ -152,49 +153,58 @@ impl StoreBuilder {
     }
 }
 
-/// A parsed store URL: its scheme, the engine's own parameters and the namespace.
+/// A parsed store URL: the scheme, what stands between `://` and `?` (a path for embedded
+/// engines), the engine's parameters and the namespace.
 struct StoreUrl {
-    url: url::Url,
+    scheme: String,
+    location: String,
+    params: Vec<(String, String)>,
     namespace: Option<String>,
 }
 
 impl StoreUrl {
     fn parse(raw: &str) -> Result<StoreUrl> {
-        let url = url::Url::parse(raw).map_err(|e| {
-            // Do not echo the URL: it may hold a password.
-            Error::invalid(format!("store URL is not a valid URL: {e}"))
+        // Never echo the URL in an error: it may hold a password.
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
+            Error::invalid("store URL is not valid: it must look like SCHEME://LOCATION, as in memory:// or redb://./data.redb")
         })?;
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '+')
+        {
+            return Err(Error::invalid(
+                "store URL is not valid: its scheme must be lowercase letters, as in redb://",
+            ));
+        }
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut namespace = None;
-        for (k, v) in url.query_pairs() {
-            match k.as_ref() {
-                "namespace" => namespace = Some(v.into_owned()),
-                other if engine_param(url.scheme(), other) => {}
-                other => {
-                    return Err(Error::invalid(format!(
-                        "store URL parameter {other:?} is not known for {}:// (known: {})",
-                        url.scheme(),
-                        known_params(url.scheme())
-                    )))
-                }
+        let mut params = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if k == "namespace" {
+                namespace = Some(v.into_owned());
+            } else {
+                params.push((k.into_owned(), v.into_owned()));
             }
         }
-        Ok(StoreUrl { url, namespace })
+        Ok(StoreUrl {
+            scheme: scheme.to_owned(),
+            location: location.to_owned(),
+            params,
+            namespace,
+        })
     }
-}
 
-/// The parameters each scheme takes besides `namespace`.
-fn engine_params(_scheme: &str) -> &'static [&'static str] {
-    &[]
-}
-
-fn engine_param(scheme: &str, name: &str) -> bool {
-    engine_params(scheme).contains(&name)
-}
-
-fn known_params(scheme: &str) -> String {
-    let mut all = vec!["namespace"];
-    all.extend(engine_params(scheme));
-    all.join(", ")
+    /// Refuses every parameter: for engines that take none.
+    fn no_params(&self) -> Result<()> {
+        match self.params.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(Error::invalid(format!(
+                "store URL parameter {k:?} is not known for {}:// (known: namespace)",
+                self.scheme
+            ))),
+        }
+    }
 }
 
 /// The schemes Stowage knows, with the cargo feature that compiles each in.
@@ -208,15 +218,28 @@ const SCHEMES: &[(&str, &str)] = &[
 ];
 
 async fn connect(target: &StoreUrl) -> Result<Arc<dyn Backend>> {
-    let url = &target.url;
-    match url.scheme() {
+    match target.scheme.as_str() {
         "memory" => {
-            if url.host_str().is_some_and(|h| !h.is_empty()) || !matches!(url.path(), "" | "/") {
+            target.no_params()?;
+            if !target.location.is_empty() {
                 return Err(Error::invalid(
-                    "memory:// takes no host or path: each open is a new, empty store",
+                    "memory:// takes no location: each open is a new, empty store",
                 ));
             }
             Ok(Arc::new(MemoryBackend::new()))
+        }
+        #[cfg(feature = "backend-redb")]
+        "redb" => {
+            let config =
+                stowage_redb::RedbConfig::from_url_parts(&target.location, &target.params)?;
+            // Opening checks and locks the file: blocking work, kept off the async threads.
+            let backend =
+                tokio::task::spawn_blocking(move || stowage_redb::RedbBackend::open(config))
+                    .await
+                    .map_err(|e| {
+                        Error::internal("opening the redb store panicked").with_source(e)
+                    })??;
+            Ok(Arc::new(backend))
         }
         scheme => match SCHEMES.iter().find(|(s, _)| *s == scheme) {
             Some((_, feature)) => Err(Error::invalid(format!(
@@ -270,26 +293,60 @@ mod tests {
         assert!(msg("ftp://x")
             .await
             .contains("unknown store URL scheme \"ftp\""));
-        assert!(msg("not a url").await.contains("not a valid URL"));
+        assert!(msg("not a url").await.contains("SCHEME://LOCATION"));
         assert!(msg("memory://?cache=1")
             .await
             .contains("parameter \"cache\""));
         assert!(msg("memory://?namespace=has%20space")
             .await
             .contains("namespace"));
-        assert!(msg("memory://somewhere").await.contains("no host or path"));
+        assert!(msg("memory://somewhere").await.contains("no location"));
         let secret = msg("ftp://user:hunter2@host/db").await;
         assert!(!secret.contains("hunter2"), "{secret}");
+    }
+
+    #[cfg(feature = "backend-redb")]
+    #[tokio::test]
+    async fn redb_url_opens_a_file_that_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "redb://{}/nested/store.redb?namespace=svc",
+            dir.path().display()
+        );
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(
+            (store.backend_name(), store.namespace_name()),
+            ("redb", "svc")
+        );
+        let kv = store
+            .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
+            .await
+            .unwrap();
+        kv.put("k", &serde_json::json!({"v": 1}), Put::insert())
+            .await
+            .unwrap();
+        drop((kv, store));
+        let again = Store::open(&url).await.unwrap();
+        let kv = again
+            .existing_collection::<serde_json::Value>("kv")
+            .await
+            .unwrap();
+        assert_eq!(kv.get("k").await.unwrap().unwrap().value["v"], 1);
+        let e = Store::open("redb://?durability=sometimes")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 
     #[tokio::test]
     async fn disabled_engines_name_their_feature() {
         for (scheme, feature) in SCHEMES.iter().filter(|(_, f)| !f.is_empty()) {
-            let url = format!("{scheme}://localhost/x");
-            let Err(e) = Store::open(&url).await else {
-                continue; // compiled in
-            };
-            assert!(e.message().contains(feature), "{e}");
+            // An unknown parameter fails every compiled-in engine before it touches anything.
+            let url = format!("{scheme}://localhost/x?no_such_parameter=1");
+            let e = Store::open(&url).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            let compiled_in = e.message().contains("no_such_parameter");
+            assert!(compiled_in || e.message().contains(feature), "{e}");
         }
     }
 }
