@@ -1,0 +1,197 @@
+//! Files: reopening, foreign and newer files, and a file held by another process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stowage_core::{
+    CollectionSpec, ErrorKind, Filter, IndexSpec, ManualClock, Put, Query, Store, Timestamp,
+};
+use stowage_redb::{RedbBackend, RedbConfig};
+
+fn open(path: &Path) -> stowage_core::Result<RedbBackend> {
+    RedbBackend::open(RedbConfig::new(path))
+}
+
+fn spec() -> CollectionSpec {
+    CollectionSpec::new()
+        .index(IndexSpec::float("score", "/score"))
+        .index(IndexSpec::string("tags", "/tags").multi())
+        .index(IndexSpec::string("email", "/email").unique())
+}
+
+#[tokio::test]
+async fn reopen_finds_every_record_index_entry_and_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let store = |b: RedbBackend| {
+        Store::builder(Arc::new(b))
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    {
+        let s = store(open(&path).unwrap());
+        let c = s
+            .collection_with_spec::<serde_json::Value>("c", spec())
+            .await
+            .unwrap();
+        for i in 0..500 {
+            let body = json!({"score": i as f64 / 10.0, "tags": [format!("t{}", i % 5)], "email": format!("u{i}@x")});
+            let put = if i % 2 == 0 {
+                Put::insert().ttl(Duration::from_secs(60))
+            } else {
+                Put::insert()
+            };
+            c.put(&format!("k{i:04}"), &body, put).await.unwrap();
+        }
+    }
+    let s = store(open(&path).unwrap());
+    let c = s
+        .existing_collection::<serde_json::Value>("c")
+        .await
+        .unwrap();
+    assert_eq!(c.spec().await, spec());
+    for i in [0, 1, 250, 499] {
+        let r = c.get(&format!("k{i:04}")).await.unwrap().unwrap();
+        assert_eq!(r.value["email"], format!("u{i}@x"));
+        assert_eq!(r.expires_at.is_some(), i % 2 == 0);
+    }
+    let page = c
+        .query(&Query::new().gte("score", 10.0).lt("score", 11.0))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 10);
+    assert_eq!(c.count(&Filter::new().eq("tags", "t3")).await.unwrap(), 100);
+    let e = c
+        .put("dup", &json!({"email": "u7@x"}), Put::insert())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind(), e.index()),
+        (ErrorKind::AlreadyExists, Some("email"))
+    );
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        c.count(&Filter::new()).await.unwrap(),
+        250,
+        "TTLs survived the reopen"
+    );
+    assert_eq!(s.purge_expired().await.unwrap(), 250);
+    assert_eq!(c.count(&Filter::new().eq("tags", "t3")).await.unwrap(), 50);
+}
+
+fn assert_untouched(path: &Path, before: &[u8]) {
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        before,
+        "the refused file was modified"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_redb_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    let content = b"these are somebody's notes, not a database".repeat(100);
+    std::fs::write(&path, &content).unwrap();
+    let e = open(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(
+        e.message().contains("not a Stowage store") && e.message().contains("not a redb file"),
+        "{e}"
+    );
+    assert_untouched(&path, &content);
+}
+
+#[test]
+fn a_redb_file_of_another_program_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<'_, &str, u64> =
+                redb::TableDefinition::new("their_table");
+            txn.open_table(def).unwrap().insert("a", &1).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let e = open(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("not a Stowage store"), "{e}");
+    assert_untouched(&path, &before);
+}
+
+#[test]
+fn a_store_of_a_newer_format_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("newer.redb");
+    drop(open(&path).unwrap());
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<'_, &[u8], &[u8]> =
+                redb::TableDefinition::new(stowage_redb::schema::META);
+            let mut meta = txn.open_table(def).unwrap();
+            meta.insert(
+                stowage_redb::schema::FORMAT_KEY,
+                99u32.to_le_bytes().as_slice(),
+            )
+            .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let e = open(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(
+        e.message().contains("newer Stowage") && e.message().contains("99"),
+        "{e}"
+    );
+    assert_untouched(&path, &before);
+}
+
+#[test]
+fn an_empty_file_becomes_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.redb");
+    std::fs::write(&path, b"").unwrap();
+    drop(open(&path).unwrap());
+    drop(open(&path).unwrap());
+}
+
+#[test]
+fn a_file_open_in_another_process_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.redb");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stowage-redb-crash-writer"))
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let started = Instant::now();
+    let result = open(&path);
+    let waited = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let e = result.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("already open"), "{e}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "answered in {waited:?}, not a hang"
+    );
+    // Once the other process is gone the file opens (after crash recovery).
+    drop(open(&path).unwrap());
+}
