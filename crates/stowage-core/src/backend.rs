@@ -360,6 +360,19 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// Drops a collection and all its records; `false` when it did not exist.
     async fn drop_collection(&self, ns: &str, collection: &str) -> Result<bool>;
 
+    /// The live record with this id (`None`: absent or expired). The default asks
+    /// [`Backend::get_many`]; engines override it to spare the point read's allocations.
+    async fn get(
+        &self,
+        ns: &str,
+        collection: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRecord>> {
+        let mut got = self.get_many(ns, collection, &[id.to_owned()], now).await?;
+        Ok(got.pop().flatten())
+    }
+
     /// The live records with these ids, in the same order (`None`: absent or expired).
     async fn get_many(
         &self,

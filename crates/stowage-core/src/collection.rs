@@ -155,9 +155,12 @@ where
     /// The record with this id, or `None` when absent or expired.
     pub async fn get(&self, id: &str) -> Result<Option<Versioned<T>>> {
         validate_id(id)?;
-        let ids = [id.to_owned()];
-        let mut got = self.get_stored(&ids).await?;
-        got.pop().flatten().map(|r| self.decode(r)).transpose()
+        let got = self
+            .store
+            .backend()
+            .get(self.ns(), self.name(), id, self.store.now())
+            .await?;
+        got.map(|r| self.decode(r)).transpose()
     }
 
     /// The records with these ids, in the same order (`None` for absent or expired ones).
@@ -176,20 +179,19 @@ where
     /// The raw body of a record (JSON text or the bytes a binary put stored).
     pub async fn get_raw(&self, id: &str) -> Result<Option<Versioned<Bytes>>> {
         validate_id(id)?;
-        let ids = [id.to_owned()];
-        Ok(self
-            .get_stored(&ids)
-            .await?
-            .pop()
-            .flatten()
-            .map(|r| Versioned {
-                id: r.id,
-                version: r.version,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-                expires_at: r.expires_at,
-                value: r.body.bytes,
-            }))
+        let got = self
+            .store
+            .backend()
+            .get(self.ns(), self.name(), id, self.store.now())
+            .await?;
+        Ok(got.map(|r| Versioned {
+            id: r.id,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            expires_at: r.expires_at,
+            value: r.body.bytes,
+        }))
     }
 
     async fn get_stored(&self, ids: &[String]) -> Result<Vec<Option<StoredRecord>>> {

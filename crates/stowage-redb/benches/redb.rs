@@ -1,1 +1,448 @@
-fn main() {}
+//! Stowage-on-redb next to raw redb, in one run, on the workload of `shared/benchmarks.md`.
+//!
+//! `cargo bench -p stowage-redb` prints a markdown table of ops/s and ratios. Both sides use
+//! durable commits (fsync before the write returns). `STOWAGE_BENCH_N` scales the record
+//! count (default 100,000; the fsync-per-write rows use 2,000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use stowage_core::{Collection, CollectionSpec, IndexSpec, Query, Record, Store};
+use stowage_redb::{RedbBackend, RedbConfig};
+
+const RAW: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+    email: String,
+    score: f64,
+    active: bool,
+    tags: Vec<String>,
+    created: String,
+    note: String,
+}
+
+/// The plain collection (no secondary indexes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plain(User);
+
+impl Record for User {
+    const COLLECTION: &'static str = "users_indexed";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new()
+            .index(IndexSpec::float("score", "/score"))
+            .index(IndexSpec::string("tags", "/tags").multi())
+    }
+    fn id(&self) -> String {
+        id_of(self.id)
+    }
+}
+
+impl Record for Plain {
+    const COLLECTION: &'static str = "users";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new()
+    }
+    fn id(&self) -> String {
+        id_of(self.0.id)
+    }
+}
+
+fn id_of(n: u64) -> String {
+    format!("k{n:015}")
+}
+
+/// SplitMix64: the seeded generator of the workload.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+const WORDS: [&str; 8] = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+];
+
+fn user(n: u64, rng: &mut Rng) -> User {
+    let note_len = 40 + (rng.next() % 40) as usize;
+    let note: String = (0..note_len)
+        .map(|_| (b'a' + (rng.next() % 26) as u8) as char)
+        .collect();
+    User {
+        id: n,
+        name: format!("user-{n:08}"),
+        email: format!("user{n}@example.com"),
+        score: (rng.next() % 10_000) as f64 / 100.0,
+        active: rng.next() % 2 == 0,
+        tags: vec![
+            WORDS[(rng.next() % 8) as usize].to_owned(),
+            WORDS[(rng.next() % 8) as usize].to_owned(),
+        ],
+        created: format!(
+            "2024-{:02}-{:02}T{:02}:{:02}:00Z",
+            1 + rng.next() % 12,
+            1 + rng.next() % 28,
+            rng.next() % 24,
+            rng.next() % 60
+        ),
+        note,
+    }
+}
+
+/// Users `0..n` in shuffled order (random keys).
+fn workload(n: u64, seed: u64) -> Vec<User> {
+    let mut rng = Rng(seed);
+    let mut users: Vec<User> = (0..n).map(|i| user(i, &mut rng)).collect();
+    rng.shuffle(&mut users);
+    users
+}
+
+struct Row {
+    name: &'static str,
+    n: usize,
+    stowage: f64,
+    raw: Option<f64>,
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+struct Bench {
+    dir: tempfile::TempDir,
+    files: usize,
+}
+
+impl Bench {
+    fn path(&mut self) -> std::path::PathBuf {
+        self.files += 1;
+        self.dir.path().join(format!("b{}.redb", self.files))
+    }
+
+    fn raw_db(&mut self) -> Arc<redb::Database> {
+        Arc::new(redb::Database::create(self.path()).unwrap())
+    }
+
+    fn store(&mut self) -> Store {
+        Store::new(RedbBackend::open(RedbConfig::new(self.path())).unwrap())
+    }
+}
+
+fn raw_insert_each(db: &redb::Database, users: &[User]) -> Duration {
+    let start = Instant::now();
+    for u in users {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(RAW).unwrap();
+            t.insert(
+                id_of(u.id).as_str(),
+                serde_json::to_vec(u).unwrap().as_slice(),
+            )
+            .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    start.elapsed()
+}
+
+fn raw_insert_batches(db: &redb::Database, users: &[User]) -> Duration {
+    let start = Instant::now();
+    for chunk in users.chunks(100) {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(RAW).unwrap();
+            for u in chunk {
+                t.insert(
+                    id_of(u.id).as_str(),
+                    serde_json::to_vec(u).unwrap().as_slice(),
+                )
+                .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    start.elapsed()
+}
+
+fn raw_get(db: &redb::Database, id: &str) -> User {
+    let txn = db.begin_read().unwrap();
+    let t = txn.open_table(RAW).unwrap();
+    let v = t.get(id).unwrap().unwrap();
+    serde_json::from_slice(v.value()).unwrap()
+}
+
+async fn batches<T: Record>(store: &Store, coll: &Collection<T>, items: &[T]) -> Duration {
+    let start = Instant::now();
+    for chunk in items.chunks(100) {
+        let mut b = store.batch();
+        for it in chunk {
+            b.insert(coll, it);
+        }
+        b.commit().await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn main() {
+    let n: usize = std::env::var("STOWAGE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let n_fsync = 2_000.min(n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut bench = Bench {
+        dir: tempfile::tempdir_in(
+            std::env::var("STOWAGE_BENCH_DIR")
+                .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+        )
+        .unwrap(),
+        files: 0,
+    };
+    let users = workload(n as u64, 42);
+    let few = &users[..n_fsync];
+    let mut rows = Vec::new();
+
+    // Durable single inserts, one writer.
+    let raw = rate(n_fsync, raw_insert_each(&bench.raw_db(), few));
+    let store = bench.store();
+    let ours = rt.block_on(async {
+        let coll = store.collection::<Plain>().await.unwrap();
+        let start = Instant::now();
+        for u in few {
+            coll.insert(&Plain(u.clone())).await.unwrap();
+        }
+        rate(n_fsync, start.elapsed())
+    });
+    drop(store);
+    rows.push(Row {
+        name: "durable single insert, 1 writer",
+        n: n_fsync,
+        stowage: ours,
+        raw: Some(raw),
+    });
+    let single = ours;
+
+    // Durable inserts from 32 concurrent writers.
+    let db = bench.raw_db();
+    let raw = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = few
+            .chunks(n_fsync.div_ceil(32))
+            .map(|c| {
+                let (db, c) = (db.clone(), c.to_vec());
+                tokio::task::spawn_blocking(move || raw_insert_each(&db, &c))
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rate(n_fsync, start.elapsed())
+    });
+    drop(db);
+    let store = bench.store();
+    let ours = rt.block_on(async {
+        let coll = store.collection::<Plain>().await.unwrap();
+        let start = Instant::now();
+        let tasks: Vec<_> = few
+            .chunks(n_fsync.div_ceil(32))
+            .map(|c| {
+                let (coll, c) = (coll.clone(), c.to_vec());
+                tokio::spawn(async move {
+                    for u in c {
+                        coll.insert(&Plain(u)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rate(n_fsync, start.elapsed())
+    });
+    drop(store);
+    rows.push(Row {
+        name: "durable inserts, 32 concurrent writers",
+        n: n_fsync,
+        stowage: ours,
+        raw: Some(raw),
+    });
+    let concurrent = ours;
+
+    // Batches of 100, no indexes; reads use the same files afterwards.
+    let raw_db = bench.raw_db();
+    let raw = rate(n, raw_insert_batches(&raw_db, &users));
+    let store = bench.store();
+    let plain: Vec<Plain> = users.iter().cloned().map(Plain).collect();
+    let (ours, coll) = rt.block_on(async {
+        let coll = store.collection::<Plain>().await.unwrap();
+        (rate(n, batches(&store, &coll, &plain).await), coll)
+    });
+    rows.push(Row {
+        name: "batch of 100, no indexes",
+        n,
+        stowage: ours,
+        raw: Some(raw),
+    });
+
+    // Batches of 100 with 2 indexes (score, tags multi).
+    let (ours, indexed) = rt.block_on(async {
+        let coll = store.collection::<User>().await.unwrap();
+        (rate(n, batches(&store, &coll, &users).await), coll)
+    });
+    rows.push(Row {
+        name: "batch of 100, 2 indexes",
+        n,
+        stowage: ours,
+        raw: None,
+    });
+
+    // Point gets of every id in a second shuffled order.
+    let mut ids: Vec<String> = users.iter().map(|u| id_of(u.id)).collect();
+    Rng(7).shuffle(&mut ids);
+    let start = Instant::now();
+    for id in &ids {
+        std::hint::black_box(raw_get(&raw_db, id));
+    }
+    let raw = rate(n, start.elapsed());
+    let ours = rt.block_on(async {
+        let start = Instant::now();
+        for id in &ids {
+            std::hint::black_box(coll.get(id).await.unwrap().unwrap());
+        }
+        rate(n, start.elapsed())
+    });
+    rows.push(Row {
+        name: "point get, typed",
+        n,
+        stowage: ours,
+        raw: Some(raw),
+    });
+
+    // 64 concurrent gets.
+    let ids = Arc::new(ids);
+    let raw = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let (db, ids) = (raw_db.clone(), ids.clone());
+                tokio::spawn(async move {
+                    for id in ids.iter().skip(t).step_by(64) {
+                        std::hint::black_box(raw_get(&db, id));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rate(n, start.elapsed())
+    });
+    let ours = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let (coll, ids) = (coll.clone(), ids.clone());
+                tokio::spawn(async move {
+                    for id in ids.iter().skip(t).step_by(64) {
+                        std::hint::black_box(coll.get(id).await.unwrap().unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rate(n, start.elapsed())
+    });
+    rows.push(Row {
+        name: "64 concurrent gets",
+        n,
+        stowage: ours,
+        raw: Some(raw),
+    });
+
+    // A query matching 1% (a score range of width 1.0 of 0..100) against a full scan with
+    // a filter, the way the seed's sled store answered queries.
+    let queries = 50;
+    let scans = 3;
+    let (ours, matched) = rt.block_on(async {
+        let start = Instant::now();
+        let mut matched = 0;
+        for q in 0..queries {
+            let lo = (q % 99) as f64;
+            let page = indexed
+                .query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
+                .await
+                .unwrap();
+            matched += page.items.len();
+        }
+        (rate(queries, start.elapsed()), matched / queries)
+    });
+    let start = Instant::now();
+    for q in 0..scans {
+        let lo = (q % 99) as f64;
+        let txn = raw_db.begin_read().unwrap();
+        let t = txn.open_table(RAW).unwrap();
+        let hits = t
+            .range::<&str>(..)
+            .unwrap()
+            .filter_map(|r| {
+                let (_, v) = r.unwrap();
+                let u: User = serde_json::from_slice(v.value()).unwrap();
+                (u.score >= lo && u.score < lo + 1.0).then_some(u)
+            })
+            .count();
+        std::hint::black_box(hits);
+    }
+    let raw = rate(scans, start.elapsed());
+    rows.push(Row {
+        name: "indexed query, 1% (vs full scan + filter)",
+        n: matched,
+        stowage: ours,
+        raw: Some(raw),
+    });
+
+    println!(
+        "\nStowage on redb vs raw redb, durability: immediate (fsync per commit) on both sides\n"
+    );
+    println!("| row | n | Stowage ops/s | raw ops/s | ratio |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        match r.raw {
+            Some(raw) => println!(
+                "| {} | {} | {:.0} | {:.0} | {:.2} |",
+                r.name,
+                r.n,
+                r.stowage,
+                raw,
+                r.stowage / raw
+            ),
+            None => println!("| {} | {} | {:.0} | — | — |", r.name, r.n, r.stowage),
+        }
+    }
+    println!(
+        "\n32 concurrent writers / 1 writer (Stowage): {:.1}x",
+        concurrent / single
+    );
+    println!("command: cargo bench -p stowage-redb   (STOWAGE_BENCH_N={n})");
+}

@@ -13,13 +13,13 @@ use redb::{
     ReadableTableMetadata, TableError,
 };
 use stowage_core::backend::{
-    filter_matches, walk_bound, Backend, Capabilities, CollectionStats, IndexFill, Predicate,
-    PredicateOp, QueryHit, QueryRequest, ScanRequest, WriteAction, WriteOp, WriteResult,
+    filter_matches, walk_bound, Backend, Capabilities, CollectionStats, IndexFill, Precondition,
+    Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest, WriteAction, WriteOp, WriteResult,
 };
 use stowage_core::{CollectionSpec, Error, ErrorKind, IndexValue, Result, StoredRecord, Timestamp};
 
 use crate::config::RedbConfig;
-use crate::group_commit::{GroupCommit, Txn};
+use crate::group_commit::{GroupCommit, TableId, Txn};
 use crate::schema::{
     self, decode_entries, decode_header, decode_record, decode_spec, encode_record, expiry_key,
     index_key, sortable_entries, split_index_key, typed_entries, Tables, FORMAT_KEY,
@@ -145,6 +145,25 @@ impl RedbBackend {
     fn read(&self) -> Result<ReadTransaction> {
         self.inner.db.begin_read().map_err(storage_error)
     }
+
+    /// The records table of a collection, in a fresh read transaction.
+    fn records(&self, ns: &str, coll: &str) -> Result<RoTable> {
+        let rtx = self.read()?;
+        open_ro(&rtx, &Tables::new(ns, coll).records)?
+            .ok_or_else(|| Error::collection_not_found(ns, coll))
+    }
+}
+
+/// The live record with this id.
+fn read_live(records: &RoTable, id: &str, now: Timestamp) -> Result<Option<StoredRecord>> {
+    let Some(v) = records.get(id.as_bytes()).map_err(storage_error)? else {
+        return Ok(None);
+    };
+    let v = v.value();
+    if decode_header(v)?.is_expired(now) {
+        return Ok(None);
+    }
+    decode_record(id, v).map(Some)
 }
 
 fn check_magic(path: &Path) -> Result<()> {
@@ -253,8 +272,14 @@ struct QueryRun<'a> {
 }
 
 impl QueryRun<'_> {
-    /// Adds the record if it is live and matches; false once the page is full.
-    fn visit(&mut self, id: &str, order_value: Option<IndexValue>) -> Result<bool> {
+    /// Adds the record if it is live and matches `rest` (the predicates the walk has not
+    /// already established); false once the page is full.
+    fn visit(
+        &mut self,
+        id: &str,
+        order_value: Option<IndexValue>,
+        rest: &[Predicate],
+    ) -> Result<bool> {
         let Some(bytes) = self.records.get(id.as_bytes()).map_err(storage_error)? else {
             return Ok(true);
         };
@@ -262,9 +287,10 @@ impl QueryRun<'_> {
         if decode_header(bytes)?.is_expired(self.now) {
             return Ok(true);
         }
-        if !self.req.filter.is_empty() {
+        // Decoding a record's index entries costs more than the lookup: only when needed.
+        if !rest.is_empty() {
             let entries = typed_entries(self.spec, decode_entries(bytes)?)?;
-            if !filter_matches(&self.req.filter, &entries) {
+            if !filter_matches(rest, &entries) {
                 return Ok(true);
             }
         }
@@ -300,7 +326,13 @@ impl QueryRun<'_> {
         let Some(table) = open_ro(self.rtx, &self.tables.index(index))? else {
             return Ok(());
         };
-        let bound = walk_bound(&self.req.filter, index);
+        let req = self.req;
+        let bound = walk_bound(&req.filter, index);
+        // The walked index holds one value per record (ordering by a multi-valued index is
+        // refused), so its own predicates are tested on the key; the rest on the record.
+        let (on_index, rest): (Vec<Predicate>, Vec<Predicate>) =
+            req.filter.iter().cloned().partition(|p| p.index == index);
+        let passes = |v: &IndexValue| on_index.iter().all(|p| p.op.test(v));
         let cursor = self
             .req
             .after
@@ -324,7 +356,10 @@ impl QueryRun<'_> {
             for item in range {
                 let (k, _) = item.map_err(storage_error)?;
                 let (v, id) = split_index_key(ty, k.value())?;
-                if bound.is_some_and(|op| op.is_past_upper(&v)) || !self.visit(&id, Some(v))? {
+                if bound.is_some_and(|op| op.is_past_upper(&v)) {
+                    break;
+                }
+                if passes(&v) && !self.visit(&id, Some(v), &rest)? {
                     break;
                 }
             }
@@ -339,7 +374,10 @@ impl QueryRun<'_> {
                 if bound.is_some_and(|op| op.is_past_upper(&v)) {
                     continue;
                 }
-                if bound.is_some_and(|op| op.is_below_lower(&v)) || !self.visit(&id, Some(v))? {
+                if bound.is_some_and(|op| op.is_below_lower(&v)) {
+                    break;
+                }
+                if passes(&v) && !self.visit(&id, Some(v), &rest)? {
                     break;
                 }
             }
@@ -383,9 +421,10 @@ impl QueryRun<'_> {
     }
 
     fn by_id(&mut self) -> Result<()> {
-        let after = self.req.after.as_ref().map(|c| c.id.clone());
-        let desc = self.req.order.descending;
-        if let Some(p) = self.req.filter.first() {
+        let req = self.req;
+        let after = req.after.as_ref().map(|c| c.id.clone());
+        let desc = req.order.descending;
+        if let Some(p) = req.filter.first() {
             // The first predicate narrows the candidates through its index.
             let mut ids = BTreeSet::new();
             self.index_ids(&p.index, &p.op, &mut ids)?;
@@ -399,8 +438,9 @@ impl QueryRun<'_> {
             } else {
                 ids.into_iter().filter(in_range).collect()
             };
+            // Every candidate passed the first predicate already.
             for id in ordered {
-                if !self.visit(&id, None)? {
+                if !self.visit(&id, None, &req.filter[1..])? {
                     break;
                 }
             }
@@ -457,147 +497,235 @@ fn utf8_id(k: &[u8]) -> Result<String> {
 
 // ---- writes: each runs inside a shared transaction on the writer thread ----
 
-/// Removes a stored record with its index and expiry entries.
-fn remove_record(
-    t: &mut Txn<'_>,
-    tables: &Tables,
-    spec: &CollectionSpec,
-    id: &str,
-    bytes: &[u8],
-) -> Result<()> {
-    for (name, values) in decode_entries(bytes)? {
-        if spec.index_named(&name).is_none() {
-            continue;
-        }
-        let table = tables.index(&name);
-        for v in values {
-            let mut key = v;
-            key.extend_from_slice(id.as_bytes());
-            t.remove(&table, &key)?;
-        }
-    }
-    if let Some(at) = decode_header(bytes)?.expires_at {
-        t.remove(&tables.expiry, &expiry_key(at, id))?;
-    }
-    t.remove(&tables.records, id.as_bytes())
+/// A collection as a job writes it: its spec and its tables' slots, looked up once per job
+/// rather than once per op.
+struct WriteColl {
+    name: String,
+    spec: Arc<CollectionSpec>,
+    records: TableId,
+    expiry: TableId,
+    indexes: Vec<(String, TableId)>,
 }
 
-/// Stores a record with its index and expiry entries (the previous version removed first).
-fn store_record(
-    t: &mut Txn<'_>,
-    tables: &Tables,
-    rec: &StoredRecord,
-    index: &[(String, Vec<Vec<u8>>)],
-) -> Result<()> {
-    for (name, values) in index {
-        let table = tables.index(name);
-        for v in values {
-            let mut key = v.clone();
-            key.extend_from_slice(rec.id.as_bytes());
-            t.put(&table, &key, &[])?;
+impl WriteColl {
+    fn open(t: &mut Txn<'_>, ns: &str, coll: &str) -> Result<Self> {
+        let spec = t
+            .spec(ns, coll)?
+            .ok_or_else(|| Error::collection_not_found(ns, coll))?;
+        let tables = Tables::new(ns, coll);
+        let mut indexes = Vec::with_capacity(spec.indexes.len());
+        for ix in &spec.indexes {
+            indexes.push((ix.name.clone(), t.open(&tables.index(&ix.name))?));
         }
+        Ok(WriteColl {
+            name: coll.to_owned(),
+            records: t.open(&tables.records)?,
+            expiry: t.open(&tables.expiry)?,
+            spec,
+            indexes,
+        })
     }
-    if let Some(at) = rec.expires_at {
-        t.put(&tables.expiry, &expiry_key(at, &rec.id), &[])?;
+
+    fn index(&self, name: &str) -> Option<TableId> {
+        self.indexes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
     }
-    t.put(
-        &tables.records,
-        rec.id.as_bytes(),
-        &encode_record(rec, index),
-    )
-}
 
-fn spec_of(t: &mut Txn<'_>, ns: &str, coll: &str) -> Result<Arc<CollectionSpec>> {
-    t.spec(ns, coll)?
-        .ok_or_else(|| Error::collection_not_found(ns, coll))
-}
+    /// Removes the index and expiry entries a stored record was written with.
+    fn remove_entries(&self, t: &mut Txn<'_>, id: &str, bytes: &[u8]) -> Result<()> {
+        for (name, values) in decode_entries(bytes)? {
+            // Entries of an index the spec dropped went with its table.
+            let Some(table) = self.index(&name) else {
+                continue;
+            };
+            for mut key in values {
+                key.extend_from_slice(id.as_bytes());
+                t.remove(table, &key)?;
+            }
+        }
+        if let Some(at) = decode_header(bytes)?.expires_at {
+            t.remove(self.expiry, &expiry_key(at, id))?;
+        }
+        Ok(())
+    }
 
-fn apply_op(t: &mut Txn<'_>, ns: &str, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
-    let spec = spec_of(t, ns, &op.collection)?;
-    let tables = Tables::new(ns, &op.collection);
-    let stored = t.get(&tables.records, op.id.as_bytes())?;
-    let live = match &stored {
-        Some(b) => Some(decode_header(b)?).filter(|h| !h.is_expired(now)),
-        None => None,
-    };
-    op.precondition
-        .check(&op.collection, &op.id, live.map(|h| h.version))?;
-    match op.action {
-        WriteAction::Put {
-            body,
-            index,
-            expires_at,
-        } => {
-            let encoded = sortable_entries(&index);
-            for ix in spec.indexes.iter().filter(|i| i.unique) {
-                let Some((_, values)) = encoded.iter().find(|(n, _)| *n == ix.name) else {
-                    continue;
+    fn remove_record(&self, t: &mut Txn<'_>, id: &str, bytes: &[u8]) -> Result<()> {
+        self.remove_entries(t, id, bytes)?;
+        t.remove(self.records, id.as_bytes())
+    }
+
+    /// Writes a record's index entries.
+    fn add_index_entries(
+        &self,
+        t: &mut Txn<'_>,
+        id: &str,
+        index: &[(String, Vec<Vec<u8>>)],
+    ) -> Result<()> {
+        for (name, values) in index {
+            let table = self.index(name).ok_or_else(|| {
+                Error::internal(format!(
+                    "index {name:?} is not in the spec of {:?}",
+                    self.name
+                ))
+            })?;
+            for v in values {
+                let mut key = Vec::with_capacity(v.len() + id.len());
+                key.extend_from_slice(v);
+                key.extend_from_slice(id.as_bytes());
+                t.put(table, &key, &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a live record other than `id` holds `value` (sortable) in unique index `table`.
+    fn unique_taken(
+        &self,
+        t: &mut Txn<'_>,
+        table: TableId,
+        value: &[u8],
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = t.page(table, value, after.as_deref(), 16)?;
+            let Some(last) = page.last().map(|(k, _)| k.clone()) else {
+                return Ok(false);
+            };
+            for (k, _) in &page {
+                let Some(other) = k.strip_prefix(value) else {
+                    return Ok(false);
                 };
-                for v in values {
-                    if unique_holder(t, &tables, &ix.name, v, &op.id, now)? {
-                        return Err(Error::unique_violation(&op.collection, &ix.name, &op.id));
+                let other = utf8_id(other)?;
+                if other == id {
+                    continue;
+                }
+                if let Some(b) = t.get(self.records, other.as_bytes())? {
+                    if !decode_header(&b)?.is_expired(now) {
+                        return Ok(true);
                     }
                 }
             }
-            if let Some(b) = &stored {
-                remove_record(t, &tables, &spec, &op.id, b)?;
-            }
-            let version = live.map_or(1, |h| h.version + 1);
-            let rec = StoredRecord {
-                id: op.id,
-                version,
-                created_at: live.map_or(now, |h| h.created_at),
-                updated_at: now,
-                expires_at,
-                body,
-            };
-            store_record(t, &tables, &rec, &encoded)?;
-            Ok(WriteResult {
-                version: Some(version),
-            })
-        }
-        WriteAction::Delete => {
-            if let Some(b) = &stored {
-                remove_record(t, &tables, &spec, &op.id, b)?;
-            }
-            Ok(WriteResult {
-                version: live.map(|h| h.version),
-            })
+            after = Some(last);
         }
     }
-}
 
-/// Whether a live record other than `id` holds `value` (sortable) in index `name`.
-fn unique_holder(
-    t: &mut Txn<'_>,
-    tables: &Tables,
-    name: &str,
-    value: &[u8],
-    id: &str,
-    now: Timestamp,
-) -> Result<bool> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = t.page(&tables.index(name), value, after.as_deref(), 16)?;
-        let Some(last) = page.last().map(|(k, _)| k.clone()) else {
-            return Ok(false);
-        };
-        for (k, _) in &page {
-            let Some(other) = k.strip_prefix(value) else {
-                return Ok(false);
-            };
-            let other = utf8_id(other)?;
-            if other == id {
-                continue;
+    fn apply(&self, t: &mut Txn<'_>, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
+        let (body, index, expires_at) = match op.action {
+            WriteAction::Put {
+                body,
+                index,
+                expires_at,
+            } => (body, index, expires_at),
+            WriteAction::Delete => {
+                let stored = t.get(self.records, op.id.as_bytes())?;
+                let live = live_version(stored.as_deref(), now)?;
+                op.precondition.check(&self.name, &op.id, live)?;
+                if let Some(b) = &stored {
+                    self.remove_record(t, &op.id, b)?;
+                }
+                return Ok(WriteResult { version: live });
             }
-            if let Some(b) = t.get(&tables.records, other.as_bytes())? {
-                if !decode_header(&b)?.is_expired(now) {
-                    return Ok(true);
+        };
+        let encoded = sortable_entries(&index);
+        for ix in self.spec.indexes.iter().filter(|i| i.unique) {
+            let Some((_, values)) = encoded.iter().find(|(n, _)| *n == ix.name) else {
+                continue;
+            };
+            let table = self
+                .index(&ix.name)
+                .ok_or_else(|| Error::internal("unique index table missing"))?;
+            for v in values {
+                if self.unique_taken(t, table, v, &op.id, now)? {
+                    return Err(Error::unique_violation(&self.name, &ix.name, &op.id));
                 }
             }
         }
-        after = Some(last);
+        let mut rec = StoredRecord {
+            id: op.id,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            body,
+        };
+        if op.precondition == Precondition::Absent {
+            // Inserts write first and look at what they replaced: one B-tree walk instead of
+            // two. A live record there fails the op, and the job's undo log restores it.
+            let prev = t.put(
+                self.records,
+                rec.id.as_bytes(),
+                &encode_record(&rec, &encoded),
+            )?;
+            if let Some(b) = prev {
+                op.precondition
+                    .check(&self.name, &rec.id, live_version(Some(&b), now)?)?;
+                self.remove_entries(t, &rec.id, &b)?;
+            }
+        } else {
+            let stored = t.get(self.records, rec.id.as_bytes())?;
+            let live = match &stored {
+                Some(b) => Some(decode_header(b)?).filter(|h| !h.is_expired(now)),
+                None => None,
+            };
+            op.precondition
+                .check(&self.name, &rec.id, live.map(|h| h.version))?;
+            if let Some(h) = live {
+                rec.version = h.version + 1;
+                rec.created_at = h.created_at;
+            }
+            if let Some(b) = &stored {
+                self.remove_entries(t, &rec.id, b)?;
+            }
+            t.put(
+                self.records,
+                rec.id.as_bytes(),
+                &encode_record(&rec, &encoded),
+            )?;
+        }
+        self.add_index_entries(t, &rec.id, &encoded)?;
+        if let Some(at) = rec.expires_at {
+            t.put(self.expiry, &expiry_key(at, &rec.id), &[])?;
+        }
+        Ok(WriteResult {
+            version: Some(rec.version),
+        })
     }
+}
+
+/// The version of a stored record if it is live at `now`.
+fn live_version(stored: Option<&[u8]>, now: Timestamp) -> Result<Option<u64>> {
+    match stored {
+        Some(b) => {
+            let h = decode_header(b)?;
+            Ok((!h.is_expired(now)).then_some(h.version))
+        }
+        None => Ok(None),
+    }
+}
+
+fn write_job(
+    t: &mut Txn<'_>,
+    ns: &str,
+    ops: Vec<WriteOp>,
+    now: Timestamp,
+) -> Result<Vec<WriteResult>> {
+    let mut colls: Vec<WriteColl> = Vec::new();
+    let mut results = Vec::with_capacity(ops.len());
+    for (i, op) in ops.into_iter().enumerate() {
+        let at = match colls.iter().position(|c| c.name == op.collection) {
+            Some(at) => at,
+            None => {
+                colls.push(WriteColl::open(t, ns, &op.collection).map_err(|e| e.at_op(i))?);
+                colls.len() - 1
+            }
+        };
+        results.push(colls[at].apply(t, op, now).map_err(|e| e.at_op(i))?);
+    }
+    Ok(results)
 }
 
 fn apply_spec_job(
@@ -609,10 +737,11 @@ fn apply_spec_job(
 ) -> Result<()> {
     let tables = Tables::new(ns, coll);
     let old = t.spec(ns, coll)?;
+    let records = t.open(&tables.records)?;
     // Every check before any change: the change is all or nothing.
     let mut seen = HashSet::new();
     for f in &fills {
-        let current = match t.get(&tables.records, f.id.as_bytes())? {
+        let current = match t.get(records, f.id.as_bytes())? {
             Some(b) => Some(decode_header(&b)?.version),
             None => None,
         };
@@ -630,56 +759,50 @@ fn apply_spec_job(
         }
     }
     let Some(old) = old else {
-        // A new collection: its records table exists from now on, empty.
-        t.table(&tables.records)?;
-        return t.set_spec(ns, coll, Some(spec));
+        // A new collection: its tables exist from now on, empty.
+        t.set_spec(ns, coll, Some(spec))?;
+        WriteColl::open(t, ns, coll)?;
+        return Ok(());
     };
     let change = old.diff(spec)?;
     for name in &change.dropped {
         t.delete_table(&tables.index(name))?;
     }
-    if !change.added.is_empty() || !change.dropped.is_empty() {
-        let added: HashSet<&str> = change.added.iter().map(|i| i.name.as_str()).collect();
-        let keep = |name: &str| spec.index_named(name).is_some() && !added.contains(name);
-        let mut fills: HashMap<String, Vec<(String, Vec<Vec<u8>>)>> = fills
-            .into_iter()
-            .map(|f| (f.id, sortable_entries(&f.index)))
-            .collect();
-        // Rewrite each record's remembered entries: kept indexes as they were, added ones
-        // from the fills.
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = t.page(&tables.records, &[], after.as_deref(), 512)?;
-            let Some(last) = page.last().map(|(k, _)| k.clone()) else {
-                break;
-            };
-            for (k, v) in page {
-                let id = utf8_id(&k)?;
-                let mut entries: Vec<_> = decode_entries(&v)?
-                    .into_iter()
-                    .filter(|(n, _)| keep(n))
-                    .collect();
-                if let Some(new) = fills.remove(&id) {
-                    for (name, values) in &new {
-                        let table = tables.index(name);
-                        for val in values {
-                            let mut key = val.clone();
-                            key.extend_from_slice(id.as_bytes());
-                            t.put(&table, &key, &[])?;
-                        }
-                    }
-                    entries.extend(new);
-                }
-                let rec = decode_record(&id, &v)?;
-                t.put(&tables.records, &k, &encode_record(&rec, &entries))?;
-            }
-            after = Some(last);
-        }
-        for ix in &change.added {
-            t.table(&tables.index(&ix.name))?;
-        }
+    t.set_spec(ns, coll, Some(spec))?;
+    let wc = WriteColl::open(t, ns, coll)?;
+    if change.is_empty() {
+        return Ok(());
     }
-    t.set_spec(ns, coll, Some(spec))
+    let added: HashSet<&str> = change.added.iter().map(|i| i.name.as_str()).collect();
+    let keep = |name: &str| spec.index_named(name).is_some() && !added.contains(name);
+    let mut fills: HashMap<String, Vec<(String, Vec<Vec<u8>>)>> = fills
+        .into_iter()
+        .map(|f| (f.id, sortable_entries(&f.index)))
+        .collect();
+    // Rewrite each record's remembered entries: kept indexes as they were, added ones from
+    // the fills.
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = t.page(wc.records, &[], after.as_deref(), 512)?;
+        let Some(last) = page.last().map(|(k, _)| k.clone()) else {
+            break;
+        };
+        for (k, v) in page {
+            let id = utf8_id(&k)?;
+            let mut entries: Vec<_> = decode_entries(&v)?
+                .into_iter()
+                .filter(|(n, _)| keep(n))
+                .collect();
+            let rec = decode_record(&id, &v)?;
+            if let Some(new) = fills.remove(&id) {
+                wc.add_index_entries(t, &id, &new)?;
+                entries.extend(new);
+            }
+            t.put(wc.records, &k, &encode_record(&rec, &entries))?;
+        }
+        after = Some(last);
+    }
+    Ok(())
 }
 
 fn drop_job(t: &mut Txn<'_>, ns: &str, coll: &str) -> Result<bool> {
@@ -703,12 +826,11 @@ fn delete_prefix_job(
     prefix: &str,
     now: Timestamp,
 ) -> Result<u64> {
-    let spec = spec_of(t, ns, coll)?;
-    let tables = Tables::new(ns, coll);
+    let wc = WriteColl::open(t, ns, coll)?;
     let mut live = 0;
     loop {
         // Deleting what was read moves the start: always read from the prefix again.
-        let page = t.page(&tables.records, prefix.as_bytes(), None, 256)?;
+        let page = t.page(wc.records, prefix.as_bytes(), None, 256)?;
         let matching: Vec<_> = page
             .into_iter()
             .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
@@ -720,7 +842,7 @@ fn delete_prefix_job(
             if !decode_header(&v)?.is_expired(now) {
                 live += 1;
             }
-            remove_record(t, &tables, &spec, &utf8_id(&k)?, &v)?;
+            wc.remove_record(t, &utf8_id(&k)?, &v)?;
         }
     }
 }
@@ -729,12 +851,12 @@ fn purge_job(t: &mut Txn<'_>, ns: &str, colls: Vec<String>, now: Timestamp) -> R
     let mut purged = 0;
     let end = stowage_core::backend::sortable_i64(now.as_micros().saturating_add(1));
     for coll in colls {
-        let Some(spec) = t.spec(ns, &coll)? else {
+        if t.spec(ns, &coll)?.is_none() {
             continue;
-        };
-        let tables = Tables::new(ns, &coll);
+        }
+        let wc = WriteColl::open(t, ns, &coll)?;
         loop {
-            let page = t.page(&tables.expiry, &[], None, 256)?;
+            let page = t.page(wc.expiry, &[], None, 256)?;
             let due: Vec<_> = page
                 .into_iter()
                 .take_while(|(k, _)| k.as_slice() < end.as_slice())
@@ -744,12 +866,12 @@ fn purge_job(t: &mut Txn<'_>, ns: &str, colls: Vec<String>, now: Timestamp) -> R
             }
             for (k, _) in due {
                 let id = utf8_id(&k[8..])?;
-                if let Some(b) = t.get(&tables.records, id.as_bytes())? {
-                    remove_record(t, &tables, &spec, &id, &b)?;
+                if let Some(b) = t.get(wc.records, id.as_bytes())? {
+                    wc.remove_record(t, &id, &b)?;
                     purged += 1;
                 }
                 // Gone with the record already, unless it was left behind: never loop on it.
-                t.remove(&tables.expiry, &k)?;
+                t.remove(wc.expiry, &k)?;
             }
         }
     }
@@ -816,6 +938,16 @@ impl Backend for RedbBackend {
             .await
     }
 
+    async fn get(
+        &self,
+        ns: &str,
+        collection: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRecord>> {
+        read_live(&self.records(ns, collection)?, id, now)
+    }
+
     async fn get_many(
         &self,
         ns: &str,
@@ -823,35 +955,15 @@ impl Backend for RedbBackend {
         ids: &[String],
         now: Timestamp,
     ) -> Result<Vec<Option<StoredRecord>>> {
-        let rtx = self.read()?;
-        let Some(records) = open_ro(&rtx, &Tables::new(ns, collection).records)? else {
-            return Err(Error::collection_not_found(ns, collection));
-        };
-        ids.iter()
-            .map(|id| {
-                let Some(v) = records.get(id.as_bytes()).map_err(storage_error)? else {
-                    return Ok(None);
-                };
-                let v = v.value();
-                if decode_header(v)?.is_expired(now) {
-                    return Ok(None);
-                }
-                decode_record(id, v).map(Some)
-            })
-            .collect()
+        let records = self.records(ns, collection)?;
+        ids.iter().map(|id| read_live(&records, id, now)).collect()
     }
 
     async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
         let ns = ns.to_owned();
         self.inner
             .writer
-            .run(move |t| {
-                let mut results = Vec::with_capacity(ops.len());
-                for (i, op) in ops.into_iter().enumerate() {
-                    results.push(apply_op(t, &ns, op, now).map_err(|e| e.at_op(i))?);
-                }
-                Ok(results)
-            })
+            .run(move |t| write_job(t, &ns, ops, now))
             .await
     }
 

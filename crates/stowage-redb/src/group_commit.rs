@@ -101,19 +101,23 @@ impl Drop for GroupCommit {
     }
 }
 
-enum Undo {
-    Key {
-        table: String,
-        key: Vec<u8>,
-        prev: Option<Vec<u8>>,
-    },
+/// A change to undo: the key's previous value in a table (by its slot in [`Txn`]).
+struct Undo {
+    table: usize,
+    key: Vec<u8>,
+    prev: Option<Vec<u8>>,
 }
+
+/// A table opened by a transaction, by slot number, so that hot paths neither hash nor copy
+/// table names.
+pub(crate) type TableId = usize;
 
 /// One write transaction as jobs see it: tables opened once and kept, and every change
 /// logged so that a failing job can be undone alone.
 pub(crate) struct Txn<'t> {
     txn: &'t WriteTransaction,
-    tables: HashMap<String, Table<'t, &'static [u8], &'static [u8]>>,
+    tables: Vec<Option<Table<'t, &'static [u8], &'static [u8]>>>,
+    slots: HashMap<String, TableId>,
     undo: Vec<Undo>,
     specs: &'t mut HashMap<(String, String), Arc<CollectionSpec>>,
     // Spec cache changes made by the running job, undone with it.
@@ -121,52 +125,64 @@ pub(crate) struct Txn<'t> {
 }
 
 impl<'t> Txn<'t> {
-    pub(crate) fn table(
-        &mut self,
-        name: &str,
-    ) -> Result<&mut Table<'t, &'static [u8], &'static [u8]>> {
-        if !self.tables.contains_key(name) {
-            let t = self
-                .txn
-                .open_table(schema::table(name))
-                .map_err(storage_error)?;
-            self.tables.insert(name.to_owned(), t);
+    /// The slot of a table, opening (and creating) it on first use.
+    pub(crate) fn open(&mut self, name: &str) -> Result<TableId> {
+        if let Some(&id) = self.slots.get(name) {
+            return Ok(id);
         }
-        self.tables
-            .get_mut(name)
-            .ok_or_else(|| Error::internal("a table vanished from the cache"))
+        let t = self
+            .txn
+            .open_table(schema::table(name))
+            .map_err(storage_error)?;
+        self.tables.push(Some(t));
+        let id = self.tables.len() - 1;
+        self.slots.insert(name.to_owned(), id);
+        Ok(id)
     }
 
-    pub(crate) fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = self.table(table)?;
+    fn at(&mut self, id: TableId) -> Result<&mut Table<'t, &'static [u8], &'static [u8]>> {
+        self.tables
+            .get_mut(id)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| Error::internal("a table was used after it was deleted"))
+    }
+
+    pub(crate) fn get(&mut self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = self.at(table)?;
         Ok(t.get(key)
             .map_err(storage_error)?
             .map(|v| v.value().to_vec()))
     }
 
-    pub(crate) fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
+    /// Stores `value` and returns what the key held before.
+    pub(crate) fn put(
+        &mut self,
+        table: TableId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         let prev = self
-            .table(table)?
+            .at(table)?
             .insert(key, value)
             .map_err(storage_error)?
             .map(|v| v.value().to_vec());
-        self.undo.push(Undo::Key {
-            table: table.to_owned(),
+        self.undo.push(Undo {
+            table,
             key: key.to_vec(),
-            prev,
+            prev: prev.clone(),
         });
-        Ok(())
+        Ok(prev)
     }
 
-    pub(crate) fn remove(&mut self, table: &str, key: &[u8]) -> Result<()> {
+    pub(crate) fn remove(&mut self, table: TableId, key: &[u8]) -> Result<()> {
         let prev = self
-            .table(table)?
+            .at(table)?
             .remove(key)
             .map_err(storage_error)?
             .map(|v| v.value().to_vec());
         if prev.is_some() {
-            self.undo.push(Undo::Key {
-                table: table.to_owned(),
+            self.undo.push(Undo {
+                table,
                 key: key.to_vec(),
                 prev,
             });
@@ -176,7 +192,9 @@ impl<'t> Txn<'t> {
 
     /// Deletes a whole table. Not undoable: jobs call it only after all their checks passed.
     pub(crate) fn delete_table(&mut self, name: &str) -> Result<()> {
-        self.tables.remove(name);
+        if let Some(id) = self.slots.remove(name) {
+            self.tables[id] = None;
+        }
         self.txn
             .delete_table(schema::table(name))
             .map_err(storage_error)?;
@@ -186,12 +204,12 @@ impl<'t> Txn<'t> {
     /// Up to `limit` keys and values of `table` after `after` (or from `from`), in order.
     pub(crate) fn page(
         &mut self,
-        table: &str,
+        table: TableId,
         from: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = self.table(table)?;
+        let t = self.at(table)?;
         let range = match after {
             Some(a) => t.range::<&[u8]>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
             None => t.range::<&[u8]>(from..),
@@ -211,7 +229,8 @@ impl<'t> Txn<'t> {
         if let Some(s) = self.specs.get(&key) {
             return Ok(Some(s.clone()));
         }
-        let Some(bytes) = self.get(schema::CATALOG, &schema::catalog_key(ns, coll))? else {
+        let catalog = self.open(schema::CATALOG)?;
+        let Some(bytes) = self.get(catalog, &schema::catalog_key(ns, coll))? else {
             return Ok(None);
         };
         let spec = Arc::new(decode_spec(coll, &bytes)?);
@@ -227,13 +246,14 @@ impl<'t> Txn<'t> {
         spec: Option<&CollectionSpec>,
     ) -> Result<()> {
         let key = schema::catalog_key(ns, coll);
+        let catalog = self.open(schema::CATALOG)?;
         match spec {
             Some(s) => {
                 let json = serde_json::to_vec(s)
                     .map_err(|e| Error::internal("spec encoding").with_source(e))?;
-                self.put(schema::CATALOG, &key, &json)?;
+                self.put(catalog, &key, &json)?;
             }
-            None => self.remove(schema::CATALOG, &key)?,
+            None => self.remove(catalog, &key)?,
         }
         let cache_key = (ns.to_owned(), coll.to_owned());
         let prev = match spec {
@@ -245,8 +265,8 @@ impl<'t> Txn<'t> {
     }
 
     fn rollback(&mut self) -> Result<()> {
-        while let Some(Undo::Key { table, key, prev }) = self.undo.pop() {
-            let t = self.table(&table)?;
+        while let Some(Undo { table, key, prev }) = self.undo.pop() {
+            let t = self.at(table)?;
             match prev {
                 Some(v) => t
                     .insert(key.as_slice(), v.as_slice())
@@ -367,7 +387,8 @@ impl Writer {
         {
             let mut t = Txn {
                 txn: &txn,
-                tables: HashMap::new(),
+                tables: Vec::new(),
+                slots: HashMap::new(),
                 undo: Vec::new(),
                 specs: &mut self.specs,
                 spec_undo: Vec::new(),

@@ -67,6 +67,15 @@ impl Backend for Probe {
     async fn drop_collection(&self, ns: &str, c: &str) -> Result<bool> {
         self.inner.drop_collection(ns, c).await
     }
+    async fn get(
+        &self,
+        ns: &str,
+        c: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRecord>> {
+        self.inner.get(ns, c, id, now).await
+    }
     async fn get_many(
         &self,
         ns: &str,
