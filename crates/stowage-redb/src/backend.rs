@@ -1,6 +1,6 @@
 //! [`RedbBackend`]: reads on the caller's thread, writes through the group-commit writer.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::ops::Bound;
@@ -22,8 +22,7 @@ use crate::config::RedbConfig;
 use crate::group_commit::{GroupCommit, TableId, Txn};
 use crate::schema::{
     self, decode_entries, decode_header, decode_record, decode_spec, encode_record, expiry_key,
-    index_key, sortable_entries, split_index_key, typed_entries, Tables, FORMAT_KEY,
-    FORMAT_VERSION,
+    index_key, sortable_entries, typed_entries, StoredEntries, Tables, FORMAT_KEY, FORMAT_VERSION,
 };
 
 /// The first bytes of every redb file.
@@ -276,11 +275,11 @@ impl QueryRun<'_> {
     /// already established); false once the page is full.
     fn visit(
         &mut self,
-        id: &str,
+        id: &[u8],
         order_value: Option<IndexValue>,
         rest: &[Predicate],
     ) -> Result<bool> {
-        let Some(bytes) = self.records.get(id.as_bytes()).map_err(storage_error)? else {
+        let Some(bytes) = self.records.get(id).map_err(storage_error)? else {
             return Ok(true);
         };
         let bytes = bytes.value();
@@ -299,7 +298,7 @@ impl QueryRun<'_> {
             return Ok(true);
         }
         self.hits.push(QueryHit {
-            record: decode_record(id, bytes)?,
+            record: decode_record(&utf8_id(id)?, bytes)?,
             order_value,
         });
         Ok(self.hits.len() < self.limit)
@@ -355,11 +354,11 @@ impl QueryRun<'_> {
                 .map_err(storage_error)?;
             for item in range {
                 let (k, _) = item.map_err(storage_error)?;
-                let (v, id) = split_index_key(ty, k.value())?;
+                let (v, id) = IndexValue::decode_sortable(ty, k.value())?;
                 if bound.is_some_and(|op| op.is_past_upper(&v)) {
                     break;
                 }
-                if passes(&v) && !self.visit(&id, Some(v), &rest)? {
+                if passes(&v) && !self.visit(id, Some(v), &rest)? {
                     break;
                 }
             }
@@ -370,14 +369,14 @@ impl QueryRun<'_> {
                 .map_err(storage_error)?;
             for item in range.rev() {
                 let (k, _) = item.map_err(storage_error)?;
-                let (v, id) = split_index_key(ty, k.value())?;
+                let (v, id) = IndexValue::decode_sortable(ty, k.value())?;
                 if bound.is_some_and(|op| op.is_past_upper(&v)) {
                     continue;
                 }
                 if bound.is_some_and(|op| op.is_below_lower(&v)) {
                     break;
                 }
-                if passes(&v) && !self.visit(&id, Some(v), &rest)? {
+                if passes(&v) && !self.visit(id, Some(v), &rest)? {
                     break;
                 }
             }
@@ -385,8 +384,8 @@ impl QueryRun<'_> {
         Ok(())
     }
 
-    /// Ids the index holds under values that pass `op`.
-    fn index_ids(&self, index: &str, op: &PredicateOp, out: &mut BTreeSet<String>) -> Result<()> {
+    /// Ids the index holds under values that pass `op` (unsorted, possibly repeated).
+    fn index_ids(&self, index: &str, op: &PredicateOp, out: &mut Vec<Vec<u8>>) -> Result<()> {
         if let PredicateOp::In(values) = op {
             for v in values {
                 self.index_ids(index, &PredicateOp::Eq(v.clone()), out)?;
@@ -409,12 +408,14 @@ impl QueryRun<'_> {
         .map_err(storage_error)?;
         for item in range {
             let (k, _) = item.map_err(storage_error)?;
-            let (v, id) = split_index_key(ty, k.value())?;
+            // Ids stay bytes here: most candidates are only looked up, and byte order is
+            // id order.
+            let (v, id) = IndexValue::decode_sortable(ty, k.value())?;
             if op.is_past_upper(&v) {
                 break;
             }
             if op.test(&v) {
-                out.insert(id);
+                out.push(id.to_vec());
             }
         }
         Ok(())
@@ -426,14 +427,17 @@ impl QueryRun<'_> {
         let desc = req.order.descending;
         if let Some(p) = req.filter.first() {
             // The first predicate narrows the candidates through its index.
-            let mut ids = BTreeSet::new();
+            let mut ids = Vec::new();
             self.index_ids(&p.index, &p.op, &mut ids)?;
-            let in_range = |id: &String| match &after {
+            // Sorting a vector beats a tree for the one pass that follows.
+            ids.sort_unstable();
+            ids.dedup();
+            let in_range = |id: &Vec<u8>| match &after {
                 None => true,
-                Some(a) if desc => id < a,
-                Some(a) => id > a,
+                Some(a) if desc => id.as_slice() < a.as_bytes(),
+                Some(a) => id.as_slice() > a.as_bytes(),
             };
-            let ordered: Vec<String> = if desc {
+            let ordered: Vec<Vec<u8>> = if desc {
                 ids.into_iter().rev().filter(in_range).collect()
             } else {
                 ids.into_iter().filter(in_range).collect()
@@ -775,7 +779,7 @@ fn apply_spec_job(
     }
     let added: HashSet<&str> = change.added.iter().map(|i| i.name.as_str()).collect();
     let keep = |name: &str| spec.index_named(name).is_some() && !added.contains(name);
-    let mut fills: HashMap<String, Vec<(String, Vec<Vec<u8>>)>> = fills
+    let mut fills: HashMap<String, StoredEntries> = fills
         .into_iter()
         .map(|f| (f.id, sortable_entries(&f.index)))
         .collect();

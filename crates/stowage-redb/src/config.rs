@@ -38,12 +38,12 @@ pub struct RedbConfig {
 pub const URL_PARAMS: &[&str] = &["durability", "flush_ms", "cache_mb"];
 
 impl RedbConfig {
-    /// Durable writes to `path`, with a 256 MiB cache.
+    /// Durable writes to `path`, with redb's default 1 GiB page cache (memory is taken as pages are read, not up front).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         RedbConfig {
             path: path.into(),
             durability: Durability::Immediate,
-            cache_bytes: 256 << 20,
+            cache_bytes: 1 << 30,
         }
     }
 

@@ -28,6 +28,9 @@ use crate::schema::{self, decode_spec};
 const MAX_GROUP: usize = 512;
 
 type Output = Box<dyn Any + Send>;
+/// A collection's key in the spec cache: (namespace, collection).
+type SpecKey = (String, String);
+type SpecCache = HashMap<SpecKey, Arc<CollectionSpec>>;
 type Work = Box<dyn for<'t> FnOnce(&mut Txn<'t>) -> Result<Output> + Send>;
 
 struct Job {
@@ -119,9 +122,9 @@ pub(crate) struct Txn<'t> {
     tables: Vec<Option<Table<'t, &'static [u8], &'static [u8]>>>,
     slots: HashMap<String, TableId>,
     undo: Vec<Undo>,
-    specs: &'t mut HashMap<(String, String), Arc<CollectionSpec>>,
+    specs: &'t mut SpecCache,
     // Spec cache changes made by the running job, undone with it.
-    spec_undo: Vec<((String, String), Option<Arc<CollectionSpec>>)>,
+    spec_undo: Vec<(SpecKey, Option<Arc<CollectionSpec>>)>,
 }
 
 impl<'t> Txn<'t> {
@@ -288,7 +291,7 @@ struct Writer {
     db: Arc<Database>,
     durability: Durability,
     // The writer is the only one who changes specs, so its cache is always current.
-    specs: HashMap<(String, String), Arc<CollectionSpec>>,
+    specs: SpecCache,
 }
 
 impl Writer {

@@ -89,13 +89,6 @@ pub fn index_key(value: &IndexValue, id: &str) -> Vec<u8> {
     k
 }
 
-/// Splits an index key of an index of type `ty` into value and id.
-pub fn split_index_key(ty: stowage_core::IndexType, key: &[u8]) -> Result<(IndexValue, String)> {
-    let (value, rest) = IndexValue::decode_sortable(ty, key)?;
-    let id = std::str::from_utf8(rest).map_err(|_| corrupted("an index key's id is not UTF-8"))?;
-    Ok((value, id.to_owned()))
-}
-
 /// An expiry key: the time's sortable encoding, then the id.
 pub fn expiry_key(at: Timestamp, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + id.len());
@@ -107,6 +100,9 @@ pub fn expiry_key(at: Timestamp, id: &str) -> Vec<u8> {
 fn corrupted(what: &str) -> Error {
     Error::new(ErrorKind::Corrupted, what.to_owned())
 }
+
+/// A record's index entries as stored: per index, the values' sortable encodings.
+pub type StoredEntries = Vec<(String, Vec<Vec<u8>>)>;
 
 const HEADER: usize = 38;
 const NO_EXPIRY: i64 = i64::MIN;
@@ -216,7 +212,7 @@ pub fn decode_record(id: &str, bytes: &[u8]) -> Result<StoredRecord> {
 }
 
 /// The index entries a stored record was written with, as sortable encodings.
-pub fn decode_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<Vec<u8>>)>> {
+pub fn decode_entries(bytes: &[u8]) -> Result<StoredEntries> {
     let (start, end) = entries_range(bytes)?;
     let mut e = &bytes[start..end];
     let mut out = Vec::new();
@@ -249,10 +245,7 @@ pub fn decode_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<Vec<u8>>)>> {
 
 /// Decodes stored entries back into typed values, for filtering: indexes the spec no
 /// longer has are skipped.
-pub fn typed_entries(
-    spec: &CollectionSpec,
-    raw: Vec<(String, Vec<Vec<u8>>)>,
-) -> Result<IndexEntries> {
+pub fn typed_entries(spec: &CollectionSpec, raw: StoredEntries) -> Result<IndexEntries> {
     let mut out = Vec::with_capacity(raw.len());
     for (name, values) in raw {
         let Some(ix) = spec.index_named(&name) else {
@@ -268,7 +261,7 @@ pub fn typed_entries(
 }
 
 /// Sortable encodings of typed entries, for storing.
-pub fn sortable_entries(index: &IndexEntries) -> Vec<(String, Vec<Vec<u8>>)> {
+pub fn sortable_entries(index: &IndexEntries) -> StoredEntries {
     index
         .iter()
         .map(|(name, values)| {

@@ -1,5 +1,8 @@
 //! The conformance suite and the property test against real redb files.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

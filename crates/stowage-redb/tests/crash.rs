@@ -3,6 +3,9 @@
 //!
 //! `STOWAGE_CRASH_CYCLES` sets the number of kill cycles (default 20).
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -63,8 +66,13 @@ async fn verify(path: &Path, acked: &Acked) -> usize {
         .map(|r| (r.id.as_str(), (r.value["n"].as_i64().unwrap(), r.version)))
         .collect();
     for (id, (n, version)) in acked {
-        let (got_n, got_version) = *found.get(id.as_str()).unwrap_or_else(|| panic!("acknowledged {id} is lost"));
-        assert!(got_version >= *version, "{id}: version {got_version} < acknowledged {version}");
+        let (got_n, got_version) = *found
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("acknowledged {id} is lost"));
+        assert!(
+            got_version >= *version,
+            "{id}: version {got_version} < acknowledged {version}"
+        );
         if got_version == *version {
             assert_eq!(got_n, *n, "{id}: acknowledged value differs");
         }
@@ -74,9 +82,14 @@ async fn verify(path: &Path, acked: &Acked) -> usize {
     let mut by_n: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     let mut by_tag: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in &all {
-        by_n.entry(r.value["n"].as_i64().unwrap()).or_default().insert(r.id.clone());
+        by_n.entry(r.value["n"].as_i64().unwrap())
+            .or_default()
+            .insert(r.id.clone());
         for t in r.value["tags"].as_array().unwrap() {
-            by_tag.entry(t.as_str().unwrap().to_owned()).or_default().insert(r.id.clone());
+            by_tag
+                .entry(t.as_str().unwrap().to_owned())
+                .or_default()
+                .insert(r.id.clone());
         }
     }
     for n in 0..50 {

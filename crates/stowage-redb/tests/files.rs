@@ -1,5 +1,8 @@
 //! Files: reopening, foreign and newer files, and a file held by another process.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -194,4 +197,32 @@ fn a_file_open_in_another_process_is_refused_at_once() {
     );
     // Once the other process is gone the file opens (after crash recovery).
     drop(open(&path).unwrap());
+}
+
+#[tokio::test]
+async fn relaxed_durability_keeps_everything_across_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relaxed.redb");
+    let relaxed = || {
+        let mut c = RedbConfig::new(&path);
+        c.durability = stowage_redb::Durability::Relaxed {
+            flush_interval: Duration::from_millis(20),
+        };
+        RedbBackend::open(c).unwrap()
+    };
+    {
+        let store = Store::new(relaxed());
+        let c = store.collection_with_spec::<serde_json::Value>("c", spec()).await.unwrap();
+        for i in 0..300 {
+            let body = json!({"score": i as f64, "tags": ["x"], "email": format!("{i}@x")});
+            c.put(&format!("k{i}"), &body, Put::insert()).await.unwrap();
+            if i == 150 {
+                // Let an interval pass so a durable flush happens mid-stream.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let store = Store::new(relaxed());
+    let c = store.existing_collection::<serde_json::Value>("c").await.unwrap();
+    assert_eq!(c.count(&Filter::new().eq("tags", "x")).await.unwrap(), 300);
 }

@@ -3,6 +3,9 @@
 //!
 //! `stowage-redb-crash-writer PATH` — not a tool for users.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::time::Duration;
 
