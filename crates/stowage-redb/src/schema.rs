@@ -45,7 +45,7 @@ impl Tables {
     /// names cannot collide.
     pub fn new(ns: &str, coll: &str) -> Self {
         Tables {
-            records: format!("r/{ns}/{coll}"),
+            records: records_table(ns, coll),
             expiry: format!("e/{ns}/{coll}"),
             prefix: format!("i/{ns}/{coll}/"),
         }
@@ -55,6 +55,11 @@ impl Tables {
     pub fn index(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
+}
+
+/// The records table of `ns`/`coll` alone, for reads that need no other table.
+pub fn records_table(ns: &str, coll: &str) -> String {
+    format!("r/{ns}/{coll}")
 }
 
 /// A table definition for a name.

@@ -212,7 +212,10 @@ async fn relaxed_durability_keeps_everything_across_a_clean_close() {
     };
     {
         let store = Store::new(relaxed());
-        let c = store.collection_with_spec::<serde_json::Value>("c", spec()).await.unwrap();
+        let c = store
+            .collection_with_spec::<serde_json::Value>("c", spec())
+            .await
+            .unwrap();
         for i in 0..300 {
             let body = json!({"score": i as f64, "tags": ["x"], "email": format!("{i}@x")});
             c.put(&format!("k{i}"), &body, Put::insert()).await.unwrap();
@@ -223,6 +226,9 @@ async fn relaxed_durability_keeps_everything_across_a_clean_close() {
         }
     }
     let store = Store::new(relaxed());
-    let c = store.existing_collection::<serde_json::Value>("c").await.unwrap();
+    let c = store
+        .existing_collection::<serde_json::Value>("c")
+        .await
+        .unwrap();
     assert_eq!(c.count(&Filter::new().eq("tags", "x")).await.unwrap(), 300);
 }
