@@ -355,6 +355,54 @@ where
         })
     }
 
+    /// One page of records in id order, optionally only ids starting with `prefix`: at most
+    /// `limit`, after the page that returned `cursor`. The cursor is opaque and, like a
+    /// query's, continues strictly after the last id it saw.
+    pub async fn list(
+        &self,
+        prefix: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<T>> {
+        if limit == 0 {
+            return Err(Error::invalid("limit must be at least 1"));
+        }
+        let fingerprint = list_fingerprint(self.name(), prefix);
+        let after = cursor
+            .map(|c| crate::query::decode_cursor(c, fingerprint).map(|k| k.id))
+            .transpose()?;
+        let request = ScanRequest {
+            collection: self.name().to_owned(),
+            prefix: prefix.map(str::to_owned),
+            after,
+            limit: limit.saturating_add(1),
+        };
+        let mut page = self
+            .store
+            .backend()
+            .scan(self.ns(), &request, self.store.now())
+            .await?;
+        let next_cursor = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|r| {
+                encode_cursor(
+                    fingerprint,
+                    crate::backend::CursorKey {
+                        value: None,
+                        id: r.id.clone(),
+                    },
+                )
+            })
+        } else {
+            None
+        };
+        let items = page
+            .into_iter()
+            .map(|r| self.decode(r))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, next_cursor })
+    }
+
     /// Deletes every record whose id starts with `prefix`; returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         if prefix.is_empty() {
@@ -476,6 +524,11 @@ where
             },
         })
     }
+}
+
+/// The shape of a listing, bound into its cursors like a query's.
+fn list_fingerprint(collection: &str, prefix: Option<&str>) -> u64 {
+    crate::query::fingerprint_of(&serde_json::json!(["list", collection, prefix]).to_string())
 }
 
 fn extract_index(spec: &CollectionSpec, json: &Value, id: &str) -> Result<IndexEntries> {

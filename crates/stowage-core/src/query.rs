@@ -414,7 +414,13 @@ struct CursorWire {
 /// of silently skipping records. Stable across processes and releases (unlike `std`'s
 /// hasher), since cursors outlive both.
 fn fingerprint(collection: &str, filter: &Filter, order: &Order) -> u64 {
-    let shape = serde_json::json!([collection, filter, order.index, order.descending]).to_string();
+    fingerprint_of(
+        &serde_json::json!([collection, filter, order.index, order.descending]).to_string(),
+    )
+}
+
+/// FNV-1a of a shape string.
+pub(crate) fn fingerprint_of(shape: &str) -> u64 {
     shape.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -429,7 +435,7 @@ pub(crate) fn encode_cursor(fingerprint: u64, key: CursorKey) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode_cursor(cursor: &str, fingerprint: u64) -> Result<CursorKey> {
+pub(crate) fn decode_cursor(cursor: &str, fingerprint: u64) -> Result<CursorKey> {
     let bad = || Error::invalid("cursor is not valid: pass back a next_cursor unchanged");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)

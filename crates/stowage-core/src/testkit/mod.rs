@@ -337,7 +337,7 @@ macro_rules! conformance_tests {
                     order_by_id_both_ways, cursor_pages_cover_everything_once,
                     cursor_under_concurrent_inserts, cursor_survives_deletes, page_and_page_size,
                     count_matches_query, cursor_of_another_query_is_refused }
-            scan { scan_100k_in_bounded_pages, scan_prefix, delete_prefix }
+            scan { scan_100k_in_bounded_pages, scan_prefix, delete_prefix, list_pages_by_cursor }
             batch { batch_applies_all, failing_precondition_writes_nothing, unique_clash_writes_nothing,
                     later_ops_see_earlier_ones, bad_op_is_named_before_anything_is_written }
             values { large_value_8_mib, unicode_ids, stats_and_health }

@@ -88,3 +88,46 @@ pub async fn delete_prefix(f: Arc<dyn Fixture>) {
     expect_err(items.delete_prefix("").await, ErrorKind::InvalidInput);
     assert_eq!(items.count(&Filter::new()).await.unwrap(), 13);
 }
+
+/// list pages through ids (optionally by prefix) with cursors, each id once.
+pub async fn list_pages_by_cursor(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let items = cx.items().await;
+    fill(&items, &cx.store, "a:", 25).await;
+    fill(&items, &cx.store, "b:", 5).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = items.list(Some("a:"), cursor.as_deref(), 7).await.unwrap();
+        assert!(page.items.len() <= 7);
+        seen.extend(page.items.into_iter().map(|r| r.id));
+        // Inserting between pages, before the cursor, does not repeat anything.
+        items
+            .insert(&Item::new(format!("a:{:06}z", seen.len()), 0))
+            .await
+            .ok();
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, seen, "ascending, each once");
+    for n in 0..25 {
+        assert!(seen.contains(&format!("a:{n:06}")));
+    }
+    assert!(seen.iter().all(|id| id.starts_with("a:")));
+    let all = items.list(None, None, 1000).await.unwrap();
+    assert!(all.next_cursor.is_none());
+    let other = items.list(Some("b:"), None, 2).await.unwrap();
+    let e = expect_err(
+        items
+            .list(Some("a:"), other.next_cursor.as_deref(), 2)
+            .await,
+        ErrorKind::InvalidInput,
+    );
+    assert!(e.message().contains("another query"), "{e}");
+    expect_err(items.list(None, None, 0).await, ErrorKind::InvalidInput);
+}

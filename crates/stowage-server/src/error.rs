@@ -1,0 +1,119 @@
+//! Errors as HTTP responses: `{"error":{"kind":…,"message":…,…}}` with a status that
+//! follows the kind.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use stowage_core::{Error, ErrorKind};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    current_version: Option<u64>,
+    index: Option<String>,
+    op: Option<usize>,
+}
+
+impl ApiError {
+    fn plain(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            current_version: None,
+            index: None,
+            op: None,
+        }
+    }
+
+    /// 400 invalid_input.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 413.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 404 for a route that does not exist.
+    pub fn no_route() -> Self {
+        Self::plain(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route: see /openapi.json",
+        )
+    }
+
+    /// 501 for a feature the backend lacks.
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::NOT_IMPLEMENTED, "unsupported", message)
+    }
+
+    /// Names the batch op the error is about.
+    pub(crate) fn at_op(mut self, i: usize) -> Self {
+        self.op = Some(i);
+        self.message = format!("batch op {i}: {}", self.message);
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let (status, kind) = match e.kind() {
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
+            ErrorKind::Conflict => (StatusCode::PRECONDITION_FAILED, "conflict"),
+            ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
+            ErrorKind::Corrupted => (StatusCode::INTERNAL_SERVER_ERROR, "corrupted"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, "request failed");
+        }
+        ApiError {
+            status,
+            kind,
+            message: e.to_string(),
+            current_version: e.current_version(),
+            index: e.index().map(str::to_owned),
+            op: e.batch_op(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"kind": self.kind, "message": self.message});
+        if self.kind == "conflict" {
+            body["current_version"] = json!(self.current_version);
+        }
+        if let Some(i) = self.index {
+            body["index"] = json!(i);
+        }
+        if let Some(op) = self.op {
+            body["op"] = json!(op);
+        }
+        (self.status, axum::Json(json!({ "error": body }))).into_response()
+    }
+}

@@ -1,0 +1,129 @@
+//! Stowage over HTTP/JSON, for services in any language.
+//!
+//! [`router`] builds the axum `Router`; [`serve`] runs it on a listener until a shutdown
+//! future completes, then drains in-flight requests — every write it acknowledged was
+//! durable before its answer left, so a graceful stop loses nothing acknowledged.
+//!
+//! ```no_run
+//! # async fn demo(store: stowage_core::Store) -> stowage_core::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await.unwrap();
+//! stowage_server::serve(listener, store, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! # Decisions
+//!
+//! - Tokens are configured as SHA-256 hashes ([`hash_token`]); a token opens namespaces
+//!   with one right, and `admin` ⊇ `write` ⊇ `read`. Without tokens the server refuses any
+//!   address but loopback.
+//! - Queries and listings without a `limit` get `min(100, max_query_limit)`; larger limits
+//!   are cut to `max_query_limit`.
+//! - `PUT` without preconditions upserts: 201 when the record is new (version 1), else 200.
+//!   `If-Match: *` replaces an existing record whatever its version.
+//! - The collection names `collections` and `batch` are reserved by the routes.
+//! - `/healthz`, `/readyz`, `/metrics` and `/openapi.json` need no token.
+
+#![deny(missing_docs)]
+
+mod auth;
+mod config;
+mod error;
+mod metrics;
+mod openapi;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use stowage_core::{Error, ErrorKind, Result, Store};
+use tokio::net::TcpListener;
+
+pub use auth::hash_token;
+pub use config::{Limits, Right, ServerConfig, TlsConfig, TokenConfig};
+pub use error::ApiError;
+pub use openapi::document as openapi_document;
+
+/// The API's router over `store`, with metrics, body limit and timeout applied.
+pub fn router(store: Store, config: ServerConfig) -> Router {
+    // Backend operations are timed below the typed API: the store is rebuilt over a metered
+    // backend in the same namespace.
+    let metered = Arc::new(metrics::Metered(store.backend().clone()));
+    let store = Store::builder(metered)
+        .namespace(store.namespace_name())
+        .build()
+        .unwrap_or(store);
+    let limits = config.limits.clone();
+    let state = routes::AppState {
+        store,
+        config: Arc::new(config),
+        metrics: metrics::prometheus(),
+    };
+    Router::new()
+        .route("/v1/{ns}/collections", get(routes::list_collections))
+        .route(
+            "/v1/{ns}/collections/{coll}",
+            put(routes::put_collection)
+                .get(routes::get_collection)
+                .delete(routes::drop_collection),
+        )
+        .route("/v1/{ns}/{coll}/records", get(routes::list_records))
+        .route(
+            "/v1/{ns}/{coll}/records/{id}",
+            get(routes::get_record)
+                .put(routes::put_record)
+                .delete(routes::delete_record),
+        )
+        .route("/v1/{ns}/{coll}/query", post(routes::query))
+        .route("/v1/{ns}/{coll}/count", post(routes::count))
+        .route("/v1/{ns}/batch", post(routes::batch))
+        .route("/v1/{ns}/{coll}/watch", get(routes::watch))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .fallback(routes::fallback)
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            limits.timeout(),
+        ))
+        .with_state(state)
+}
+
+/// Serves the API with the default configuration until `shutdown` completes, then drains
+/// in-flight requests and returns.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    serve_with(listener, store, ServerConfig::default(), shutdown).await
+}
+
+/// Serves the API with `config` until `shutdown` completes. Refuses a non-loopback
+/// listener without tokens, and TLS (not built into this version: terminate it in front).
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Store,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener.local_addr().map_err(|e| {
+        Error::new(ErrorKind::Unavailable, "the listener has no address").with_source(e)
+    })?;
+    config.check(addr)?;
+    if config.tls.is_some() {
+        return Err(Error::unsupported(
+            "HTTP server",
+            "TLS in this version (terminate TLS in a proxy in front)",
+        ));
+    }
+    axum::serve(listener, router(store, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unavailable, "the HTTP server stopped").with_source(e))
+}

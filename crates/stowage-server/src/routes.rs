@@ -1,0 +1,481 @@
+//! The HTTP API: one handler per route, each a thin translation onto the core `Store`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stowage_core::{Collection, CollectionSpec, ErrorKind, Filter, Put, Query, Store, Versioned};
+
+use crate::auth::authorize;
+use crate::config::{Right, ServerConfig};
+use crate::error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A JSON request body: 413 past the body limit, 400 naming the problem otherwise.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large("the request body is larger than the server's limit")
+            } else {
+                ApiError::invalid(format!(
+                    "the request body could not be read: {}",
+                    r.body_text()
+                ))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::invalid(format!(
+                "the request body is not valid JSON for this route: {e}"
+            ))
+        })
+    }
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::invalid(format!("bad path: {}", e.body_text())))
+}
+
+fn url_query<T>(q: Result<UrlQuery<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|UrlQuery(t)| t)
+        .map_err(|e| ApiError::invalid(format!("bad query string: {}", e.body_text())))
+}
+
+impl AppState {
+    fn allow(&self, headers: &HeaderMap, ns: &str, right: Right) -> Result<Store, ApiError> {
+        authorize(&self.config.tokens, headers, ns, right)?;
+        Ok(self.store.namespace(ns)?)
+    }
+
+    async fn collection(
+        &self,
+        headers: &HeaderMap,
+        ns: &str,
+        coll: &str,
+        right: Right,
+    ) -> Result<Collection<Value>, ApiError> {
+        let store = self.allow(headers, ns, right)?;
+        Ok(store.existing_collection::<Value>(coll).await?)
+    }
+
+    fn cap(&self, limit: Option<usize>) -> usize {
+        let max = self.config.limits.max_query_limit;
+        limit.unwrap_or(max.min(100)).min(max)
+    }
+}
+
+/// A record as listings and queries show it.
+fn item(r: Versioned<Value>) -> Value {
+    json!({
+        "id": r.id,
+        "version": r.version,
+        "body": r.value,
+        "expires_at": r.expires_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+fn page(p: stowage_core::Page<Value>) -> Response {
+    let items: Vec<Value> = p.items.into_iter().map(item).collect();
+    Json(json!({"items": items, "next_cursor": p.next_cursor})).into_response()
+}
+
+// ---- collections ----
+
+/// A collection named like the route segment would be unreachable.
+const RESERVED: &[&str] = &["collections", "batch"];
+
+pub(crate) async fn put_collection(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<CollectionSpec>,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let store = st.allow(&headers, &ns, Right::Admin)?;
+    if RESERVED.contains(&coll.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "collection name {coll:?} is reserved by the HTTP API"
+        )));
+    }
+    let existed = store.backend().load_spec(&ns, &coll).await?.is_some();
+    let c = store.collection_with_spec::<Value>(&coll, spec).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(c.spec().await)).into_response())
+}
+
+pub(crate) async fn get_collection(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    Ok(Json(c.spec().await).into_response())
+}
+
+pub(crate) async fn list_collections(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let ns = path(p)?;
+    let store = st.allow(&headers, &ns, Right::Read)?;
+    let list: Vec<Value> = store
+        .collections()
+        .await?
+        .into_iter()
+        .map(|(name, spec)| json!({"name": name, "spec": spec}))
+        .collect();
+    Ok(Json(json!({ "collections": list })).into_response())
+}
+
+pub(crate) async fn drop_collection(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let store = st.allow(&headers, &ns, Right::Admin)?;
+    if store.drop_collection(&coll).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(stowage_core::Error::collection_not_found(&ns, &coll).into())
+    }
+}
+
+// ---- records ----
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// Parses `"7"` (or `7`) from If-Match; `*` means "any existing version".
+fn parse_if_match(headers: &HeaderMap) -> Result<Option<Option<u64>>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| ApiError::invalid("If-Match is not ASCII"))?
+        .trim();
+    if s == "*" {
+        return Ok(Some(None));
+    }
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s);
+    inner.parse::<u64>().map(|v| Some(Some(v))).map_err(|_| {
+        ApiError::invalid(format!(
+            "If-Match must be a version ETag such as \"7\", not {s:?}"
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutParams {
+    ttl: Option<u64>,
+}
+
+pub(crate) async fn get_record(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (ns, coll, id) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    let r = c
+        .get(&id)
+        .await?
+        .ok_or_else(|| stowage_core::Error::not_found(&coll, &id))?;
+    let mut resp = Json(r.value).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(r.version));
+    if let Some(t) = r.expires_at {
+        if let Ok(v) = HeaderValue::from_str(&t.to_rfc3339()) {
+            resp.headers_mut().insert("x-expires-at", v);
+        }
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn put_record(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String, String)>, PathRejection>,
+    q: Result<UrlQuery<PutParams>, QueryRejection>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let (ns, coll, id) = path(p)?;
+    let params = url_query(q)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Write).await?;
+    let if_match = parse_if_match(&headers)?;
+    let if_none_match = match headers.get(header::IF_NONE_MATCH) {
+        None => false,
+        Some(v) if v == "*" => true,
+        Some(_) => return Err(ApiError::invalid("If-None-Match supports only *")),
+    };
+    let mut put = match (if_match, if_none_match) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "give If-Match or If-None-Match, not both",
+            ))
+        }
+        (Some(Some(v)), false) => Put::update(v),
+        (Some(None), false) => Put::replace(),
+        (None, true) => Put::insert(),
+        (None, false) => Put::upsert(),
+    };
+    if let Some(ttl) = params.ttl {
+        if ttl == 0 {
+            return Err(ApiError::invalid("ttl must be at least 1 second"));
+        }
+        put = put.ttl(Duration::from_secs(ttl));
+    }
+    let version = c.put(&id, &body, put).await?;
+    let status = if version == 1 && if_match.is_none() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (status, Json(json!({"id": id, "version": version}))).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(version));
+    Ok(resp)
+}
+
+pub(crate) async fn delete_record(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (ns, coll, id) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Write).await?;
+    match parse_if_match(&headers)? {
+        Some(Some(v)) => match c.delete_if_version(&id, v).await {
+            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+            Err(e) if e.kind() == ErrorKind::Conflict && e.current_version().is_none() => {
+                Err(stowage_core::Error::not_found(&coll, &id).into())
+            }
+            Err(e) => Err(e.into()),
+        },
+        _ => {
+            if c.delete(&id).await? {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(stowage_core::Error::not_found(&coll, &id).into())
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    prefix: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn list_records(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    q: Result<UrlQuery<ListParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let params = url_query(q)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    let prefix = params.prefix.as_deref().filter(|p| !p.is_empty());
+    let cursor = params.cursor.as_deref().filter(|c| !c.is_empty());
+    Ok(page(c.list(prefix, cursor, st.cap(params.limit)).await?))
+}
+
+pub(crate) async fn query(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(mut q): JsonBody<Query>,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    if q.page.is_some() || q.page_size.is_some() {
+        q.page_size = q.page_size.map(|s| s.min(st.config.limits.max_query_limit));
+    } else {
+        q.limit = Some(st.cap(q.limit));
+    }
+    Ok(page(c.query(&q).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CountBody {
+    #[serde(default, rename = "where")]
+    filter: Filter,
+}
+
+pub(crate) async fn count(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CountBody>,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    Ok(Json(json!({"count": c.count(&body.filter).await?})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchBody {
+    ops: Vec<BatchOp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchOp {
+    op: String,
+    collection: String,
+    id: String,
+    body: Option<Value>,
+    if_version: Option<u64>,
+    ttl: Option<u64>,
+}
+
+pub(crate) async fn batch(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> ApiResult {
+    let ns = path(p)?;
+    let store = st.allow(&headers, &ns, Right::Write)?;
+    let at = |i: usize, e: ApiError| e.at_op(i);
+    let mut colls: HashMap<String, Collection<Value>> = HashMap::new();
+    for (i, op) in body.ops.iter().enumerate() {
+        if !colls.contains_key(&op.collection) {
+            let c = store
+                .existing_collection::<Value>(&op.collection)
+                .await
+                .map_err(|e| ApiError::from(e.at_op(i)))?;
+            colls.insert(op.collection.clone(), c);
+        }
+    }
+    let mut b = store.batch();
+    for (i, op) in body.ops.iter().enumerate() {
+        let c = &colls[&op.collection];
+        let ttl = match op.ttl {
+            Some(0) => return Err(at(i, ApiError::invalid("ttl must be at least 1 second"))),
+            t => t.map(Duration::from_secs),
+        };
+        let with_ttl = |p: Put| match ttl {
+            Some(t) => p.ttl(t),
+            None => p,
+        };
+        let need_body = || {
+            op.body
+                .as_ref()
+                .ok_or_else(|| at(i, ApiError::invalid(format!("{} needs a body", op.op))))
+        };
+        match op.op.as_str() {
+            "insert" => b.put(c, &op.id, need_body()?, with_ttl(Put::insert())),
+            "upsert" => b.put(c, &op.id, need_body()?, with_ttl(Put::upsert())),
+            "update" => {
+                let put = op.if_version.map_or(Put::replace(), Put::update);
+                b.put(c, &op.id, need_body()?, with_ttl(put))
+            }
+            "delete" => match op.if_version {
+                Some(v) => b.delete_if_version(c, &op.id, v),
+                None => b.delete(c, &op.id),
+            },
+            other => {
+                return Err(at(
+                    i,
+                    ApiError::invalid(format!(
+                        "unknown op {other:?}: use insert, upsert, update or delete"
+                    )),
+                ))
+            }
+        };
+    }
+    let versions = b.commit().await?;
+    Ok(Json(json!({ "versions": versions })).into_response())
+}
+
+pub(crate) async fn watch(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    Err(ApiError::not_implemented(format!(
+        "the {} backend has no change feed: watching {:?} is not available",
+        st.store.backend_name(),
+        c.name()
+    )))
+}
+
+// ---- operations ----
+
+pub(crate) async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
+    match st.store.health().await {
+        Ok(h) => Json(json!({
+            "status": "ready",
+            "backend": h.backend,
+            "latency_ms": h.latency.as_secs_f64() * 1000.0,
+        }))
+        .into_response(),
+        Err(e) => {
+            let mut resp = ApiError::from(e).into_response();
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }
+    }
+}
+
+pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+pub(crate) async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+pub(crate) async fn fallback() -> ApiError {
+    ApiError::no_route()
+}
