@@ -7,7 +7,8 @@
 //! ```no_run
 //! # async fn demo(store: stowage_core::Store) -> stowage_core::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await.unwrap();
-//! stowage_server::serve(listener, store, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! // Serve until the process is stopped; pass a signal future for a graceful stop.
+//! stowage_server::serve(listener, store, std::future::pending()).await
 //! # }
 //! ```
 //!

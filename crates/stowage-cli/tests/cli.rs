@@ -1,0 +1,172 @@
+//! The `stowage` binary: serving, a graceful stop under load, and the shell commands.
+
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
+
+/// Starts `stowage serve` on port 0 and returns it with the address it printed.
+async fn serve(dir: &Path, extra: &[&str]) -> (Child, String) {
+    let url = format!("redb://{}/store.redb", dir.display());
+    let mut child = Command::new(STOWAGE)
+        .args(["serve", "--url", &url, "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("STOWAGE_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = line.split(" on ").nth(1).unwrap().trim().to_owned();
+    assert!(line.starts_with("stowage: serving redb://"), "{line}");
+    (child, base)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve(dir.path(), &[]).await;
+    let c = Client::new();
+    let r = c
+        .put(format!("{base}/v1/app/collections/events"))
+        .body(r#"{"indexes":[{"name":"n","path":"/n","type":"integer"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (c, base, acked) = (Client::new(), base.clone(), acked.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let id = format!("w{w}-{i}");
+                    let r = c
+                        .put(format!("{base}/v1/app/events/records/{id}"))
+                        .json(&json!({"n": i}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == StatusCode::CREATED => {
+                            acked.lock().unwrap().push(id)
+                        }
+                        // The server is going away: connections close or are refused.
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "stowage exits cleanly on SIGTERM: {status}"
+    );
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "the load ran ({} writes)", acked.len());
+    let (_child, base) = serve(dir.path(), &[]).await;
+    for id in &acked {
+        let r = c
+            .get(format!("{base}/v1/app/events/records/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "acknowledged {id} is lost");
+    }
+    let count: serde_json::Value = c
+        .post(format!("{base}/v1/app/events/count"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(count["count"].as_u64().unwrap() >= acked.len() as u64);
+}
+
+#[tokio::test]
+async fn a_public_address_without_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(STOWAGE)
+        .args(["serve", "--url", "memory://", "--addr", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without tokens"), "{err}");
+}
+
+#[tokio::test]
+async fn shell_commands_put_get_query_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("redb://{}/cli.redb", dir.path().display());
+    let run = |args: Vec<String>| async move {
+        let out = Command::new(STOWAGE).args(&args).output().await.unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let a = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (ok, out, _) = run(a(&[
+        "put",
+        "--url",
+        &url,
+        "notes",
+        "n1",
+        r#"{"text":"hello"}"#,
+    ]))
+    .await;
+    assert!(ok && out.contains("version 1"), "{out}");
+    let (ok, out, _) = run(a(&["get", "--url", &url, "notes", "n1"])).await;
+    assert!(ok && out.contains("\"hello\""), "{out}");
+    let (ok, out, _) = run(a(&["query", "--url", &url, "notes", r#"{"limit":10}"#])).await;
+    assert!(ok && out.contains("\"n1\""), "{out}");
+    let (ok, out, _) = run(a(&["stats", "--url", &url])).await;
+    assert!(ok && out.contains("notes\t1 records"), "{out}");
+    let (ok, _, err) = run(a(&["get", "--url", &url, "notes", "missing"])).await;
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = run(a(&["put", "--url", &url, "notes", "n2", "{broken"])).await;
+    assert!(!ok && err.contains("not valid JSON"), "{err}");
+    let (ok, out, _) = run(a(&["hash-token", "secret"])).await;
+    assert!(ok && out.trim().len() == 64);
+    let (ok, out, _) = run(a(&["--help"])).await;
+    assert!(ok && out.contains("serve") && out.contains("hash-token"));
+}

@@ -1,0 +1,687 @@
+//! The HTTP API end to end: a real server on port 0, a real client.
+
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use stowage_core::{MemoryBackend, Store};
+use stowage_server::{hash_token, Right, ServerConfig, TokenConfig};
+use tokio::sync::oneshot;
+
+struct Server {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<stowage_core::Result<()>>,
+}
+
+impl Server {
+    async fn start(config: ServerConfig) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let store = Store::from_backend(Arc::new(MemoryBackend::new()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(stowage_server::serve_with(
+            listener,
+            store,
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            base,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+const SPEC: &str = r#"{"indexes":[
+    {"name":"severity","path":"/severity","type":"string"},
+    {"name":"state","path":"/state","type":"string"},
+    {"name":"source","path":"/source","type":"string"},
+    {"name":"created_at","path":"/created_at","type":"timestamp"},
+    {"name":"fingerprint","path":"/fingerprint","type":"string","unique":true}]}"#;
+
+async fn with_incidents(s: &Server, c: &Client) {
+    let r = c
+        .put(s.url("/v1/app/collections/incidents"))
+        .body(SPEC)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+async fn error_kind(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    (status, body["error"].clone())
+}
+
+#[tokio::test]
+async fn collection_routes() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    let again = c
+        .put(s.url("/v1/app/collections/incidents"))
+        .body(SPEC)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let spec: Value = c
+        .get(s.url("/v1/app/collections/incidents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["indexes"][4]["unique"], true);
+    let list: Value = c
+        .get(s.url("/v1/app/collections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["collections"][0]["name"], "incidents");
+    let r = c
+        .put(s.url("/v1/app/collections/bad"))
+        .body(r#"{"indexes":[{"name":"a","path":"a","type":"string"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_kind(r).await;
+    assert_eq!(
+        (status, e["kind"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    assert!(e["message"].as_str().unwrap().contains("JSON pointer"));
+    let r = c
+        .put(s.url("/v1/app/collections/collections"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.delete(s.url("/v1/app/collections/incidents"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let (status, e) = error_kind(
+        c.get(s.url("/v1/app/collections/incidents"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, e["kind"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    assert_eq!(
+        c.delete(s.url("/v1/app/collections/incidents"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn records_with_etags_preconditions_and_ttl() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    let rec = s.url("/v1/app/incidents/records/i-1");
+    let r = c
+        .put(&rec)
+        .json(&json!({"severity": "P0", "fingerprint": "f1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let r = c.get(&rec).send().await.unwrap();
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    assert!(r.headers().get("x-expires-at").is_none());
+    assert_eq!(r.json::<Value>().await.unwrap()["severity"], "P0");
+    let r = c
+        .put(&rec)
+        .json(&json!({"severity": "P1", "fingerprint": "f1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status(), r.headers()["etag"].to_str().unwrap()),
+        (StatusCode::OK, "\"2\"")
+    );
+    let r = c
+        .put(&rec)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"severity": "P2"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_kind(r).await;
+    assert_eq!(
+        (status, e["kind"].as_str(), e["current_version"].as_u64()),
+        (StatusCode::PRECONDITION_FAILED, Some("conflict"), Some(2))
+    );
+    let r = c
+        .put(&rec)
+        .header("If-Match", "\"2\"")
+        .json(&json!({"severity": "P2", "fingerprint": "f1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .put(&rec)
+        .header("If-None-Match", "*")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_kind(r).await.0, StatusCode::CONFLICT);
+    let r = c
+        .put(s.url("/v1/app/incidents/records/i-2"))
+        .json(&json!({"fingerprint": "f1"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_kind(r).await;
+    assert_eq!(
+        (status, e["index"].as_str()),
+        (StatusCode::CONFLICT, Some("fingerprint"))
+    );
+    let r = c
+        .put(&rec)
+        .header("If-Match", "seven")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_kind(r).await.0, StatusCode::BAD_REQUEST);
+    let r = c
+        .delete(&rec)
+        .header("If-Match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        c.delete(&rec).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.delete(&rec).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get(&rec).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let ttl = s.url("/v1/app/incidents/records/short?ttl=60");
+    assert_eq!(
+        c.put(&ttl).json(&json!({})).send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let r = c
+        .get(s.url("/v1/app/incidents/records/short"))
+        .send()
+        .await
+        .unwrap();
+    let expires = r.headers()["x-expires-at"].to_str().unwrap().to_owned();
+    assert!(
+        stowage_core::Timestamp::parse_rfc3339(&expires).is_ok(),
+        "{expires}"
+    );
+    // Ids are percent-decoded path segments; slashes and unicode included.
+    let odd = s.url("/v1/app/incidents/records/a%2Fb%20%F0%9F%A6%80");
+    assert_eq!(
+        c.put(&odd)
+            .json(&json!({"x": 1}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let got: Value = c.get(&odd).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["x"], 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn listing_query_count_and_batch() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    for i in 0..30 {
+        let (severity, state) = (
+            ["P0", "P1", "P2"][i % 3],
+            ["Active", "Open", "Closed"][i % 3],
+        );
+        let body = json!({
+            "severity": severity, "state": state,
+            "source": if i % 2 == 0 { "llm-gateway" } else { "billing" },
+            "created_at": format!("2024-03-{:02}T00:00:00Z", i + 1), "fingerprint": format!("f{i}")});
+        let r = c
+            .put(s.url(&format!("/v1/app/incidents/records/inc-{i:02}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    // Listing by prefix with cursors.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let url = s.url(&format!(
+            "/v1/app/incidents/records?prefix=inc-1&limit=4&cursor={cursor}"
+        ));
+        let page: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+        for it in page["items"].as_array().unwrap() {
+            seen.push(it["id"].as_str().unwrap().to_owned());
+            assert!(it["version"].as_u64().is_some() && it["body"].is_object());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (10..20).map(|i| format!("inc-{i}")).collect::<Vec<_>>()
+    );
+    // The issue's query shape.
+    let q = json!({"where": {"severity": {"eq": "P0"}, "state": {"in": ["Active", "Open"]},
+                             "created_at": {"gte": "2024-03-01T00:00:00Z", "lt": "2024-03-31T00:00:00Z"},
+                             "source": {"prefix": "llm-"}},
+                   "order_by": "created_at", "desc": true, "limit": 50, "cursor": null});
+    let page: Value = c
+        .post(s.url("/v1/app/incidents/query"))
+        .json(&q)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["inc-24", "inc-18", "inc-12", "inc-06", "inc-00"]);
+    let n: Value = c
+        .post(s.url("/v1/app/incidents/count"))
+        .json(&json!({"where": q["where"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(n["count"], 5);
+    let r = c
+        .post(s.url("/v1/app/incidents/query"))
+        .json(&json!({"where": {"nope": {"eq": 1}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_kind(r).await.0, StatusCode::BAD_REQUEST);
+    // An atomic batch: all or nothing, naming the failing op.
+    let ok = json!({"ops": [
+        {"op": "insert", "collection": "incidents", "id": "b-1", "body": {"fingerprint": "b1"}},
+        {"op": "update", "collection": "incidents", "id": "inc-00", "body": {"fingerprint": "f0"}, "if_version": 1},
+        {"op": "delete", "collection": "incidents", "id": "inc-01"},
+        {"op": "upsert", "collection": "incidents", "id": "b-2", "body": {}, "ttl": 60}]});
+    let r: Value = c
+        .post(s.url("/v1/app/batch"))
+        .json(&ok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["versions"], json!([1, 2, 1, 1]));
+    let bad = json!({"ops": [
+        {"op": "insert", "collection": "incidents", "id": "b-3", "body": {}},
+        {"op": "update", "collection": "incidents", "id": "inc-02", "body": {}, "if_version": 9}]});
+    let (status, e) = error_kind(
+        c.post(s.url("/v1/app/batch"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, e["op"].as_u64()),
+        (StatusCode::PRECONDITION_FAILED, Some(1))
+    );
+    assert_eq!(
+        c.get(s.url("/v1/app/incidents/records/b-3"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let unknown = json!({"ops": [{"op": "insert", "collection": "incidents", "id": "x", "body": {}}, {"op": "smash", "collection": "incidents", "id": "y"}]});
+    let (status, e) = error_kind(
+        c.post(s.url("/v1/app/batch"))
+            .json(&unknown)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, e["op"].as_u64()),
+        (StatusCode::BAD_REQUEST, Some(1))
+    );
+    let r = c
+        .get(s.url("/v1/app/incidents/watch"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_kind(r).await.0, StatusCode::NOT_IMPLEMENTED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx() {
+    let mut config = ServerConfig::default();
+    config.limits.body_bytes = 1024;
+    let s = Server::start(config).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    let rec = s.url("/v1/app/incidents/records/x");
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            c.put(&rec).body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.put(&rec).json(&json!({"created_at": 5})),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.put(&rec).body(format!("\"{}\"", "x".repeat(5000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            c.put(s.url(&format!("/v1/app/incidents/records/{}", "i".repeat(513))))
+                .json(&json!({})),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.put(format!("{rec}?ttl=soon")).json(&json!({})),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.get(s.url("/v1/app/nothing/records/x")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            c.get(s.url("/v1/bad%20ns/incidents/records/x")),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.post(s.url("/v1/app/incidents/query"))
+                .json(&json!({"limit": "ten"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.post(s.url("/v1/app/incidents/query"))
+                .json(&json!({"cursor": "garbage"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.get(s.url("/no/such/route")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (i, (req, status, kind)) in cases.into_iter().enumerate() {
+        let r = req.send().await.unwrap();
+        let (got, e) = error_kind(r).await;
+        assert_eq!(
+            (got, e["kind"].as_str()),
+            (status, Some(kind)),
+            "case {i}: {e}"
+        );
+        assert!(!e["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(
+        c.get(&rec).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "nothing was written"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn operations_endpoints() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    assert_eq!(
+        c.get(s.url("/healthz")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let ready: Value = c
+        .get(s.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["backend"].as_str()),
+        (Some("ready"), Some("memory"))
+    );
+    assert!(ready["latency_ms"].as_f64().is_some());
+    with_incidents(&s, &c).await;
+    c.get(s.url("/v1/app/incidents/records/x"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("stowage_http_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("route=\"/v1/{ns}/{coll}/records/{id}\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stowage_http_request_duration_seconds_bucket"));
+    assert!(metrics.contains("stowage_backend_operations_total"));
+    let doc: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for p in [
+        "/v1/{ns}/collections/{coll}",
+        "/v1/{ns}/{coll}/records/{id}",
+        "/v1/{ns}/{coll}/query",
+        "/v1/{ns}/batch",
+        "/v1/{ns}/{coll}/watch",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} is documented");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_scope_namespaces_and_rights() {
+    let token = |secret: &str, ns: &str, right| TokenConfig {
+        sha256: hash_token(secret),
+        namespaces: vec![ns.to_owned()],
+        right,
+    };
+    let config = ServerConfig {
+        tokens: vec![
+            token("root", "*", Right::Admin),
+            token("writer", "app", Right::Write),
+            token("reader", "app", Right::Read),
+        ],
+        ..ServerConfig::default()
+    };
+    let s = Server::start(config).await;
+    let c = Client::new();
+    let spec = s.url("/v1/app/collections/incidents");
+    let rec = s.url("/v1/app/incidents/records/r1");
+    let send = |req: reqwest::RequestBuilder, bearer: Option<&str>| {
+        let req = match bearer {
+            Some(b) => req.bearer_auth(b),
+            None => req,
+        };
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        send(c.put(&spec).body(SPEC), None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(c.put(&spec).body(SPEC), Some("guess")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(c.put(&spec).body(SPEC), Some("writer")).await,
+        StatusCode::FORBIDDEN,
+        "write cannot change collections"
+    );
+    assert_eq!(
+        send(c.put(&spec).body(SPEC), Some("root")).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send(c.put(&rec).json(&json!({})), Some("reader")).await,
+        StatusCode::FORBIDDEN,
+        "a read-only token writing"
+    );
+    assert_eq!(
+        send(c.put(&rec).json(&json!({})), Some("writer")).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(send(c.get(&rec), Some("reader")).await, StatusCode::OK);
+    assert_eq!(send(c.get(&rec), None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(c.get(s.url("/v1/other/collections")), Some("writer")).await,
+        StatusCode::FORBIDDEN,
+        "wrong namespace"
+    );
+    assert_eq!(
+        send(c.get(s.url("/v1/other/collections")), Some("root")).await,
+        StatusCode::OK
+    );
+    assert_eq!(send(c.get(s.url("/healthz")), None).await, StatusCode::OK);
+    let r = c.get(&rec).send().await.unwrap();
+    assert_eq!(error_kind(r).await.1["kind"], "unauthorized");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn public_address_needs_tokens() {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let store = Store::from_backend(Arc::new(MemoryBackend::new()));
+    let e = stowage_server::serve(listener, store, async {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), stowage_core::ErrorKind::InvalidInput);
+    assert!(e.message().contains("without tokens"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_counter_over_http() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    c.put(s.url("/v1/app/collections/counters"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let url = s.url("/v1/app/counters/records/hits");
+    c.put(&url).json(&json!({"n": 0})).send().await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, url) = (Client::new(), url.clone());
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    loop {
+                        let r = c.get(&url).send().await.unwrap();
+                        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+                        let n = r.json::<Value>().await.unwrap()["n"].as_u64().unwrap();
+                        let w = c
+                            .put(&url)
+                            .header("If-Match", etag)
+                            .json(&json!({"n": n + 1}))
+                            .send()
+                            .await
+                            .unwrap();
+                        match w.status() {
+                            StatusCode::OK => break,
+                            StatusCode::PRECONDITION_FAILED => continue,
+                            other => panic!("unexpected {other}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["n"], 800);
+    s.stop().await;
+}
