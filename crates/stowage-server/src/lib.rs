@@ -105,8 +105,9 @@ pub async fn serve(
     serve_with(listener, store, ServerConfig::default(), shutdown).await
 }
 
-/// Serves the API with `config` until `shutdown` completes. Refuses a non-loopback
-/// listener without tokens, and TLS (not built into this version: terminate it in front).
+/// Serves the API with `config` until `shutdown` completes, then drains in-flight requests.
+/// Refuses a non-loopback listener without tokens. With `config.tls`, serves HTTPS from the
+/// PEM certificate chain and key it names (feature `tls`, on by default).
 pub async fn serve_with(
     listener: TcpListener,
     store: Store,
@@ -117,14 +118,63 @@ pub async fn serve_with(
         Error::new(ErrorKind::Unavailable, "the listener has no address").with_source(e)
     })?;
     config.check(addr)?;
-    if config.tls.is_some() {
-        return Err(Error::unsupported(
-            "HTTP server",
-            "TLS in this version (terminate TLS in a proxy in front)",
-        ));
+    match config.tls.clone() {
+        None => axum::serve(listener, router(store, config))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Unavailable, "the HTTP server stopped").with_source(e)
+            }),
+        Some(tls) => serve_tls(listener, router(store, config), tls, shutdown).await,
     }
-    axum::serve(listener, router(store, config))
-        .with_graceful_shutdown(shutdown)
+}
+
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    tls: TlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // One process-wide crypto provider; a host that installed its own keeps it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
         .await
-        .map_err(|e| Error::new(ErrorKind::Unavailable, "the HTTP server stopped").with_source(e))
+        .map_err(|e| {
+            Error::invalid(format!(
+                "TLS certificate {:?} or key {:?} cannot be loaded: {e}",
+                tls.cert, tls.key
+            ))
+        })?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // Stop accepting, let requests in flight finish.
+        stopper.graceful_shutdown(None);
+    });
+    let std_listener = listener.into_std().map_err(|e| {
+        Error::new(ErrorKind::Unavailable, "the listener cannot be handed over").with_source(e)
+    })?;
+    axum_server::from_tcp_rustls(std_listener, rustls)
+        .map_err(|e| {
+            Error::new(ErrorKind::Unavailable, "the TLS listener cannot start").with_source(e)
+        })?
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unavailable, "the HTTPS server stopped").with_source(e))
+}
+
+#[cfg(not(feature = "tls"))]
+async fn serve_tls(
+    _listener: TcpListener,
+    _app: Router,
+    _tls: TlsConfig,
+    _shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Err(Error::unsupported(
+        "HTTP server",
+        "TLS in this build (enable the tls feature)",
+    ))
 }

@@ -685,3 +685,77 @@ async fn cas_counter_over_http() {
     assert_eq!(v["n"], 800);
     s.stop().await;
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_from_pem_files() {
+    let dir = std::env::temp_dir().join(format!("stowage-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut config = ServerConfig {
+        tls: Some(stowage_server::TlsConfig {
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+        }),
+        ..ServerConfig::default()
+    };
+    let s = Server::start(config.clone()).await;
+    let https = s.base.replace("http://", "https://");
+    let curl = |url: String| {
+        let cert = cert.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                    .arg(&cert)
+                    .arg(url)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = curl(format!("{https}/healthz")).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "HTTPS answers");
+    let plain = Client::new().get(s.url("/healthz")).send().await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plain HTTP is not served"
+    );
+    s.stop().await;
+    // A missing key is a clear error at start.
+    config.tls.as_mut().unwrap().key = dir.join("missing.pem").display().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store = Store::from_backend(Arc::new(MemoryBackend::new()));
+    let e = stowage_server::serve_with(listener, store, config, async {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), stowage_core::ErrorKind::InvalidInput);
+    assert!(e.message().contains("cannot be loaded"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
