@@ -759,3 +759,58 @@ async fn tls_from_pem_files() {
     assert!(e.message().contains("cannot be loaded"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn query_and_listing_limits_are_capped() {
+    let mut config = ServerConfig::default();
+    config.limits.max_query_limit = 5;
+    let s = Server::start(config).await;
+    let c = Client::new();
+    c.put(s.url("/v1/app/collections/kv"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    for i in 0..12 {
+        c.put(s.url(&format!("/v1/app/kv/records/k{i:02}")))
+            .json(&json!({"i": i}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let page: Value = c
+        .post(s.url("/v1/app/kv/query"))
+        .json(&json!({"limit": 500}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 5);
+    assert!(page["next_cursor"].is_string());
+    let page: Value = c
+        .post(s.url("/v1/app/kv/query"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        5,
+        "no limit means the cap"
+    );
+    let list: Value = c
+        .get(s.url("/v1/app/kv/records?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
+    s.stop().await;
+}
