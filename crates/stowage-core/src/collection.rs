@@ -154,13 +154,15 @@ where
 
     /// The record with this id, or `None` when absent or expired.
     pub async fn get(&self, id: &str) -> Result<Option<Versioned<T>>> {
+        self.fetch(id).await?.map(|r| self.decode(r)).transpose()
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Option<StoredRecord>> {
         validate_id(id)?;
-        let got = self
-            .store
+        self.store
             .backend()
             .get(self.ns(), self.name(), id, self.store.now())
-            .await?;
-        got.map(|r| self.decode(r)).transpose()
+            .await
     }
 
     /// The records with these ids, in the same order (`None` for absent or expired ones).
@@ -178,19 +180,9 @@ where
 
     /// The raw body of a record (JSON text or the bytes a binary put stored).
     pub async fn get_raw(&self, id: &str) -> Result<Option<Versioned<Bytes>>> {
-        validate_id(id)?;
-        let got = self
-            .store
-            .backend()
-            .get(self.ns(), self.name(), id, self.store.now())
-            .await?;
-        Ok(got.map(|r| Versioned {
-            id: r.id,
-            version: r.version,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            expires_at: r.expires_at,
-            value: r.body.bytes,
+        Ok(self.fetch(id).await?.map(|r| {
+            let body = r.body.bytes.clone();
+            with_value(r, body)
         }))
     }
 
@@ -437,14 +429,7 @@ where
                 ),
             )
         })?;
-        Ok(Versioned {
-            id: rec.id,
-            version: rec.version,
-            created_at: rec.created_at,
-            updated_at: rec.updated_at,
-            expires_at: rec.expires_at,
-            value,
-        })
+        Ok(with_value(rec, value))
     }
 
     /// Checks and encodes one put: id, body size, index values, TTL.
@@ -523,6 +508,18 @@ where
                 expires_at: ttl.map(|t| self.store.now().saturating_add(t)),
             },
         })
+    }
+}
+
+/// A record's metadata with a decoded value.
+fn with_value<V>(rec: StoredRecord, value: V) -> Versioned<V> {
+    Versioned {
+        id: rec.id,
+        version: rec.version,
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+        expires_at: rec.expires_at,
+        value,
     }
 }
 
