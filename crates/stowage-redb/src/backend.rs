@@ -141,6 +141,12 @@ impl RedbBackend {
         &self.inner.path
     }
 
+    /// How many write transactions this handle has committed. With concurrent writers it
+    /// is far below the number of writes: they share commits.
+    pub fn commits(&self) -> u64 {
+        self.inner.writer.commits()
+    }
+
     fn read(&self) -> Result<ReadTransaction> {
         self.inner.db.begin_read().map_err(storage_error)
     }

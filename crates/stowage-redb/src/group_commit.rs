@@ -11,6 +11,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -44,19 +45,29 @@ struct Job {
 pub(crate) struct GroupCommit {
     tx: parking_lot::Mutex<Option<Sender<Job>>>,
     thread: parking_lot::Mutex<Option<thread::JoinHandle<()>>>,
+    commits: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
     pub(crate) fn start(db: Arc<Database>, durability: Durability) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer::new(db, durability);
+        writer.commits = commits.clone();
         let thread = thread::Builder::new()
             .name("stowage-redb-writer".into())
-            .spawn(move || Writer::new(db, durability).run(rx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| Error::internal("cannot start the redb writer thread").with_source(e))?;
         Ok(GroupCommit {
             tx: parking_lot::Mutex::new(Some(tx)),
             thread: parking_lot::Mutex::new(Some(thread)),
+            commits,
         })
+    }
+
+    /// How many write transactions have committed.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `work` in the next shared transaction and answers once that transaction is
@@ -289,6 +300,7 @@ impl<'t> Txn<'t> {
 
 struct Writer {
     db: Arc<Database>,
+    commits: Arc<AtomicU64>,
     durability: Durability,
     // The writer is the only one who changes specs, so its cache is always current.
     specs: SpecCache,
@@ -298,6 +310,7 @@ impl Writer {
     fn new(db: Arc<Database>, durability: Durability) -> Self {
         Writer {
             db,
+            commits: Arc::default(),
             durability,
             specs: HashMap::new(),
         }
@@ -418,7 +431,9 @@ impl Writer {
             let _ = txn.abort();
             return Err(e);
         }
-        txn.commit().map_err(storage_error)
+        txn.commit().map_err(storage_error)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

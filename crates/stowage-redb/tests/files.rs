@@ -232,3 +232,63 @@ async fn relaxed_durability_keeps_everything_across_a_clean_close() {
         .unwrap();
     assert_eq!(c.count(&Filter::new().eq("tags", "x")).await.unwrap(), 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_share_commits_and_a_failing_write_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(&dir.path().join("group.redb")).unwrap();
+    let store = Store::new(backend.clone());
+    let c = store
+        .collection_with_spec::<serde_json::Value>("c", spec())
+        .await
+        .unwrap();
+    c.put("taken", &json!({"email": "taken@x"}), Put::insert())
+        .await
+        .unwrap();
+    let before = backend.commits();
+    // 64 writers at once: even ones insert fresh records, odd ones clash on the unique
+    // email or insert an existing id, so their failures land inside shared commits.
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let (id, email) = match i % 4 {
+                    1 => (format!("k{i}"), "taken@x".to_owned()),
+                    3 => ("taken".to_owned(), format!("{i}@x")),
+                    _ => (format!("k{i}"), format!("{i}@x")),
+                };
+                c.put(
+                    &id,
+                    &json!({"email": email, "score": i as f64}),
+                    Put::insert(),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match (i % 2, t.await.unwrap()) {
+            (0, Ok(1)) => ok += 1,
+            (1, Err(e)) => assert_eq!(e.kind(), ErrorKind::AlreadyExists),
+            (_, other) => panic!("writer {i}: {other:?}"),
+        }
+    }
+    assert_eq!(ok, 32);
+    let commits = backend.commits() - before;
+    assert!(
+        commits < 64,
+        "64 writes took {commits} commits: they were not grouped"
+    );
+    assert_eq!(
+        c.count(&Filter::new()).await.unwrap(),
+        33,
+        "every successful write is there, no failed one"
+    );
+    assert_eq!(
+        c.count(&Filter::new().eq("email", "taken@x"))
+            .await
+            .unwrap(),
+        1
+    );
+}
