@@ -304,7 +304,7 @@ impl QueryRun<'_> {
             return Ok(true);
         }
         self.hits.push(QueryHit {
-            record: decode_record(&utf8_id(id)?, bytes)?,
+            record: decode_record(utf8_id(id)?, bytes)?,
             order_value,
         });
         Ok(self.hits.len() < self.limit)
@@ -438,6 +438,7 @@ impl QueryRun<'_> {
             // Sorting a vector beats a tree for the one pass that follows.
             ids.sort_unstable();
             ids.dedup();
+            self.hits.reserve(ids.len().min(self.limit));
             let in_range = |id: &Vec<u8>| match &after {
                 None => true,
                 Some(a) if desc => id.as_slice() < a.as_bytes(),
@@ -481,7 +482,7 @@ impl QueryRun<'_> {
                 continue;
             }
             self.hits.push(QueryHit {
-                record: decode_record(&id, v.value())?,
+                record: decode_record(id, v.value())?,
                 order_value: None,
             });
             if self.hits.len() >= self.limit {
@@ -1035,7 +1036,7 @@ impl Backend for RedbBackend {
             if decode_header(v.value())?.is_expired(now) {
                 continue;
             }
-            out.push(decode_record(&utf8_id(k.value())?, v.value())?);
+            out.push(decode_record(utf8_id(k.value())?, v.value())?);
             if out.len() >= req.limit {
                 break;
             }

@@ -204,12 +204,12 @@ fn entries_range(bytes: &[u8]) -> Result<(usize, usize)> {
 }
 
 /// Decodes a whole stored record.
-pub fn decode_record(id: &str, bytes: &[u8]) -> Result<StoredRecord> {
+pub fn decode_record(id: impl Into<String>, bytes: &[u8]) -> Result<StoredRecord> {
     let h = decode_header(bytes)?;
     let (_, body_start) = entries_range(bytes)?;
     let body = bytes[body_start..].to_vec();
     Ok(StoredRecord {
-        id: id.to_owned(),
+        id: id.into(),
         version: h.version,
         created_at: h.created_at,
         updated_at: Timestamp::from_micros(i64::from_le_bytes(field(bytes, 18)?)),
