@@ -11,6 +11,21 @@ use stowage_core::{MemoryBackend, Store};
 use stowage_server::{hash_token, Right, ServerConfig, TokenConfig};
 use tokio::sync::oneshot;
 
+/// Sending in tests: a failed send is a failed test.
+trait Fetch {
+    async fn fetch(self) -> reqwest::Response;
+    async fn fetch_json(self) -> serde_json::Value;
+}
+
+impl Fetch for reqwest::RequestBuilder {
+    async fn fetch(self) -> reqwest::Response {
+        self.send().await.unwrap()
+    }
+    async fn fetch_json(self) -> serde_json::Value {
+        self.fetch().await.json().await.unwrap()
+    }
+}
+
 struct Server {
     base: String,
     stop: Option<oneshot::Sender<()>>,
@@ -59,9 +74,8 @@ async fn with_incidents(s: &Server, c: &Client) {
     let r = c
         .put(s.url("/v1/app/collections/incidents"))
         .body(SPEC)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
@@ -79,34 +93,21 @@ async fn collection_routes() {
     let again = c
         .put(s.url("/v1/app/collections/incidents"))
         .body(SPEC)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(again.status(), StatusCode::OK);
     let spec: Value = c
         .get(s.url("/v1/app/collections/incidents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(spec["indexes"][4]["unique"], true);
-    let list: Value = c
-        .get(s.url("/v1/app/collections"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = c.get(s.url("/v1/app/collections")).fetch_json().await;
     assert_eq!(list["collections"][0]["name"], "incidents");
     let r = c
         .put(s.url("/v1/app/collections/bad"))
         .body(r#"{"indexes":[{"name":"a","path":"a","type":"string"}]}"#)
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let (status, e) = error_kind(r).await;
     assert_eq!(
         (status, e["kind"].as_str()),
@@ -116,34 +117,25 @@ async fn collection_routes() {
     let r = c
         .put(s.url("/v1/app/collections/collections"))
         .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         c.delete(s.url("/v1/app/collections/incidents"))
-            .send()
+            .fetch()
             .await
-            .unwrap()
             .status(),
         StatusCode::NO_CONTENT
     );
-    let (status, e) = error_kind(
-        c.get(s.url("/v1/app/collections/incidents"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, e) = error_kind(c.get(s.url("/v1/app/collections/incidents")).fetch().await).await;
     assert_eq!(
         (status, e["kind"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
     assert_eq!(
         c.delete(s.url("/v1/app/collections/incidents"))
-            .send()
+            .fetch()
             .await
-            .unwrap()
             .status(),
         StatusCode::NOT_FOUND
     );
@@ -159,21 +151,19 @@ async fn records_with_etags_preconditions_and_ttl() {
     let r = c
         .put(&rec)
         .json(&json!({"severity": "P0", "fingerprint": "f1"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["etag"], "\"1\"");
-    let r = c.get(&rec).send().await.unwrap();
+    let r = c.get(&rec).fetch().await;
     assert_eq!(r.headers()["etag"], "\"1\"");
     assert!(r.headers().get("x-expires-at").is_none());
     assert_eq!(r.json::<Value>().await.unwrap()["severity"], "P0");
     let r = c
         .put(&rec)
         .json(&json!({"severity": "P1", "fingerprint": "f1"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(
         (r.status(), r.headers()["etag"].to_str().unwrap()),
         (StatusCode::OK, "\"2\"")
@@ -182,9 +172,8 @@ async fn records_with_etags_preconditions_and_ttl() {
         .put(&rec)
         .header("If-Match", "\"1\"")
         .json(&json!({"severity": "P2"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let (status, e) = error_kind(r).await;
     assert_eq!(
         (status, e["kind"].as_str(), e["current_version"].as_u64()),
@@ -194,24 +183,21 @@ async fn records_with_etags_preconditions_and_ttl() {
         .put(&rec)
         .header("If-Match", "\"2\"")
         .json(&json!({"severity": "P2", "fingerprint": "f1"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     let r = c
         .put(&rec)
         .header("If-None-Match", "*")
         .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(error_kind(r).await.0, StatusCode::CONFLICT);
     let r = c
         .put(s.url("/v1/app/incidents/records/i-2"))
         .json(&json!({"fingerprint": "f1"}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let (status, e) = error_kind(r).await;
     assert_eq!(
         (status, e["index"].as_str()),
@@ -221,39 +207,26 @@ async fn records_with_etags_preconditions_and_ttl() {
         .put(&rec)
         .header("If-Match", "seven")
         .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(error_kind(r).await.0, StatusCode::BAD_REQUEST);
-    let r = c
-        .delete(&rec)
-        .header("If-Match", "\"1\"")
-        .send()
-        .await
-        .unwrap();
+    let r = c.delete(&rec).header("If-Match", "\"1\"").fetch().await;
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(
-        c.delete(&rec).send().await.unwrap().status(),
+        c.delete(&rec).fetch().await.status(),
         StatusCode::NO_CONTENT
     );
-    assert_eq!(
-        c.delete(&rec).send().await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        c.get(&rec).send().await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(c.delete(&rec).fetch().await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(c.get(&rec).fetch().await.status(), StatusCode::NOT_FOUND);
     let ttl = s.url("/v1/app/incidents/records/short?ttl=60");
     assert_eq!(
-        c.put(&ttl).json(&json!({})).send().await.unwrap().status(),
+        c.put(&ttl).json(&json!({})).fetch().await.status(),
         StatusCode::CREATED
     );
     let r = c
         .get(s.url("/v1/app/incidents/records/short"))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let expires = r.headers()["x-expires-at"].to_str().unwrap().to_owned();
     assert!(
         stowage_core::Timestamp::parse_rfc3339(&expires).is_ok(),
@@ -262,15 +235,10 @@ async fn records_with_etags_preconditions_and_ttl() {
     // Ids are percent-decoded path segments; slashes and unicode included.
     let odd = s.url("/v1/app/incidents/records/a%2Fb%20%F0%9F%A6%80");
     assert_eq!(
-        c.put(&odd)
-            .json(&json!({"x": 1}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        c.put(&odd).json(&json!({"x": 1})).fetch().await.status(),
         StatusCode::CREATED
     );
-    let got: Value = c.get(&odd).send().await.unwrap().json().await.unwrap();
+    let got: Value = c.get(&odd).fetch_json().await;
     assert_eq!(got["x"], 1);
     s.stop().await;
 }
@@ -292,9 +260,8 @@ async fn listing_query_count_and_batch() {
         let r = c
             .put(s.url(&format!("/v1/app/incidents/records/inc-{i:02}")))
             .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
     // Listing by prefix with cursors.
@@ -304,7 +271,7 @@ async fn listing_query_count_and_batch() {
         let url = s.url(&format!(
             "/v1/app/incidents/records?prefix=inc-1&limit=4&cursor={cursor}"
         ));
-        let page: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+        let page: Value = c.get(url).fetch_json().await;
         for it in page["items"].as_array().unwrap() {
             seen.push(it["id"].as_str().unwrap().to_owned());
             assert!(it["version"].as_u64().is_some() && it["body"].is_object());
@@ -326,12 +293,8 @@ async fn listing_query_count_and_batch() {
     let page: Value = c
         .post(s.url("/v1/app/incidents/query"))
         .json(&q)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let ids: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -342,19 +305,14 @@ async fn listing_query_count_and_batch() {
     let n: Value = c
         .post(s.url("/v1/app/incidents/count"))
         .json(&json!({"where": q["where"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(n["count"], 5);
     let r = c
         .post(s.url("/v1/app/incidents/query"))
         .json(&json!({"where": {"nope": {"eq": 1}}}))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(error_kind(r).await.0, StatusCode::BAD_REQUEST);
     // An atomic batch: all or nothing, naming the failing op.
     let ok = json!({"ops": [
@@ -362,57 +320,30 @@ async fn listing_query_count_and_batch() {
         {"op": "update", "collection": "incidents", "id": "inc-00", "body": {"fingerprint": "f0"}, "if_version": 1},
         {"op": "delete", "collection": "incidents", "id": "inc-01"},
         {"op": "upsert", "collection": "incidents", "id": "b-2", "body": {}, "ttl": 60}]});
-    let r: Value = c
-        .post(s.url("/v1/app/batch"))
-        .json(&ok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = c.post(s.url("/v1/app/batch")).json(&ok).fetch_json().await;
     assert_eq!(r["versions"], json!([1, 2, 1, 1]));
     let bad = json!({"ops": [
         {"op": "insert", "collection": "incidents", "id": "b-3", "body": {}},
         {"op": "update", "collection": "incidents", "id": "inc-02", "body": {}, "if_version": 9}]});
-    let (status, e) = error_kind(
-        c.post(s.url("/v1/app/batch"))
-            .json(&bad)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, e) = error_kind(c.post(s.url("/v1/app/batch")).json(&bad).fetch().await).await;
     assert_eq!(
         (status, e["op"].as_u64()),
         (StatusCode::PRECONDITION_FAILED, Some(1))
     );
     assert_eq!(
         c.get(s.url("/v1/app/incidents/records/b-3"))
-            .send()
+            .fetch()
             .await
-            .unwrap()
             .status(),
         StatusCode::NOT_FOUND
     );
     let unknown = json!({"ops": [{"op": "insert", "collection": "incidents", "id": "x", "body": {}}, {"op": "smash", "collection": "incidents", "id": "y"}]});
-    let (status, e) = error_kind(
-        c.post(s.url("/v1/app/batch"))
-            .json(&unknown)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, e) = error_kind(c.post(s.url("/v1/app/batch")).json(&unknown).fetch().await).await;
     assert_eq!(
         (status, e["op"].as_u64()),
         (StatusCode::BAD_REQUEST, Some(1))
     );
-    let r = c
-        .get(s.url("/v1/app/incidents/watch"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(s.url("/v1/app/incidents/watch")).fetch().await;
     assert_eq!(error_kind(r).await.0, StatusCode::NOT_IMPLEMENTED);
     s.stop().await;
 }
@@ -481,7 +412,7 @@ async fn bad_requests_get_clear_4xx() {
         ),
     ];
     for (i, (req, status, kind)) in cases.into_iter().enumerate() {
-        let r = req.send().await.unwrap();
+        let r = req.fetch().await;
         let (got, e) = error_kind(r).await;
         assert_eq!(
             (got, e["kind"].as_str()),
@@ -491,7 +422,7 @@ async fn bad_requests_get_clear_4xx() {
         assert!(!e["message"].as_str().unwrap().is_empty());
     }
     assert_eq!(
-        c.get(&rec).send().await.unwrap().status(),
+        c.get(&rec).fetch().await.status(),
         StatusCode::NOT_FOUND,
         "nothing was written"
     );
@@ -503,35 +434,18 @@ async fn operations_endpoints() {
     let s = Server::start(ServerConfig::default()).await;
     let c = Client::new();
     assert_eq!(
-        c.get(s.url("/healthz")).send().await.unwrap().status(),
+        c.get(s.url("/healthz")).fetch().await.status(),
         StatusCode::OK
     );
-    let ready: Value = c
-        .get(s.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = c.get(s.url("/readyz")).fetch_json().await;
     assert_eq!(
         (ready["status"].as_str(), ready["backend"].as_str()),
         (Some("ready"), Some("memory"))
     );
     assert!(ready["latency_ms"].as_f64().is_some());
     with_incidents(&s, &c).await;
-    c.get(s.url("/v1/app/incidents/records/x"))
-        .send()
-        .await
-        .unwrap();
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    c.get(s.url("/v1/app/incidents/records/x")).fetch().await;
+    let metrics = c.get(s.url("/metrics")).fetch().await.text().await.unwrap();
     assert!(metrics.contains("stowage_http_requests_total"), "{metrics}");
     assert!(
         metrics.contains("route=\"/v1/{ns}/{coll}/records/{id}\""),
@@ -539,14 +453,7 @@ async fn operations_endpoints() {
     );
     assert!(metrics.contains("stowage_http_request_duration_seconds_bucket"));
     assert!(metrics.contains("stowage_backend_operations_total"));
-    let doc: Value = c
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = c.get(s.url("/openapi.json")).fetch_json().await;
     assert_eq!(doc["openapi"], "3.1.0");
     for p in [
         "/v1/{ns}/collections/{coll}",
@@ -585,7 +492,7 @@ async fn tokens_scope_namespaces_and_rights() {
             Some(b) => req.bearer_auth(b),
             None => req,
         };
-        async move { req.send().await.unwrap().status() }
+        async move { req.fetch().await.status() }
     };
     assert_eq!(
         send(c.put(&spec).body(SPEC), None).await,
@@ -625,7 +532,7 @@ async fn tokens_scope_namespaces_and_rights() {
         StatusCode::OK
     );
     assert_eq!(send(c.get(s.url("/healthz")), None).await, StatusCode::OK);
-    let r = c.get(&rec).send().await.unwrap();
+    let r = c.get(&rec).fetch().await;
     assert_eq!(error_kind(r).await.1["kind"], "unauthorized");
     s.stop().await;
 }
@@ -647,27 +554,25 @@ async fn cas_counter_over_http() {
     let c = Client::new();
     c.put(s.url("/v1/app/collections/counters"))
         .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let url = s.url("/v1/app/counters/records/hits");
-    c.put(&url).json(&json!({"n": 0})).send().await.unwrap();
+    c.put(&url).json(&json!({"n": 0})).fetch().await;
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (c, url) = (Client::new(), url.clone());
             tokio::spawn(async move {
                 for _ in 0..50 {
                     loop {
-                        let r = c.get(&url).send().await.unwrap();
+                        let r = c.get(&url).fetch().await;
                         let etag = r.headers()["etag"].to_str().unwrap().to_owned();
                         let n = r.json::<Value>().await.unwrap()["n"].as_u64().unwrap();
                         let w = c
                             .put(&url)
                             .header("If-Match", etag)
                             .json(&json!({"n": n + 1}))
-                            .send()
-                            .await
-                            .unwrap();
+                            .fetch()
+                            .await;
                         match w.status() {
                             StatusCode::OK => break,
                             StatusCode::PRECONDITION_FAILED => continue,
@@ -681,7 +586,7 @@ async fn cas_counter_over_http() {
     for t in tasks {
         t.await.unwrap();
     }
-    let v: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+    let v: Value = c.get(&url).fetch_json().await;
     assert_eq!(v["n"], 800);
     s.stop().await;
 }
@@ -768,36 +673,26 @@ async fn query_and_listing_limits_are_capped() {
     let c = Client::new();
     c.put(s.url("/v1/app/collections/kv"))
         .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     for i in 0..12 {
         c.put(s.url(&format!("/v1/app/kv/records/k{i:02}")))
             .json(&json!({"i": i}))
-            .send()
-            .await
-            .unwrap();
+            .fetch()
+            .await;
     }
     let page: Value = c
         .post(s.url("/v1/app/kv/query"))
         .json(&json!({"limit": 500}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 5);
     assert!(page["next_cursor"].is_string());
     let page: Value = c
         .post(s.url("/v1/app/kv/query"))
         .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(
         page["items"].as_array().unwrap().len(),
         5,
@@ -805,12 +700,8 @@ async fn query_and_listing_limits_are_capped() {
     );
     let list: Value = c
         .get(s.url("/v1/app/kv/records?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 5);
     s.stop().await;
 }
