@@ -1,9 +1,15 @@
-//! Group commit: one writer thread owns every redb write transaction.
+//! Group commit: one write transaction for every write waiting at the same moment.
 //!
-//! Callers send jobs over a channel and wait for their answer. The writer takes every job
-//! waiting in the queue, runs them one after another in one write transaction, commits once,
-//! and only then answers all of them — so concurrent writers share one fsync, and no caller
-//! hears "done" before its write is durable.
+//! Callers queue jobs and wait for their answer. Whoever commits — the calling task itself
+//! when no commit is under way, or the store's writer thread otherwise — takes every job in
+//! the queue, runs them one after another in one write transaction, commits once, and only
+//! then answers them all: concurrent writers share one fsync, and no caller hears "done"
+//! before its write is durable.
+//!
+//! A lone writer commits on its own thread (inside `block_in_place`, so the async runtime
+//! moves its other tasks away): handing each write to another thread and back costs two
+//! wake-ups, a sizeable share of a durable write. On a current-thread runtime, or while
+//! someone else is committing, the job waits for the writer thread instead.
 //!
 //! A job that fails its own checks (a precondition, a unique index) is undone alone, from
 //! an undo log of the keys it touched, and the others still commit. A storage error fails
@@ -11,12 +17,12 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
+use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use stowage_core::{CollectionSpec, Error, ErrorKind, Result};
 use tokio::sync::oneshot;
@@ -39,35 +45,55 @@ struct Job {
     reply: oneshot::Sender<Result<Output>>,
 }
 
-/// The handle to the writer thread. Dropping the last handle stops the thread after it has
-/// committed what it holds.
-#[derive(Debug)]
+/// What callers and the writer thread share.
+struct Shared {
+    queue: Mutex<Vec<Job>>,
+    /// Signalled when a job is queued that nobody is committing yet, and on close.
+    queued: Condvar,
+    /// The right to commit: whoever holds it runs the next group.
+    writer: Mutex<Writer>,
+    closed: AtomicBool,
+    commits: AtomicU64,
+}
+
+/// The handle to the commit machinery. Dropping the last handle stops the writer thread
+/// after everything queued has committed.
 pub(crate) struct GroupCommit {
-    tx: parking_lot::Mutex<Option<Sender<Job>>>,
-    thread: parking_lot::Mutex<Option<thread::JoinHandle<()>>>,
-    commits: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("commits", &self.commits())
+            .finish()
+    }
 }
 
 impl GroupCommit {
     pub(crate) fn start(db: Arc<Database>, durability: Durability) -> Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let commits = Arc::new(AtomicU64::new(0));
-        let mut writer = Writer::new(db, durability);
-        writer.commits = commits.clone();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Vec::new()),
+            queued: Condvar::new(),
+            writer: Mutex::new(Writer::new(db, durability)),
+            closed: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+        });
+        let background = shared.clone();
         let thread = thread::Builder::new()
             .name("stowage-redb-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer_thread(&background))
             .map_err(|e| Error::internal("cannot start the redb writer thread").with_source(e))?;
         Ok(GroupCommit {
-            tx: parking_lot::Mutex::new(Some(tx)),
-            thread: parking_lot::Mutex::new(Some(thread)),
-            commits,
+            shared,
+            thread: Mutex::new(Some(thread)),
         })
     }
 
     /// How many write transactions have committed.
     pub(crate) fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `work` in the next shared transaction and answers once that transaction is
@@ -82,27 +108,46 @@ impl GroupCommit {
             work: Box::new(move |t| work(t).map(|r| Box::new(r) as Output)),
             reply,
         };
-        let sent = match &*self.tx.lock() {
-            Some(tx) => tx.send(job).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                "the redb store is closed",
-            ));
+        {
+            let mut queue = self.shared.queue.lock();
+            if self.shared.closed.load(Ordering::SeqCst) {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the redb store is closed",
+                ));
+            }
+            queue.push(job);
+        }
+        let led = can_block_here()
+            && match self.shared.writer.try_lock() {
+                Some(mut writer) => {
+                    tokio::task::block_in_place(|| writer.commit_queued(&self.shared));
+                    // A relaxed commit must become durable within the flush interval: the
+                    // writer thread keeps that clock.
+                    writer.flush_due().is_none()
+                }
+                None => false,
+            };
+        if !led || !self.shared.queue.lock().is_empty() {
+            // Someone is committing (or this runtime cannot block): the writer thread takes
+            // whatever is queued once the commit right is free.
+            self.shared.queued.notify_one();
         }
         let out = answer
             .await
-            .map_err(|_| Error::internal("the redb writer thread stopped"))??;
+            .map_err(|_| Error::internal("the redb writer stopped before answering"))??;
         out.downcast::<R>()
             .map(|b| *b)
             .map_err(|_| Error::internal("a redb job answered with the wrong type"))
     }
 
-    /// Stops the writer after it has committed everything sent so far.
+    /// Stops the writer thread after everything queued has committed.
     pub(crate) fn stop(&self) {
-        self.tx.lock().take();
+        {
+            let _queue = self.shared.queue.lock();
+            self.shared.closed.store(true, Ordering::SeqCst);
+        }
+        self.shared.queued.notify_all();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
@@ -112,6 +157,43 @@ impl GroupCommit {
 impl Drop for GroupCommit {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Whether this task may block its thread for a commit: only on a multi-threaded runtime,
+/// where `block_in_place` hands the thread's other tasks to the rest.
+fn can_block_here() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// The writer thread: commits what callers queued but did not commit themselves, and in
+/// relaxed mode makes commits durable every flush interval.
+///
+/// Lock order everywhere: the commit right (`writer`) before the queue, never the reverse.
+fn writer_thread(shared: &Shared) {
+    loop {
+        let due = shared.writer.lock().flush_due();
+        let mut queue = shared.queue.lock();
+        if queue.is_empty() && !shared.closed.load(Ordering::SeqCst) {
+            match due {
+                Some(wait) => {
+                    shared.queued.wait_for(&mut queue, wait);
+                }
+                None => shared.queued.wait(&mut queue),
+            }
+        }
+        let (empty, closed) = (queue.is_empty(), shared.closed.load(Ordering::SeqCst));
+        drop(queue);
+        let mut writer = shared.writer.lock();
+        match (empty, closed) {
+            (true, true) => {
+                writer.flush_if_dirty();
+                return;
+            }
+            (true, false) => writer.flush_if_due(),
+            (false, _) => writer.commit_queued(shared),
+        }
     }
 }
 
@@ -300,78 +382,83 @@ impl<'t> Txn<'t> {
 
 struct Writer {
     db: Arc<Database>,
-    commits: Arc<AtomicU64>,
     durability: Durability,
-    // The writer is the only one who changes specs, so its cache is always current.
+    // Only the commit right's holder changes specs, so this cache is always current.
     specs: SpecCache,
+    /// In relaxed mode: since when commits have not been durable.
+    dirty_since: Option<Instant>,
 }
 
 impl Writer {
     fn new(db: Arc<Database>, durability: Durability) -> Self {
         Writer {
             db,
-            commits: Arc::default(),
             durability,
             specs: HashMap::new(),
+            dirty_since: None,
         }
     }
 
-    fn run(mut self, rx: Receiver<Job>) {
-        // In relaxed mode, a durable commit follows the last write by at most this long.
-        let flush_interval = match self.durability {
-            Durability::Relaxed { flush_interval } => Some(flush_interval),
-            _ => None,
+    /// Commits one group: everything queued now (up to [`MAX_GROUP`]).
+    fn commit_queued(&mut self, shared: &Shared) {
+        let jobs = {
+            let mut queue = shared.queue.lock();
+            let take = queue.len().min(MAX_GROUP);
+            queue.drain(..take).collect::<Vec<_>>()
         };
-        let mut dirty_since: Option<Instant> = None;
-        loop {
-            let first = match (flush_interval, dirty_since) {
-                (Some(every), Some(since)) => {
-                    let wait = every.saturating_sub(since.elapsed());
-                    match rx.recv_timeout(wait) {
-                        Ok(job) => Some(job),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                _ => match rx.recv() {
-                    Ok(job) => Some(job),
-                    Err(_) => break,
-                },
-            };
-            let Some(first) = first else {
-                if self.flush().is_ok() {
-                    dirty_since = None;
-                }
-                continue;
-            };
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
-            }
-            let durable = flush_interval
-                .is_none_or(|every| dirty_since.is_some_and(|since| since.elapsed() >= every));
-            self.commit_group(jobs, durable);
-            dirty_since = if durable {
+        if jobs.is_empty() {
+            return;
+        }
+        // In relaxed mode a commit is durable only once the flush interval has passed.
+        let durable = match self.durability {
+            Durability::Relaxed { flush_interval } => self
+                .dirty_since
+                .is_some_and(|since| since.elapsed() >= flush_interval),
+            _ => true,
+        };
+        if self.commit_group(jobs, durable) {
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            self.dirty_since = if durable {
                 None
             } else {
-                dirty_since.or(Some(Instant::now()))
+                self.dirty_since.or(Some(Instant::now()))
             };
         }
-        if dirty_since.is_some() {
-            let _ = self.flush();
+    }
+
+    /// How long until relaxed commits must be made durable; `None` when nothing waits.
+    fn flush_due(&self) -> Option<std::time::Duration> {
+        match (self.durability, self.dirty_since) {
+            (Durability::Relaxed { flush_interval }, Some(since)) => {
+                Some(flush_interval.saturating_sub(since.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
+    fn flush_if_due(&mut self) {
+        if self.flush_due().is_some_and(|wait| wait.is_zero()) {
+            self.flush_if_dirty();
         }
     }
 
     /// An empty durable commit: makes every earlier non-durable commit durable.
-    fn flush(&mut self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(storage_error)?;
-        txn.commit().map_err(storage_error)
+    fn flush_if_dirty(&mut self) {
+        if self.dirty_since.is_none() {
+            return;
+        }
+        let flushed = self
+            .db
+            .begin_write()
+            .map_err(storage_error)
+            .and_then(|txn| txn.commit().map_err(storage_error));
+        if flushed.is_ok() {
+            self.dirty_since = None;
+        }
     }
 
-    fn commit_group(&mut self, jobs: Vec<Job>, durable: bool) {
+    /// Runs and commits `jobs`, then answers each; whether the transaction committed.
+    fn commit_group(&mut self, jobs: Vec<Job>, durable: bool) -> bool {
         let mut answers: Vec<(oneshot::Sender<Result<Output>>, Result<Output>)> =
             Vec::with_capacity(jobs.len());
         let outcome = self.run_jobs(jobs, durable, &mut answers);
@@ -381,11 +468,12 @@ impl Writer {
             for (reply, _) in answers {
                 let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
             }
-            return;
+            return false;
         }
         for (reply, answer) in answers {
             let _ = reply.send(answer);
         }
+        true
     }
 
     fn run_jobs(
@@ -431,9 +519,7 @@ impl Writer {
             let _ = txn.abort();
             return Err(e);
         }
-        txn.commit().map_err(storage_error)?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        txn.commit().map_err(storage_error)
     }
 }
 
