@@ -21,9 +21,11 @@
 //! # Durability and group commit
 //!
 //! By default ([`Durability::Immediate`]) a write is acknowledged only after the commit that
-//! holds it is fsynced. One writer thread drains the queue of concurrent writes into one
-//! transaction and one fsync (see `group_commit.rs`), so 32 concurrent writers pay far less
-//! than 32 fsyncs. A write whose precondition fails inside a shared commit is undone alone.
+//! holds it is fsynced. Concurrent writes share commits (see `group_commit.rs`): whoever
+//! commits — a lone writer on its own thread, or the store's writer thread while a commit is
+//! under way — takes every queued write into one transaction and one fsync, so 32
+//! concurrent writers pay far less than 32 fsyncs. A write whose precondition fails inside
+//! a shared commit is undone alone.
 //! [`Durability::Relaxed`] skips the fsync and makes commits durable every flush interval;
 //! its docs say exactly what that risks.
 //!
