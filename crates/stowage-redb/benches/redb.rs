@@ -148,26 +148,10 @@ impl Bench {
     }
 }
 
-fn raw_insert_each(db: &redb::Database, users: &[User]) -> Duration {
+/// Raw redb inserts, `per_txn` records per durable write transaction.
+fn raw_insert(db: &redb::Database, users: &[User], per_txn: usize) -> Duration {
     let start = Instant::now();
-    for u in users {
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(RAW).unwrap();
-            t.insert(
-                id_of(u.id).as_str(),
-                serde_json::to_vec(u).unwrap().as_slice(),
-            )
-            .unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    start.elapsed()
-}
-
-fn raw_insert_batches(db: &redb::Database, users: &[User]) -> Duration {
-    let start = Instant::now();
-    for chunk in users.chunks(100) {
+    for chunk in users.chunks(per_txn) {
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(RAW).unwrap();
@@ -236,7 +220,7 @@ fn main() {
             let coll = store.collection::<Plain>().await.unwrap();
             let (mut raw_time, mut ours_time) = (Duration::ZERO, Duration::ZERO);
             for round in few.chunks(n_fsync.div_ceil(4)) {
-                raw_time += raw_insert_each(&raw_db, round);
+                raw_time += raw_insert(&raw_db, round, 1);
                 let start = Instant::now();
                 for u in round {
                     coll.insert(&Plain(u.clone())).await.unwrap();
@@ -262,7 +246,7 @@ fn main() {
                 .chunks(n_fsync.div_ceil(32))
                 .map(|c| {
                     let (db, c) = (db.clone(), c.to_vec());
-                    tokio::task::spawn_blocking(move || raw_insert_each(&db, &c))
+                    tokio::task::spawn_blocking(move || raw_insert(&db, &c, 1))
                 })
                 .collect();
             for t in tasks {
@@ -303,7 +287,7 @@ fn main() {
 
     // Batches of 100, no indexes; reads use the same files afterwards.
     let raw_db = bench.raw_db();
-    let raw = rate(n, raw_insert_batches(&raw_db, &users));
+    let raw = rate(n, raw_insert(&raw_db, &users, 100));
     let store = bench.store();
     let plain: Vec<Plain> = users.iter().cloned().map(Plain).collect();
     let (ours, coll) = rt.block_on(async {
