@@ -23,6 +23,9 @@
 //!   `If-Match: *` replaces an existing record whatever its version.
 //! - The collection names `collections` and `batch` are reserved by the routes.
 //! - `/healthz`, `/readyz`, `/metrics` and `/openapi.json` need no token.
+//! - The router serves the store's backend through a metering wrapper, in the store's
+//!   namespace and with the system clock: a test clock given to the `Store` does not carry
+//!   over to HTTP requests.
 
 #![deny(missing_docs)]
 
