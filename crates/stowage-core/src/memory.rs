@@ -184,10 +184,29 @@ impl MemCollection {
             .collect()
     }
 
+    /// One page of matches, cloned out.
     fn query(&self, req: &QueryRequest, now: Timestamp) -> Vec<QueryHit> {
         let mut hits = Vec::new();
-        let mut skip = req.offset;
         let limit = req.limit.unwrap_or(usize::MAX);
+        self.walk(req, now, |r, order_value| {
+            hits.push(QueryHit {
+                record: r.rec.clone(),
+                order_value: order_value.cloned(),
+            });
+            hits.len() < limit
+        });
+        hits
+    }
+
+    /// Calls `emit` with each live match in the query's order, after its cursor and offset,
+    /// until `emit` returns false. Counting walks without copying a record.
+    fn walk(
+        &self,
+        req: &QueryRequest,
+        now: Timestamp,
+        mut emit: impl FnMut(&MemRecord, Option<&IndexValue>) -> bool,
+    ) {
+        let mut skip = req.offset;
         // Called in result order; false once the page is full.
         let mut visit = |id: &str, order_value: Option<&IndexValue>| -> bool {
             let Some(r) = self.live(id, now) else {
@@ -200,16 +219,12 @@ impl MemCollection {
                 skip -= 1;
                 return true;
             }
-            hits.push(QueryHit {
-                record: r.rec.clone(),
-                order_value: order_value.cloned(),
-            });
-            hits.len() < limit
+            emit(r, order_value)
         };
         match &req.order.index {
             Some(index) => {
                 let Some(set) = self.indexes.get(index) else {
-                    return hits;
+                    return;
                 };
                 // A predicate on the order index bounds the walk.
                 let bound = walk_bound(&req.filter, index);
@@ -296,7 +311,6 @@ impl MemCollection {
                 }
             }
         }
-        hits
     }
 }
 
@@ -524,7 +538,12 @@ impl Backend for MemoryBackend {
             offset: 0,
             limit: None,
         };
-        Ok(coll.query(&req, now).len() as u64)
+        let mut n = 0u64;
+        coll.walk(&req, now, |_, _| {
+            n += 1;
+            true
+        });
+        Ok(n)
     }
 
     async fn scan(

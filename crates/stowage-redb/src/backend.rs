@@ -151,6 +151,33 @@ impl RedbBackend {
         self.inner.db.begin_read().map_err(storage_error)
     }
 
+    /// Runs a query in a fresh read transaction: the page, or with `count_only` the number
+    /// of matches (records are then not decoded).
+    fn run_query(
+        &self,
+        ns: &str,
+        req: &QueryRequest,
+        now: Timestamp,
+        count_only: bool,
+    ) -> Result<(Vec<QueryHit>, u64)> {
+        let rtx = self.read()?;
+        let (spec, records) = open_collection(&rtx, ns, &req.collection)?;
+        QueryRun {
+            rtx: &rtx,
+            tables: Tables::new(ns, &req.collection),
+            spec: &spec,
+            records: &records,
+            req,
+            now,
+            skip: req.offset,
+            limit: req.limit.unwrap_or(usize::MAX),
+            hits: Vec::new(),
+            count_only,
+            counted: 0,
+        }
+        .run()
+    }
+
     /// The records table of a collection, in a fresh read transaction.
     fn records(&self, ns: &str, coll: &str) -> Result<RoTable> {
         let rtx = self.read()?;
@@ -274,6 +301,9 @@ struct QueryRun<'a> {
     skip: u64,
     limit: usize,
     hits: Vec<QueryHit>,
+    /// Count matches without decoding them (for `count`).
+    count_only: bool,
+    counted: u64,
 }
 
 impl QueryRun<'_> {
@@ -299,8 +329,18 @@ impl QueryRun<'_> {
                 return Ok(true);
             }
         }
+        self.emit(id, bytes, order_value)
+    }
+
+    /// Takes a live match: skips it for the offset, counts it, or decodes it into the page;
+    /// false once the page is full.
+    fn emit(&mut self, id: &[u8], bytes: &[u8], order_value: Option<IndexValue>) -> Result<bool> {
         if self.skip > 0 {
             self.skip -= 1;
+            return Ok(true);
+        }
+        if self.count_only {
+            self.counted += 1;
             return Ok(true);
         }
         self.hits.push(QueryHit {
@@ -317,13 +357,14 @@ impl QueryRun<'_> {
             .ok_or_else(|| Error::invalid(format!("{index:?} is not an index of this collection")))
     }
 
-    fn run(mut self) -> Result<Vec<QueryHit>> {
+    /// The page, and how many matched when counting.
+    fn run(mut self) -> Result<(Vec<QueryHit>, u64)> {
         let req = self.req;
         match &req.order.index {
             Some(index) => self.by_index(index)?,
             None => self.by_id()?,
         }
-        Ok(self.hits)
+        Ok((self.hits, self.counted))
     }
 
     fn by_index(&mut self, index: &str) -> Result<()> {
@@ -473,19 +514,10 @@ impl QueryRun<'_> {
         };
         for item in iter {
             let (k, v) = item.map_err(storage_error)?;
-            let id = utf8_id(k.value())?;
             if decode_header(v.value())?.is_expired(self.now) {
                 continue;
             }
-            if self.skip > 0 {
-                self.skip -= 1;
-                continue;
-            }
-            self.hits.push(QueryHit {
-                record: decode_record(id, v.value())?,
-                order_value: None,
-            });
-            if self.hits.len() >= self.limit {
+            if !self.emit(k.value(), v.value(), None)? {
                 break;
             }
         }
@@ -979,20 +1011,7 @@ impl Backend for RedbBackend {
     }
 
     async fn query(&self, ns: &str, req: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
-        let rtx = self.read()?;
-        let (spec, records) = open_collection(&rtx, ns, &req.collection)?;
-        QueryRun {
-            rtx: &rtx,
-            tables: Tables::new(ns, &req.collection),
-            spec: &spec,
-            records: &records,
-            req,
-            now,
-            skip: req.offset,
-            limit: req.limit.unwrap_or(usize::MAX),
-            hits: Vec::new(),
-        }
-        .run()
+        Ok(self.run_query(ns, req, now, false)?.0)
     }
 
     async fn count(
@@ -1013,7 +1032,7 @@ impl Backend for RedbBackend {
             offset: 0,
             limit: None,
         };
-        Ok(self.query(ns, &req, now).await?.len() as u64)
+        Ok(self.run_query(ns, &req, now, true)?.1)
     }
 
     async fn scan(&self, ns: &str, req: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
