@@ -71,6 +71,16 @@ pub struct IndexSpec {
     /// One entry per array element.
     #[serde(default, skip_serializing_if = "is_false")]
     pub multi: bool,
+    /// Keep a copy of each record beside its index entries, so that a query walking this
+    /// index reads the records from the index itself instead of looking each one up.
+    ///
+    /// Queries get faster (one ordered range read instead of a random lookup per hit);
+    /// every write of a record rewrites its copies, and the index takes as much space as the
+    /// records (once per value for a `multi` index). Answers are the same either way:
+    /// engines that read records from their own index structures (the memory backend, SQL
+    /// engines) treat it as a plain index.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub covering: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -86,6 +96,7 @@ impl IndexSpec {
             index_type,
             unique: false,
             multi: false,
+            covering: false,
         }
     }
 
@@ -123,6 +134,12 @@ impl IndexSpec {
     /// Makes the index multi-valued (one entry per array element).
     pub fn multi(mut self) -> Self {
         self.multi = true;
+        self
+    }
+
+    /// Makes the index covering: it keeps a copy of each record (see [`IndexSpec::covering`]).
+    pub fn covering(mut self) -> Self {
+        self.covering = true;
         self
     }
 
@@ -285,6 +302,9 @@ fn describe_index(ix: &IndexSpec) -> String {
     if ix.multi {
         s.push_str(" multi");
     }
+    if ix.covering {
+        s.push_str(" covering");
+    }
     s
 }
 
@@ -407,5 +427,28 @@ mod tests {
                 .contains("cannot change from string at /a to integer at /a"),
             "{e}"
         );
+        let covered = CollectionSpec::new().index(IndexSpec::string("a", "/a").covering());
+        let e = old.diff(&covered).unwrap_err();
+        assert!(
+            e.message()
+                .contains("cannot change from string at /a to string at /a covering"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn covering_is_part_of_the_json_form() {
+        let spec = CollectionSpec::from_json(
+            r#"{"indexes":[{"name":"s","path":"/s","type":"float","covering":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec,
+            CollectionSpec::new().index(IndexSpec::float("s", "/s").covering())
+        );
+        assert!(spec.to_json().contains(r#""covering":true"#));
+        // Absent means false, and false is left out.
+        let plain = CollectionSpec::new().index(IndexSpec::float("s", "/s"));
+        assert!(!plain.to_json().contains("covering"));
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase,
-    ReadableTableMetadata, TableError,
+    AccessGuard, Database, DatabaseError, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTableMetadata, TableError,
 };
 use stowage_core::backend::{
     filter_matches, walk_bound, Backend, Capabilities, CollectionStats, IndexFill, Precondition,
@@ -181,7 +181,7 @@ impl RedbBackend {
     /// The records table of a collection, in a fresh read transaction.
     fn records(&self, ns: &str, coll: &str) -> Result<RoTable> {
         let rtx = self.read()?;
-        open_ro(&rtx, &Tables::new(ns, coll).records)?
+        open_ro(&rtx, &schema::records_table(ns, coll))?
             .ok_or_else(|| Error::collection_not_found(ns, coll))
     }
 }
@@ -307,8 +307,8 @@ struct QueryRun<'a> {
 }
 
 impl QueryRun<'_> {
-    /// Adds the record if it is live and matches `rest` (the predicates the walk has not
-    /// already established); false once the page is full.
+    /// Adds the record with this id if it is live and matches `rest` (the predicates the
+    /// walk has not already established); false once the page is full.
     fn visit(
         &mut self,
         id: &[u8],
@@ -318,7 +318,17 @@ impl QueryRun<'_> {
         let Some(bytes) = self.records.get(id).map_err(storage_error)? else {
             return Ok(true);
         };
-        let bytes = bytes.value();
+        self.visit_stored(id, bytes.value(), order_value, rest)
+    }
+
+    /// [`QueryRun::visit`] for a record already in hand (from a covering index).
+    fn visit_stored(
+        &mut self,
+        id: &[u8],
+        bytes: &[u8],
+        order_value: Option<IndexValue>,
+        rest: &[Predicate],
+    ) -> Result<bool> {
         if decode_header(bytes)?.is_expired(self.now) {
             return Ok(true);
         }
@@ -350,10 +360,11 @@ impl QueryRun<'_> {
         Ok(self.hits.len() < self.limit)
     }
 
-    fn index_type(&self, index: &str) -> Result<stowage_core::IndexType> {
+    /// An index's type, and whether it is covering.
+    fn index_kind(&self, index: &str) -> Result<(stowage_core::IndexType, bool)> {
         self.spec
             .index_named(index)
-            .map(|i| i.index_type)
+            .map(|i| (i.index_type, i.covering))
             .ok_or_else(|| Error::invalid(format!("{index:?} is not an index of this collection")))
     }
 
@@ -368,7 +379,7 @@ impl QueryRun<'_> {
     }
 
     fn by_index(&mut self, index: &str) -> Result<()> {
-        let ty = self.index_type(index)?;
+        let (ty, covering) = self.index_kind(index)?;
         let Some(table) = open_ro(self.rtx, &self.tables.index(index))? else {
             return Ok(());
         };
@@ -400,12 +411,14 @@ impl QueryRun<'_> {
                 .range::<&[u8]>((as_ref(&start), Bound::Unbounded))
                 .map_err(storage_error)?;
             for item in range {
-                let (k, _) = item.map_err(storage_error)?;
+                let (k, stored) = item.map_err(storage_error)?;
                 let (v, id) = IndexValue::decode_sortable(ty, k.value())?;
                 if bound.is_some_and(|op| op.is_past_upper(&v)) {
                     break;
                 }
-                if passes(&v) && !self.visit(id, Some(v), &rest)? {
+                if passes(&v)
+                    && !self.visit_entry(id, covering.then(|| stored.value()), v, &rest)?
+                {
                     break;
                 }
             }
@@ -415,7 +428,7 @@ impl QueryRun<'_> {
                 .range::<&[u8]>((Bound::Unbounded, as_ref(&end)))
                 .map_err(storage_error)?;
             for item in range.rev() {
-                let (k, _) = item.map_err(storage_error)?;
+                let (k, stored) = item.map_err(storage_error)?;
                 let (v, id) = IndexValue::decode_sortable(ty, k.value())?;
                 if bound.is_some_and(|op| op.is_past_upper(&v)) {
                     continue;
@@ -423,7 +436,9 @@ impl QueryRun<'_> {
                 if bound.is_some_and(|op| op.is_below_lower(&v)) {
                     break;
                 }
-                if passes(&v) && !self.visit(id, Some(v), &rest)? {
+                if passes(&v)
+                    && !self.visit_entry(id, covering.then(|| stored.value()), v, &rest)?
+                {
                     break;
                 }
             }
@@ -431,15 +446,31 @@ impl QueryRun<'_> {
         Ok(())
     }
 
-    /// Ids the index holds under values that pass `op` (unsorted, possibly repeated).
-    fn index_ids(&self, index: &str, op: &PredicateOp, out: &mut Vec<Vec<u8>>) -> Result<()> {
+    /// Visits one entry of a walked index: the copy a covering index holds, or the record
+    /// looked up by id.
+    fn visit_entry(
+        &mut self,
+        id: &[u8],
+        stored: Option<&[u8]>,
+        v: IndexValue,
+        rest: &[Predicate],
+    ) -> Result<bool> {
+        match stored {
+            Some(bytes) => self.visit_stored(id, bytes, Some(v), rest),
+            None => self.visit(id, Some(v), rest),
+        }
+    }
+
+    /// The entries the index holds under values that pass `op` (in index order, possibly
+    /// naming a record twice).
+    fn candidates(&self, index: &str, op: &PredicateOp, out: &mut Vec<Candidate>) -> Result<()> {
         if let PredicateOp::In(values) = op {
             for v in values {
-                self.index_ids(index, &PredicateOp::Eq(v.clone()), out)?;
+                self.candidates(index, &PredicateOp::Eq(v.clone()), out)?;
             }
             return Ok(());
         }
-        let ty = self.index_type(index)?;
+        let (ty, covering) = self.index_kind(index)?;
         let Some(table) = open_ro(self.rtx, &self.tables.index(index))? else {
             return Ok(());
         };
@@ -454,15 +485,20 @@ impl QueryRun<'_> {
         }
         .map_err(storage_error)?;
         for item in range {
-            let (k, _) = item.map_err(storage_error)?;
-            // Ids stay bytes here: most candidates are only looked up, and byte order is
-            // id order.
-            let (v, id) = IndexValue::decode_sortable(ty, k.value())?;
+            let (key, stored) = item.map_err(storage_error)?;
+            let (v, id) = IndexValue::decode_sortable(ty, key.value())?;
             if op.is_past_upper(&v) {
                 break;
             }
             if op.test(&v) {
-                out.push(id.to_vec());
+                // The guards keep the entry's page alive: no copy of the id, nor of the
+                // record a covering index holds, until it is emitted.
+                let id_at = key.value().len() - id.len();
+                out.push(Candidate {
+                    key,
+                    id_at,
+                    stored: (covering && out.len() < MAX_HELD_COPIES).then_some(stored),
+                });
             }
         }
         Ok(())
@@ -474,25 +510,29 @@ impl QueryRun<'_> {
         let desc = req.order.descending;
         if let Some(p) = req.filter.first() {
             // The first predicate narrows the candidates through its index.
-            let mut ids = Vec::new();
-            self.index_ids(&p.index, &p.op, &mut ids)?;
+            let mut found = Vec::new();
+            self.candidates(&p.index, &p.op, &mut found)?;
             // Sorting a vector beats a tree for the one pass that follows.
-            ids.sort_unstable();
-            ids.dedup();
-            self.hits.reserve(ids.len().min(self.limit));
-            let in_range = |id: &Vec<u8>| match &after {
+            found.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+            found.dedup_by(|a, b| a.id() == b.id());
+            self.hits.reserve(found.len().min(self.limit));
+            let in_range = |c: &Candidate| match &after {
                 None => true,
-                Some(a) if desc => id.as_slice() < a.as_bytes(),
-                Some(a) => id.as_slice() > a.as_bytes(),
+                Some(a) if desc => c.id() < a.as_bytes(),
+                Some(a) => c.id() > a.as_bytes(),
             };
-            let ordered: Vec<Vec<u8>> = if desc {
-                ids.into_iter().rev().filter(in_range).collect()
+            let ordered: Box<dyn Iterator<Item = Candidate>> = if desc {
+                Box::new(found.into_iter().rev().filter(in_range))
             } else {
-                ids.into_iter().filter(in_range).collect()
+                Box::new(found.into_iter().filter(in_range))
             };
             // Every candidate passed the first predicate already.
-            for id in ordered {
-                if !self.visit(&id, None, &req.filter[1..])? {
+            for c in ordered {
+                let more = match &c.stored {
+                    Some(bytes) => self.visit_stored(c.id(), bytes.value(), None, &req.filter[1..]),
+                    None => self.visit(c.id(), None, &req.filter[1..]),
+                }?;
+                if !more {
                     break;
                 }
             }
@@ -525,6 +565,24 @@ impl QueryRun<'_> {
     }
 }
 
+/// How many record copies a query holds from a covering index while it sorts its
+/// candidates: past this, candidates are looked up by id (each held copy pins a page).
+const MAX_HELD_COPIES: usize = 65_536;
+
+/// An index entry a query found: its key (value ‖ id), where the id starts, and the record
+/// copy when the index is covering.
+struct Candidate {
+    key: AccessGuard<'static, &'static [u8]>,
+    id_at: usize,
+    stored: Option<AccessGuard<'static, &'static [u8]>>,
+}
+
+impl Candidate {
+    fn id(&self) -> &[u8] {
+        &self.key.value()[self.id_at..]
+    }
+}
+
 fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     match b {
         Bound::Included(v) => Bound::Included(v.as_slice()),
@@ -547,7 +605,8 @@ struct WriteColl {
     spec: Arc<CollectionSpec>,
     records: TableId,
     expiry: TableId,
-    indexes: Vec<(String, TableId)>,
+    /// Each index's name, table, and whether it is covering (keeps record copies).
+    indexes: Vec<(String, TableId, bool)>,
 }
 
 impl WriteColl {
@@ -558,7 +617,11 @@ impl WriteColl {
         let tables = Tables::new(ns, coll);
         let mut indexes = Vec::with_capacity(spec.indexes.len());
         for ix in &spec.indexes {
-            indexes.push((ix.name.clone(), t.open(&tables.index(&ix.name))?));
+            indexes.push((
+                ix.name.clone(),
+                t.open(&tables.index(&ix.name))?,
+                ix.covering,
+            ));
         }
         Ok(WriteColl {
             name: coll.to_owned(),
@@ -572,8 +635,12 @@ impl WriteColl {
     fn index(&self, name: &str) -> Option<TableId> {
         self.indexes
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| *id)
+            .find(|(n, ..)| n == name)
+            .map(|(_, id, _)| *id)
+    }
+
+    fn is_covering(&self, name: &str) -> bool {
+        self.indexes.iter().any(|(n, _, c)| n == name && *c)
     }
 
     /// Removes the index and expiry entries a stored record was written with.
@@ -599,25 +666,32 @@ impl WriteColl {
         t.remove(self.records, id.as_bytes())
     }
 
-    /// Writes a record's index entries.
-    fn add_index_entries(
+    /// Writes a record's index entries; those of covering indexes hold `record` (the
+    /// stored bytes), the others nothing.
+    fn add_index_entries<'e>(
         &self,
         t: &mut Txn<'_>,
         id: &str,
-        index: &[(String, Vec<Vec<u8>>)],
+        index: impl IntoIterator<Item = &'e (String, Vec<Vec<u8>>)>,
+        record: &[u8],
     ) -> Result<()> {
         for (name, values) in index {
-            let table = self.index(name).ok_or_else(|| {
-                Error::internal(format!(
-                    "index {name:?} is not in the spec of {:?}",
-                    self.name
-                ))
-            })?;
+            let (_, table, covering) =
+                self.indexes
+                    .iter()
+                    .find(|(n, ..)| n == name)
+                    .ok_or_else(|| {
+                        Error::internal(format!(
+                            "index {name:?} is not in the spec of {:?}",
+                            self.name
+                        ))
+                    })?;
+            let value: &[u8] = if *covering { record } else { &[] };
             for v in values {
                 let mut key = Vec::with_capacity(v.len() + id.len());
                 key.extend_from_slice(v);
                 key.extend_from_slice(id.as_bytes());
-                t.put(table, &key, &[])?;
+                t.put(*table, &key, value)?;
             }
         }
         Ok(())
@@ -695,19 +769,17 @@ impl WriteColl {
             expires_at,
             body,
         };
-        if op.precondition == Precondition::Absent {
+        let bytes = if op.precondition == Precondition::Absent {
             // Inserts write first and look at what they replaced: one B-tree walk instead of
             // two. A live record there fails the op, and the job's undo log restores it.
-            let prev = t.put(
-                self.records,
-                rec.id.as_bytes(),
-                &encode_record(&rec, &encoded),
-            )?;
+            let bytes = encode_record(&rec, &encoded);
+            let prev = t.put(self.records, rec.id.as_bytes(), &bytes)?;
             if let Some(b) = prev {
                 op.precondition
                     .check(&self.name, &rec.id, live_version(Some(&b), now)?)?;
                 self.remove_entries(t, &rec.id, &b)?;
             }
+            bytes
         } else {
             let stored = t.get(self.records, rec.id.as_bytes())?;
             let live = match &stored {
@@ -723,13 +795,11 @@ impl WriteColl {
             if let Some(b) = &stored {
                 self.remove_entries(t, &rec.id, b)?;
             }
-            t.put(
-                self.records,
-                rec.id.as_bytes(),
-                &encode_record(&rec, &encoded),
-            )?;
-        }
-        self.add_index_entries(t, &rec.id, &encoded)?;
+            let bytes = encode_record(&rec, &encoded);
+            t.put(self.records, rec.id.as_bytes(), &bytes)?;
+            bytes
+        };
+        self.add_index_entries(t, &rec.id, &encoded, &bytes)?;
         if let Some(at) = rec.expires_at {
             t.put(self.expiry, &expiry_key(at, &rec.id), &[])?;
         }
@@ -838,10 +908,15 @@ fn apply_spec_job(
                 .collect();
             let rec = decode_record(&id, &v)?;
             if let Some(new) = fills.remove(&id) {
-                wc.add_index_entries(t, &id, &new)?;
                 entries.extend(new);
             }
-            t.put(wc.records, &k, &encode_record(&rec, &entries))?;
+            let bytes = encode_record(&rec, &entries);
+            t.put(wc.records, &k, &bytes)?;
+            // New entries, and the copies every covering index keeps of the rewritten record.
+            let rewrite = entries
+                .iter()
+                .filter(|(n, _)| added.contains(n.as_str()) || wc.is_covering(n));
+            wc.add_index_entries(t, &id, rewrite, &bytes)?;
         }
         after = Some(last);
     }
