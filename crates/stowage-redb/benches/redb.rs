@@ -3,6 +3,11 @@
 //! `cargo bench -p stowage-redb` prints a markdown table of ops/s and ratios. Both sides use
 //! durable commits (fsync before the write returns). `STOWAGE_BENCH_N` scales the record
 //! count (default 100,000; the fsync-per-write rows use 2,000).
+//!
+//! The 1 % query runs on a plain score index and on a covering one, each against the full
+//! scan with a filter; a last row holds the plain one against the same query written by
+//! hand on raw redb (a score index table walked, its ids sorted and looked up), which is
+//! the floor for any query that reads its records from the records table.
 
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
@@ -512,7 +517,6 @@ fn main() {
         }
         rate(queries, start.elapsed())
     };
-    println!("raw redb index walk + sorted gets: {raw_indexed:.0} queries/s");
     rows.push(Row {
         name: "indexed query, 1% (vs full scan + filter)",
         n: matched,
@@ -524,6 +528,12 @@ fn main() {
         n: matched_covering,
         stowage: ours_covering,
         raw: Some(raw),
+    });
+    rows.push(Row {
+        name: "indexed query, 1% (vs raw redb: index table walk + sorted gets)",
+        n: matched,
+        stowage: ours,
+        raw: Some(raw_indexed),
     });
 
     println!(

@@ -7,7 +7,7 @@
 //! | `stowage/meta` | `format` | format version (u32 LE) |
 //! | `stowage/catalog` | `ns 0x00 collection` | the spec's JSON |
 //! | `r/{ns}/{coll}` | record id | [`encode_record`] |
-//! | `i/{ns}/{coll}/{index}` | sortable value ‖ id | empty |
+//! | `i/{ns}/{coll}/{index}` | sortable value ‖ id | empty; for a covering index, the record's bytes as in `r/` |
 //! | `e/{ns}/{coll}` | sortable expiry ‖ id | empty |
 //!
 //! Index keys put the value's order-preserving encoding first, so range, prefix and ordered

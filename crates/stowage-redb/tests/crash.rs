@@ -92,9 +92,25 @@ async fn verify(path: &Path, acked: &Acked) -> usize {
                 .insert(r.id.clone());
         }
     }
+    // The covering index's copies are the records: same versions, same bodies.
+    let latest: HashMap<&str, (u64, &serde_json::Value)> = all
+        .iter()
+        .map(|r| (r.id.as_str(), (r.version, &r.value)))
+        .collect();
     for n in 0..50 {
         let page = coll.query(&Query::new().eq("n", n)).await.unwrap();
         let ids: BTreeSet<String> = page.items.into_iter().map(|r| r.id).collect();
+        let copies = coll.query(&Query::new().eq("n_covering", n)).await.unwrap();
+        for r in &copies.items {
+            assert_eq!(
+                latest.get(r.id.as_str()),
+                Some(&(r.version, &r.value)),
+                "covering copy of {}",
+                r.id
+            );
+        }
+        let copied: BTreeSet<String> = copies.items.into_iter().map(|r| r.id).collect();
+        assert_eq!(copied, ids, "covering index n = {n}");
         assert_eq!(ids, by_n.remove(&n).unwrap_or_default(), "index n = {n}");
     }
     for (tag, want) in by_tag {

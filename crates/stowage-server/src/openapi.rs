@@ -51,7 +51,8 @@ pub fn document() -> Value {
                 "IndexSpec": {"type": "object", "required": ["name", "path", "type"], "properties": {
                     "name": {"type": "string"}, "path": {"type": "string", "description": "JSON pointer"},
                     "type": {"type": "string", "enum": ["string", "integer", "float", "bool", "timestamp"]},
-                    "unique": {"type": "boolean"}, "multi": {"type": "boolean"}}},
+                    "unique": {"type": "boolean"}, "multi": {"type": "boolean"},
+                    "covering": {"type": "boolean", "description": "keep record copies in the index: queries walking it read no records table"}}},
                 "CollectionSpec": {"type": "object", "properties": {
                     "indexes": {"type": "array", "items": {"$ref": "#/components/schemas/IndexSpec"}},
                     "default_ttl_seconds": {"type": "integer", "minimum": 1}}},

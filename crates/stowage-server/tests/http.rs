@@ -67,7 +67,7 @@ const SPEC: &str = r#"{"indexes":[
     {"name":"severity","path":"/severity","type":"string"},
     {"name":"state","path":"/state","type":"string"},
     {"name":"source","path":"/source","type":"string"},
-    {"name":"created_at","path":"/created_at","type":"timestamp"},
+    {"name":"created_at","path":"/created_at","type":"timestamp","covering":true},
     {"name":"fingerprint","path":"/fingerprint","type":"string","unique":true}]}"#;
 
 async fn with_incidents(s: &Server, c: &Client) {
@@ -101,6 +101,8 @@ async fn collection_routes() {
         .fetch_json()
         .await;
     assert_eq!(spec["indexes"][4]["unique"], true);
+    assert_eq!(spec["indexes"][3]["covering"], true);
+    assert!(spec["indexes"][2].get("covering").is_none());
     let list: Value = c.get(s.url("/v1/app/collections")).fetch_json().await;
     assert_eq!(list["collections"][0]["name"], "incidents");
     let r = c

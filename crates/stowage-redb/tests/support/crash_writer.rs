@@ -17,6 +17,7 @@ use stowage_redb::{RedbBackend, RedbConfig};
 pub fn spec() -> CollectionSpec {
     CollectionSpec::new()
         .index(IndexSpec::integer("n", "/n"))
+        .index(IndexSpec::integer("n_covering", "/n").covering())
         .index(IndexSpec::string("tags", "/tags").multi())
 }
 
