@@ -222,6 +222,21 @@ async fn batches<T: Record>(store: &Store, coll: &Collection<T>, items: &[T]) ->
     start.elapsed()
 }
 
+/// `queries` 1 % score-range queries: the rate, and the matches per query.
+async fn score_queries<T: Record>(coll: &Collection<T>, queries: usize) -> (f64, usize) {
+    let start = Instant::now();
+    let mut matched = 0;
+    for q in 0..queries {
+        let lo = (q % 99) as f64;
+        let page = coll
+            .query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
+            .await
+            .unwrap();
+        matched += page.items.len();
+    }
+    (rate(queries, start.elapsed()), matched / queries.max(1))
+}
+
 fn main() {
     let n: usize = std::env::var("STOWAGE_BENCH_N")
         .ok()
@@ -438,32 +453,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let scans = 3;
-    let (ours, matched) = rt.block_on(async {
-        let start = Instant::now();
-        let mut matched = 0;
-        for q in 0..queries {
-            let lo = (q % 99) as f64;
-            let page = indexed
-                .query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
-                .await
-                .unwrap();
-            matched += page.items.len();
-        }
-        (rate(queries, start.elapsed()), matched / queries)
-    });
-    let (ours_covering, matched_covering) = rt.block_on(async {
-        let start = Instant::now();
-        let mut matched = 0;
-        for q in 0..queries {
-            let lo = (q % 99) as f64;
-            let page = covered
-                .query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
-                .await
-                .unwrap();
-            matched += page.items.len();
-        }
-        (rate(queries, start.elapsed()), matched / queries)
-    });
+    let (ours, matched) = rt.block_on(score_queries(&indexed, queries));
+    let (ours_covering, matched_covering) = rt.block_on(score_queries(&covered, queries));
     let start = Instant::now();
     for q in 0..scans {
         let lo = (q % 99) as f64;
