@@ -417,7 +417,7 @@ impl QueryRun<'_> {
                     break;
                 }
                 if passes(&v)
-                    && !self.visit_entry(id, covering.then(|| stored.value()), v, &rest)?
+                    && !self.visit_entry(id, covering.then(|| stored.value()), Some(v), &rest)?
                 {
                     break;
                 }
@@ -437,7 +437,7 @@ impl QueryRun<'_> {
                     break;
                 }
                 if passes(&v)
-                    && !self.visit_entry(id, covering.then(|| stored.value()), v, &rest)?
+                    && !self.visit_entry(id, covering.then(|| stored.value()), Some(v), &rest)?
                 {
                     break;
                 }
@@ -446,18 +446,18 @@ impl QueryRun<'_> {
         Ok(())
     }
 
-    /// Visits one entry of a walked index: the copy a covering index holds, or the record
+    /// Visits one match of a walked index: the copy a covering index holds, or the record
     /// looked up by id.
     fn visit_entry(
         &mut self,
         id: &[u8],
         stored: Option<&[u8]>,
-        v: IndexValue,
+        order_value: Option<IndexValue>,
         rest: &[Predicate],
     ) -> Result<bool> {
         match stored {
-            Some(bytes) => self.visit_stored(id, bytes, Some(v), rest),
-            None => self.visit(id, Some(v), rest),
+            Some(bytes) => self.visit_stored(id, bytes, order_value, rest),
+            None => self.visit(id, order_value, rest),
         }
     }
 
@@ -490,15 +490,20 @@ impl QueryRun<'_> {
             if op.is_past_upper(&v) {
                 break;
             }
-            if op.test(&v) {
+            if !op.test(&v) {
+                continue;
+            }
+            if out.len() < MAX_HELD_ENTRIES {
                 // The guards keep the entry's page alive: no copy of the id, nor of the
                 // record a covering index holds, until it is emitted.
                 let id_at = key.value().len() - id.len();
-                out.push(Candidate {
+                out.push(Candidate::Held {
                     key,
                     id_at,
-                    stored: (covering && out.len() < MAX_HELD_COPIES).then_some(stored),
+                    stored: covering.then_some(stored),
                 });
+            } else {
+                out.push(Candidate::Id(id.to_vec()));
             }
         }
         Ok(())
@@ -528,11 +533,7 @@ impl QueryRun<'_> {
             };
             // Every candidate passed the first predicate already.
             for c in ordered {
-                let more = match &c.stored {
-                    Some(bytes) => self.visit_stored(c.id(), bytes.value(), None, &req.filter[1..]),
-                    None => self.visit(c.id(), None, &req.filter[1..]),
-                }?;
-                if !more {
+                if !self.visit_entry(c.id(), c.stored(), None, &req.filter[1..])? {
                     break;
                 }
             }
@@ -565,21 +566,39 @@ impl QueryRun<'_> {
     }
 }
 
-/// How many record copies a query holds from a covering index while it sorts its
-/// candidates: past this, candidates are looked up by id (each held copy pins a page).
-const MAX_HELD_COPIES: usize = 65_536;
+/// How many index entries a query holds in place while it sorts what its index found.
+/// Each pins its page (and a covering entry its record copy); past this, ids are copied
+/// out and their records looked up, so memory stays near 40 bytes per further match.
+const MAX_HELD_ENTRIES: usize = 16_384;
 
-/// An index entry a query found: its key (value ‖ id), where the id starts, and the record
-/// copy when the index is covering.
-struct Candidate {
-    key: AccessGuard<'static, &'static [u8]>,
-    id_at: usize,
-    stored: Option<AccessGuard<'static, &'static [u8]>>,
+/// A match an index walk found, to be sorted by id before it is visited.
+enum Candidate {
+    /// The entry in place: its key (value ‖ id), where the id starts, and the record copy
+    /// when the index is covering.
+    Held {
+        key: AccessGuard<'static, &'static [u8]>,
+        id_at: usize,
+        stored: Option<AccessGuard<'static, &'static [u8]>>,
+    },
+    /// An id copied out, past [`MAX_HELD_ENTRIES`].
+    Id(Vec<u8>),
 }
 
 impl Candidate {
     fn id(&self) -> &[u8] {
-        &self.key.value()[self.id_at..]
+        match self {
+            Candidate::Held { key, id_at, .. } => &key.value()[*id_at..],
+            Candidate::Id(id) => id,
+        }
+    }
+
+    fn stored(&self) -> Option<&[u8]> {
+        match self {
+            Candidate::Held {
+                stored: Some(s), ..
+            } => Some(s.value()),
+            _ => None,
+        }
     }
 }
 

@@ -337,7 +337,8 @@ macro_rules! conformance_tests {
             indexes { every_index_type, unique_violation_names_index, unique_value_freed_by_update_and_delete,
                       multi_valued_index, missing_or_null_fields_are_not_indexed,
                       update_moves_index_entries }
-            covering { covering_answers_match_plain_ones, covering_index_follows_spec_changes }
+            covering { covering_answers_match_plain_ones, covering_index_follows_spec_changes,
+                       many_matches_sort_by_id }
             query { every_predicate, range_bounds, and_of_predicates, order_by_index_both_ways,
                     order_by_id_both_ways, cursor_pages_cover_everything_once,
                     cursor_under_concurrent_inserts, cursor_survives_deletes, page_and_page_size,
