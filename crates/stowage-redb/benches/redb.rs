@@ -222,19 +222,63 @@ async fn batches<T: Record>(store: &Store, coll: &Collection<T>, items: &[T]) ->
     start.elapsed()
 }
 
-/// `queries` 1 % score-range queries: the rate, and the matches per query.
-async fn score_queries<T: Record>(coll: &Collection<T>, queries: usize) -> (f64, usize) {
-    let start = Instant::now();
-    let mut matched = 0;
-    for q in 0..queries {
-        let lo = (q % 99) as f64;
-        let page = coll
-            .query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
-            .await
-            .unwrap();
-        matched += page.items.len();
+/// One 1 % query: the records with a score in `lo..lo + 1`; how many.
+async fn score_query<T: Record>(coll: &Collection<T>, lo: f64) -> usize {
+    coll.query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+/// The same query as a full scan with a filter on raw redb.
+fn raw_scan(db: &redb::Database, lo: f64) -> usize {
+    let txn = db.begin_read().unwrap();
+    let t = txn.open_table(RAW).unwrap();
+    t.range::<&str>(..)
+        .unwrap()
+        .filter_map(|r| {
+            let (_, v) = r.unwrap();
+            let u: User = serde_json::from_slice(v.value()).unwrap();
+            (u.score >= lo && u.score < lo + 1.0).then_some(u)
+        })
+        .count()
+}
+
+/// A hand-made score index beside the raw records: score's order-preserving bits ‖ id.
+fn raw_score_index(db: &redb::Database, users: &[User]) {
+    let txn = db.begin_write().unwrap();
+    {
+        let mut idx = txn.open_table(RAW_SCORE).unwrap();
+        for u in users {
+            idx.insert(raw_score_key(u.score, &id_of(u.id)).as_slice(), ())
+                .unwrap();
+        }
     }
-    (rate(queries, start.elapsed()), matched / queries.max(1))
+    txn.commit().unwrap();
+}
+
+/// The same query by hand on raw redb: the score index walked, its ids sorted and looked
+/// up — the floor for any query that reads the records it returns.
+fn raw_indexed_query(db: &redb::Database, lo: f64) -> usize {
+    let txn = db.begin_read().unwrap();
+    let idx = txn.open_table(RAW_SCORE).unwrap();
+    let t = txn.open_table(RAW).unwrap();
+    let (from, to) = (raw_score_key(lo, ""), raw_score_key(lo + 1.0, ""));
+    let mut ids: Vec<Vec<u8>> = idx
+        .range::<&[u8]>(from.as_slice()..to.as_slice())
+        .unwrap()
+        .map(|r| r.unwrap().0.value()[8..].to_vec())
+        .collect();
+    ids.sort_unstable();
+    let users: Vec<User> = ids
+        .iter()
+        .map(|id| {
+            let v = t.get(std::str::from_utf8(id).unwrap()).unwrap().unwrap();
+            serde_json::from_slice(v.value()).unwrap()
+        })
+        .collect();
+    users.len()
 }
 
 fn main() {
@@ -446,68 +490,44 @@ fn main() {
     });
 
     // A query matching 1% (a score range of width 1.0 of 0..100) against a full scan with
-    // a filter, the way the seed's sled store answered queries.
-    // `STOWAGE_BENCH_QUERIES` repeats the query more (for profiling it).
-    let queries: usize = std::env::var("STOWAGE_BENCH_QUERIES")
+    // a filter, the way the seed's sled store answered queries, and against the same query
+    // by hand on raw redb. The four alternate in rounds so that drift hits all alike.
+    // `STOWAGE_BENCH_QUERIES` sets the queries per round (for profiling).
+    let per_round: usize = std::env::var("STOWAGE_BENCH_QUERIES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let scans = 3;
-    let (ours, matched) = rt.block_on(score_queries(&indexed, queries));
-    let (ours_covering, matched_covering) = rt.block_on(score_queries(&covered, queries));
-    let start = Instant::now();
-    for q in 0..scans {
-        let lo = (q % 99) as f64;
-        let txn = raw_db.begin_read().unwrap();
-        let t = txn.open_table(RAW).unwrap();
-        let hits = t
-            .range::<&str>(..)
-            .unwrap()
-            .filter_map(|r| {
-                let (_, v) = r.unwrap();
-                let u: User = serde_json::from_slice(v.value()).unwrap();
-                (u.score >= lo && u.score < lo + 1.0).then_some(u)
-            })
-            .count();
-        std::hint::black_box(hits);
-    }
-    let raw = rate(scans, start.elapsed());
-    // The same query by hand on raw redb: a score index table walked, its ids sorted and
-    // looked up — the floor for any query that reads the records it returns.
-    let raw_indexed = {
-        let txn = raw_db.begin_write().unwrap();
-        {
-            let mut idx = txn.open_table(RAW_SCORE).unwrap();
-            for u in &users {
-                idx.insert(raw_score_key(u.score, &id_of(u.id)).as_slice(), ())
-                    .unwrap();
-            }
-        }
-        txn.commit().unwrap();
+        .unwrap_or(20);
+    let rounds = 5;
+    raw_score_index(&raw_db, &users);
+    let mut times = [Duration::ZERO; 4];
+    let (mut matched, mut matched_covering) = (0, 0);
+    for round in 0..rounds {
+        let los = || (0..per_round).map(move |q| ((round * per_round + q) % 99) as f64);
         let start = Instant::now();
-        for q in 0..queries {
-            let lo = (q % 99) as f64;
-            let txn = raw_db.begin_read().unwrap();
-            let idx = txn.open_table(RAW_SCORE).unwrap();
-            let t = txn.open_table(RAW).unwrap();
-            let (from, to) = (raw_score_key(lo, ""), raw_score_key(lo + 1.0, ""));
-            let mut ids: Vec<Vec<u8>> = idx
-                .range::<&[u8]>(from.as_slice()..to.as_slice())
-                .unwrap()
-                .map(|r| r.unwrap().0.value()[8..].to_vec())
-                .collect();
-            ids.sort_unstable();
-            let users: Vec<User> = ids
-                .iter()
-                .map(|id| {
-                    let v = t.get(std::str::from_utf8(id).unwrap()).unwrap().unwrap();
-                    serde_json::from_slice(v.value()).unwrap()
-                })
-                .collect();
-            std::hint::black_box(users);
+        std::hint::black_box(raw_scan(&raw_db, (round % 99) as f64));
+        times[0] += start.elapsed();
+        let start = Instant::now();
+        for lo in los() {
+            std::hint::black_box(raw_indexed_query(&raw_db, lo));
         }
-        rate(queries, start.elapsed())
-    };
+        times[1] += start.elapsed();
+        let start = Instant::now();
+        for lo in los() {
+            matched += rt.block_on(score_query(&indexed, lo));
+        }
+        times[2] += start.elapsed();
+        let start = Instant::now();
+        for lo in los() {
+            matched_covering += rt.block_on(score_query(&covered, lo));
+        }
+        times[3] += start.elapsed();
+    }
+    let queries = rounds * per_round;
+    let raw = rate(rounds, times[0]);
+    let raw_indexed = rate(queries, times[1]);
+    let ours = rate(queries, times[2]);
+    let ours_covering = rate(queries, times[3]);
+    let (matched, matched_covering) = (matched / queries, matched_covering / queries);
     rows.push(Row {
         name: "indexed query, 1% (vs full scan + filter)",
         n: matched,
