@@ -78,7 +78,8 @@ pub struct IndexSpec {
     /// every write of a record rewrites its copies, and the index takes as much space as the
     /// records (once per value for a `multi` index). Answers are the same either way:
     /// engines that read records from their own index structures (the memory backend, SQL
-    /// engines) treat it as a plain index.
+    /// engines) treat it as a plain index. The flag may change on a live collection: the
+    /// index is rewritten in place.
     #[serde(default, skip_serializing_if = "is_false")]
     pub covering: bool,
 }
@@ -274,6 +275,11 @@ impl CollectionSpec {
             match self.index_named(&ix.name) {
                 None => change.added.push(ix.clone()),
                 Some(old) if old == ix => {}
+                // Covering is how the index is stored, not what it holds: the engine
+                // rewrites the index in place.
+                Some(old) if same_but_covering(old, ix) => {
+                    change.covering_changed.push(ix.name.clone());
+                }
                 Some(old) => {
                     return Err(Error::invalid(format!(
                         "index {:?} cannot change from {} to {}: add an index under a new name \
@@ -292,6 +298,13 @@ impl CollectionSpec {
         }
         Ok(change)
     }
+}
+
+fn same_but_covering(a: &IndexSpec, b: &IndexSpec) -> bool {
+    IndexSpec {
+        covering: b.covering,
+        ..a.clone()
+    } == *b
 }
 
 fn describe_index(ix: &IndexSpec) -> String {
@@ -315,12 +328,15 @@ pub struct SpecChange {
     pub added: Vec<IndexSpec>,
     /// Names of indexes to remove.
     pub dropped: Vec<String>,
+    /// Names of indexes that become covering or stop being covering: same entries, stored
+    /// with or without record copies.
+    pub covering_changed: Vec<String>,
 }
 
 impl SpecChange {
     /// Whether the indexes stay as they are.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.dropped.is_empty()
+        self.added.is_empty() && self.dropped.is_empty() && self.covering_changed.is_empty()
     }
 }
 
@@ -427,11 +443,16 @@ mod tests {
                 .contains("cannot change from string at /a to integer at /a"),
             "{e}"
         );
+        // Covering may change in place, alone; with anything else it is a new index.
         let covered = CollectionSpec::new().index(IndexSpec::string("a", "/a").covering());
-        let e = old.diff(&covered).unwrap_err();
+        let change = old.diff(&covered).unwrap();
+        assert_eq!(change.covering_changed, vec!["a".to_owned()]);
+        assert!(change.added.is_empty() && change.dropped.is_empty() && !change.is_empty());
+        let retyped = CollectionSpec::new().index(IndexSpec::integer("a", "/a").covering());
+        let e = old.diff(&retyped).unwrap_err();
         assert!(
             e.message()
-                .contains("cannot change from string at /a to string at /a covering"),
+                .contains("cannot change from string at /a to integer at /a covering"),
             "{e}"
         );
     }

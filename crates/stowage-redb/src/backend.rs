@@ -931,10 +931,13 @@ fn apply_spec_job(
             }
             let bytes = encode_record(&rec, &entries);
             t.put(wc.records, &k, &bytes)?;
-            // New entries, and the copies every covering index keeps of the rewritten record.
-            let rewrite = entries
-                .iter()
-                .filter(|(n, _)| added.contains(n.as_str()) || wc.is_covering(n));
+            // New entries, the copies every covering index keeps of the rewritten record,
+            // and every entry of an index that gains or loses its copies.
+            let rewrite = entries.iter().filter(|(n, _)| {
+                added.contains(n.as_str())
+                    || wc.is_covering(n)
+                    || change.covering_changed.contains(n)
+            });
             wc.add_index_entries(t, &id, rewrite, &bytes)?;
         }
         after = Some(last);

@@ -30,7 +30,8 @@
 //! 41–48× on the same query (`cargo bench -p stowage-redb`). The price is on writes and
 //! space: every write of a record rewrites its copies (once per value for a multi-valued
 //! index), and the index holds as many bytes as the records. Spec changes that rewrite
-//! records (adding or dropping another index) rewrite the copies too.
+//! records (adding or dropping another index) rewrite the copies too, and switching the
+//! flag on a live collection writes or clears every copy in one transaction.
 //!
 //! A query ordered by id (the default) sorts what its index found before reading: it holds
 //! the entries it found in place (copies included) up to 16,384 of them, and copies out

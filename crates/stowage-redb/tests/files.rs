@@ -292,3 +292,57 @@ async fn concurrent_writers_share_commits_and_a_failing_write_fails_alone() {
         1
     );
 }
+
+/// The bytes each entry of an index table holds, read with raw redb after the store closed.
+fn index_values(path: &Path, table: &str) -> Vec<usize> {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let db = redb::Database::open(path).unwrap();
+    let rtx = db.begin_read().unwrap();
+    let t = rtx
+        .open_table(TableDefinition::<&[u8], &[u8]>::new(table))
+        .unwrap();
+    t.iter()
+        .unwrap()
+        .map(|e| e.unwrap().1.value().len())
+        .collect()
+}
+
+#[tokio::test]
+async fn covering_copies_come_and_go_with_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let with = |covering: bool| {
+        let ix = IndexSpec::float("score", "/score");
+        CollectionSpec::new().index(if covering { ix.covering() } else { ix })
+    };
+    // (covering, records written in that state, entries after)
+    let steps = [
+        (true, 0..50, 50),
+        (false, 50..100, 100),
+        (true, 100..100, 100),
+        (false, 100..100, 100),
+    ];
+    for (covering, writes, entries) in steps {
+        {
+            let s = Store::new(open(&path).unwrap());
+            let c = s
+                .collection_with_spec::<serde_json::Value>("c", with(covering))
+                .await
+                .unwrap();
+            for i in writes {
+                c.put(&format!("k{i:03}"), &json!({"score": i}), Put::insert())
+                    .await
+                    .unwrap();
+            }
+        }
+        let values = index_values(&path, "i/default/c/score");
+        assert_eq!(values.len(), entries);
+        if covering {
+            // Every entry holds its record, those written while it held none included.
+            assert!(values.iter().all(|&n| n > 38), "{values:?}");
+        } else {
+            // Switched off, the copies are gone, not left to take space.
+            assert!(values.iter().all(|&n| n == 0), "{values:?}");
+        }
+    }
+}
