@@ -30,6 +30,11 @@ fn body(i: i64, generation: i64) -> Value {
     })
 }
 
+/// The collection "covered" as `spec` declares it (created, or its spec changed).
+async fn open_covered(cx: &Ctx, spec: CollectionSpec) -> crate::Result<Collection<Value>> {
+    cx.store.collection_with_spec("covered", spec).await
+}
+
 /// What a query returned: id, version and body of each record, page after page.
 type Rows = Vec<(String, u64, Value)>;
 
@@ -56,11 +61,7 @@ fn in_score_range(v: &Value, lo: f64, hi: f64) -> bool {
 /// and expiry.
 pub async fn covering_answers_match_plain_ones(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
-    let c = cx
-        .store
-        .collection_with_spec::<Value>("covered", twin_spec())
-        .await
-        .unwrap();
+    let c = open_covered(&cx, twin_spec()).await.unwrap();
     let mut model: BTreeMap<String, Value> = BTreeMap::new();
     for i in 0..60 {
         let id = format!("d{i:03}");
@@ -182,11 +183,7 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let base = CollectionSpec::new().index(IndexSpec::integer("n", "/n"));
     // One binding, reassigned: a reopen needs every handle on the old store gone.
-    let mut c = cx
-        .store
-        .collection_with_spec::<Value>("covered", base.clone())
-        .await
-        .unwrap();
+    let mut c = open_covered(&cx, base.clone()).await.unwrap();
     let mut model: BTreeMap<String, Value> = BTreeMap::new();
     for i in 0..40 {
         let id = format!("d{i:03}");
@@ -196,11 +193,7 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
     let covered = base
         .clone()
         .index(IndexSpec::float("by_score", "/score").covering());
-    c = cx
-        .store
-        .collection_with_spec::<Value>("covered", covered.clone())
-        .await
-        .unwrap();
+    c = open_covered(&cx, covered.clone()).await.unwrap();
     let check = |c: Collection<Value>, model: BTreeMap<String, Value>, with_name: bool| async move {
         let got = all_pages(
             &c,
@@ -241,11 +234,7 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
     check(c.clone(), model.clone(), false).await;
 
     let named = covered.clone().index(IndexSpec::string("name", "/name"));
-    c = cx
-        .store
-        .collection_with_spec::<Value>("covered", named.clone())
-        .await
-        .unwrap();
+    c = open_covered(&cx, named.clone()).await.unwrap();
     check(c.clone(), model.clone(), true).await;
     // A write after the change, moving a record into and out of the range.
     c.put("d007", &body(7, 1), Put::upsert()).await.unwrap();
@@ -274,43 +263,26 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
     let without_n = CollectionSpec::new()
         .index(IndexSpec::float("by_score", "/score").covering())
         .index(IndexSpec::string("name", "/name"));
-    c = cx
-        .store
-        .collection_with_spec::<Value>("covered", without_n.clone())
-        .await
-        .unwrap();
+    c = open_covered(&cx, without_n.clone()).await.unwrap();
     check(c.clone(), model.clone(), true).await;
 
     // The flag switches in place, both ways, and the answers stay the same.
     let flipped = CollectionSpec::new()
         .index(IndexSpec::float("by_score", "/score"))
         .index(IndexSpec::string("name", "/name"));
-    c = cx
-        .store
-        .collection_with_spec::<Value>("covered", flipped.clone())
-        .await
-        .unwrap();
+    c = open_covered(&cx, flipped.clone()).await.unwrap();
     assert_eq!(c.spec().await, flipped);
     check(c.clone(), model.clone(), true).await;
     // Written while the index keeps no copies: switching back must copy it too.
     c.put("d021", &body(21, 3), Put::upsert()).await.unwrap();
     model.insert("d021".into(), body(21, 3));
-    c = cx
-        .store
-        .collection_with_spec::<Value>("covered", without_n.clone())
-        .await
-        .unwrap();
+    c = open_covered(&cx, without_n.clone()).await.unwrap();
     check(c.clone(), model.clone(), true).await;
     // With any other change it is another index: refused, with the way out.
     let retyped = CollectionSpec::new()
         .index(IndexSpec::integer("by_score", "/score").covering())
         .index(IndexSpec::string("name", "/name"));
-    let e = expect_err(
-        cx.store
-            .collection_with_spec::<Value>("covered", retyped)
-            .await,
-        ErrorKind::InvalidInput,
-    );
+    let e = expect_err(open_covered(&cx, retyped).await, ErrorKind::InvalidInput);
     assert!(e.message().contains("add an index under a new name"), "{e}");
     assert_eq!(c.spec().await, without_n);
 }
