@@ -210,16 +210,19 @@ fn raw_get(db: &redb::Database, id: &str) -> User {
     serde_json::from_slice(v.value()).unwrap()
 }
 
-async fn batches<T: Record>(store: &Store, coll: &Collection<T>, items: &[T]) -> Duration {
+/// Opens `T`'s collection and inserts `items` in atomic batches of 100: the rate, and the
+/// collection for the reads that follow.
+async fn batches<T: Record>(store: &Store, items: &[T]) -> (f64, Collection<T>) {
+    let coll = store.collection::<T>().await.unwrap();
     let start = Instant::now();
     for chunk in items.chunks(100) {
         let mut b = store.batch();
         for it in chunk {
-            b.insert(coll, it);
+            b.insert(&coll, it);
         }
         b.commit().await.unwrap();
     }
-    start.elapsed()
+    (rate(items.len(), start.elapsed()), coll)
 }
 
 /// One 1 % query: the records with a score in `lo..lo + 1`; how many.
@@ -384,10 +387,7 @@ fn main() {
     let raw = rate(n, raw_insert(&raw_db, &users, 100));
     let store = bench.store();
     let plain: Vec<Plain> = users.iter().cloned().map(Plain).collect();
-    let (ours, coll) = rt.block_on(async {
-        let coll = store.collection::<Plain>().await.unwrap();
-        (rate(n, batches(&store, &coll, &plain).await), coll)
-    });
+    let (ours, coll) = rt.block_on(batches(&store, &plain));
     rows.push(Row {
         name: "batch of 100, no indexes",
         n,
@@ -396,10 +396,7 @@ fn main() {
     });
 
     // Batches of 100 with 2 indexes (score, tags multi).
-    let (ours, indexed) = rt.block_on(async {
-        let coll = store.collection::<User>().await.unwrap();
-        (rate(n, batches(&store, &coll, &users).await), coll)
-    });
+    let (ours, indexed) = rt.block_on(batches(&store, &users));
     rows.push(Row {
         name: "batch of 100, 2 indexes",
         n,
@@ -407,10 +404,7 @@ fn main() {
         raw: None,
     });
     let covered_users: Vec<Covered> = users.iter().cloned().map(Covered).collect();
-    let (ours, covered) = rt.block_on(async {
-        let coll = store.collection::<Covered>().await.unwrap();
-        (rate(n, batches(&store, &coll, &covered_users).await), coll)
-    });
+    let (ours, covered) = rt.block_on(batches(&store, &covered_users));
     drop(covered_users);
     rows.push(Row {
         name: "batch of 100, 2 indexes, score covering",
