@@ -25,11 +25,17 @@ pub use crate::value::{encode_string_prefix, sortable_i64, unsortable_i64};
 
 /// What a backend can do. [`crate::Store`] refuses with [`crate::ErrorKind::Unsupported`]
 /// whatever a backend does not claim, and the conformance suite checks every claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It denies by default: [`Capabilities::default`] claims nothing, and each engine sets the
+/// fields it implements, so a field added later is never claimed by an engine that has not
+/// been taught it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// Batches of more than one op are atomic (all or nothing).
-    pub atomic_batch: bool,
+    /// How far a batch of several ops is atomic (all or nothing).
+    pub batch_scope: BatchScope,
+    /// The most ops one batch may hold (`None`: no limit beyond memory).
+    pub max_batch_ops: Option<usize>,
     /// Unique indexes are enforced.
     pub unique_indexes: bool,
     /// Records may carry a TTL.
@@ -38,22 +44,41 @@ pub struct Capabilities {
     pub binary_bodies: bool,
     /// Data outlives the process (a file or a server).
     pub persistent: bool,
+    /// Several processes may open the store at once (a server engine).
+    pub shared: bool,
+    /// Expiry is decided by the engine's clock (PostgreSQL `now()`, Redis `TIME`), not by the
+    /// `now` each call carries, so instances with skewed clocks agree.
+    pub engine_clock: bool,
+    /// What [`Backend`] offers as a change feed.
+    pub change_feed: ChangeFeed,
     /// The largest encoded body, in bytes.
     pub max_body_bytes: usize,
 }
 
-impl Capabilities {
-    /// Everything, with bodies up to 64 MiB: what the memory backend claims.
-    pub fn all() -> Self {
-        Capabilities {
-            atomic_batch: true,
-            unique_indexes: true,
-            ttl: true,
-            binary_bodies: true,
-            persistent: false,
-            max_body_bytes: 64 << 20,
-        }
-    }
+/// How far an atomic batch may reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum BatchScope {
+    /// Batches of more than one op are refused.
+    #[default]
+    None,
+    /// Atomic across the records of one collection (a Redis Cluster hash slot).
+    Collection,
+    /// Atomic across every collection of one namespace.
+    Namespace,
+}
+
+/// What kind of change feed a backend keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChangeFeed {
+    /// None.
+    #[default]
+    None,
+    /// Changes reach watchers while they watch; a restart loses the position.
+    Live,
+    /// Changes are logged, so a watcher resumes from a token, across restarts.
+    Resumable,
 }
 
 /// The index values of one record: for each index that holds the record, its (sorted,
@@ -99,42 +124,145 @@ impl Precondition {
     }
 }
 
+/// A collection's spec revision: a number the engine gives each stored spec, unique across
+/// the store's life (a collection dropped and created again gets a new one). Every write op
+/// and query carries the revision it was prepared with, and the engine refuses a mismatch
+/// inside its transaction ([`Error::stale_spec`]): that is how an instance learns that
+/// another changed the spec.
+pub type Revision = u64;
+
+/// A collection's spec as stored, with what the engine keeps beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSpec {
+    /// The spec. It includes the indexes being built.
+    pub spec: CollectionSpec,
+    /// The revision (see [`Revision`]).
+    pub revision: Revision,
+    /// Indexes being built: writes must maintain them, queries may not use them yet.
+    pub building: Vec<String>,
+}
+
+impl StoredSpec {
+    /// The spec queries may use: without the indexes being built.
+    pub fn queryable(&self) -> CollectionSpec {
+        let mut spec = self.spec.clone();
+        spec.indexes.retain(|i| !self.building.contains(&i.name));
+        spec
+    }
+}
+
+/// A spec change, applied by [`Backend::apply_spec`] as a compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecUpdate {
+    /// The revision the change was computed from; `None` creates the collection, which must
+    /// not exist. Anything else current is a Conflict.
+    pub expected: Option<Revision>,
+    /// The new spec, building indexes included.
+    pub spec: CollectionSpec,
+    /// The indexes of `spec` still to be filled.
+    pub building: Vec<String>,
+}
+
+/// A record's metadata: what a write stored, and what [`WriteAction::Restore`] stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordMeta {
+    /// The version (the ETag).
+    pub version: Version,
+    /// When the record was first written.
+    pub created_at: Timestamp,
+    /// When it was last written.
+    pub updated_at: Timestamp,
+    /// When it expires, if it does.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl RecordMeta {
+    /// The metadata of a stored record.
+    pub fn of(rec: &StoredRecord) -> Self {
+        RecordMeta {
+            version: rec.version,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            expires_at: rec.expires_at,
+        }
+    }
+
+    /// A stored record with this metadata.
+    pub fn record(self, id: String, body: Body) -> StoredRecord {
+        StoredRecord {
+            id,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            body,
+        }
+    }
+}
+
+/// The version a record gets when it is written where no live record has its id: one
+/// above the collection's version floor and above the expired record it replaces, if any.
+///
+/// The floor is the highest version any removed record of the collection had (deleted,
+/// purged, dropped with its collection). So a version, and the ETag made of it, is never
+/// given twice to one id, and a client holding an old ETag cannot overwrite a record
+/// created after a delete (the ABA problem), while `If-Match` stays a plain compare.
+pub fn first_version(floor: Version, replaced: Option<Version>) -> Version {
+    floor.max(replaced.unwrap_or(0)) + 1
+}
+
 /// One write of an atomic batch.
 #[derive(Debug, Clone)]
 pub struct WriteOp {
     /// The collection, in the batch's namespace.
     pub collection: String,
+    /// The spec revision the op was prepared with (index values, TTL).
+    pub revision: Revision,
     /// The record id.
     pub id: String,
     /// What must hold first.
     pub precondition: Precondition,
-    /// Write or delete.
+    /// Write, delete or only check.
     pub action: WriteAction,
 }
 
 /// What a [`WriteOp`] does.
 #[derive(Debug, Clone)]
 pub enum WriteAction {
-    /// Store this body (new version = old + 1, or 1; `created_at` kept when the record
-    /// was live).
+    /// Store this body: a live record's version + 1 and its `created_at` kept, or
+    /// [`first_version`] and `created_at` = now.
     Put {
         /// The encoded body.
         body: Body,
-        /// The record's index values under the collection's current spec.
+        /// The record's index values under the op's spec revision.
         index: IndexEntries,
-        /// When the record expires, if it has a TTL.
-        expires_at: Option<Timestamp>,
+        /// The record expires this long after the engine's now (the call's `now`, or the
+        /// engine's own clock where it has one); `None`: never.
+        ttl: Option<Duration>,
     },
-    /// Remove the record and its index entries.
+    /// Remove the record and its index entries (an expired one too).
     Delete,
+    /// Write nothing: only the precondition counts. The read side of a transaction.
+    Check,
+    /// Store the record exactly as given — version, timestamps, expiry, body — whatever was
+    /// there: what copy and restore write. Writing the same record twice changes nothing,
+    /// so a copy can resume. The precondition is ignored.
+    Restore {
+        /// The metadata to store.
+        meta: RecordMeta,
+        /// The encoded body.
+        body: Body,
+        /// The record's index values under the op's spec revision.
+        index: IndexEntries,
+    },
 }
 
 /// What one [`WriteOp`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteResult {
-    /// For a put, the new version; for a delete, the version removed (`None`: there was no
-    /// live record).
-    pub version: Option<Version>,
+    /// For a put or restore, what was stored; for a delete, the live record removed; for a
+    /// check, the live record checked. `None`: there was no live record.
+    pub meta: Option<RecordMeta>,
 }
 
 /// One predicate of a query, on one index. A record matches when any of its values for the
@@ -262,6 +390,8 @@ pub struct CursorKey {
 pub struct QueryRequest {
     /// The collection.
     pub collection: String,
+    /// The spec revision the predicates were resolved with (index names and types).
+    pub revision: Revision,
     /// Predicates, all of which must hold.
     pub filter: Vec<Predicate>,
     /// The order.
@@ -316,16 +446,15 @@ pub struct Health {
     pub latency: Duration,
 }
 
-/// A record to index when a collection's spec gains indexes: the record's version when its
-/// values were computed, and the values for the new indexes.
+/// A record's values for the indexes being built, computed from the record at `version`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexFill {
     /// The record id.
     pub id: String,
-    /// The version the values were computed from. If the record changed since, the backend
-    /// refuses the whole spec change with Conflict, and the store computes it again.
+    /// The version the values were computed from. A record written since carries its own
+    /// entries already (writes maintain building indexes): the engine skips it.
     pub version: Version,
-    /// The values for the added indexes.
+    /// The values for the building indexes (empty lists for those that do not hold it).
     pub index: IndexEntries,
 }
 
@@ -341,20 +470,34 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// What the backend can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// Every namespace holding at least one collection, ordered by name.
+    async fn list_namespaces(&self) -> Result<Vec<String>>;
+
     /// The stored spec of one collection of `ns`, if it exists.
-    async fn load_spec(&self, ns: &str, collection: &str) -> Result<Option<CollectionSpec>>;
+    async fn load_spec(&self, ns: &str, collection: &str) -> Result<Option<StoredSpec>>;
 
     /// Every collection of `ns` with its spec, ordered by name.
-    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, CollectionSpec)>>;
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>>;
 
-    /// Creates the collection or changes its spec, atomically: store `spec`, drop the indexes
-    /// it no longer has, and add `fills` to the indexes it gains (checking unique ones).
-    async fn apply_spec(
+    /// Creates the collection or changes its spec, as a compare-and-set on the revision
+    /// (Conflict when `update.expected` is not current), and returns the new revision.
+    /// Indexes the new spec lacks are dropped with their entries; added ones start empty
+    /// (the store fills them with [`Backend::fill_index`]); covering flips are applied to
+    /// the stored entries. Holds no per-record data, so it is bounded whatever the size.
+    async fn apply_spec(&self, ns: &str, collection: &str, update: &SpecUpdate)
+        -> Result<Revision>;
+
+    /// Adds one page of index values to the indexes being built, atomically: records no
+    /// longer at the fill's version (written or removed since) are skipped; a unique clash
+    /// with a live record is AlreadyExists naming the holder; a revision that is not
+    /// current is [`Error::stale_spec`].
+    async fn fill_index(
         &self,
         ns: &str,
         collection: &str,
-        spec: &CollectionSpec,
+        revision: Revision,
         fills: Vec<IndexFill>,
+        now: Timestamp,
     ) -> Result<()>;
 
     /// Drops a collection and all its records; `false` when it did not exist.
@@ -382,9 +525,11 @@ pub trait Backend: Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<Option<StoredRecord>>>;
 
-    /// Applies `ops` atomically, in order: every precondition and unique index is checked
-    /// as if the ops before it had applied. On failure nothing is written and the error
-    /// names the op ([`crate::Error::at_op`]).
+    /// Applies `ops` atomically, in order: each op is checked as if the ops before it had
+    /// applied, in this order: the collection exists (NotFound), the op's revision is
+    /// current ([`Error::stale_spec`]), the precondition holds (AlreadyExists or Conflict),
+    /// unique indexes are free (AlreadyExists naming the index and the holder). On failure
+    /// nothing is written and the error names the op ([`crate::Error::at_op`]).
     async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>>;
 
     /// The live records matching a query, in its order, after its cursor, past its offset,
@@ -396,12 +541,16 @@ pub trait Backend: Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<QueryHit>>;
 
-    /// How many live records match `filter`.
-    async fn count(
+    /// How many live records match the request's filter (its order, cursor, offset and
+    /// limit are ignored).
+    async fn count(&self, ns: &str, request: &QueryRequest, now: Timestamp) -> Result<u64>;
+
+    /// Deletes up to `request.limit` live records matching the request's filter, atomically,
+    /// and returns how many went. The store calls it in chunks until it deletes nothing.
+    async fn delete_matching(
         &self,
         ns: &str,
-        collection: &str,
-        filter: &[Predicate],
+        request: &QueryRequest,
         now: Timestamp,
     ) -> Result<u64>;
 

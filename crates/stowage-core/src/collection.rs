@@ -9,12 +9,15 @@ use futures_core::Stream;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
-use crate::backend::{IndexEntries, Precondition, ScanRequest, WriteAction, WriteOp};
+use crate::backend::{
+    BatchScope, CursorKey, IndexEntries, Order, Precondition, QueryRequest, RecordMeta,
+    ScanRequest, WriteAction, WriteOp, WriteResult,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::query::{encode_cursor, Filter, Page, Query};
 use crate::record::{validate_id, Body, ContentType, Record, StoredRecord, Version, Versioned};
 use crate::spec::CollectionSpec;
-use crate::store::{CollectionEntry, Store, SCAN_PAGE};
+use crate::store::{CollectionEntry, Loaded, Store, SCAN_PAGE};
 
 /// How a write treats an existing record, and its TTL.
 ///
@@ -74,6 +77,12 @@ impl Put {
     pub fn precondition(&self) -> Precondition {
         self.precondition
     }
+
+    /// The same put under another precondition.
+    pub fn with_precondition(mut self, precondition: Precondition) -> Self {
+        self.precondition = precondition;
+        self
+    }
 }
 
 /// A handle to one collection, holding records of type `T`. Cheap to clone.
@@ -110,24 +119,40 @@ impl<T> Collection<T> {
     pub fn name(&self) -> &str {
         &self.entry.name
     }
+
+    /// The collection's spec as this handle last loaded it (indexes being built included).
+    pub fn spec(&self) -> CollectionSpec {
+        self.entry.current().stored.spec.clone()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn entry(&self) -> &Arc<CollectionEntry> {
+        &self.entry
+    }
 }
 
 impl<T: Record> Collection<T> {
     /// Inserts a new record; AlreadyExists when its id (or a unique index value) is taken.
     /// Returns the version (1).
     pub async fn insert(&self, value: &T) -> Result<Version> {
-        self.put(&value.id(), value, Put::insert()).await
+        Ok(self.put(&value.id(), value, Put::insert()).await?.version)
     }
 
     /// Inserts or replaces. Returns the new version.
     pub async fn upsert(&self, value: &T) -> Result<Version> {
-        self.put(&value.id(), value, Put::upsert()).await
+        Ok(self.put(&value.id(), value, Put::upsert()).await?.version)
     }
 
     /// Replaces the record only if its current version is `expected` (optimistic
     /// concurrency); Conflict carrying the current version otherwise.
     pub async fn update(&self, value: &T, expected: Version) -> Result<Version> {
-        self.put(&value.id(), value, Put::update(expected)).await
+        Ok(self
+            .put(&value.id(), value, Put::update(expected))
+            .await?
+            .version)
     }
 }
 
@@ -141,11 +166,6 @@ where
             entry,
             _type: PhantomData,
         }
-    }
-
-    /// The collection's current spec.
-    pub async fn spec(&self) -> CollectionSpec {
-        (**self.entry.spec.read().await).clone()
     }
 
     fn ns(&self) -> &str {
@@ -193,76 +213,181 @@ where
             .await
     }
 
-    /// Writes `value` under `id` as `put` says. Returns the new version.
-    pub async fn put(&self, id: &str, value: &T, put: Put) -> Result<Version> {
-        let spec = self.entry.spec.read().await;
-        let op = self.prepare_put(&spec, id, value, put)?;
-        self.write_one(op)
+    /// Writes `value` under `id` as `put` says. Returns what was stored: the version,
+    /// timestamps and expiry.
+    pub async fn put(&self, id: &str, value: &T, put: Put) -> Result<RecordMeta> {
+        self.write_one(|loaded| self.prepare_put(loaded, id, value, put))
             .await?
-            .ok_or_else(|| Error::internal("backend returned no version for a put"))
+            .ok_or_else(|| Error::internal("backend returned no metadata for a put"))
     }
 
     /// Stores opaque bytes under `id` (a plain key-value collection: no indexes).
-    pub async fn put_raw(&self, id: &str, bytes: impl Into<Bytes>, put: Put) -> Result<Version> {
-        let spec = self.entry.spec.read().await;
-        let op = self.prepare_raw(&spec, id, bytes.into(), put)?;
-        self.write_one(op)
+    pub async fn put_raw(
+        &self,
+        id: &str,
+        bytes: impl Into<Bytes>,
+        put: Put,
+    ) -> Result<RecordMeta> {
+        let bytes = bytes.into();
+        self.write_one(|loaded| self.prepare_raw(loaded, id, bytes.clone(), put))
             .await?
-            .ok_or_else(|| Error::internal("backend returned no version for a put"))
+            .ok_or_else(|| Error::internal("backend returned no metadata for a put"))
     }
 
-    /// Writes one op (the caller holds the spec's read lock) and returns its version.
-    async fn write_one(&self, op: WriteOp) -> Result<Option<Version>> {
+    /// Stores a record exactly as given — id, version, timestamps, expiry, body — whatever
+    /// the collection holds under its id: what copy and restore write, so ETags survive
+    /// them. Writing the same record again changes nothing. Its index values are those of
+    /// this collection's spec.
+    pub async fn restore(&self, record: &StoredRecord) -> Result<RecordMeta> {
+        self.write_one(|loaded| self.prepare_restore(loaded, record))
+            .await?
+            .ok_or_else(|| Error::internal("backend returned no metadata for a restore"))
+    }
+
+    /// [`Collection::restore`] for several records, as one atomic batch.
+    pub async fn restore_all(&self, records: &[StoredRecord]) -> Result<Vec<RecordMeta>> {
         let results = self
             .store
-            .write(vec![op])
+            .write_prepared(&[&self.entry], || {
+                let loaded = self.entry.current();
+                records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| self.prepare_restore(&loaded, r).map_err(|e| e.at_op(i)))
+                    .collect()
+            })
+            .await?;
+        results
+            .into_iter()
+            .map(|r| {
+                r.meta
+                    .ok_or_else(|| Error::internal("backend returned no metadata for a restore"))
+            })
+            .collect()
+    }
+
+    /// Writes one op prepared from the current spec (again if the engine finds the spec
+    /// stale) and returns what it did.
+    async fn write_one(
+        &self,
+        prepare: impl Fn(&Loaded) -> Result<WriteOp>,
+    ) -> Result<Option<RecordMeta>> {
+        let results = self
+            .store
+            .write_prepared(&[&self.entry], || {
+                prepare(&self.entry.current()).map(|op| vec![op])
+            })
             .await
             .map_err(Error::without_op)?;
-        Ok(results.first().and_then(|r| r.version))
+        Ok(results.first().and_then(|r| r.meta))
     }
 
     /// Deletes the record; `false` when there was none.
     pub async fn delete(&self, id: &str) -> Result<bool> {
-        self.delete_where(id, Precondition::None).await
+        self.delete_at(id, Precondition::None).await
     }
 
     /// Deletes the record only at version `expected`; Conflict (with the current version,
     /// `None` when absent) otherwise.
     pub async fn delete_if_version(&self, id: &str, expected: Version) -> Result<()> {
-        self.delete_where(id, Precondition::Version(expected))
+        self.delete_at(id, Precondition::Version(expected))
             .await
             .map(|_| ())
     }
 
-    async fn delete_where(&self, id: &str, precondition: Precondition) -> Result<bool> {
+    async fn delete_at(&self, id: &str, precondition: Precondition) -> Result<bool> {
         validate_id(id)?;
-        let _spec = self.entry.spec.read().await;
-        let op = WriteOp {
+        let meta = self
+            .write_one(|loaded| {
+                Ok(WriteOp {
+                    collection: self.name().to_owned(),
+                    revision: loaded.stored.revision,
+                    id: id.to_owned(),
+                    precondition,
+                    action: WriteAction::Delete,
+                })
+            })
+            .await?;
+        Ok(meta.is_some())
+    }
+
+    /// Deletes every record matching `filter` and returns how many went. It works in
+    /// chunks of [`DELETE_CHUNK`] records, each atomic, until a chunk finds nothing: a
+    /// record written while it runs may or may not go, and an error part-way leaves the
+    /// chunks before it deleted. An empty filter is refused (drop the collection instead).
+    pub async fn delete_where(&self, filter: &Filter) -> Result<u64> {
+        if filter.is_empty() {
+            return Err(Error::invalid(
+                "delete_where with an empty filter would delete the whole collection: use \
+                 Store::drop_collection for that",
+            ));
+        }
+        let mut deleted = 0;
+        loop {
+            let n = self
+                .store
+                .with_spec(&self.entry, |loaded| {
+                    let request = self.filter_request(&loaded, filter, Some(DELETE_CHUNK))?;
+                    Ok(async move {
+                        self.store
+                            .backend()
+                            .delete_matching(self.ns(), &request, self.store.now())
+                            .await
+                    })
+                })
+                .await?;
+            deleted += n;
+            if n == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// A request for the records matching `filter`, in id order.
+    fn filter_request(
+        &self,
+        loaded: &Loaded,
+        filter: &Filter,
+        limit: Option<usize>,
+    ) -> Result<QueryRequest> {
+        Ok(QueryRequest {
             collection: self.name().to_owned(),
-            id: id.to_owned(),
-            precondition,
-            action: WriteAction::Delete,
-        };
-        Ok(self.write_one(op).await?.is_some())
+            revision: loaded.stored.revision,
+            filter: filter.resolve(&loaded.queryable)?,
+            order: Order {
+                index: None,
+                descending: false,
+            },
+            after: None,
+            offset: 0,
+            limit,
+        })
     }
 
     /// One page of records matching `query`.
     pub async fn query(&self, query: &Query) -> Result<Page<T>> {
-        let spec = self.entry.spec.read().await.clone();
-        let resolved = query.resolve(self.name(), &spec)?;
-        let mut hits = self
+        let (mut hits, limit, fingerprint) = self
             .store
-            .backend()
-            .query(self.ns(), &resolved.request, self.store.now())
+            .with_spec(&self.entry, |loaded| {
+                let resolved = query.resolve(self.name(), loaded.stored.revision, &loaded.queryable)?;
+                Ok(async move {
+                    let hits = self
+                        .store
+                        .backend()
+                        .query(self.ns(), &resolved.request, self.store.now())
+                        .await?;
+                    Ok((hits, resolved.limit, resolved.fingerprint))
+                })
+            })
             .await?;
         let mut next_cursor = None;
-        if let Some(limit) = resolved.limit {
+        if let Some(limit) = limit {
             if hits.len() > limit {
                 hits.truncate(limit);
                 next_cursor = hits.last().map(|h| {
                     encode_cursor(
-                        resolved.fingerprint,
-                        crate::backend::CursorKey {
+                        fingerprint,
+                        CursorKey {
                             value: h.order_value.clone(),
                             id: h.record.id.clone(),
                         },
@@ -279,18 +404,26 @@ where
 
     /// How many records match `filter`.
     pub async fn count(&self, filter: &Filter) -> Result<u64> {
-        let spec = self.entry.spec.read().await.clone();
-        let preds = filter.resolve(&spec)?;
         self.store
-            .backend()
-            .count(self.ns(), self.name(), &preds, self.store.now())
+            .with_spec(&self.entry, |loaded| {
+                let request = self.filter_request(&loaded, filter, None)?;
+                Ok(async move {
+                    self.store
+                        .backend()
+                        .count(self.ns(), &request, self.store.now())
+                        .await
+                })
+            })
             .await
     }
 
     /// Every record in id order, fetched a page at a time: memory stays constant however
     /// large the collection.
     pub fn scan(&self) -> impl Stream<Item = Result<Versioned<T>>> + Send + 'static {
-        self.scan_ids(None)
+        let coll = self.clone();
+        futures_util::TryStreamExt::and_then(self.scan_stored(None), move |rec| {
+            std::future::ready(coll.decode(rec))
+        })
     }
 
     /// Every record whose id starts with `prefix`, in id order, a page at a time.
@@ -298,22 +431,30 @@ where
         &self,
         prefix: &str,
     ) -> impl Stream<Item = Result<Versioned<T>>> + Send + 'static {
-        self.scan_ids(Some(prefix.to_owned()))
+        let coll = self.clone();
+        futures_util::TryStreamExt::and_then(
+            self.scan_stored(Some(prefix.to_owned())),
+            move |rec| std::future::ready(coll.decode(rec)),
+        )
     }
 
-    fn scan_ids(
+    /// Every record as stored (metadata and encoded body), in id order, a page at a time,
+    /// optionally only ids starting with `prefix`: what copy and backup read.
+    pub fn scan_stored(
         &self,
         prefix: Option<String>,
-    ) -> impl Stream<Item = Result<Versioned<T>>> + Send + 'static {
-        struct State<T> {
-            coll: Collection<T>,
+    ) -> impl Stream<Item = Result<StoredRecord>> + Send + 'static {
+        struct State {
+            store: Store,
+            collection: String,
             prefix: Option<String>,
             after: Option<String>,
             page: std::vec::IntoIter<StoredRecord>,
             done: bool,
         }
         let state = State {
-            coll: self.clone(),
+            store: self.store.clone(),
+            collection: self.name().to_owned(),
             prefix,
             after: None,
             page: Vec::new().into_iter(),
@@ -322,23 +463,21 @@ where
         futures_util::stream::try_unfold(state, |mut s| async move {
             loop {
                 if let Some(rec) = s.page.next() {
-                    let item = s.coll.decode(rec)?;
-                    return Ok(Some((item, s)));
+                    return Ok(Some((rec, s)));
                 }
                 if s.done {
                     return Ok(None);
                 }
                 let request = ScanRequest {
-                    collection: s.coll.name().to_owned(),
+                    collection: s.collection.clone(),
                     prefix: s.prefix.clone(),
                     after: s.after.take(),
                     limit: SCAN_PAGE,
                 };
                 let page = s
-                    .coll
                     .store
                     .backend()
-                    .scan(s.coll.ns(), &request, s.coll.store.now())
+                    .scan(s.store.namespace_name(), &request, s.store.now())
                     .await?;
                 s.done = page.len() < SCAN_PAGE;
                 s.after = page.last().map(|r| r.id.clone());
@@ -403,7 +542,6 @@ where
                  Store::drop_collection for that",
             ));
         }
-        let _spec = self.entry.spec.read().await;
         self.store
             .backend()
             .delete_prefix(self.ns(), self.name(), prefix, self.store.now())
@@ -433,8 +571,9 @@ where
     }
 
     /// Checks and encodes one put: id, body size, index values, TTL.
-    fn prepare_put(&self, spec: &CollectionSpec, id: &str, value: &T, put: Put) -> Result<WriteOp> {
+    fn prepare_put(&self, loaded: &Loaded, id: &str, value: &T, put: Put) -> Result<WriteOp> {
         validate_id(id)?;
+        let spec = &loaded.stored.spec;
         let encode_err = |e: serde_json::Error| {
             Error::invalid(format!("record {id:?} cannot be serialized as JSON: {e}"))
         };
@@ -445,41 +584,33 @@ where
             let index = extract_index(spec, &json, id)?;
             (serde_json::to_vec(&json).map_err(encode_err)?, index)
         };
-        self.finish_op(spec, id, Body::json(bytes), index, put)
+        self.finish_op(loaded, id, Body::json(bytes), index, put)
     }
 
-    fn prepare_raw(
-        &self,
-        spec: &CollectionSpec,
-        id: &str,
-        bytes: Bytes,
-        put: Put,
-    ) -> Result<WriteOp> {
+    fn prepare_raw(&self, loaded: &Loaded, id: &str, bytes: Bytes, put: Put) -> Result<WriteOp> {
         validate_id(id)?;
+        self.check_raw(loaded)?;
+        self.finish_op(loaded, id, Body::binary(bytes), Vec::new(), put)
+    }
+
+    fn check_raw(&self, loaded: &Loaded) -> Result<()> {
         if !self.store.capabilities().binary_bodies {
             return Err(Error::unsupported(
                 self.store.backend_name(),
                 "binary bodies",
             ));
         }
-        if !spec.indexes.is_empty() {
+        if !loaded.stored.spec.indexes.is_empty() {
             return Err(Error::invalid(format!(
                 "collection {:?} has indexes, so its bodies must be JSON: binary bodies belong in \
                  a collection without indexes",
                 self.name()
             )));
         }
-        self.finish_op(spec, id, Body::binary(bytes), Vec::new(), put)
+        Ok(())
     }
 
-    fn finish_op(
-        &self,
-        spec: &CollectionSpec,
-        id: &str,
-        body: Body,
-        index: IndexEntries,
-        put: Put,
-    ) -> Result<WriteOp> {
+    fn check_body(&self, id: &str, body: &Body) -> Result<()> {
         let caps = self.store.capabilities();
         if body.bytes.len() > caps.max_body_bytes {
             return Err(Error::invalid(format!(
@@ -489,9 +620,23 @@ where
                 caps.max_body_bytes
             )));
         }
-        let ttl = put.ttl.or_else(|| spec.default_ttl_duration());
+        Ok(())
+    }
+
+    fn finish_op(
+        &self,
+        loaded: &Loaded,
+        id: &str,
+        body: Body,
+        index: IndexEntries,
+        put: Put,
+    ) -> Result<WriteOp> {
+        self.check_body(id, &body)?;
+        let ttl = put
+            .ttl
+            .or_else(|| loaded.stored.spec.default_ttl_duration());
         if let Some(ttl) = ttl {
-            if !caps.ttl {
+            if !self.store.capabilities().ttl {
                 return Err(Error::unsupported(self.store.backend_name(), "TTLs"));
             }
             if ttl.is_zero() {
@@ -500,16 +645,48 @@ where
         }
         Ok(WriteOp {
             collection: self.name().to_owned(),
+            revision: loaded.stored.revision,
             id: id.to_owned(),
             precondition: put.precondition,
-            action: WriteAction::Put {
-                body,
+            action: WriteAction::Put { body, index, ttl },
+        })
+    }
+
+    /// Checks and encodes a restore: the record as given, indexed under this spec.
+    fn prepare_restore(&self, loaded: &Loaded, rec: &StoredRecord) -> Result<WriteOp> {
+        validate_id(&rec.id)?;
+        self.check_body(&rec.id, &rec.body)?;
+        if rec.expires_at.is_some() && !self.store.capabilities().ttl {
+            return Err(Error::unsupported(self.store.backend_name(), "TTLs"));
+        }
+        let index = match rec.body.content_type {
+            ContentType::Json => {
+                let json: Value = serde_json::from_slice(&rec.body.bytes).map_err(|e| {
+                    Error::invalid(format!("record {:?} is not valid JSON: {e}", rec.id))
+                })?;
+                extract_index(&loaded.stored.spec, &json, &rec.id)?
+            }
+            _ => {
+                self.check_raw(loaded)?;
+                Vec::new()
+            }
+        };
+        Ok(WriteOp {
+            collection: self.name().to_owned(),
+            revision: loaded.stored.revision,
+            id: rec.id.clone(),
+            precondition: Precondition::None,
+            action: WriteAction::Restore {
+                meta: RecordMeta::of(rec),
+                body: rec.body.clone(),
                 index,
-                expires_at: ttl.map(|t| self.store.now().saturating_add(t)),
             },
         })
     }
 }
+
+/// Records one [`Collection::delete_where`] chunk deletes atomically.
+pub const DELETE_CHUNK: usize = 1000;
 
 /// A record's metadata with a decoded value.
 fn with_value<V>(rec: StoredRecord, value: V) -> Versioned<V> {
@@ -548,7 +725,7 @@ fn extract_index(spec: &CollectionSpec, json: &Value, id: &str) -> Result<IndexE
 /// let mut batch = store.batch();
 /// batch.put(&a, "k1", &serde_json::json!({"n": 1}), Put::insert());
 /// batch.delete(&a, "k0");
-/// let versions = batch.commit().await?;
+/// let stored = batch.commit().await?;
 /// # Ok(()) }
 /// ```
 ///
@@ -566,7 +743,14 @@ struct PendingOp {
     entry: Arc<CollectionEntry>,
     id: String,
     precondition: Precondition,
-    put: Option<(PendingBody, Option<Duration>)>,
+    action: PendingAction,
+}
+
+#[derive(Debug)]
+enum PendingAction {
+    Put(PendingBody, Option<Duration>),
+    Delete,
+    Check,
 }
 
 #[derive(Debug)]
@@ -599,17 +783,13 @@ impl Batch {
         coll: &Collection<T>,
         id: &str,
         precondition: Precondition,
-        put: Option<(Result<PendingBody>, Option<Duration>)>,
+        action: Result<PendingAction>,
     ) -> &mut Self {
         let i = self.ops.len();
-        let put = match put {
-            None => None,
-            Some((Ok(body), ttl)) => Some((body, ttl)),
-            Some((Err(e), _)) => {
-                self.error.get_or_insert(e.at_op(i));
-                None
-            }
-        };
+        let action = action.unwrap_or_else(|e| {
+            self.error.get_or_insert(e.at_op(i));
+            PendingAction::Check
+        });
         if coll.store.namespace_name() != self.store.namespace_name() {
             self.error.get_or_insert(
                 Error::invalid(format!(
@@ -626,7 +806,7 @@ impl Batch {
             entry: coll.entry.clone(),
             id: id.to_owned(),
             precondition,
-            put,
+            action,
         });
         self
     }
@@ -640,11 +820,11 @@ impl Batch {
         put: Put,
     ) -> &mut Self {
         let body = serde_json::to_value(value)
-            .map(PendingBody::Json)
+            .map(|v| PendingAction::Put(PendingBody::Json(v), put.ttl))
             .map_err(|e| {
                 Error::invalid(format!("record {id:?} cannot be serialized as JSON: {e}"))
             });
-        self.push(coll, id, put.precondition, Some((body, put.ttl)))
+        self.push(coll, id, put.precondition, body)
     }
 
     /// Adds a write of opaque bytes (collections without indexes).
@@ -655,12 +835,8 @@ impl Batch {
         bytes: impl Into<Bytes>,
         put: Put,
     ) -> &mut Self {
-        self.push(
-            coll,
-            id,
-            put.precondition,
-            Some((Ok(PendingBody::Raw(bytes.into())), put.ttl)),
-        )
+        let action = PendingAction::Put(PendingBody::Raw(bytes.into()), put.ttl);
+        self.push(coll, id, put.precondition, Ok(action))
     }
 
     /// Adds an insert of a typed record.
@@ -685,7 +861,7 @@ impl Batch {
 
     /// Adds a delete (no error when the record is absent).
     pub fn delete<T>(&mut self, coll: &Collection<T>, id: &str) -> &mut Self {
-        self.push(coll, id, Precondition::None, None)
+        self.push(coll, id, Precondition::None, Ok(PendingAction::Delete))
     }
 
     /// Adds a delete at version `expected`.
@@ -695,73 +871,111 @@ impl Batch {
         id: &str,
         expected: Version,
     ) -> &mut Self {
-        self.push(coll, id, Precondition::Version(expected), None)
+        self.push(
+            coll,
+            id,
+            Precondition::Version(expected),
+            Ok(PendingAction::Delete),
+        )
     }
 
-    /// Applies every op or none. Returns, per op, the new version of a put or the removed
-    /// version of a delete (`None` when there was nothing to delete).
-    pub async fn commit(self) -> Result<Vec<Option<Version>>> {
+    /// Adds a check: the batch applies only if `precondition` holds for the record, which
+    /// the batch does not write. [`Precondition::None`] is refused: it checks nothing.
+    pub fn check<T>(
+        &mut self,
+        coll: &Collection<T>,
+        id: &str,
+        precondition: Precondition,
+    ) -> &mut Self {
+        let action = if precondition == Precondition::None {
+            Err(Error::invalid(format!(
+                "a check of record {id:?} needs a condition: a version, exists or absent"
+            )))
+        } else {
+            Ok(PendingAction::Check)
+        };
+        self.push(coll, id, precondition, action)
+    }
+
+    /// Applies every op or none. Returns, per op, what a put stored, the record a delete
+    /// removed or the record a check found (`None`: there was no live record).
+    pub async fn commit(self) -> Result<Vec<Option<RecordMeta>>> {
         if let Some(e) = self.error {
             return Err(e);
         }
         if self.ops.is_empty() {
             return Ok(Vec::new());
         }
-        // Read-lock each collection's spec once, in name order (spec changes take the write
-        // lock, so a consistent order rules out deadlock), and keep the locks until the
-        // backend has answered: the index values below stay those of the current spec.
-        let mut entries: Vec<&Arc<CollectionEntry>> = self.ops.iter().map(|o| &o.entry).collect();
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        entries.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        let mut guards = Vec::with_capacity(entries.len());
-        for e in &entries {
-            guards.push((e.name.clone(), e.spec.read().await));
+        let mut entries: Vec<&Arc<CollectionEntry>> = Vec::new();
+        for op in &self.ops {
+            if !entries.iter().any(|e| Arc::ptr_eq(e, &op.entry)) {
+                entries.push(&op.entry);
+            }
         }
-        let mut ops = Vec::with_capacity(self.ops.len());
-        for (i, op) in self.ops.iter().enumerate() {
-            let spec = guards
-                .iter()
-                .find(|(n, _)| *n == op.entry.name)
-                .map(|(_, g)| Arc::clone(g))
-                .ok_or_else(|| Error::internal("batch lost a collection"))?;
-            let coll: Collection<Value> = Collection::new(self.store.clone(), op.entry.clone());
-            let prepared = match &op.put {
-                None => validate_id(&op.id).map(|()| WriteOp {
-                    collection: op.entry.name.clone(),
-                    id: op.id.clone(),
-                    precondition: op.precondition,
-                    action: WriteAction::Delete,
-                }),
-                Some((PendingBody::Json(v), ttl)) => coll.prepare_put(
-                    &spec,
-                    &op.id,
-                    v,
-                    Put {
-                        precondition: op.precondition,
-                        ttl: *ttl,
-                    },
-                ),
-                Some((PendingBody::Raw(b), ttl)) => coll.prepare_raw(
-                    &spec,
-                    &op.id,
-                    b.clone(),
-                    Put {
-                        precondition: op.precondition,
-                        ttl: *ttl,
-                    },
-                ),
-            };
-            ops.push(prepared.map_err(|e| e.at_op(i))?);
+        let prepare = || {
+            let mut ops = Vec::with_capacity(self.ops.len());
+            for (i, op) in self.ops.iter().enumerate() {
+                ops.push(self.prepare(op).map_err(|e| e.at_op(i))?);
+            }
+            Ok(ops)
+        };
+        // Input errors first: a caller fixing its batch should not learn about them one by
+        // one.
+        prepare()?;
+        let caps = self.store.capabilities();
+        if let Some(max) = caps.max_batch_ops.filter(|max| self.ops.len() > *max) {
+            return Err(Error::invalid(format!(
+                "the batch holds {} ops: the {} backend takes at most {max} in one batch",
+                self.ops.len(),
+                self.store.backend_name()
+            )));
         }
-        // Input errors first: a caller fixing its batch should not learn about them one by one.
-        if ops.len() > 1 && !self.store.capabilities().atomic_batch {
+        let scope_needed = if self.ops.len() == 1 {
+            BatchScope::None
+        } else if entries.len() == 1 {
+            BatchScope::Collection
+        } else {
+            BatchScope::Namespace
+        };
+        if caps.batch_scope < scope_needed {
             return Err(Error::unsupported(
                 self.store.backend_name(),
-                "atomic batches",
+                if scope_needed == BatchScope::Namespace {
+                    "atomic batches across collections"
+                } else {
+                    "atomic batches"
+                },
             ));
         }
-        let results = self.store.write(ops).await?;
-        drop(guards);
-        Ok(results.into_iter().map(|r| r.version).collect())
+        let results: Vec<WriteResult> = self.store.write_prepared(&entries, prepare).await?;
+        Ok(results.into_iter().map(|r| r.meta).collect())
+    }
+
+    fn prepare(&self, op: &PendingOp) -> Result<WriteOp> {
+        let loaded = op.entry.current();
+        let coll: Collection<Value> = Collection::new(self.store.clone(), op.entry.clone());
+        let put = |ttl: &Option<Duration>| Put {
+            precondition: op.precondition,
+            ttl: *ttl,
+        };
+        let plain = |action| {
+            validate_id(&op.id).map(|()| WriteOp {
+                collection: op.entry.name.clone(),
+                revision: loaded.stored.revision,
+                id: op.id.clone(),
+                precondition: op.precondition,
+                action,
+            })
+        };
+        match &op.action {
+            PendingAction::Delete => plain(WriteAction::Delete),
+            PendingAction::Check => plain(WriteAction::Check),
+            PendingAction::Put(PendingBody::Json(v), ttl) => {
+                coll.prepare_put(&loaded, &op.id, v, put(ttl))
+            }
+            PendingAction::Put(PendingBody::Raw(b), ttl) => {
+                coll.prepare_raw(&loaded, &op.id, b.clone(), put(ttl))
+            }
+        }
     }
 }

@@ -59,6 +59,8 @@ pub struct Error {
     current_version: Option<u64>,
     index: Option<String>,
     batch_op: Option<usize>,
+    holder: Option<String>,
+    stale_spec: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -74,6 +76,8 @@ impl Error {
             current_version: None,
             index: None,
             batch_op: None,
+            holder: None,
+            stale_spec: false,
             source: None,
         }
     }
@@ -107,16 +111,30 @@ impl Error {
         )
     }
 
-    /// [`ErrorKind::AlreadyExists`] for a unique index clash, naming the index.
-    pub fn unique_violation(collection: &str, index: &str, id: &str) -> Self {
+    /// [`ErrorKind::AlreadyExists`] for a unique index clash, naming the index and the
+    /// record that holds the value.
+    pub fn unique_violation(collection: &str, index: &str, holder: &str) -> Self {
         let mut e = Error::new(
             ErrorKind::AlreadyExists,
             format!(
                 "unique index {index:?} of collection {collection:?} already holds this value \
-                 for record {id:?}"
+                 for record {holder:?}"
             ),
         );
         e.index = Some(index.to_owned());
+        e.holder = Some(holder.to_owned());
+        e
+    }
+
+    /// [`ErrorKind::Conflict`]: an op or query was prepared with a spec revision that is no
+    /// longer current, because another instance changed the collection's spec. The store
+    /// reloads the spec and tries again; callers see it only when the spec keeps changing.
+    pub fn stale_spec(collection: &str) -> Self {
+        let mut e = Error::new(
+            ErrorKind::Conflict,
+            format!("the spec of collection {collection:?} changed while this call was prepared"),
+        );
+        e.stale_spec = true;
         e
     }
 
@@ -141,6 +159,23 @@ impl Error {
         );
         e.current_version = current;
         e
+    }
+
+    /// [`ErrorKind::Conflict`]: a spec change was computed from a revision that is no longer
+    /// current (`None`: no collection).
+    pub fn spec_conflict(collection: &str, expected: Option<u64>, current: Option<u64>) -> Self {
+        let say = |r: Option<u64>| match r {
+            Some(r) => format!("revision {r}"),
+            None => "no collection".to_owned(),
+        };
+        Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "the spec of collection {collection:?} changed meanwhile: expected {}, found {}",
+                say(expected),
+                say(current)
+            ),
+        )
     }
 
     /// [`ErrorKind::Unsupported`]: the backend cannot do `what`.
@@ -202,6 +237,17 @@ impl Error {
         self.index.as_deref()
     }
 
+    /// For a unique-index [`ErrorKind::AlreadyExists`]: the id of the record that holds the
+    /// value.
+    pub fn holder(&self) -> Option<&str> {
+        self.holder.as_deref()
+    }
+
+    /// Whether this is [`Error::stale_spec`].
+    pub fn is_stale_spec(&self) -> bool {
+        self.stale_spec
+    }
+
     /// For an error of an atomic batch: the 0-based position of the op that failed.
     pub fn batch_op(&self) -> Option<usize> {
         self.batch_op
@@ -222,6 +268,9 @@ impl fmt::Debug for Error {
         }
         if let Some(i) = &self.index {
             d.field("index", i);
+        }
+        if let Some(h) = &self.holder {
+            d.field("holder", h);
         }
         if let Some(op) = self.batch_op {
             d.field("batch_op", &op);

@@ -27,19 +27,24 @@
 
 pub mod backend;
 mod collection;
+mod copy;
 mod error;
 mod memory;
 mod query;
 mod record;
 mod spec;
 mod store;
+mod transaction;
 mod value;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use backend::{Capabilities, CollectionStats, Health};
-pub use collection::{Batch, Collection, Put};
+pub use backend::{
+    BatchScope, Capabilities, ChangeFeed, CollectionStats, Health, Precondition, RecordMeta,
+};
+pub use collection::{Batch, Collection, Put, DELETE_CHUNK};
+pub use copy::{copy_namespace, CopyReport};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::MemoryBackend;
 pub use query::{Condition, Filter, Page, Query};
@@ -48,5 +53,8 @@ pub use record::{
     Versioned, MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 pub use spec::{CollectionSpec, IndexSpec, IndexType, SpecChange};
-pub use store::{Clock, ManualClock, Store, StoreBuilder, SystemClock, DEFAULT_NAMESPACE};
+pub use store::{
+    Clock, ManualClock, Store, StoreBuilder, SystemClock, DEFAULT_NAMESPACE, STALE_RETRIES,
+};
+pub use transaction::{Transaction, TRANSACTION_ATTEMPTS};
 pub use value::IndexValue;

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::backend::{
-    filter_matches, walk_bound, Backend, Capabilities, CollectionStats, CursorKey, IndexEntries,
-    IndexFill, Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest, WriteAction, WriteOp,
-    WriteResult,
+    filter_matches, first_version, walk_bound, Backend, BatchScope, Capabilities,
+    CollectionStats, IndexEntries, IndexFill, PredicateOp, QueryHit, QueryRequest, RecordMeta,
+    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp, WriteResult,
 };
 use crate::error::{Error, Result};
-use crate::record::{StoredRecord, Timestamp};
-use crate::spec::CollectionSpec;
+use crate::record::{StoredRecord, Timestamp, Version};
 use crate::value::IndexValue;
 
 /// Records in process memory: for tests, caches and the model of every other backend.
@@ -33,16 +34,23 @@ pub struct MemoryBackend {
 struct Inner {
     namespaces: RwLock<HashMap<String, Arc<RwLock<Namespace>>>>,
     capabilities: Capabilities,
+    /// The last spec revision given, for the whole store.
+    revisions: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Namespace {
     collections: BTreeMap<String, MemCollection>,
+    /// Version floors of dropped collections: they outlive the collection, so one created
+    /// again under the name never repeats a version.
+    floors: HashMap<String, Version>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MemCollection {
-    spec: CollectionSpec,
+    spec: StoredSpec,
+    /// The highest version a removed record had (see [`first_version`]).
+    floor: Version,
     records: BTreeMap<String, MemRecord>,
     indexes: HashMap<String, BTreeSet<(IndexValue, String)>>,
     expiry: BTreeSet<(Timestamp, String)>,
@@ -62,9 +70,21 @@ impl Default for MemoryBackend {
 }
 
 impl MemoryBackend {
-    /// An empty memory backend that claims every capability.
+    /// An empty memory backend that claims every capability it has.
     pub fn new() -> Self {
-        Self::with_capabilities(Capabilities::all())
+        Self::with_capabilities(Self::full_capabilities())
+    }
+
+    /// What the memory backend can do: everything but persistence, sharing between
+    /// processes and an engine clock, with bodies up to 64 MiB.
+    pub fn full_capabilities() -> Capabilities {
+        let mut c = Capabilities::default();
+        c.batch_scope = BatchScope::Namespace;
+        c.unique_indexes = true;
+        c.ttl = true;
+        c.binary_bodies = true;
+        c.max_body_bytes = 64 << 20;
+        c
     }
 
     /// An empty memory backend that claims only `capabilities`: a stand-in for a more limited
@@ -74,6 +94,7 @@ impl MemoryBackend {
             inner: Arc::new(Inner {
                 namespaces: RwLock::new(HashMap::new()),
                 capabilities,
+                revisions: AtomicU64::new(0),
             }),
         }
     }
@@ -96,6 +117,31 @@ fn record_size(rec: &StoredRecord) -> u64 {
 }
 
 impl MemCollection {
+    fn new(spec: StoredSpec, floor: Version) -> Self {
+        MemCollection {
+            spec,
+            floor,
+            records: BTreeMap::new(),
+            indexes: HashMap::new(),
+            expiry: BTreeSet::new(),
+            bytes: 0,
+        }
+    }
+
+    fn check_revision(&self, name: &str, revision: Revision) -> Result<()> {
+        if revision != self.spec.revision {
+            return Err(Error::stale_spec(name));
+        }
+        Ok(())
+    }
+
+    /// Removes a record for good: the floor rises to its version.
+    fn remove_raising(&mut self, id: &str) -> Option<MemRecord> {
+        let r = self.remove(id)?;
+        self.floor = self.floor.max(r.rec.version);
+        Some(r)
+    }
+
     fn live(&self, id: &str, now: Timestamp) -> Option<&MemRecord> {
         self.records.get(id).filter(|r| !r.rec.is_expired(now))
     }
@@ -150,11 +196,11 @@ impl MemCollection {
         index: &IndexEntries,
         now: Timestamp,
     ) -> Result<()> {
-        for ix in self.spec.indexes.iter().filter(|i| i.unique) {
+        for ix in self.spec.spec.indexes.iter().filter(|i| i.unique) {
             if let Some((_, values)) = index.iter().find(|(n, _)| *n == ix.name) {
                 for v in values {
-                    if self.holder(&ix.name, v, id, now).is_some() {
-                        return Err(Error::unique_violation(coll, &ix.name, id));
+                    if let Some(holder) = self.holder(&ix.name, v, id, now) {
+                        return Err(Error::unique_violation(coll, &ix.name, holder));
                     }
                 }
             }
@@ -321,6 +367,9 @@ fn collection<'a>(ns_name: &str, ns: &'a Namespace, name: &str) -> Result<&'a Me
         .ok_or_else(|| Error::collection_not_found(ns_name, name))
 }
 
+/// What a batch op replaced, to put back if a later op fails.
+type Undo = (String, String, Option<MemRecord>, Version);
+
 impl Namespace {
     /// Applies one op, pushing what it replaced onto `undo`.
     fn apply(
@@ -328,65 +377,94 @@ impl Namespace {
         ns: &str,
         op: WriteOp,
         now: Timestamp,
-        undo: &mut Vec<(String, String, Option<MemRecord>)>,
+        undo: &mut Vec<Undo>,
     ) -> Result<WriteResult> {
         let coll = self
             .collections
             .get_mut(&op.collection)
             .ok_or_else(|| Error::collection_not_found(ns, &op.collection))?;
-        let current = coll
-            .live(&op.id, now)
-            .map(|r| (r.rec.version, r.rec.created_at));
-        let current_version = current.map(|(v, _)| v);
-        op.precondition
-            .check(&op.collection, &op.id, current_version)?;
+        coll.check_revision(&op.collection, op.revision)?;
+        let stored_version = coll.records.get(&op.id).map(|r| r.rec.version);
+        let live = coll.live(&op.id, now).map(|r| RecordMeta::of(&r.rec));
+        let check = |live: Option<RecordMeta>| {
+            op.precondition
+                .check(&op.collection, &op.id, live.map(|m| m.version))
+        };
         match op.action {
-            WriteAction::Put {
-                body,
-                index,
-                expires_at,
-            } => {
+            WriteAction::Put { body, index, ttl } => {
+                check(live)?;
                 coll.check_unique(&op.collection, &op.id, &index, now)?;
-                let version = current_version.map_or(1, |v| v + 1);
-                let prev = coll.remove(&op.id);
-                undo.push((op.collection.clone(), op.id.clone(), prev));
-                coll.add(MemRecord {
-                    rec: StoredRecord {
-                        id: op.id,
-                        version,
-                        created_at: current.map_or(now, |(_, c)| c),
-                        updated_at: now,
-                        expires_at,
-                        body,
+                let meta = RecordMeta {
+                    version: match live {
+                        Some(m) => m.version + 1,
+                        None => first_version(coll.floor, stored_version),
                     },
+                    created_at: live.map_or(now, |m| m.created_at),
+                    updated_at: now,
+                    expires_at: ttl.map(|t| now.saturating_add(t)),
+                };
+                let prev = coll.remove(&op.id);
+                undo.push((op.collection, op.id.clone(), prev, coll.floor));
+                coll.add(MemRecord {
+                    rec: meta.record(op.id, body),
                     index,
                 });
-                Ok(WriteResult {
-                    version: Some(version),
-                })
+                Ok(WriteResult { meta: Some(meta) })
             }
             WriteAction::Delete => {
+                check(live)?;
                 // An expired record goes too: it is already invisible.
-                let prev = coll.remove(&op.id);
+                let floor = coll.floor;
+                let prev = coll.remove_raising(&op.id);
                 if prev.is_some() {
-                    undo.push((op.collection, op.id, prev));
+                    undo.push((op.collection, op.id, prev, floor));
                 }
-                Ok(WriteResult {
-                    version: current_version,
-                })
+                Ok(WriteResult { meta: live })
+            }
+            WriteAction::Check => {
+                check(live)?;
+                Ok(WriteResult { meta: live })
+            }
+            WriteAction::Restore { meta, body, index } => {
+                coll.check_unique(&op.collection, &op.id, &index, now)?;
+                let floor = coll.floor;
+                let prev = coll.remove(&op.id);
+                // Replacing another version forgets it: the floor keeps it from coming back.
+                if let Some(p) = prev.as_ref().filter(|p| p.rec.version != meta.version) {
+                    coll.floor = coll.floor.max(p.rec.version);
+                }
+                undo.push((op.collection, op.id.clone(), prev, floor));
+                coll.add(MemRecord {
+                    rec: meta.record(op.id, body),
+                    index,
+                });
+                Ok(WriteResult { meta: Some(meta) })
             }
         }
     }
 
-    fn rollback(&mut self, undo: Vec<(String, String, Option<MemRecord>)>) {
-        for (coll, id, prev) in undo.into_iter().rev() {
+    fn rollback(&mut self, undo: Vec<Undo>) {
+        for (coll, id, prev, floor) in undo.into_iter().rev() {
             if let Some(c) = self.collections.get_mut(&coll) {
                 c.remove(&id);
                 if let Some(p) = prev {
                     c.add(p);
                 }
+                c.floor = floor;
             }
         }
+    }
+
+    fn collection_mut(&mut self, ns: &str, name: &str) -> Result<&mut MemCollection> {
+        self.collections
+            .get_mut(name)
+            .ok_or_else(|| Error::collection_not_found(ns, name))
+    }
+}
+
+impl MemoryBackend {
+    fn next_revision(&self) -> Revision {
+        self.inner.revisions.fetch_add(1, Ordering::SeqCst) + 1
     }
 }
 
@@ -400,13 +478,26 @@ impl Backend for MemoryBackend {
         self.inner.capabilities.clone()
     }
 
-    async fn load_spec(&self, ns: &str, collection: &str) -> Result<Option<CollectionSpec>> {
+    async fn list_namespaces(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .inner
+            .namespaces
+            .read()
+            .iter()
+            .filter(|(_, ns)| !ns.read().collections.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn load_spec(&self, ns: &str, collection: &str) -> Result<Option<StoredSpec>> {
         let ns = self.namespace(ns);
         let ns = ns.read();
         Ok(ns.collections.get(collection).map(|c| c.spec.clone()))
     }
 
-    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, CollectionSpec)>> {
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>> {
         let ns = self.namespace(ns);
         let ns = ns.read();
         Ok(ns
@@ -420,48 +511,100 @@ impl Backend for MemoryBackend {
         &self,
         ns_name: &str,
         collection: &str,
-        spec: &CollectionSpec,
+        update: &SpecUpdate,
+    ) -> Result<Revision> {
+        let ns = self.namespace(ns_name);
+        let mut ns = ns.write();
+        let current = ns.collections.get(collection).map(|c| c.spec.revision);
+        if current != update.expected {
+            return Err(Error::spec_conflict(collection, update.expected, current));
+        }
+        let spec = StoredSpec {
+            spec: update.spec.clone(),
+            revision: self.next_revision(),
+            building: update.building.clone(),
+        };
+        let revision = spec.revision;
+        let Some(coll) = ns.collections.get_mut(collection) else {
+            let floor = ns.floors.get(collection).copied().unwrap_or(0);
+            ns.collections
+                .insert(collection.to_owned(), MemCollection::new(spec, floor));
+            return Ok(revision);
+        };
+        let change = coll.spec.spec.diff(&spec.spec)?;
+        // Dropped indexes lose their entries; added ones start empty, so entries a record
+        // remembers under an added name (an index of that name dropped earlier) go too.
+        let gone: HashSet<&str> = change
+            .dropped
+            .iter()
+            .map(String::as_str)
+            .chain(change.added.iter().map(|i| i.name.as_str()))
+            .collect();
+        if !gone.is_empty() {
+            coll.indexes.retain(|name, _| !gone.contains(name.as_str()));
+            for r in coll.records.values_mut() {
+                r.index.retain(|(name, _)| !gone.contains(name.as_str()));
+            }
+        }
+        coll.spec = spec;
+        Ok(revision)
+    }
+
+    async fn fill_index(
+        &self,
+        ns_name: &str,
+        collection: &str,
+        revision: Revision,
         fills: Vec<IndexFill>,
+        now: Timestamp,
     ) -> Result<()> {
         let ns = self.namespace(ns_name);
         let mut ns = ns.write();
-        let coll = ns.collections.entry(collection.to_owned()).or_default();
-        // Check everything before changing anything: the change is all or nothing.
-        let mut seen: HashSet<(&str, &IndexValue)> = HashSet::new();
-        for f in &fills {
-            let current = coll.records.get(&f.id).map(|r| r.rec.version);
-            if current != Some(f.version) {
-                return Err(Error::conflict(collection, &f.id, Some(f.version), current));
-            }
+        let coll = ns.collection_mut(ns_name, collection)?;
+        coll.check_revision(collection, revision)?;
+        let current =
+            |coll: &MemCollection, f: &IndexFill| coll.records.get(&f.id).map(|r| r.rec.version);
+        // Check everything before changing anything: a page is all or nothing.
+        let mut seen: HashMap<(&str, &IndexValue), &str> = HashMap::new();
+        for f in fills.iter().filter(|f| current(coll, f) == Some(f.version)) {
             for (name, values) in &f.index {
-                if spec.index_named(name).is_some_and(|i| i.unique) {
-                    for v in values {
-                        if !seen.insert((name.as_str(), v)) {
-                            return Err(Error::unique_violation(collection, name, &f.id));
-                        }
+                if !coll.spec.spec.index_named(name).is_some_and(|i| i.unique) {
+                    continue;
+                }
+                for v in values {
+                    let holder = coll
+                        .holder(name, v, &f.id, now)
+                        .or_else(|| seen.insert((name.as_str(), v), &f.id));
+                    if let Some(holder) = holder {
+                        return Err(Error::unique_violation(collection, name, holder));
                     }
                 }
             }
         }
-        let keep: HashSet<&str> = spec.indexes.iter().map(|i| i.name.as_str()).collect();
-        coll.indexes.retain(|name, _| keep.contains(name.as_str()));
-        for r in coll.records.values_mut() {
-            r.index.retain(|(name, _)| keep.contains(name.as_str()));
-        }
         for f in fills {
+            if current(coll, &f) != Some(f.version) {
+                continue;
+            }
             if let Some(mut r) = coll.remove(&f.id) {
-                r.index.extend(f.index);
+                r.index.retain(|(name, _)| !f.index.iter().any(|(n, _)| n == name));
+                r.index
+                    .extend(f.index.into_iter().filter(|(_, v)| !v.is_empty()));
                 coll.add(r);
             }
         }
-        coll.spec = spec.clone();
         Ok(())
     }
 
     async fn drop_collection(&self, ns: &str, collection: &str) -> Result<bool> {
         let ns = self.namespace(ns);
         let mut ns = ns.write();
-        Ok(ns.collections.remove(collection).is_some())
+        let Some(coll) = ns.collections.remove(collection) else {
+            return Ok(false);
+        };
+        let highest = coll.records.values().map(|r| r.rec.version).max();
+        let floor = coll.floor.max(highest.unwrap_or(0));
+        ns.floors.insert(collection.to_owned(), floor);
+        Ok(true)
     }
 
     async fn get_many(
@@ -510,40 +653,54 @@ impl Backend for MemoryBackend {
     ) -> Result<Vec<QueryHit>> {
         let ns = self.namespace(ns_name);
         let ns = ns.read();
-        Ok(collection(ns_name, &ns, &req.collection)?.query(req, now))
+        let coll = collection(ns_name, &ns, &req.collection)?;
+        coll.check_revision(&req.collection, req.revision)?;
+        Ok(coll.query(req, now))
     }
 
-    async fn count(
-        &self,
-        ns_name: &str,
-        name: &str,
-        filter: &[Predicate],
-        now: Timestamp,
-    ) -> Result<u64> {
+    async fn count(&self, ns_name: &str, req: &QueryRequest, now: Timestamp) -> Result<u64> {
         let ns = self.namespace(ns_name);
         let ns = ns.read();
-        let coll = collection(ns_name, &ns, name)?;
-        if filter.is_empty() {
+        let coll = collection(ns_name, &ns, &req.collection)?;
+        coll.check_revision(&req.collection, req.revision)?;
+        if req.filter.is_empty() {
             let expired = coll.expiry.iter().take_while(|(t, _)| *t <= now).count();
             return Ok((coll.records.len() - expired) as u64);
         }
-        let req = QueryRequest {
-            collection: name.to_owned(),
-            filter: filter.to_vec(),
-            order: crate::backend::Order {
-                index: None,
-                descending: false,
-            },
-            after: None::<CursorKey>,
+        let all = QueryRequest {
+            after: None,
             offset: 0,
             limit: None,
+            ..req.clone()
         };
         let mut n = 0u64;
-        coll.walk(&req, now, |_, _| {
+        coll.walk(&all, now, |_, _| {
             n += 1;
             true
         });
         Ok(n)
+    }
+
+    async fn delete_matching(
+        &self,
+        ns_name: &str,
+        req: &QueryRequest,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let ns = self.namespace(ns_name);
+        let mut ns = ns.write();
+        let coll = ns.collection_mut(ns_name, &req.collection)?;
+        coll.check_revision(&req.collection, req.revision)?;
+        let mut ids = Vec::new();
+        let limit = req.limit.unwrap_or(usize::MAX);
+        coll.walk(req, now, |r, _| {
+            ids.push(r.rec.id.clone());
+            ids.len() < limit
+        });
+        for id in &ids {
+            coll.remove_raising(id);
+        }
+        Ok(ids.len() as u64)
     }
 
     async fn scan(
@@ -579,10 +736,7 @@ impl Backend for MemoryBackend {
     ) -> Result<u64> {
         let ns = self.namespace(ns_name);
         let mut ns = ns.write();
-        let coll = ns
-            .collections
-            .get_mut(name)
-            .ok_or_else(|| Error::collection_not_found(ns_name, name))?;
+        let coll = ns.collection_mut(ns_name, name)?;
         let ids: Vec<String> = coll
             .records
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
@@ -591,7 +745,10 @@ impl Backend for MemoryBackend {
             .collect();
         let mut live = 0;
         for id in ids {
-            if coll.remove(&id).is_some_and(|r| !r.rec.is_expired(now)) {
+            if coll
+                .remove_raising(&id)
+                .is_some_and(|r| !r.rec.is_expired(now))
+            {
                 live += 1;
             }
         }
@@ -610,7 +767,7 @@ impl Backend for MemoryBackend {
                 .map(|(_, id)| id.clone())
                 .collect();
             for id in due {
-                coll.remove(&id);
+                coll.remove_raising(&id);
                 purged += 1;
             }
         }

@@ -104,6 +104,11 @@ impl Filter {
         self
     }
 
+    /// Whether the filter has no condition (it matches every record).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Checks the filter against a spec and turns it into backend predicates.
     pub(crate) fn resolve(&self, spec: &CollectionSpec) -> Result<Vec<Predicate>> {
         let mut preds = Vec::new();
@@ -322,7 +327,12 @@ impl Query {
 
     /// Checks the query against a spec and turns it into a backend request. The request asks
     /// for one record more than the limit, to know whether a next page exists.
-    pub(crate) fn resolve(&self, collection: &str, spec: &CollectionSpec) -> Result<ResolvedQuery> {
+    pub(crate) fn resolve(
+        &self,
+        collection: &str,
+        revision: crate::backend::Revision,
+        spec: &CollectionSpec,
+    ) -> Result<ResolvedQuery> {
         let filter = self.filter.resolve(spec)?;
         let index = match self.order_by.as_deref() {
             None | Some("id") => None,
@@ -375,6 +385,7 @@ impl Query {
         Ok(ResolvedQuery {
             request: QueryRequest {
                 collection: collection.to_owned(),
+                revision,
                 filter,
                 order,
                 after,
@@ -479,7 +490,7 @@ mod tests {
                 .descending()
                 .limit(50)
         );
-        let r = q.resolve("c", &spec()).unwrap();
+        let r = q.resolve("c", 1, &spec()).unwrap();
         assert_eq!(r.request.filter.len(), 2);
         assert_eq!(r.request.limit, Some(51));
     }
@@ -487,7 +498,7 @@ mod tests {
     #[test]
     fn bad_queries_say_why() {
         let s = spec();
-        let msg = |q: Query| q.resolve("c", &s).err().map(|e| e.message().to_owned());
+        let msg = |q: Query| q.resolve("c", 1, &s).err().map(|e| e.message().to_owned());
         assert!(msg(Query::new().eq("nope", 1))
             .unwrap()
             .contains("not an index"));
@@ -511,7 +522,7 @@ mod tests {
     fn cursor_is_bound_to_its_query() {
         let s = spec();
         let q = Query::new().order_by("score");
-        let fp = q.resolve("c", &s).unwrap().fingerprint;
+        let fp = q.resolve("c", 1, &s).unwrap().fingerprint;
         let c = encode_cursor(
             fp,
             CursorKey {
@@ -519,10 +530,10 @@ mod tests {
                 id: "a".into(),
             },
         );
-        assert!(q.clone().cursor(c.clone()).resolve("c", &s).is_ok());
+        assert!(q.clone().cursor(c.clone()).resolve("c", 1, &s).is_ok());
         let other = Query::new().order_by("score").descending().cursor(c);
         assert!(other
-            .resolve("c", &s)
+            .resolve("c", 1, &s)
             .unwrap_err()
             .message()
             .contains("another query"));

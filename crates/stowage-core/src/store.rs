@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::RwLock;
 
 use crate::backend::{
-    Backend, Capabilities, CollectionStats, Health, IndexFill, ScanRequest, WriteOp,
+    Backend, Capabilities, CollectionStats, Health, IndexEntries, IndexFill, ScanRequest,
+    SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
 use crate::collection::{Batch, Collection};
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{validate_name, ContentType, Record, Timestamp};
+use crate::record::{validate_name, ContentType, Record, StoredRecord, Timestamp};
 use crate::spec::{CollectionSpec, IndexSpec};
 
 /// The namespace a store uses unless told otherwise.
@@ -70,26 +70,77 @@ impl Clock for ManualClock {
 /// let billing = store.namespace("billing")?;
 /// # Ok(()) }
 /// ```
+///
+/// # Several instances
+///
+/// Two stores over one backend — two processes sharing PostgreSQL, or two handles in one
+/// process — each cache specs. Every write op and query carries the spec revision it was
+/// prepared with; the engine refuses a stale one inside its transaction, and the store then
+/// reloads the spec and prepares the call again (at most [`STALE_RETRIES`] times). A
+/// collection dropped elsewhere answers NotFound and leaves this store's cache, so declaring
+/// it again creates it. See the `backend` module docs for spec changes.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
     namespace: Arc<str>,
 }
 
+/// How often a call prepared with a stale spec is prepared again before the store gives up
+/// with Conflict.
+pub const STALE_RETRIES: usize = 8;
+
 struct Shared {
     backend: Arc<dyn Backend>,
     capabilities: Capabilities,
     clock: Arc<dyn Clock>,
-    // One entry per (namespace, collection) opened in this process. Every handle of a
-    // collection shares its entry, so a spec change is seen by all of them at once, and
-    // writes (read lock) never interleave with a spec change (write lock).
+    // One entry per (namespace, collection) opened through this store. Every handle of a
+    // collection shares its entry, so a reloaded spec is seen by all of them at once.
     catalog: Mutex<HashMap<(String, String), Arc<CollectionEntry>>>,
 }
 
+/// A collection as this store knows it: its name and the spec last loaded.
 #[derive(Debug)]
 pub(crate) struct CollectionEntry {
     pub(crate) name: String,
-    pub(crate) spec: RwLock<Arc<CollectionSpec>>,
+    loaded: Mutex<Arc<Loaded>>,
+}
+
+/// A stored spec with the part queries may use.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) stored: StoredSpec,
+    pub(crate) queryable: CollectionSpec,
+}
+
+impl CollectionEntry {
+    fn new(name: &str, stored: StoredSpec) -> Self {
+        CollectionEntry {
+            name: name.to_owned(),
+            loaded: Mutex::new(Arc::new(Loaded::from(stored))),
+        }
+    }
+
+    /// The spec last loaded.
+    pub(crate) fn current(&self) -> Arc<Loaded> {
+        self.loaded.lock().clone()
+    }
+
+    /// Replaces the spec unless a newer revision is already in (revisions only grow).
+    fn set(&self, stored: StoredSpec) {
+        let mut loaded = self.loaded.lock();
+        if stored.revision >= loaded.stored.revision {
+            *loaded = Arc::new(Loaded::from(stored));
+        }
+    }
+}
+
+impl From<StoredSpec> for Loaded {
+    fn from(stored: StoredSpec) -> Self {
+        Loaded {
+            queryable: stored.queryable(),
+            stored,
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -174,6 +225,11 @@ impl Store {
         &self.namespace
     }
 
+    /// Every namespace of the backend that holds at least one collection, by name.
+    pub async fn namespaces(&self) -> Result<Vec<String>> {
+        self.shared.backend.list_namespaces().await
+    }
+
     /// The backend's name (`memory`, `redb`, …).
     pub fn backend_name(&self) -> &'static str {
         self.shared.backend.name()
@@ -194,15 +250,24 @@ impl Store {
     }
 
     /// The collection of record type `T`, created if new. If its stored spec differs from
-    /// `T::spec()`, the change is applied first: added indexes are built from the records
-    /// already stored, dropped ones removed. A change that would alter an existing index is
-    /// refused with InvalidInput and changes nothing.
+    /// `T::spec()`, the change is applied first (see [`Store::collection_with_spec`]).
     pub async fn collection<T: Record>(&self) -> Result<Collection<T>> {
         self.collection_with_spec(T::COLLECTION, T::spec()).await
     }
 
     /// The collection `name` holding `T` (often `serde_json::Value`), declared with `spec`
-    /// at run time; created or changed as [`Store::collection`] says.
+    /// at run time, created if new.
+    ///
+    /// If the stored spec differs, it is changed in three steps, each a compare-and-set on
+    /// the spec revision: the added indexes are stored as *building* (writes maintain them
+    /// from then on, queries cannot use them yet); the records already stored are indexed a
+    /// page at a time (bounded memory, converging while other instances write); then the
+    /// target spec is stored, which also drops indexes, flips `covering` and sets the
+    /// default TTL. A change that would alter an existing index is refused with
+    /// InvalidInput; a build that fails (a value of the wrong type, a unique clash) puts the
+    /// spec back and reports why. If another instance changes the spec meanwhile, this call
+    /// answers Conflict unless the other instance wants the same spec, in which case both
+    /// succeed (the later one helps finish the build).
     pub async fn collection_with_spec<T>(
         &self,
         name: &str,
@@ -224,38 +289,38 @@ impl Store {
         if let Some(entry) = self.cached(name) {
             return Ok(Collection::new(self.clone(), entry));
         }
-        let spec = self
+        let stored = self
             .shared
             .backend
             .load_spec(&self.namespace, name)
             .await?
             .ok_or_else(|| Error::collection_not_found(&self.namespace, name))?;
-        Ok(Collection::new(self.clone(), self.cache(name, spec)))
+        Ok(Collection::new(self.clone(), self.cache(name, stored)))
     }
 
-    /// Every collection of this namespace with its spec, ordered by name.
+    /// Every collection of this namespace with its spec (indexes being built included),
+    /// ordered by name.
     pub async fn collections(&self) -> Result<Vec<(String, CollectionSpec)>> {
-        self.shared.backend.list_specs(&self.namespace).await
+        Ok(self
+            .shared
+            .backend
+            .list_specs(&self.namespace)
+            .await?
+            .into_iter()
+            .map(|(name, s)| (name, s.spec))
+            .collect())
     }
 
-    /// Drops a collection with all its records; `false` when it did not exist.
+    /// Drops a collection with all its records; `false` when it did not exist. Handles of
+    /// it, here or in other instances, answer NotFound from then on.
     pub async fn drop_collection(&self, name: &str) -> Result<bool> {
         validate_name("collection", name)?;
-        let entry = self.cached(name);
-        // Hold the spec lock so no write of this process lands during the drop.
-        let _guard = match &entry {
-            Some(e) => Some(e.spec.write().await),
-            None => None,
-        };
         let dropped = self
             .shared
             .backend
             .drop_collection(&self.namespace, name)
             .await?;
-        self.shared
-            .catalog
-            .lock()
-            .remove(&(self.namespace.to_string(), name.to_owned()));
+        self.forget(name);
         Ok(dropped)
     }
 
@@ -288,14 +353,102 @@ impl Store {
         })
     }
 
-    pub(crate) async fn write(
+    /// Writes ops prepared from the current specs of `entries`, preparing them again with
+    /// reloaded specs while the engine finds them stale.
+    pub(crate) async fn write_prepared(
         &self,
-        ops: Vec<WriteOp>,
-    ) -> Result<Vec<crate::backend::WriteResult>> {
-        self.shared
+        entries: &[&Arc<CollectionEntry>],
+        prepare: impl Fn() -> Result<Vec<WriteOp>>,
+    ) -> Result<Vec<WriteResult>> {
+        let mut attempt = 0;
+        loop {
+            let ops = prepare()?;
+            match self
+                .shared
+                .backend
+                .write(&self.namespace, ops, self.now())
+                .await
+            {
+                Err(e) if e.is_stale_spec() && attempt < STALE_RETRIES => {
+                    attempt += 1;
+                    for entry in entries {
+                        self.reload(entry).await?;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    // A collection dropped by another instance leaves the cache.
+                    for entry in entries {
+                        let _ = self.reload(entry).await;
+                    }
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a call built from the current spec of `entry` (queries, counts), building it
+    /// again with the reloaded spec while the engine finds it stale. A call the cached spec
+    /// refuses (an index it does not know) is tried again once if the stored spec moved on.
+    pub(crate) async fn with_spec<R, Fut>(
+        &self,
+        entry: &Arc<CollectionEntry>,
+        call: impl Fn(Arc<Loaded>) -> Result<Fut>,
+    ) -> Result<R>
+    where
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let loaded = entry.current();
+            let outcome = match call(loaded.clone()) {
+                Ok(fut) => fut.await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Err(e)
+                    if (e.is_stale_spec() || e.kind() == ErrorKind::InvalidInput)
+                        && attempt < STALE_RETRIES =>
+                {
+                    attempt += 1;
+                    let fresh = self.reload(entry).await?;
+                    if !e.is_stale_spec() && fresh.stored.revision == loaded.stored.revision {
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let _ = self.reload(entry).await;
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Loads a collection's spec again; NotFound (and out of the cache) when it is gone.
+    pub(crate) async fn reload(&self, entry: &CollectionEntry) -> Result<Arc<Loaded>> {
+        match self
+            .shared
             .backend
-            .write(&self.namespace, ops, self.now())
-            .await
+            .load_spec(&self.namespace, &entry.name)
+            .await?
+        {
+            Some(stored) => {
+                entry.set(stored);
+                Ok(entry.current())
+            }
+            None => {
+                self.forget(&entry.name);
+                Err(Error::collection_not_found(&self.namespace, &entry.name))
+            }
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        self.shared
+            .catalog
+            .lock()
+            .remove(&(self.namespace.to_string(), name.to_owned()));
     }
 
     fn cached(&self, name: &str) -> Option<Arc<CollectionEntry>> {
@@ -306,18 +459,14 @@ impl Store {
             .cloned()
     }
 
-    fn cache(&self, name: &str, spec: CollectionSpec) -> Arc<CollectionEntry> {
-        self.shared
-            .catalog
-            .lock()
+    fn cache(&self, name: &str, stored: StoredSpec) -> Arc<CollectionEntry> {
+        let mut catalog = self.shared.catalog.lock();
+        let entry = catalog
             .entry((self.namespace.to_string(), name.to_owned()))
-            .or_insert_with(|| {
-                Arc::new(CollectionEntry {
-                    name: name.to_owned(),
-                    spec: RwLock::new(Arc::new(spec)),
-                })
-            })
-            .clone()
+            .or_insert_with(|| Arc::new(CollectionEntry::new(name, stored.clone())))
+            .clone();
+        entry.set(stored);
+        entry
     }
 
     fn check_supported(&self, spec: &CollectionSpec) -> Result<()> {
@@ -344,58 +493,135 @@ impl Store {
         spec.validate()?;
         self.check_supported(&spec)?;
         if let Some(entry) = self.cached(name) {
-            if **entry.spec.read().await == spec {
+            let loaded = entry.current();
+            if loaded.stored.spec == spec && loaded.stored.building.is_empty() {
                 return Ok(entry);
             }
         }
         let backend = &self.shared.backend;
-        let stored = backend.load_spec(&self.namespace, name).await?;
-        let entry = self.cache(name, stored.clone().unwrap_or_else(|| spec.clone()));
-        let mut current = entry.spec.write().await;
-        match stored {
-            None => {
-                backend
-                    .apply_spec(&self.namespace, name, &spec, Vec::new())
-                    .await?
-            }
-            Some(old) if old == spec => {}
-            Some(old) => {
-                let change = old.diff(&spec)?;
-                // A record written by another process between the backfill's read and the
-                // apply makes the backend answer Conflict: compute the backfill again.
-                let mut attempt = 0;
-                loop {
-                    let fills = self.backfill(name, &change.added).await?;
-                    match backend
-                        .apply_spec(&self.namespace, name, &spec, fills)
+        let mut attempt = 0;
+        loop {
+            let stored = backend.load_spec(&self.namespace, name).await?;
+            let outcome = match stored {
+                Some(s) if s.spec == spec && s.building.is_empty() => Ok(s),
+                Some(s) => self.change_spec(name, s, &spec).await,
+                None => {
+                    let update = SpecUpdate {
+                        expected: None,
+                        spec: spec.clone(),
+                        building: Vec::new(),
+                    };
+                    backend
+                        .apply_spec(&self.namespace, name, &update)
                         .await
-                    {
-                        Err(e) if e.kind() == ErrorKind::Conflict && attempt < 5 => attempt += 1,
-                        other => break other?,
+                        .map(|revision| StoredSpec {
+                            spec: spec.clone(),
+                            revision,
+                            building: Vec::new(),
+                        })
+                }
+            };
+            match outcome {
+                Ok(stored) => return Ok(self.cache(name, stored)),
+                Err(e) if e.kind() == ErrorKind::Conflict && attempt < STALE_RETRIES => {
+                    // Another instance changed the spec. Wanting the same spec is no
+                    // conflict: go again (and help finish its build); else it won.
+                    attempt += 1;
+                    let now = backend.load_spec(&self.namespace, name).await?;
+                    if now.as_ref().is_some_and(|s| s.spec != spec) {
+                        return Err(e);
                     }
                 }
+                Err(e) => return Err(e),
             }
         }
-        *current = Arc::new(spec);
-        drop(current);
-        Ok(entry)
     }
 
-    /// The values of `added` indexes for every stored record, checked the way writes are
-    /// (types, unique values) so that a change that cannot apply is refused before anything
-    /// is written.
-    async fn backfill(&self, name: &str, added: &[IndexSpec]) -> Result<Vec<IndexFill>> {
-        let mut fills = Vec::new();
-        if added.is_empty() {
-            return Ok(fills);
+    /// The three steps of a spec change (see [`Store::collection_with_spec`]).
+    async fn change_spec(
+        &self,
+        name: &str,
+        stored: StoredSpec,
+        target: &CollectionSpec,
+    ) -> Result<StoredSpec> {
+        let backend = &self.shared.backend;
+        let change = stored.spec.diff(target)?;
+        // Builds left unfinished (by a dead instance) that the target still wants are
+        // finished here; the others are dropped in step 3.
+        let mut building: Vec<String> = stored
+            .building
+            .iter()
+            .filter(|b| target.index_named(b).is_some())
+            .cloned()
+            .collect();
+        building.extend(change.added.iter().map(|i| i.name.clone()));
+        let mut current = stored.clone();
+        if !change.added.is_empty() {
+            let mut spec = stored.spec.clone();
+            spec.indexes.extend(change.added.iter().cloned());
+            let update = SpecUpdate {
+                expected: Some(stored.revision),
+                spec,
+                building: stored
+                    .building
+                    .iter()
+                    .cloned()
+                    .chain(change.added.iter().map(|i| i.name.clone()))
+                    .collect(),
+            };
+            let revision = backend.apply_spec(&self.namespace, name, &update).await?;
+            current = StoredSpec {
+                spec: update.spec,
+                revision,
+                building: update.building,
+            };
         }
-        let mut seen: Vec<HashMap<crate::value::IndexValue, String>> =
-            vec![HashMap::new(); added.len()];
+        if !building.is_empty() {
+            if let Err(e) = self.build_indexes(name, &current, &building).await {
+                if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::Unavailable) {
+                    // The build cannot succeed: put back the spec from before.
+                    let mut spec = current.spec.clone();
+                    spec.indexes.retain(|i| !change.added.contains(i));
+                    let back = SpecUpdate {
+                        expected: Some(current.revision),
+                        spec,
+                        building: stored.building.clone(),
+                    };
+                    let _ = backend.apply_spec(&self.namespace, name, &back).await;
+                }
+                return Err(e);
+            }
+        }
+        let update = SpecUpdate {
+            expected: Some(current.revision),
+            spec: target.clone(),
+            building: Vec::new(),
+        };
+        let revision = backend.apply_spec(&self.namespace, name, &update).await?;
+        Ok(StoredSpec {
+            spec: update.spec,
+            revision,
+            building: update.building,
+        })
+    }
+
+    /// Fills the `building` indexes from the records stored, a page at a time: each page's
+    /// values go to the engine with the revision they were computed under, and records
+    /// written since they were read are skipped (their writes carried the entries).
+    async fn build_indexes(
+        &self,
+        name: &str,
+        current: &StoredSpec,
+        building: &[String],
+    ) -> Result<()> {
+        let indexes: Vec<&IndexSpec> = building
+            .iter()
+            .filter_map(|b| current.spec.index_named(b))
+            .collect();
+        let backend = &self.shared.backend;
         let mut after = None;
         loop {
-            let page = self
-                .shared
-                .backend
+            let page = backend
                 .scan(
                     &self.namespace,
                     &ScanRequest {
@@ -407,58 +633,58 @@ impl Store {
                     self.now(),
                 )
                 .await?;
-            let last = page.last().map(|r| r.id.clone());
+            let full = page.len() == SCAN_PAGE;
+            after = page.last().map(|r| r.id.clone());
+            let mut fills = Vec::with_capacity(page.len());
             for rec in page {
-                if rec.body.content_type != ContentType::Json {
-                    return Err(Error::invalid(format!(
-                        "cannot index collection {name:?}: record {:?} has a binary body",
-                        rec.id
-                    )));
-                }
-                let body: serde_json::Value =
-                    serde_json::from_slice(&rec.body.bytes).map_err(|e| {
-                        Error::new(
-                            ErrorKind::Corrupted,
-                            format!(
-                                "record {:?} of collection {name:?} is not valid JSON: {e}",
-                                rec.id
-                            ),
-                        )
-                    })?;
-                let mut index = Vec::new();
-                for (ix, seen) in added.iter().zip(seen.iter_mut()) {
-                    let values = ix.extract(&body, &rec.id).map_err(|e| {
-                        Error::invalid(format!(
-                            "cannot add index {:?} to collection {name:?}: {}",
-                            ix.name,
-                            e.message()
-                        ))
-                    })?;
-                    if ix.unique {
-                        for v in &values {
-                            if let Some(other) = seen.insert(v.clone(), rec.id.clone()) {
-                                return Err(Error::unique_violation(name, &ix.name, &other));
-                            }
-                        }
-                    }
-                    if !values.is_empty() {
-                        index.push((ix.name.clone(), values));
-                    }
-                }
-                if !index.is_empty() {
-                    fills.push(IndexFill {
-                        id: rec.id,
-                        version: rec.version,
-                        index,
-                    });
-                }
+                fills.push(IndexFill {
+                    index: index_values(name, &indexes, &rec)?,
+                    id: rec.id,
+                    version: rec.version,
+                });
             }
-            match last {
-                Some(id) => after = Some(id),
-                None => return Ok(fills),
+            if !fills.is_empty() {
+                backend
+                    .fill_index(&self.namespace, name, current.revision, fills, self.now())
+                    .await?;
+            }
+            if !full {
+                return Ok(());
             }
         }
     }
+}
+
+/// A stored record's values for `indexes`, checked as writes check them.
+fn index_values(name: &str, indexes: &[&IndexSpec], rec: &StoredRecord) -> Result<IndexEntries> {
+    if rec.body.content_type != ContentType::Json {
+        return Err(Error::invalid(format!(
+            "cannot index collection {name:?}: record {:?} has a binary body",
+            rec.id
+        )));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&rec.body.bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!(
+                "record {:?} of collection {name:?} is not valid JSON: {e}",
+                rec.id
+            ),
+        )
+    })?;
+    indexes
+        .iter()
+        .map(|ix| {
+            let values = ix.extract(&body, &rec.id).map_err(|e| {
+                Error::invalid(format!(
+                    "cannot add index {:?} to collection {name:?}: {}",
+                    ix.name,
+                    e.message()
+                ))
+            })?;
+            Ok((ix.name.clone(), values))
+        })
+        .collect()
 }
 
 /// How many records one scan request fetches: large enough to amortize a round trip, small

@@ -1,4 +1,5 @@
-//! The conformance suite on the memory backend, claiming everything and claiming little.
+//! The conformance suite on the memory backend: claiming everything, claiming little, and
+//! claiming batches within a collection of at most 16 ops.
 
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
@@ -14,12 +15,24 @@ mod restricted {
     use stowage_core::Capabilities;
 
     fn fixture() -> MemoryFixture {
-        let mut caps = Capabilities::all();
-        caps.atomic_batch = false;
-        caps.unique_indexes = false;
-        caps.ttl = false;
-        caps.binary_bodies = false;
+        let mut caps = Capabilities::default();
         caps.max_body_bytes = 1 << 20;
+        MemoryFixture::with_capabilities(caps)
+    }
+
+    stowage_core::conformance_tests!(fixture());
+}
+
+/// Batches atomic within one collection only and at most 16 ops long, as a Redis Cluster
+/// hash slot allows.
+mod collection_batches {
+    use stowage_core::testkit::MemoryFixture;
+    use stowage_core::{BatchScope, MemoryBackend};
+
+    fn fixture() -> MemoryFixture {
+        let mut caps = MemoryBackend::full_capabilities();
+        caps.batch_scope = BatchScope::Collection;
+        caps.max_batch_ops = Some(16);
         MemoryFixture::with_capabilities(caps)
     }
 

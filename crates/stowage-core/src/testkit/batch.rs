@@ -2,24 +2,25 @@
 
 use std::sync::Arc;
 
-use super::{expect_err, Account, Ctx, Fixture, Item};
-use crate::{ErrorKind, Filter, Put};
+use super::{expect_err, versions, Account, Ctx, Fixture, Item};
+use crate::{BatchScope, ErrorKind, Filter, Precondition, Put};
 
-/// Whether the backend claims atomic batches; when it does not, checks that a batch of two
-/// is refused and a batch of one still works.
+/// Whether the backend claims atomic batches across collections; when it does not, checks
+/// that such a batch is refused and a batch of one still works.
 async fn batches_supported(cx: &Ctx) -> bool {
-    if cx.store.capabilities().atomic_batch {
+    if cx.store.capabilities().batch_scope >= BatchScope::Namespace {
         return true;
     }
     let items = cx.items().await;
+    let other = cx.plain("other").await;
     let mut b = cx.store.batch();
     b.insert(&items, &Item::new("a", 1))
-        .insert(&items, &Item::new("b", 2));
+        .put(&other, "b", &serde_json::json!(2), Put::insert());
     expect_err(b.commit().await, ErrorKind::Unsupported);
     assert!(items.get("a").await.unwrap().is_none());
     let mut one = cx.store.batch();
     one.insert(&items, &Item::new("a", 1));
-    assert_eq!(one.commit().await.unwrap(), vec![Some(1)]);
+    assert_eq!(versions(one.commit().await.unwrap()), vec![Some(1)]);
     false
 }
 
@@ -45,8 +46,8 @@ pub async fn batch_applies_all(f: Arc<dyn Fixture>) {
             Put::insert(),
         );
     assert_eq!(b.len(), 5);
-    let versions = b.commit().await.unwrap();
-    assert_eq!(versions, vec![Some(1), Some(2), Some(1), None, Some(1)]);
+    let stored = versions(b.commit().await.unwrap());
+    assert_eq!(stored, vec![Some(1), Some(2), Some(1), None, Some(1)]);
     assert_eq!(items.get("old").await.unwrap().unwrap().value.n, 3);
     assert!(items.get("gone").await.unwrap().is_none());
     assert!(log.get("e1").await.unwrap().is_some());
@@ -127,12 +128,13 @@ pub async fn later_ops_see_earlier_ones(f: Arc<dyn Fixture>) {
         .update(&items, &Item::new("a", 3), 2)
         .delete_if_version(&items, "a", 3)
         .insert(&items, &Item::new("a", 4));
+    // The delete raised the version floor to 3: the record created again starts above it.
     assert_eq!(
-        b.commit().await.unwrap(),
-        vec![Some(1), Some(2), Some(3), Some(3), Some(1)]
+        versions(b.commit().await.unwrap()),
+        vec![Some(1), Some(2), Some(3), Some(3), Some(4)]
     );
     let a = items.get("a").await.unwrap().unwrap();
-    assert_eq!((a.version, a.value.n), (1, 4));
+    assert_eq!((a.version, a.value.n), (4, 4));
 }
 
 /// An op with bad input is reported with its position, and nothing is written.
@@ -154,4 +156,37 @@ pub async fn bad_op_is_named_before_anything_is_written(f: Arc<dyn Fixture>) {
     let e = expect_err(b.commit().await, ErrorKind::InvalidInput);
     assert!(e.message().contains("one namespace"), "{e}");
     assert!(items.get("ok").await.unwrap().is_none());
+}
+
+/// A check op writes nothing: the batch applies when it holds, and fails whole, naming the
+/// op, when it does not.
+pub async fn check_op_writes_nothing(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    if !batches_supported(&cx).await {
+        return;
+    }
+    let items = cx.items().await;
+    items.insert(&Item::new("guard", 1)).await.unwrap();
+    let mut b = cx.store.batch();
+    b.check(&items, "guard", Precondition::Version(1))
+        .insert(&items, &Item::new("x", 2))
+        .check(&items, "absent", Precondition::Absent);
+    assert_eq!(versions(b.commit().await.unwrap()), vec![Some(1), Some(1), None]);
+    let guard = items.get("guard").await.unwrap().unwrap();
+    assert_eq!(guard.version, 1, "a check does not write");
+    let mut b = cx.store.batch();
+    b.insert(&items, &Item::new("y", 3))
+        .check(&items, "guard", Precondition::Version(7));
+    let e = expect_err(b.commit().await, ErrorKind::Conflict);
+    assert_eq!((e.batch_op(), e.current_version()), (Some(1), Some(1)));
+    assert!(items.get("y").await.unwrap().is_none());
+    let mut b = cx.store.batch();
+    b.insert(&items, &Item::new("y", 3))
+        .check(&items, "x", Precondition::Absent);
+    let e = expect_err(b.commit().await, ErrorKind::AlreadyExists);
+    assert_eq!(e.batch_op(), Some(1));
+    assert!(items.get("y").await.unwrap().is_none());
+    let mut b = cx.store.batch();
+    b.check(&items, "guard", Precondition::None);
+    expect_err(b.commit().await, ErrorKind::InvalidInput);
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{expect_err, Account, Ctx, Fixture, Item};
-use crate::{CollectionSpec, ErrorKind, Put};
+use crate::{BatchScope, ChangeFeed, CollectionSpec, ErrorKind, Put};
 
 /// `atomic_batch`: a failing op undoes the ops before it; unclaimed, batches of two are refused.
 pub async fn atomic_batch(f: Arc<dyn Fixture>) {
@@ -15,7 +15,7 @@ pub async fn atomic_batch(f: Arc<dyn Fixture>) {
     b.insert(&items, &Item::new("first", 1))
         .insert(&items, &Item::new("taken", 2));
     let r = b.commit().await;
-    if cx.store.capabilities().atomic_batch {
+    if cx.store.capabilities().batch_scope >= BatchScope::Collection {
         expect_err(r, ErrorKind::AlreadyExists);
     } else {
         expect_err(r, ErrorKind::Unsupported);
@@ -115,4 +115,106 @@ pub async fn max_body_bytes(f: Arc<dyn Fixture>) {
     assert!(kv.get("big").await.unwrap().is_none());
     let fits = serde_json::Value::String("x".repeat(max.min(9 << 20) - 2));
     kv.put("fits", &fits, Put::upsert()).await.unwrap();
+}
+
+/// `batch_scope`: a batch within one collection works from `Collection` up, one across
+/// collections from `Namespace` only; below its scope a batch is refused and writes nothing.
+pub async fn batch_scope(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let scope = cx.store.capabilities().batch_scope;
+    let items = cx.items().await;
+    let kv = cx.plain("kv").await;
+    let mut same = cx.store.batch();
+    same.insert(&items, &Item::new("a", 1))
+        .insert(&items, &Item::new("b", 2));
+    let r = same.commit().await;
+    if scope >= BatchScope::Collection {
+        r.unwrap();
+    } else {
+        expect_err(r, ErrorKind::Unsupported);
+    }
+    let mut across = cx.store.batch();
+    across
+        .insert(&items, &Item::new("c", 3))
+        .put(&kv, "k", &serde_json::json!(1), Put::insert());
+    let r = across.commit().await;
+    if scope >= BatchScope::Namespace {
+        r.unwrap();
+    } else {
+        expect_err(r, ErrorKind::Unsupported);
+        assert!(items.get("c").await.unwrap().is_none());
+        assert!(kv.get("k").await.unwrap().is_none());
+    }
+    assert_eq!(
+        items.get("a").await.unwrap().is_some(),
+        scope >= BatchScope::Collection
+    );
+}
+
+/// `max_batch_ops`: a batch of the maximum applies, one more op is refused with
+/// InvalidInput naming the limit and writes nothing; without a limit 2,000 ops apply.
+pub async fn max_batch_ops(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    if cx.store.capabilities().batch_scope < BatchScope::Collection {
+        return;
+    }
+    let kv = cx.plain("kv").await;
+    let max = cx.store.capabilities().max_batch_ops;
+    let fill = |n: usize, prefix: &str| {
+        let mut b = cx.store.batch();
+        for i in 0..n {
+            b.put(&kv, &format!("{prefix}{i}"), &serde_json::json!(i), Put::insert());
+        }
+        b
+    };
+    match max {
+        Some(max) => {
+            let e = expect_err(fill(max + 1, "over").commit().await, ErrorKind::InvalidInput);
+            assert!(e.message().contains(&max.to_string()), "{e}");
+            assert!(kv.get("over0").await.unwrap().is_none());
+            assert_eq!(fill(max, "fits").commit().await.unwrap().len(), max);
+        }
+        None => assert_eq!(fill(2000, "many").commit().await.unwrap().len(), 2000),
+    }
+}
+
+/// `shared`: a second instance opened on the same data while the first is open sees the
+/// first's writes at once. (Embedded engines do not claim it: one owner per file.)
+pub async fn shared(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    if !cx.store.capabilities().shared {
+        return;
+    }
+    let items = cx.items().await;
+    let second = cx.second().await;
+    assert!(
+        !Arc::ptr_eq(second.backend(), cx.store.backend()),
+        "a shared engine's fixture opens a second connection"
+    );
+    items.insert(&Item::new("a", 1)).await.unwrap();
+    let there = second.collection::<Item>().await.unwrap();
+    assert_eq!(there.get("a").await.unwrap().unwrap().value.n, 1);
+}
+
+/// `engine_clock`: claimed, expiry follows the engine's clock, not the caller's (a caller
+/// whose clock runs ahead does not expire records); unclaimed, it follows the store's.
+pub async fn engine_clock(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    if !cx.store.capabilities().ttl {
+        return;
+    }
+    let items = cx.items().await;
+    items
+        .put("t", &Item::new("t", 1), Put::insert().ttl(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    cx.clock.advance(Duration::from_secs(601));
+    let visible = items.get("t").await.unwrap().is_some();
+    assert_eq!(visible, cx.store.capabilities().engine_clock);
+}
+
+/// `change_feed`: the engine interface has no watch yet, so no engine may claim a feed.
+pub async fn change_feed(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    assert_eq!(cx.store.capabilities().change_feed, ChangeFeed::None);
 }

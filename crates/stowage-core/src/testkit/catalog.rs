@@ -34,7 +34,7 @@ pub async fn spec_survives_reopen(f: Arc<dyn Fixture>) {
     assert_eq!(names, vec!["docs", "items"]);
     assert_eq!(listed[1].1, Item::spec());
     let docs = cx.store.existing_collection::<Value>("docs").await.unwrap();
-    assert_eq!(docs.spec().await, ttl_spec);
+    assert_eq!(docs.spec(), ttl_spec);
     let items = cx.store.existing_collection::<Item>("items").await.unwrap();
     let page = items.query(&Query::new().eq("n", 3)).await.unwrap();
     assert_eq!(page.items.len(), 1);
@@ -56,7 +56,7 @@ pub async fn added_index_sees_existing_records(f: Arc<dyn Fixture>) {
     }
     let wider = base_spec().index(IndexSpec::integer("level", "/level"));
     let c2 = docs(&cx, wider.clone()).await.unwrap();
-    assert_eq!(c2.spec().await, wider);
+    assert_eq!(c2.spec(), wider);
     let want = (0..600).filter(|i| i % 10 != 0 && i % 7 == 3).count() as u64;
     assert_eq!(c2.count(&Filter::new().eq("level", 3)).await.unwrap(), want);
     let ordered = c2.query(&Query::new().order_by("level")).await.unwrap();
@@ -144,7 +144,7 @@ pub async fn incompatible_change_is_refused(f: Arc<dyn Fixture>) {
         .existing_collection::<Value>("docs")
         .await
         .unwrap();
-    assert_eq!(c.spec().await, base_spec());
+    assert_eq!(c.spec(), base_spec());
     assert_eq!(c.count(&Filter::new().eq("kind", "x")).await.unwrap(), 1);
 }
 
@@ -231,4 +231,27 @@ pub async fn namespaces_are_isolated(f: Arc<dyn Fixture>) {
     assert_eq!(b.collections().await.unwrap()[0].1, base_spec());
     assert!(cx.store.collections().await.unwrap().is_empty());
     assert_eq!(a.purge_expired().await.unwrap(), 0);
+}
+
+/// Namespaces holding collections are listed, by name; one whose collections all went is
+/// not.
+pub async fn namespaces_are_listed(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    assert!(cx.store.namespaces().await.unwrap().is_empty());
+    for ns in ["zeta", "alpha", "mid-1"] {
+        cx.store.namespace(ns).unwrap().collection::<Item>().await.unwrap();
+    }
+    // Reading a namespace does not create it.
+    let empty = cx.store.namespace("empty").unwrap();
+    assert!(empty.collections().await.unwrap().is_empty());
+    assert_eq!(
+        cx.store.namespaces().await.unwrap(),
+        vec!["alpha".to_owned(), "mid-1".to_owned(), "zeta".to_owned()]
+    );
+    let mid = cx.store.namespace("mid-1").unwrap();
+    assert!(mid.drop_collection("items").await.unwrap());
+    assert_eq!(
+        cx.store.namespaces().await.unwrap(),
+        vec!["alpha".to_owned(), "zeta".to_owned()]
+    );
 }

@@ -271,7 +271,7 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
         .index(IndexSpec::float("by_score", "/score"))
         .index(IndexSpec::string("name", "/name"));
     c = open_covered(&cx, flipped.clone()).await.unwrap();
-    assert_eq!(c.spec().await, flipped);
+    assert_eq!(c.spec(), flipped);
     check(c.clone(), model.clone(), true).await;
     // Written while the index keeps no copies: switching back must copy it too.
     c.put("d021", &body(21, 3), Put::upsert()).await.unwrap();
@@ -284,7 +284,7 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
         .index(IndexSpec::string("name", "/name"));
     let e = expect_err(open_covered(&cx, retyped).await, ErrorKind::InvalidInput);
     assert!(e.message().contains("add an index under a new name"), "{e}");
-    assert_eq!(c.spec().await, without_n);
+    assert_eq!(c.spec(), without_n);
 }
 
 /// A query whose index finds more matches than an engine may hold in place while sorting
@@ -296,11 +296,7 @@ pub async fn many_matches_sort_by_id(f: Arc<dyn Fixture>) {
     const N: i64 = 20_000;
     // Ids in another order than the indexed values: 7919 is prime to N, so this permutes.
     let id = |j: i64| format!("k{:06}", (j * 7919) % N);
-    let step = if cx.store.capabilities().atomic_batch {
-        500
-    } else {
-        1
-    };
+    let step = super::batch_step(&cx.store, 500);
     for start in (0..N).step_by(step) {
         let mut b = cx.store.batch();
         for j in start..(start + step as i64).min(N) {

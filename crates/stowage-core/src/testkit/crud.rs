@@ -92,14 +92,14 @@ pub async fn delete_says_whether_present(f: Arc<dyn Fixture>) {
     assert!(!items.delete("a").await.unwrap());
 }
 
-/// A deleted id starts again at version 1.
-pub async fn reinsert_after_delete_starts_at_version_1(f: Arc<dyn Fixture>) {
+/// A deleted id created again never reuses a version it had (see `versions`).
+pub async fn reinsert_after_delete_gets_a_new_version(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
     items.upsert(&Item::new("a", 2)).await.unwrap();
     items.delete("a").await.unwrap();
-    assert_eq!(items.insert(&Item::new("a", 3)).await.unwrap(), 1);
+    assert_eq!(items.insert(&Item::new("a", 3)).await.unwrap(), 3);
 }
 
 /// A collection of JSON values declared at run time, with explicit ids.
@@ -115,7 +115,10 @@ pub async fn json_collection_with_runtime_spec(f: Arc<dyn Fixture>) {
         .await
         .unwrap();
     let body = json!({"severity": "P0", "nested": {"a": [1, 2, {"b": null}]}, "s": "ü✓"});
-    assert_eq!(incidents.put("i-1", &body, Put::insert()).await.unwrap(), 1);
+    assert_eq!(
+        incidents.put("i-1", &body, Put::insert()).await.unwrap().version,
+        1
+    );
     assert_eq!(incidents.get("i-1").await.unwrap().unwrap().value, body);
     let again = cx
         .store
@@ -123,7 +126,7 @@ pub async fn json_collection_with_runtime_spec(f: Arc<dyn Fixture>) {
         .await
         .unwrap();
     assert_eq!(
-        again.spec().await.indexes,
+        again.spec().indexes,
         vec![IndexSpec::string("severity", "/severity")]
     );
     let e = expect_err(
@@ -145,7 +148,7 @@ pub async fn raw_bodies(f: Arc<dyn Fixture>) {
         expect_err(r, ErrorKind::Unsupported);
         return;
     }
-    assert_eq!(r.unwrap(), 1);
+    assert_eq!(r.unwrap().version, 1);
     let got = kv.get_raw("blob").await.unwrap().unwrap();
     assert_eq!(got.value.as_ref(), bytes.as_slice());
     let e = expect_err(kv.get("blob").await, ErrorKind::InvalidInput);
@@ -156,4 +159,36 @@ pub async fn raw_bodies(f: Arc<dyn Fixture>) {
         ErrorKind::InvalidInput,
     );
     assert!(e.message().contains("has indexes"), "{e}");
+}
+
+/// A write answers what it stored — version, `created_at`, `updated_at`, `expires_at` —
+/// equal to what a read then returns, so callers need no read after a write.
+pub async fn write_returns_what_was_stored(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let items = cx.items().await;
+    let created = items.put("a", &Item::new("a", 1), Put::insert()).await.unwrap();
+    let now = cx.clock.now();
+    assert_eq!(
+        (created.version, created.created_at, created.updated_at, created.expires_at),
+        (1, now, now, None)
+    );
+    cx.clock.advance(Duration::from_secs(5));
+    let ttl = cx.store.capabilities().ttl;
+    let put = if ttl {
+        Put::update(1).ttl(Duration::from_secs(60))
+    } else {
+        Put::update(1)
+    };
+    let updated = items.put("a", &Item::new("a", 2), put).await.unwrap();
+    let later = cx.clock.now();
+    assert_eq!((updated.version, updated.created_at, updated.updated_at), (2, now, later));
+    assert_eq!(
+        updated.expires_at,
+        ttl.then(|| later.saturating_add(Duration::from_secs(60)))
+    );
+    let read = items.get("a").await.unwrap().unwrap();
+    assert_eq!(
+        (read.version, read.created_at, read.updated_at, read.expires_at),
+        (updated.version, updated.created_at, updated.updated_at, updated.expires_at)
+    );
 }

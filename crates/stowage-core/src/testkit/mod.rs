@@ -32,14 +32,17 @@ use crate::{
 pub mod batch;
 pub mod capabilities;
 pub mod catalog;
+pub mod copy;
 pub mod covering;
 pub mod crud;
 pub mod indexes;
+pub mod instances;
 pub mod invalid;
 pub mod probe;
 pub mod property;
 pub mod query;
 pub mod scan;
+pub mod transactions;
 pub mod ttl;
 pub mod values;
 pub mod versions;
@@ -54,6 +57,18 @@ pub trait Fixture: Send + Sync + 'static {
     /// Opens the store at `location` again. The suite drops every handle to the previous
     /// backend first, as a restarted process would.
     async fn open(&self, location: &str) -> Result<Arc<dyn Backend>>;
+
+    /// A second backend over the same data while `first` stays open, as another instance
+    /// of the service would have. The default shares `first` (an embedded engine has one
+    /// owner per file); engines shared by processes open a connection of their own.
+    async fn open_second(
+        &self,
+        location: &str,
+        first: &Arc<dyn Backend>,
+    ) -> Result<Arc<dyn Backend>> {
+        let _ = location;
+        Ok(first.clone())
+    }
 }
 
 /// A [`Fixture`] over [`MemoryBackend`]: "reopening" hands a new store the same data, which
@@ -67,7 +82,7 @@ pub struct MemoryFixture {
 impl MemoryFixture {
     /// Memory backends claiming every capability.
     pub fn new() -> Self {
-        Self::with_capabilities(crate::Capabilities::all())
+        Self::with_capabilities(MemoryBackend::full_capabilities())
     }
 
     /// Memory backends claiming only `capabilities`, to check the unclaimed paths.
@@ -166,6 +181,23 @@ impl Ctx {
             location,
             fixture,
         }
+    }
+
+    /// A second store over the same data, with its own catalog cache, as another instance
+    /// of the service has (same clock and namespace).
+    pub async fn second(&self) -> Store {
+        let backend = self
+            .fixture
+            .open_second(&self.location, self.store.backend())
+            .await
+            .expect("fixture opens a second instance");
+        store_over(backend, &self.clock)
+    }
+
+    /// A store over `wrap(backend)`, for probes: same data, clock and namespace, its own
+    /// catalog cache.
+    pub fn store_over(&self, backend: Arc<dyn Backend>) -> Store {
+        store_over(backend, &self.clock)
     }
 
     /// The [`Item`] collection.
@@ -283,6 +315,11 @@ impl Account {
     }
 }
 
+/// The versions of a batch's results.
+pub fn versions(results: Vec<Option<crate::RecordMeta>>) -> Vec<Option<crate::Version>> {
+    results.into_iter().map(|m| m.map(|m| m.version)).collect()
+}
+
 /// Asserts that `r` failed with `kind` and returns the error.
 #[track_caller]
 pub fn expect_err<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind) -> Error {
@@ -297,11 +334,7 @@ pub fn expect_err<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind) -> Error {
 
 /// Inserts items `0..n` with ids `prefix` + zero-padded number, in batches.
 pub async fn fill(coll: &Collection<Item>, store: &Store, prefix: &str, n: i64) {
-    let step = if store.capabilities().atomic_batch {
-        500
-    } else {
-        1
-    };
+    let step = batch_step(store, 500) as i64;
     let mut i = 0;
     while i < n {
         let mut b = store.batch();
@@ -313,24 +346,93 @@ pub async fn fill(coll: &Collection<Item>, store: &Store, prefix: &str, n: i64) 
     }
 }
 
+/// How many writes to one collection a test may put in one batch: `want`, or less where the
+/// backend allows less (1 without batches).
+pub fn batch_step(store: &Store, want: usize) -> usize {
+    let caps = store.capabilities();
+    if caps.batch_scope >= crate::BatchScope::Collection {
+        caps.max_batch_ops.map_or(want, |max| max.min(want))
+    } else {
+        1
+    }
+}
+
 /// A short pause for races to interleave.
 pub async fn yield_a_little() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
+/// Every group's source, so that [`suite_is_complete`] can compare the test functions
+/// written with the tests the macro registers.
+pub const GROUP_SOURCES: &[(&str, &str)] = &[
+    ("batch", include_str!("batch.rs")),
+    ("capabilities", include_str!("capabilities.rs")),
+    ("catalog", include_str!("catalog.rs")),
+    ("copy", include_str!("copy.rs")),
+    ("covering", include_str!("covering.rs")),
+    ("crud", include_str!("crud.rs")),
+    ("indexes", include_str!("indexes.rs")),
+    ("instances", include_str!("instances.rs")),
+    ("invalid", include_str!("invalid.rs")),
+    ("property", include_str!("property.rs")),
+    ("query", include_str!("query.rs")),
+    ("scan", include_str!("scan.rs")),
+    ("transactions", include_str!("transactions.rs")),
+    ("ttl", include_str!("ttl.rs")),
+    ("values", include_str!("values.rs")),
+    ("versions", include_str!("versions.rs")),
+];
+
+/// Checks that the macro registers every test function the groups define and nothing else:
+/// a test written but not registered would otherwise never run. `registered` is the
+/// macro's list, group by group.
+pub fn suite_is_complete(registered: &[(&str, &[&str])]) {
+    let mut missing = Vec::new();
+    for (group, source) in GROUP_SOURCES {
+        let written: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter(|l| l.contains("(f: Arc<dyn Fixture>)"))
+            .filter_map(|l| l.split('(').next())
+            .collect();
+        let listed = registered
+            .iter()
+            .find(|(g, _)| g == group)
+            .map_or(&[][..], |(_, tests)| tests);
+        for t in &written {
+            if !listed.contains(t) {
+                missing.push(format!("{group}::{t} is written but not registered"));
+            }
+        }
+        for t in listed {
+            if !written.contains(t) {
+                missing.push(format!("{group}::{t} is registered but not written"));
+            }
+        }
+    }
+    for (group, _) in registered {
+        if !GROUP_SOURCES.iter().any(|(g, _)| g == group) {
+            missing.push(format!("group {group} has no entry in GROUP_SOURCES"));
+        }
+    }
+    assert!(missing.is_empty(), "conformance_tests! is out of date: {missing:#?}");
+}
+
 /// Expands to one `#[test]` per suite test, in modules `conformance::GROUP`, each running
-/// against a fixture made by `$fixture` (an expression evaluated once per test).
+/// against a fixture made by `$fixture` (an expression evaluated once per test), and a
+/// `conformance::suite_is_complete` test that fails when a group defines a test the list
+/// below does not register.
 #[macro_export]
 macro_rules! conformance_tests {
     ($fixture:expr) => {
         $crate::__conformance_tests! { $fixture;
             crud { insert_then_get, insert_existing_id_is_already_exists, upsert_creates_then_replaces,
                    get_missing_is_none, get_many_keeps_order, delete_says_whether_present,
-                   reinsert_after_delete_starts_at_version_1, json_collection_with_runtime_spec,
-                   raw_bodies }
+                   reinsert_after_delete_gets_a_new_version, json_collection_with_runtime_spec,
+                   raw_bodies, write_returns_what_was_stored }
             versions { update_at_current_version, update_at_stale_version_is_conflict,
                        update_of_missing_is_conflict, delete_if_version, insert_race_one_winner,
-                       cas_counter }
+                       cas_counter, versions_never_repeat, precondition_before_unique }
             ttl { expired_records_are_invisible_everywhere, purge_reclaims_expired, no_ttl_never_expires,
                   default_ttl_and_per_write_ttl, expired_id_can_be_inserted_again,
                   rewrite_sets_expiry_anew }
@@ -343,18 +445,27 @@ macro_rules! conformance_tests {
                     order_by_id_both_ways, cursor_pages_cover_everything_once,
                     cursor_under_concurrent_inserts, cursor_survives_deletes, page_and_page_size,
                     count_matches_query, cursor_of_another_query_is_refused }
-            scan { scan_100k_in_bounded_pages, scan_prefix, delete_prefix, list_pages_by_cursor }
+            scan { scan_100k_in_bounded_pages, scan_prefix, delete_prefix, list_pages_by_cursor,
+                   delete_where_in_chunks }
             batch { batch_applies_all, failing_precondition_writes_nothing, unique_clash_writes_nothing,
-                    later_ops_see_earlier_ones, bad_op_is_named_before_anything_is_written }
+                    later_ops_see_earlier_ones, bad_op_is_named_before_anything_is_written,
+                    check_op_writes_nothing }
             values { large_value_8_mib, unicode_ids, stats_and_health }
             catalog { spec_survives_reopen, added_index_sees_existing_records,
                       dropped_index_cannot_be_queried, incompatible_change_is_refused,
                       unique_index_over_duplicates_is_refused, list_and_drop_collections,
-                      namespaces_are_isolated }
+                      namespaces_are_isolated, namespaces_are_listed }
+            instances { index_added_while_other_instance_writes, spec_changes_while_other_instance_writes,
+                        dropped_collection_is_not_found_elsewhere, concurrent_spec_changes,
+                        index_build_is_bounded_and_exact, unfinished_build_is_finished_or_dropped }
+            transactions { transfers_keep_the_total, write_skew_is_refused,
+                           read_as_absent_then_created_retries }
+            copy { copy_keeps_every_record_exactly }
             invalid { empty_id, id_over_512_bytes, undeclared_index, wrong_value_type,
                       bad_spec, bad_names }
             capabilities { atomic_batch, unique_indexes, ttl, binary_bodies, persistent,
-                           max_body_bytes }
+                           max_body_bytes, batch_scope, max_batch_ops, shared, engine_clock,
+                           change_feed }
             property { random_operations_match_the_memory_model }
         }
     };
@@ -377,6 +488,13 @@ macro_rules! __conformance_tests {
                     )*
                 }
             )*
+
+            #[test]
+            fn suite_is_complete() {
+                $crate::testkit::suite_is_complete(&[
+                    $( (stringify!($group), &[ $( stringify!($test) ),* ]) ),*
+                ]);
+            }
         }
     };
 }

@@ -6,18 +6,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::backend::{
-    Backend, Capabilities, CollectionStats, IndexFill, Predicate, QueryHit, QueryRequest,
-    ScanRequest, WriteOp, WriteResult,
+    Backend, Capabilities, CollectionStats, IndexFill, QueryHit, QueryRequest, Revision,
+    ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
-use crate::{CollectionSpec, Result, StoredRecord, Timestamp};
+use crate::{Result, StoredRecord, Timestamp};
 
-/// Forwards every call to `inner` and records the scan traffic, so tests can check that a
-/// scan streams in bounded pages instead of loading a collection at once.
+/// Forwards every call to `inner` and records the scan and index-build traffic, so tests
+/// can check that scans and index builds go in bounded pages instead of loading a
+/// collection at once.
 #[derive(Debug)]
 pub struct Probe {
     inner: Arc<dyn Backend>,
     scanned: AtomicU64,
     largest_scan_limit: AtomicUsize,
+    filled: AtomicU64,
+    largest_fill: AtomicUsize,
 }
 
 impl Probe {
@@ -27,6 +30,8 @@ impl Probe {
             inner,
             scanned: AtomicU64::new(0),
             largest_scan_limit: AtomicUsize::new(0),
+            filled: AtomicU64::new(0),
+            largest_fill: AtomicUsize::new(0),
         }
     }
 
@@ -39,6 +44,16 @@ impl Probe {
     pub fn largest_scan_limit(&self) -> usize {
         self.largest_scan_limit.load(Ordering::SeqCst)
     }
+
+    /// Records handed to `fill_index` so far.
+    pub fn filled(&self) -> u64 {
+        self.filled.load(Ordering::SeqCst)
+    }
+
+    /// The most records one `fill_index` call carried.
+    pub fn largest_fill(&self) -> usize {
+        self.largest_fill.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -49,20 +64,29 @@ impl Backend for Probe {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    async fn load_spec(&self, ns: &str, c: &str) -> Result<Option<CollectionSpec>> {
+    async fn list_namespaces(&self) -> Result<Vec<String>> {
+        self.inner.list_namespaces().await
+    }
+    async fn load_spec(&self, ns: &str, c: &str) -> Result<Option<StoredSpec>> {
         self.inner.load_spec(ns, c).await
     }
-    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, CollectionSpec)>> {
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>> {
         self.inner.list_specs(ns).await
     }
-    async fn apply_spec(
+    async fn apply_spec(&self, ns: &str, c: &str, update: &SpecUpdate) -> Result<Revision> {
+        self.inner.apply_spec(ns, c, update).await
+    }
+    async fn fill_index(
         &self,
         ns: &str,
         c: &str,
-        spec: &CollectionSpec,
+        revision: Revision,
         fills: Vec<IndexFill>,
+        now: Timestamp,
     ) -> Result<()> {
-        self.inner.apply_spec(ns, c, spec, fills).await
+        self.largest_fill.fetch_max(fills.len(), Ordering::SeqCst);
+        self.filled.fetch_add(fills.len() as u64, Ordering::SeqCst);
+        self.inner.fill_index(ns, c, revision, fills, now).await
     }
     async fn drop_collection(&self, ns: &str, c: &str) -> Result<bool> {
         self.inner.drop_collection(ns, c).await
@@ -91,8 +115,11 @@ impl Backend for Probe {
     async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
         self.inner.query(ns, r, now).await
     }
-    async fn count(&self, ns: &str, c: &str, f: &[Predicate], now: Timestamp) -> Result<u64> {
-        self.inner.count(ns, c, f, now).await
+    async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        self.inner.count(ns, r, now).await
+    }
+    async fn delete_matching(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        self.inner.delete_matching(ns, r, now).await
     }
     async fn scan(&self, ns: &str, r: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
         self.largest_scan_limit.fetch_max(r.limit, Ordering::SeqCst);

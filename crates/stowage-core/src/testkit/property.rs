@@ -8,11 +8,51 @@ use futures_util::TryStreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
+use serde::{Deserialize, Serialize};
+
 use super::{Ctx, Fixture, Item};
 use crate::backend::Backend;
 use crate::{
-    Collection, Error, Filter, ManualClock, MemoryBackend, Put, Query, Store, Timestamp, Version,
+    Collection, CollectionSpec, Error, Filter, IndexSpec, ManualClock, MemoryBackend, Put, Query,
+    Record, Store, Timestamp, Version,
 };
+
+/// The property test's record: an [`Item`] with a unique `code` that clashes whenever two
+/// records' `n` agree mod 6, so engines must agree on unique checks, their order against
+/// preconditions, and the holder they name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropItem {
+    /// The item.
+    #[serde(flatten)]
+    pub item: Item,
+    /// Unique where the backend enforces unique indexes.
+    pub code: String,
+}
+
+impl PropItem {
+    fn new(id: &str, n: i64) -> Self {
+        PropItem {
+            item: Item::new(id, n),
+            code: format!("c{}", n.rem_euclid(6)),
+        }
+    }
+
+    /// [`Item`]'s spec with `code`, unique when the backend can enforce it.
+    fn spec_for(unique: bool) -> CollectionSpec {
+        let code = IndexSpec::string("code", "/code");
+        Item::spec().index(if unique { code.unique() } else { code })
+    }
+}
+
+impl Record for PropItem {
+    const COLLECTION: &'static str = "items";
+    fn spec() -> CollectionSpec {
+        Self::spec_for(true)
+    }
+    fn id(&self) -> String {
+        self.item.id.clone()
+    }
+}
 
 const IDS: [&str; 10] = ["a", "ab", "abc", "b", "ba", "c", "k1", "k10", "k2", "z"];
 const PREFIXES: [&str; 4] = ["a", "ab", "k1", "q"];
@@ -90,26 +130,27 @@ type Outcome = std::result::Result<String, String>;
 fn show<T: std::fmt::Debug>(r: crate::Result<T>) -> Outcome {
     r.map(|v| format!("{v:?}")).map_err(|e: Error| {
         format!(
-            "{}/{:?}/{:?}/{:?}",
+            "{}/{:?}/{:?}/{:?}/{:?}",
             e.kind(),
             e.current_version(),
             e.batch_op(),
-            e.index()
+            e.index(),
+            e.holder()
         )
     })
 }
 
-async fn apply(store: &Store, items: &Collection<Item>, clock: &ManualClock, op: &Op) -> Outcome {
+async fn apply(store: &Store, items: &Collection<PropItem>, clock: &ManualClock, op: &Op) -> Outcome {
     match op {
-        Op::Insert(i, n) => show(items.insert(&Item::new(IDS[*i], *n)).await),
+        Op::Insert(i, n) => show(items.insert(&PropItem::new(IDS[*i], *n)).await),
         Op::Upsert(i, n, ttl) => {
             let mut put = Put::upsert();
             if let (Some(t), true) = (ttl, store.capabilities().ttl) {
                 put = put.ttl(Duration::from_secs(*t));
             }
-            show(items.put(IDS[*i], &Item::new(IDS[*i], *n), put).await)
+            show(items.put(IDS[*i], &PropItem::new(IDS[*i], *n), put).await)
         }
-        Op::Update(i, n, v) => show(items.update(&Item::new(IDS[*i], *n), *v).await),
+        Op::Update(i, n, v) => show(items.update(&PropItem::new(IDS[*i], *n), *v).await),
         Op::Delete(i) => show(items.delete(IDS[*i]).await),
         Op::DeleteIfVersion(i, v) => show(items.delete_if_version(IDS[*i], *v).await),
         Op::Get(i) => show(items.get(IDS[*i]).await),
@@ -143,7 +184,7 @@ async fn apply(store: &Store, items: &Collection<Item>, clock: &ManualClock, op:
         Op::Batch(ops) => {
             let mut b = store.batch();
             for (i, n, kind) in ops {
-                let it = Item::new(IDS[*i], *n);
+                let it = PropItem::new(IDS[*i], *n);
                 match kind {
                     0 => b.insert(items, &it),
                     1 => b.upsert(items, &it),
@@ -178,13 +219,14 @@ async fn run_case(
             .build()
             .expect("store")
     };
+    let spec = PropItem::spec_for(backend.capabilities().unique_indexes);
     let (store, model) = (build(backend), build(model_backend));
     let items = store
-        .collection::<Item>()
+        .collection_with_spec::<PropItem>("items", spec.clone())
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let model_items = model
-        .collection::<Item>()
+        .collection_with_spec::<PropItem>("items", spec)
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for (step, op) in ops.iter().enumerate() {

@@ -131,3 +131,32 @@ pub async fn list_pages_by_cursor(f: Arc<dyn Fixture>) {
     assert!(e.message().contains("another query"), "{e}");
     expect_err(items.list(None, None, 0).await, ErrorKind::InvalidInput);
 }
+
+/// delete_where deletes exactly the matches, across several chunks, and counts them.
+pub async fn delete_where_in_chunks(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let items = cx.items().await;
+    fill(&items, &cx.store, "k", 2600).await;
+    // Even n: 1,300 matches, more than one chunk.
+    let gone = items
+        .delete_where(&Filter::new().eq("active", true))
+        .await
+        .unwrap();
+    assert_eq!(gone, 1300);
+    assert_eq!(items.count(&Filter::new()).await.unwrap(), 1300);
+    assert_eq!(
+        items.count(&Filter::new().eq("active", true)).await.unwrap(),
+        0
+    );
+    assert!(items.get("k000001").await.unwrap().is_some());
+    assert!(items.get("k000002").await.unwrap().is_none());
+    assert_eq!(
+        items.delete_where(&Filter::new().eq("active", true)).await.unwrap(),
+        0
+    );
+    expect_err(items.delete_where(&Filter::new()).await, ErrorKind::InvalidInput);
+    expect_err(
+        items.delete_where(&Filter::new().eq("nope", 1)).await,
+        ErrorKind::InvalidInput,
+    );
+}

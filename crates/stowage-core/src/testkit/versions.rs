@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{expect_err, Ctx, Fixture, Item};
+use super::{expect_err, Account, Ctx, Fixture, Item};
 use crate::{ErrorKind, Put};
 
 /// update at the current version succeeds and bumps it.
@@ -54,7 +54,8 @@ pub async fn update_of_missing_is_conflict(f: Arc<dyn Fixture>) {
         items
             .put("a", &Item::new("a", 2), Put::replace())
             .await
-            .unwrap(),
+            .unwrap()
+            .version,
         2
     );
 }
@@ -143,4 +144,81 @@ pub async fn cas_counter(f: Arc<dyn Fixture>) {
     let got = items.get("counter").await.unwrap().unwrap();
     assert_eq!(got.value.n, 1600);
     assert_eq!(got.version, 1601);
+}
+
+/// A version is never given twice to one id, whatever removed the record before — delete,
+/// delete by prefix or query, expiry (purged or not), dropping the collection — so an
+/// old ETag never matches a record created later (the ABA problem).
+pub async fn versions_never_repeat(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let items = cx.items().await;
+    // A fresh collection starts at 1.
+    assert_eq!(items.insert(&Item::new("a", 1)).await.unwrap(), 1);
+    let mut given: Vec<u64> = vec![1];
+    let record = |v: u64, given: &mut Vec<u64>| {
+        assert!(!given.contains(&v), "version {v} given twice: {given:?}");
+        given.push(v);
+    };
+    // Read, delete, create again: the old version does not come back.
+    items.delete("a").await.unwrap();
+    let v = items.insert(&Item::new("a", 2)).await.unwrap();
+    record(v, &mut given);
+    let e = expect_err(items.update(&Item::new("a", 3), 1).await, ErrorKind::Conflict);
+    assert_eq!(e.current_version(), Some(v));
+    // Delete by prefix, then by query.
+    items.delete_prefix("a").await.unwrap();
+    record(items.insert(&Item::new("a", 4)).await.unwrap(), &mut given);
+    items
+        .delete_where(&crate::Filter::new().eq("n", 4))
+        .await
+        .unwrap();
+    record(items.insert(&Item::new("a", 5)).await.unwrap(), &mut given);
+    if cx.store.capabilities().ttl {
+        // Expired but not purged, then expired and purged.
+        let v = items
+            .put("a", &Item::new("a", 6), Put::upsert().ttl(std::time::Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .version;
+        record(v, &mut given);
+        cx.clock.advance(std::time::Duration::from_secs(2));
+        record(items.insert(&Item::new("a", 7)).await.unwrap(), &mut given);
+        let v = items
+            .put("a", &Item::new("a", 8), Put::upsert().ttl(std::time::Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .version;
+        record(v, &mut given);
+        cx.clock.advance(std::time::Duration::from_secs(2));
+        assert_eq!(cx.store.purge_expired().await.unwrap(), 1);
+        record(items.insert(&Item::new("a", 9)).await.unwrap(), &mut given);
+    }
+    // Dropping the collection does not forget the versions.
+    drop(items);
+    assert!(cx.store.drop_collection("items").await.unwrap());
+    let items = cx.items().await;
+    record(items.insert(&Item::new("a", 10)).await.unwrap(), &mut given);
+    assert!(given.windows(2).all(|w| w[0] < w[1]), "versions only grow: {given:?}");
+}
+
+/// A stale update that would also clash on a unique index answers Conflict on every
+/// engine: the precondition is checked before unique indexes.
+pub async fn precondition_before_unique(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let Ok(accounts) = cx.accounts().await else {
+        return;
+    };
+    accounts.insert(&Account::new("a", "a@x")).await.unwrap();
+    accounts.insert(&Account::new("b", "b@x")).await.unwrap();
+    accounts.upsert(&Account::new("b", "b@x")).await.unwrap();
+    let e = expect_err(
+        accounts.update(&Account::new("b", "a@x"), 1).await,
+        ErrorKind::Conflict,
+    );
+    assert_eq!(e.current_version(), Some(2));
+    let e = expect_err(
+        accounts.insert(&Account::new("b", "a@x")).await,
+        ErrorKind::AlreadyExists,
+    );
+    assert_eq!(e.index(), None, "the id is taken before the value is: {e}");
 }
