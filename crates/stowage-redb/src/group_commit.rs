@@ -24,12 +24,13 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableTable, Table, WriteTransaction};
-use stowage_core::{CollectionSpec, Error, ErrorKind, Result};
+use stowage_core::backend::{Revision, StoredSpec};
+use stowage_core::{Error, ErrorKind, Result, Version};
 use tokio::sync::oneshot;
 
-use crate::backend::storage_error;
+use crate::error::storage_error;
 use crate::config::Durability;
-use crate::schema::{self, decode_spec};
+use crate::schema::{self, decode_spec, decode_u64, encode_spec};
 
 /// The most jobs one commit takes, so that one commit's latency stays bounded.
 const MAX_GROUP: usize = 512;
@@ -37,7 +38,7 @@ const MAX_GROUP: usize = 512;
 type Output = Box<dyn Any + Send>;
 /// A collection's key in the spec cache: (namespace, collection).
 type SpecKey = (String, String);
-type SpecCache = HashMap<SpecKey, Arc<CollectionSpec>>;
+type SpecCache = HashMap<SpecKey, Arc<StoredSpec>>;
 type Work = Box<dyn for<'t> FnOnce(&mut Txn<'t>) -> Result<Output> + Send>;
 
 struct Job {
@@ -217,7 +218,7 @@ pub(crate) struct Txn<'t> {
     undo: Vec<Undo>,
     specs: &'t mut SpecCache,
     // Spec cache changes made by the running job, undone with it.
-    spec_undo: Vec<(SpecKey, Option<Arc<CollectionSpec>>)>,
+    spec_undo: Vec<(SpecKey, Option<Arc<StoredSpec>>)>,
 }
 
 impl<'t> Txn<'t> {
@@ -320,7 +321,7 @@ impl<'t> Txn<'t> {
     }
 
     /// The spec of a collection, from the cache or the catalog.
-    pub(crate) fn spec(&mut self, ns: &str, coll: &str) -> Result<Option<Arc<CollectionSpec>>> {
+    pub(crate) fn spec(&mut self, ns: &str, coll: &str) -> Result<Option<Arc<StoredSpec>>> {
         let key = (ns.to_owned(), coll.to_owned());
         if let Some(s) = self.specs.get(&key) {
             return Ok(Some(s.clone()));
@@ -339,16 +340,12 @@ impl<'t> Txn<'t> {
         &mut self,
         ns: &str,
         coll: &str,
-        spec: Option<&CollectionSpec>,
+        spec: Option<&StoredSpec>,
     ) -> Result<()> {
         let key = schema::catalog_key(ns, coll);
         let catalog = self.open(schema::CATALOG)?;
         match spec {
-            Some(s) => {
-                let json = serde_json::to_vec(s)
-                    .map_err(|e| Error::internal("spec encoding").with_source(e))?;
-                self.put(catalog, &key, &json)?;
-            }
+            Some(s) => drop(self.put(catalog, &key, &encode_spec(s))?),
             None => self.remove(catalog, &key)?,
         }
         let cache_key = (ns.to_owned(), coll.to_owned());
@@ -357,6 +354,31 @@ impl<'t> Txn<'t> {
             None => self.specs.remove(&cache_key),
         };
         self.spec_undo.push((cache_key, prev));
+        Ok(())
+    }
+
+    /// A new spec revision, one above the last given (kept in the meta table).
+    pub(crate) fn next_revision(&mut self) -> Result<Revision> {
+        let meta = self.open(schema::META)?;
+        let next = decode_u64(self.get(meta, schema::REVISION_KEY)?.as_deref()) + 1;
+        self.put(meta, schema::REVISION_KEY, &next.to_le_bytes())?;
+        Ok(next)
+    }
+
+    /// A collection's version floor (0 when none was kept).
+    pub(crate) fn floor(&mut self, ns: &str, coll: &str) -> Result<Version> {
+        let floors = self.open(schema::FLOORS)?;
+        Ok(decode_u64(
+            self.get(floors, &schema::catalog_key(ns, coll))?.as_deref(),
+        ))
+    }
+
+    /// Raises a collection's version floor to `version` if it is lower.
+    pub(crate) fn raise_floor(&mut self, ns: &str, coll: &str, version: Version) -> Result<()> {
+        if version > self.floor(ns, coll)? {
+            let floors = self.open(schema::FLOORS)?;
+            self.put(floors, &schema::catalog_key(ns, coll), &version.to_le_bytes())?;
+        }
         Ok(())
     }
 

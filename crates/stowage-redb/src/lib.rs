@@ -58,8 +58,12 @@
 
 mod backend;
 mod config;
+mod error;
 mod group_commit;
+mod open;
+mod query;
 pub mod schema;
+mod write;
 
-pub use backend::RedbBackend;
+pub use open::RedbBackend;
 pub use config::{Durability, RedbConfig, URL_PARAMS};

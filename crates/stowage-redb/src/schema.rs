@@ -5,23 +5,30 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `stowage/meta` | `format` | format version (u32 LE) |
-//! | `stowage/catalog` | `ns 0x00 collection` | the spec's JSON |
+//! | `stowage/meta` | `revision` | the last spec revision given (u64 LE) |
+//! | `stowage/catalog` | `ns 0x00 collection` | [`encode_spec`]: the spec, its revision and the indexes being built, as JSON |
+//! | `stowage/floors` | `ns 0x00 collection` | the collection's version floor (u64 LE); outlives the collection |
 //! | `r/{ns}/{coll}` | record id | [`encode_record`] |
 //! | `i/{ns}/{coll}/{index}` | sortable value ‖ id | empty; for a covering index, the record's bytes as in `r/` |
 //! | `e/{ns}/{coll}` | sortable expiry ‖ id | empty |
 //!
 //! Index keys put the value's order-preserving encoding first, so range, prefix and ordered
 //! queries walk the index table; the id after it makes every key unique.
+//!
+//! Format history: 1 stored the bare spec JSON in the catalog and had no floors or
+//! revisions; 2 (this build) wraps it with a revision and the building list. A format-1 file
+//! is upgraded in place when it is opened.
 
 use redb::TableDefinition;
-use stowage_core::backend::{sortable_i64, IndexEntries};
+use serde::{Deserialize, Serialize};
+use stowage_core::backend::{sortable_i64, IndexEntries, Revision, StoredSpec};
 use stowage_core::{
     Body, CollectionSpec, ContentType, Error, ErrorKind, IndexValue, Result, StoredRecord,
     Timestamp,
 };
 
 /// The on-disk format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The format marker's table: a redb file without it is not a Stowage store.
 pub const META: &str = "stowage/meta";
@@ -29,6 +36,10 @@ pub const META: &str = "stowage/meta";
 pub const CATALOG: &str = "stowage/catalog";
 /// The meta key holding [`FORMAT_VERSION`].
 pub const FORMAT_KEY: &[u8] = b"format";
+/// The meta key holding the last spec revision given.
+pub const REVISION_KEY: &[u8] = b"revision";
+/// The table of version floors, keyed like the catalog.
+pub const FLOORS: &str = "stowage/floors";
 
 /// The names of one collection's tables.
 #[derive(Debug, Clone)]
@@ -82,14 +93,52 @@ pub fn catalog_key(ns: &str, coll: &str) -> Vec<u8> {
     k
 }
 
-/// Parses a stored spec.
-pub fn decode_spec(coll: &str, bytes: &[u8]) -> Result<CollectionSpec> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        Error::new(
-            ErrorKind::Corrupted,
-            format!("stored spec of collection {coll:?} cannot be read: {e}"),
-        )
+/// A catalog entry as JSON.
+#[derive(Serialize, Deserialize)]
+struct CatalogEntry {
+    spec: CollectionSpec,
+    revision: Revision,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    building: Vec<String>,
+}
+
+/// Encodes a catalog entry.
+pub fn encode_spec(stored: &StoredSpec) -> Vec<u8> {
+    serde_json::to_vec(&CatalogEntry {
+        spec: stored.spec.clone(),
+        revision: stored.revision,
+        building: stored.building.clone(),
     })
+    .unwrap_or_default()
+}
+
+/// Parses a catalog entry.
+pub fn decode_spec(coll: &str, bytes: &[u8]) -> Result<StoredSpec> {
+    let e: CatalogEntry = serde_json::from_slice(bytes).map_err(|e| corrupt_spec(coll, e))?;
+    Ok(StoredSpec {
+        spec: e.spec,
+        revision: e.revision,
+        building: e.building,
+    })
+}
+
+/// Parses a format-1 catalog entry: the bare spec.
+pub fn decode_spec_v1(coll: &str, bytes: &[u8]) -> Result<CollectionSpec> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt_spec(coll, e))
+}
+
+fn corrupt_spec(coll: &str, e: serde_json::Error) -> Error {
+    Error::new(
+        ErrorKind::Corrupted,
+        format!("stored spec of collection {coll:?} cannot be read: {e}"),
+    )
+}
+
+/// A u64 stored little-endian (a floor or a revision); 0 when absent or malformed.
+pub fn decode_u64(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// An index key: the value's sortable encoding, then the id.

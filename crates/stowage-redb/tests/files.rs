@@ -58,7 +58,7 @@ async fn reopen_finds_every_record_index_entry_and_ttl() {
         .existing_collection::<serde_json::Value>("c")
         .await
         .unwrap();
-    assert_eq!(c.spec().await, spec());
+    assert_eq!(c.spec(), spec());
     for i in [0, 1, 250, 499] {
         let r = c.get(&format!("k{i:04}")).await.unwrap().unwrap();
         assert_eq!(r.value["email"], format!("u{i}@x"));
@@ -263,6 +263,7 @@ async fn concurrent_writers_share_commits_and_a_failing_write_fails_alone() {
                     Put::insert(),
                 )
                 .await
+                .map(|m| m.version)
             })
         })
         .collect();

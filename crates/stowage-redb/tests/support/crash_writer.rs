@@ -51,7 +51,7 @@ async fn main() {
                     if seq % 5 == 0 {
                         put = put.ttl(Duration::from_secs(3600));
                     }
-                    let version = coll.put(&id, &body, put).await.expect("write");
+                    let version = coll.put(&id, &body, put).await.expect("write").version;
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "ack {id} {n} {version}");
                     let _ = out.flush();
