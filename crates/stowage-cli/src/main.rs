@@ -275,7 +275,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(t) = ttl {
                 put = put.ttl(Duration::from_secs(t));
             }
-            println!("version {}", c.put(&id, &body, put).await?);
+            println!("version {}", c.put(&id, &body, put).await?.version);
             Ok(())
         }
         Command::Query {

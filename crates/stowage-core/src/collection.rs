@@ -222,12 +222,7 @@ where
     }
 
     /// Stores opaque bytes under `id` (a plain key-value collection: no indexes).
-    pub async fn put_raw(
-        &self,
-        id: &str,
-        bytes: impl Into<Bytes>,
-        put: Put,
-    ) -> Result<RecordMeta> {
+    pub async fn put_raw(&self, id: &str, bytes: impl Into<Bytes>, put: Put) -> Result<RecordMeta> {
         let bytes = bytes.into();
         self.write_one(|loaded| self.prepare_raw(loaded, id, bytes.clone(), put))
             .await?
@@ -369,7 +364,8 @@ where
         let (mut hits, limit, fingerprint) = self
             .store
             .with_spec(&self.entry, |loaded| {
-                let resolved = query.resolve(self.name(), loaded.stored.revision, &loaded.queryable)?;
+                let resolved =
+                    query.resolve(self.name(), loaded.stored.revision, &loaded.queryable)?;
                 Ok(async move {
                     let hits = self
                         .store

@@ -13,9 +13,9 @@ use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{
-    filter_matches, first_version, walk_bound, Backend, BatchScope, Capabilities,
-    CollectionStats, IndexEntries, IndexFill, PredicateOp, QueryHit, QueryRequest, RecordMeta,
-    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp, WriteResult,
+    filter_matches, first_version, walk_bound, Backend, BatchScope, Capabilities, CollectionStats,
+    IndexEntries, IndexFill, PredicateOp, QueryHit, QueryRequest, RecordMeta, Revision,
+    ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp, WriteResult,
 };
 use crate::error::{Error, Result};
 use crate::record::{StoredRecord, Timestamp, Version};
@@ -586,7 +586,8 @@ impl Backend for MemoryBackend {
                 continue;
             }
             if let Some(mut r) = coll.remove(&f.id) {
-                r.index.retain(|(name, _)| !f.index.iter().any(|(n, _)| n == name));
+                r.index
+                    .retain(|(name, _)| !f.index.iter().any(|(n, _)| n == name));
                 r.index
                     .extend(f.index.into_iter().filter(|(_, v)| !v.is_empty()));
                 coll.add(r);

@@ -28,8 +28,8 @@ use stowage_core::backend::{Revision, StoredSpec};
 use stowage_core::{Error, ErrorKind, Result, Version};
 use tokio::sync::oneshot;
 
-use crate::error::storage_error;
 use crate::config::Durability;
+use crate::error::storage_error;
 use crate::schema::{self, decode_spec, decode_u64, encode_spec};
 
 /// The most jobs one commit takes, so that one commit's latency stays bounded.
@@ -377,7 +377,11 @@ impl<'t> Txn<'t> {
     pub(crate) fn raise_floor(&mut self, ns: &str, coll: &str, version: Version) -> Result<()> {
         if version > self.floor(ns, coll)? {
             let floors = self.open(schema::FLOORS)?;
-            self.put(floors, &schema::catalog_key(ns, coll), &version.to_le_bytes())?;
+            self.put(
+                floors,
+                &schema::catalog_key(ns, coll),
+                &version.to_le_bytes(),
+            )?;
         }
         Ok(())
     }

@@ -65,5 +65,5 @@ mod query;
 pub mod schema;
 mod write;
 
-pub use open::RedbBackend;
 pub use config::{Durability, RedbConfig, URL_PARAMS};
+pub use open::RedbBackend;

@@ -221,11 +221,8 @@ fn upgrade_from_1(db: &Database) -> Result<()> {
                 .as_ref()
                 .map(|v| v.value()),
         );
-        meta.insert(
-            REVISION_KEY,
-            before.max(revision).to_le_bytes().as_slice(),
-        )
-        .map_err(storage_error)?;
+        meta.insert(REVISION_KEY, before.max(revision).to_le_bytes().as_slice())
+            .map_err(storage_error)?;
         meta.insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())
             .map_err(storage_error)?;
     }

@@ -179,7 +179,11 @@ impl RedbBackend {
 }
 
 /// The live record with this id.
-pub(crate) fn read_live(records: &RoTable, id: &str, now: Timestamp) -> Result<Option<StoredRecord>> {
+pub(crate) fn read_live(
+    records: &RoTable,
+    id: &str,
+    now: Timestamp,
+) -> Result<Option<StoredRecord>> {
     let Some(v) = records.get(id.as_bytes()).map_err(storage_error)? else {
         return Ok(None);
     };
@@ -201,11 +205,7 @@ pub(crate) fn open_ro(rtx: &ReadTransaction, name: &str) -> Result<Option<RoTabl
     }
 }
 
-pub(crate) fn read_spec(
-    rtx: &ReadTransaction,
-    ns: &str,
-    coll: &str,
-) -> Result<Option<StoredSpec>> {
+pub(crate) fn read_spec(rtx: &ReadTransaction, ns: &str, coll: &str) -> Result<Option<StoredSpec>> {
     let Some(catalog) = open_ro(rtx, schema::CATALOG)? else {
         return Ok(None);
     };
@@ -557,4 +557,3 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 pub(crate) fn utf8_id(k: &[u8]) -> Result<String> {
     String::from_utf8(k.to_vec()).map_err(|_| bad_id())
 }
-

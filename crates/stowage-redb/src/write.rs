@@ -275,7 +275,11 @@ impl WriteColl {
                 if h.version >= rec.version {
                     // Over an expired record of a higher version: above it.
                     rec.version = first_version(self.floor(t)?, Some(h.version));
-                    t.put(self.records, rec.id.as_bytes(), &encode_record(&rec, &encoded))?;
+                    t.put(
+                        self.records,
+                        rec.id.as_bytes(),
+                        &encode_record(&rec, &encoded),
+                    )?;
                 }
             }
             self.check_unique(t, &rec.id, &encoded, now)?;

@@ -14,6 +14,7 @@ pub struct ApiError {
     message: String,
     current_version: Option<u64>,
     index: Option<String>,
+    holder: Option<String>,
     op: Option<usize>,
 }
 
@@ -25,6 +26,7 @@ impl ApiError {
             message: message.into(),
             current_version: None,
             index: None,
+            holder: None,
             op: None,
         }
     }
@@ -97,6 +99,7 @@ impl From<Error> for ApiError {
             message: e.to_string(),
             current_version: e.current_version(),
             index: e.index().map(str::to_owned),
+            holder: e.holder().map(str::to_owned),
             op: e.batch_op(),
         }
     }
@@ -110,6 +113,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(i) = self.index {
             body["index"] = json!(i);
+        }
+        if let Some(h) = self.holder {
+            body["holder"] = json!(h);
         }
         if let Some(op) = self.op {
             body["op"] = json!(op);

@@ -82,6 +82,7 @@ pub fn router(store: Store, config: ServerConfig) -> Router {
         )
         .route("/v1/{ns}/{coll}/query", post(routes::query))
         .route("/v1/{ns}/{coll}/count", post(routes::count))
+        .route("/v1/{ns}/{coll}/delete", post(routes::delete_where))
         .route("/v1/{ns}/batch", post(routes::batch))
         .route("/v1/{ns}/{coll}/watch", get(routes::watch))
         .route("/healthz", get(routes::healthz))

@@ -10,10 +10,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use stowage_core::backend::{
-    Backend, Capabilities, CollectionStats, IndexFill, Predicate, QueryHit, QueryRequest,
-    ScanRequest, WriteOp, WriteResult,
+    Backend, Capabilities, CollectionStats, IndexFill, QueryHit, QueryRequest, Revision,
+    ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
-use stowage_core::{CollectionSpec, Result, StoredRecord, Timestamp};
+use stowage_core::{Result, StoredRecord, Timestamp};
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -87,20 +87,31 @@ impl Backend for Metered {
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()
     }
-    async fn load_spec(&self, ns: &str, c: &str) -> Result<Option<CollectionSpec>> {
+    async fn list_namespaces(&self) -> Result<Vec<String>> {
+        timed!(self, "list_namespaces", self.0.list_namespaces())
+    }
+    async fn load_spec(&self, ns: &str, c: &str) -> Result<Option<StoredSpec>> {
         timed!(self, "load_spec", self.0.load_spec(ns, c))
     }
-    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, CollectionSpec)>> {
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>> {
         timed!(self, "list_specs", self.0.list_specs(ns))
     }
-    async fn apply_spec(
+    async fn apply_spec(&self, ns: &str, c: &str, update: &SpecUpdate) -> Result<Revision> {
+        timed!(self, "apply_spec", self.0.apply_spec(ns, c, update))
+    }
+    async fn fill_index(
         &self,
         ns: &str,
         c: &str,
-        spec: &CollectionSpec,
+        revision: Revision,
         fills: Vec<IndexFill>,
+        now: Timestamp,
     ) -> Result<()> {
-        timed!(self, "apply_spec", self.0.apply_spec(ns, c, spec, fills))
+        timed!(
+            self,
+            "fill_index",
+            self.0.fill_index(ns, c, revision, fills, now)
+        )
     }
     async fn drop_collection(&self, ns: &str, c: &str) -> Result<bool> {
         timed!(self, "drop_collection", self.0.drop_collection(ns, c))
@@ -129,8 +140,11 @@ impl Backend for Metered {
     async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
         timed!(self, "query", self.0.query(ns, r, now))
     }
-    async fn count(&self, ns: &str, c: &str, f: &[Predicate], now: Timestamp) -> Result<u64> {
-        timed!(self, "count", self.0.count(ns, c, f, now))
+    async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        timed!(self, "count", self.0.count(ns, r, now))
+    }
+    async fn delete_matching(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        timed!(self, "delete_matching", self.0.delete_matching(ns, r, now))
     }
     async fn scan(&self, ns: &str, r: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
         timed!(self, "scan", self.0.scan(ns, r, now))

@@ -46,7 +46,8 @@ pub fn document() -> Value {
                     "properties": {"kind": {"type": "string", "enum": ["not_found", "already_exists", "conflict", "invalid_input", "unavailable", "unsupported", "corrupted", "internal", "unauthorized", "forbidden", "payload_too_large"]},
                                    "message": {"type": "string"},
                                    "current_version": {"type": ["integer", "null"]},
-                                   "index": {"type": "string"},
+                                   "index": {"type": "string", "description": "the unique index that holds the value"},
+                                   "holder": {"type": "string", "description": "the id of the record that holds the value"},
                                    "op": {"type": "integer"}}}}},
                 "IndexSpec": {"type": "object", "required": ["name", "path", "type"], "properties": {
                     "name": {"type": "string"}, "path": {"type": "string", "description": "JSON pointer"},
@@ -69,9 +70,16 @@ pub fn document() -> Value {
                     "limit": {"type": "integer", "minimum": 1}, "cursor": {"type": ["string", "null"]},
                     "page": {"type": "integer", "minimum": 1}, "page_size": {"type": "integer", "minimum": 1}}},
                 "BatchOp": {"type": "object", "required": ["op", "collection", "id"], "properties": {
-                    "op": {"type": "string", "enum": ["insert", "upsert", "update", "delete"]},
+                    "op": {"type": "string", "enum": ["insert", "upsert", "update", "delete", "check"],
+                           "description": "check writes nothing: the batch applies only if if_version, or exists true/false, holds for the record"},
                     "collection": {"type": "string"}, "id": {"type": "string"}, "body": {},
-                    "if_version": {"type": "integer"}, "ttl": {"type": "integer", "minimum": 1}}}
+                    "if_version": {"type": "integer"}, "exists": {"type": "boolean"},
+                    "ttl": {"type": "integer", "minimum": 1}}},
+                "Written": {"type": "object", "required": ["id", "version", "created_at", "updated_at"], "properties": {
+                    "id": {"type": "string"}, "version": {"type": "integer", "description": "the new ETag; never repeats for an id, even after a delete"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": ["string", "null"], "format": "date-time"}}}
             }
         },
         "security": [{"bearer": []}],
@@ -98,7 +106,7 @@ pub fn document() -> Value {
                                        {"name": "If-Match", "in": "header", "schema": {"type": "string"}},
                                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string", "enum": ["*"]}}],
                         "requestBody": json_body(json!({})),
-                        "responses": with(ok("200", "replaced", json!({"type": "object"})), &["201", "400", "401", "403", "404", "409", "412", "413", "503"])},
+                        "responses": with(ok("200", "replaced (201: created), with what was stored", json!({"$ref": "#/components/schemas/Written"})), &["201", "400", "401", "403", "404", "409", "412", "413", "503"])},
                 "delete": {"summary": "Delete a record (If-Match \"v\" deletes only that version)",
                            "responses": with(json!({"204": {"description": "deleted"}}), &["401", "403", "404", "412"])}},
             "/v1/{ns}/{coll}/query": {"post": {"summary": "Query by indexes", "parameters": [ns, coll],
@@ -107,6 +115,9 @@ pub fn document() -> Value {
             "/v1/{ns}/{coll}/count": {"post": {"summary": "Count by indexes", "parameters": [ns, coll],
                 "requestBody": json_body(json!({"type": "object", "properties": {"where": {"type": "object"}}})),
                 "responses": with(ok("200", "the count", json!({"type": "object", "properties": {"count": {"type": "integer"}}})), &common)}},
+            "/v1/{ns}/{coll}/delete": {"post": {"summary": "Delete every record matching a filter (in atomic chunks of 1,000; an empty filter is refused)", "parameters": [ns, coll],
+                "requestBody": json_body(json!({"type": "object", "required": ["where"], "properties": {"where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}}}})),
+                "responses": with(ok("200", "how many were deleted", json!({"type": "object", "properties": {"deleted": {"type": "integer"}}})), &common)}},
             "/v1/{ns}/batch": {"post": {"summary": "Atomic batch: all ops or none", "parameters": [ns],
                 "requestBody": json_body(json!({"type": "object", "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/BatchOp"}}}})),
                 "responses": with(ok("200", "new versions", json!({"type": "object", "properties": {"versions": {"type": "array"}}})), &["400", "401", "403", "404", "409", "412", "413"])}},

@@ -13,7 +13,10 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stowage_core::{Collection, CollectionSpec, ErrorKind, Filter, Put, Query, Store, Versioned};
+use stowage_core::{
+    Collection, CollectionSpec, ErrorKind, Filter, Precondition, Put, Query, RecordMeta, Store,
+    Versioned,
+};
 
 use crate::auth::authorize;
 use crate::config::{Right, ServerConfig};
@@ -127,7 +130,7 @@ pub(crate) async fn put_collection(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(c.spec().await)).into_response())
+    Ok((status, Json(c.spec())).into_response())
 }
 
 pub(crate) async fn get_collection(
@@ -137,7 +140,7 @@ pub(crate) async fn get_collection(
 ) -> ApiResult {
     let (ns, coll) = path(p)?;
     let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
-    Ok(Json(c.spec().await).into_response())
+    Ok(Json(c.spec()).into_response())
 }
 
 pub(crate) async fn list_collections(
@@ -259,15 +262,27 @@ pub(crate) async fn put_record(
         }
         put = put.ttl(Duration::from_secs(ttl));
     }
-    let version = c.put(&id, &body, put).await?;
-    let status = if version == 1 && if_match.is_none() {
+    let meta = c.put(&id, &body, put).await?;
+    // A write that created the record stamps both times with its own clock reading.
+    let status = if meta.created_at == meta.updated_at && if_match.is_none() {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let mut resp = (status, Json(json!({"id": id, "version": version}))).into_response();
-    resp.headers_mut().insert(header::ETAG, etag(version));
+    let mut resp = (status, Json(written(&id, &meta))).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(meta.version));
     Ok(resp)
+}
+
+/// What a write answers: the stored metadata, so clients need no read after it.
+fn written(id: &str, meta: &RecordMeta) -> Value {
+    json!({
+        "id": id,
+        "version": meta.version,
+        "created_at": meta.created_at.to_rfc3339(),
+        "updated_at": meta.updated_at.to_rfc3339(),
+        "expires_at": meta.expires_at.map(|t| t.to_rfc3339()),
+    })
 }
 
 pub(crate) async fn delete_record(
@@ -365,6 +380,8 @@ pub(crate) struct BatchOp {
     id: String,
     body: Option<Value>,
     if_version: Option<u64>,
+    /// For `check`: the record must exist (`true`) or must not (`false`).
+    exists: Option<bool>,
     ttl: Option<u64>,
 }
 
@@ -414,18 +431,52 @@ pub(crate) async fn batch(
                 Some(v) => b.delete_if_version(c, &op.id, v),
                 None => b.delete(c, &op.id),
             },
+            "check" => {
+                let condition =
+                    match (op.if_version, op.exists) {
+                        (Some(v), None | Some(true)) => Precondition::Version(v),
+                        (None, Some(true)) => Precondition::Exists,
+                        (None, Some(false)) => Precondition::Absent,
+                        _ => return Err(at(
+                            i,
+                            ApiError::invalid(
+                                "check needs if_version, or exists true or false (not both with \
+                                 exists false)",
+                            ),
+                        )),
+                    };
+                if op.body.is_some() || op.ttl.is_some() {
+                    return Err(at(
+                        i,
+                        ApiError::invalid("check writes nothing: no body or ttl"),
+                    ));
+                }
+                b.check(c, &op.id, condition)
+            }
             other => {
                 return Err(at(
                     i,
                     ApiError::invalid(format!(
-                        "unknown op {other:?}: use insert, upsert, update or delete"
+                        "unknown op {other:?}: use insert, upsert, update, delete or check"
                     )),
                 ))
             }
         };
     }
-    let versions = b.commit().await?;
+    let results = b.commit().await?;
+    let versions: Vec<Option<u64>> = results.iter().map(|m| m.map(|m| m.version)).collect();
     Ok(Json(json!({ "versions": versions })).into_response())
+}
+
+pub(crate) async fn delete_where(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CountBody>,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Write).await?;
+    Ok(Json(json!({"deleted": c.delete_where(&body.filter).await?})).into_response())
 }
 
 pub(crate) async fn watch(

@@ -323,7 +323,8 @@ async fn listing_query_count_and_batch() {
         {"op": "delete", "collection": "incidents", "id": "inc-01"},
         {"op": "upsert", "collection": "incidents", "id": "b-2", "body": {}, "ttl": 60}]});
     let r: Value = c.post(s.url("/v1/app/batch")).json(&ok).fetch_json().await;
-    assert_eq!(r["versions"], json!([1, 2, 1, 1]));
+    // The delete raised the collection's version floor to 1: b-2 starts above it.
+    assert_eq!(r["versions"], json!([1, 2, 1, 2]));
     let bad = json!({"ops": [
         {"op": "insert", "collection": "incidents", "id": "b-3", "body": {}},
         {"op": "update", "collection": "incidents", "id": "inc-02", "body": {}, "if_version": 9}]});
@@ -705,5 +706,118 @@ async fn query_and_listing_limits_are_capped() {
         .fetch_json()
         .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 5);
+    s.stop().await;
+}
+
+/// Check ops in batches, delete by query, the ETag of a re-created record, the holder of a
+/// unique value, and what a write answers.
+#[tokio::test]
+async fn checks_delete_by_query_and_etags_that_never_repeat() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    let rec = |i: u32| s.url(&format!("/v1/app/incidents/records/inc-{i}"));
+    for i in 0..10u32 {
+        let body = json!({"severity": if i % 2 == 0 { "P0" } else { "P2" }, "fingerprint": format!("f{i}")});
+        let r = c.put(rec(i)).json(&body).fetch().await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let w: Value = r.json().await.unwrap();
+        assert_eq!(w["version"], 1);
+        assert_eq!(w["created_at"], w["updated_at"]);
+        assert!(w["expires_at"].is_null());
+    }
+    // A write answers what it stored.
+    let w: Value = c
+        .put(s.url("/v1/app/incidents/records/inc-1?ttl=60"))
+        .json(&json!({"severity": "P2", "fingerprint": "f1"}))
+        .fetch_json()
+        .await;
+    assert_eq!(w["version"], 2);
+    assert_ne!(w["created_at"], w["updated_at"]);
+    assert!(w["expires_at"].is_string());
+    // A check holds: the batch applies; a stale one fails the batch naming the op (412).
+    let ok = json!({"ops": [
+        {"op": "check", "collection": "incidents", "id": "inc-0", "if_version": 1},
+        {"op": "check", "collection": "incidents", "id": "inc-99", "exists": false},
+        {"op": "upsert", "collection": "incidents", "id": "inc-2", "body": {"severity": "P0", "fingerprint": "f2"}}]});
+    let r: Value = c.post(s.url("/v1/app/batch")).json(&ok).fetch_json().await;
+    assert_eq!(r["versions"], json!([1, null, 2]));
+    let stale = json!({"ops": [
+        {"op": "upsert", "collection": "incidents", "id": "inc-4", "body": {"severity": "P0", "fingerprint": "f4"}},
+        {"op": "check", "collection": "incidents", "id": "inc-0", "if_version": 7}]});
+    let (status, e) = error_kind(c.post(s.url("/v1/app/batch")).json(&stale).fetch().await).await;
+    assert_eq!(
+        (status, e["op"].as_u64()),
+        (StatusCode::PRECONDITION_FAILED, Some(1))
+    );
+    let got: Value = c.get(rec(4)).fetch_json().await;
+    assert_eq!(got["fingerprint"], "f4");
+    let r = c.get(rec(4)).fetch().await;
+    assert_eq!(
+        r.headers()["etag"],
+        "\"1\"",
+        "the failed batch wrote nothing"
+    );
+    let bare = json!({"ops": [{"op": "check", "collection": "incidents", "id": "inc-0"}]});
+    let (status, _) = error_kind(c.post(s.url("/v1/app/batch")).json(&bare).fetch().await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Delete by query.
+    let n: Value = c
+        .post(s.url("/v1/app/incidents/delete"))
+        .json(&json!({"where": {"severity": {"eq": "P2"}}}))
+        .fetch_json()
+        .await;
+    assert_eq!(n["deleted"], 5);
+    let n: Value = c
+        .post(s.url("/v1/app/incidents/count"))
+        .json(&json!({"where": {}}))
+        .fetch_json()
+        .await;
+    assert_eq!(n["count"], 5);
+    let (status, _) = error_kind(
+        c.post(s.url("/v1/app/incidents/delete"))
+            .json(&json!({"where": {}}))
+            .fetch()
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // ABA: read, delete, re-create; the old ETag no longer matches anything.
+    let old = c.get(rec(0)).fetch().await.headers()["etag"].clone();
+    assert_eq!(
+        c.delete(rec(0)).fetch().await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let r = c
+        .put(rec(0))
+        .json(&json!({"severity": "P0", "fingerprint": "f0"}))
+        .fetch()
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_ne!(
+        r.headers()["etag"],
+        old,
+        "a re-created record gets a new ETag"
+    );
+    let r = c
+        .put(rec(0))
+        .header("if-match", old)
+        .json(&json!({"severity": "P0", "fingerprint": "f0"}))
+        .fetch()
+        .await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    // A unique clash names the record holding the value.
+    let (status, e) = error_kind(
+        c.put(s.url("/v1/app/incidents/records/other"))
+            .json(&json!({"severity": "P0", "fingerprint": "f2"}))
+            .fetch()
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        (e["index"].as_str(), e["holder"].as_str()),
+        (Some("fingerprint"), Some("inc-2"))
+    );
     s.stop().await;
 }

@@ -171,7 +171,10 @@ pub async fn check_op_writes_nothing(f: Arc<dyn Fixture>) {
     b.check(&items, "guard", Precondition::Version(1))
         .insert(&items, &Item::new("x", 2))
         .check(&items, "absent", Precondition::Absent);
-    assert_eq!(versions(b.commit().await.unwrap()), vec![Some(1), Some(1), None]);
+    assert_eq!(
+        versions(b.commit().await.unwrap()),
+        vec![Some(1), Some(1), None]
+    );
     let guard = items.get("guard").await.unwrap().unwrap();
     assert_eq!(guard.version, 1, "a check does not write");
     let mut b = cx.store.batch();

@@ -163,13 +163,21 @@ pub async fn max_batch_ops(f: Arc<dyn Fixture>) {
     let fill = |n: usize, prefix: &str| {
         let mut b = cx.store.batch();
         for i in 0..n {
-            b.put(&kv, &format!("{prefix}{i}"), &serde_json::json!(i), Put::insert());
+            b.put(
+                &kv,
+                &format!("{prefix}{i}"),
+                &serde_json::json!(i),
+                Put::insert(),
+            );
         }
         b
     };
     match max {
         Some(max) => {
-            let e = expect_err(fill(max + 1, "over").commit().await, ErrorKind::InvalidInput);
+            let e = expect_err(
+                fill(max + 1, "over").commit().await,
+                ErrorKind::InvalidInput,
+            );
             assert!(e.message().contains(&max.to_string()), "{e}");
             assert!(kv.get("over0").await.unwrap().is_none());
             assert_eq!(fill(max, "fits").commit().await.unwrap().len(), max);
@@ -205,7 +213,11 @@ pub async fn engine_clock(f: Arc<dyn Fixture>) {
     }
     let items = cx.items().await;
     items
-        .put("t", &Item::new("t", 1), Put::insert().ttl(Duration::from_secs(600)))
+        .put(
+            "t",
+            &Item::new("t", 1),
+            Put::insert().ttl(Duration::from_secs(600)),
+        )
         .await
         .unwrap();
     cx.clock.advance(Duration::from_secs(601));

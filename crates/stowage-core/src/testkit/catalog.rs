@@ -239,7 +239,12 @@ pub async fn namespaces_are_listed(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     assert!(cx.store.namespaces().await.unwrap().is_empty());
     for ns in ["zeta", "alpha", "mid-1"] {
-        cx.store.namespace(ns).unwrap().collection::<Item>().await.unwrap();
+        cx.store
+            .namespace(ns)
+            .unwrap()
+            .collection::<Item>()
+            .await
+            .unwrap();
     }
     // Reading a namespace does not create it.
     let empty = cx.store.namespace("empty").unwrap();

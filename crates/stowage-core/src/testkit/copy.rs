@@ -31,21 +31,32 @@ pub async fn copy_keeps_every_record_exactly(f: Arc<dyn Fixture>) {
     let items = src.items().await;
     fill(&items, &src.store, "i", 300).await;
     for i in 0..40 {
-        items.upsert(&Item::new(format!("i{i:06}"), 1000 + i)).await.unwrap();
+        items
+            .upsert(&Item::new(format!("i{i:06}"), 1000 + i))
+            .await
+            .unwrap();
     }
     items.delete_prefix("i00002").await.unwrap();
     let caps = src.store.capabilities().clone();
     if caps.ttl {
         src.clock.advance(Duration::from_secs(3));
         items
-            .put("t1", &Item::new("t1", 5), Put::upsert().ttl(Duration::from_secs(3600)))
+            .put(
+                "t1",
+                &Item::new("t1", 5),
+                Put::upsert().ttl(Duration::from_secs(3600)),
+            )
             .await
             .unwrap();
     }
     let kv = src.plain("kv").await;
-    kv.put("j", &json!({"a": [1, 2]}), Put::upsert()).await.unwrap();
+    kv.put("j", &json!({"a": [1, 2]}), Put::upsert())
+        .await
+        .unwrap();
     if caps.binary_bodies {
-        kv.put_raw("b", vec![0u8, 255, 7], Put::upsert()).await.unwrap();
+        kv.put_raw("b", vec![0u8, 255, 7], Put::upsert())
+            .await
+            .unwrap();
     }
     let other = src.store.namespace("other").unwrap();
     other
@@ -60,7 +71,10 @@ pub async fn copy_keeps_every_record_exactly(f: Arc<dyn Fixture>) {
     let namespaces = src.store.namespaces().await.unwrap();
     assert_eq!(namespaces, vec!["default".to_owned(), "other".to_owned()]);
     for ns in &namespaces {
-        let (from, to) = (src.store.namespace(ns).unwrap(), dst.store.namespace(ns).unwrap());
+        let (from, to) = (
+            src.store.namespace(ns).unwrap(),
+            dst.store.namespace(ns).unwrap(),
+        );
         let report = copy_namespace(&from, &to).await.unwrap();
         let before = snapshot(&from).await;
         assert_eq!(report.collections, before.len() as u64);
@@ -83,15 +97,24 @@ pub async fn copy_keeps_every_record_exactly(f: Arc<dyn Fixture>) {
         .await
         .unwrap();
     assert_eq!(v, at_src.version + 1);
-    items.update(&Item::new("i000100", 77), at_src.version).await.unwrap();
+    items
+        .update(&Item::new("i000100", 77), at_src.version)
+        .await
+        .unwrap();
     // Indexes answer alike.
     for q in [
         Query::new().gte("n", 100).lt("n", 1020).order_by("n"),
         Query::new().eq("tags", "t1"),
-        Query::new().gte("score", 0.0).order_by("score").descending(),
+        Query::new()
+            .gte("score", 0.0)
+            .order_by("score")
+            .descending(),
     ] {
         let shown = |p: crate::Page<Item>| -> Vec<(String, u64, Item)> {
-            p.items.into_iter().map(|r| (r.id, r.version, r.value)).collect()
+            p.items
+                .into_iter()
+                .map(|r| (r.id, r.version, r.value))
+                .collect()
         };
         let a = shown(items.query(&q).await.unwrap());
         assert!(!a.is_empty());

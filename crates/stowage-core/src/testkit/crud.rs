@@ -116,7 +116,11 @@ pub async fn json_collection_with_runtime_spec(f: Arc<dyn Fixture>) {
         .unwrap();
     let body = json!({"severity": "P0", "nested": {"a": [1, 2, {"b": null}]}, "s": "ü✓"});
     assert_eq!(
-        incidents.put("i-1", &body, Put::insert()).await.unwrap().version,
+        incidents
+            .put("i-1", &body, Put::insert())
+            .await
+            .unwrap()
+            .version,
         1
     );
     assert_eq!(incidents.get("i-1").await.unwrap().unwrap().value, body);
@@ -166,10 +170,18 @@ pub async fn raw_bodies(f: Arc<dyn Fixture>) {
 pub async fn write_returns_what_was_stored(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
-    let created = items.put("a", &Item::new("a", 1), Put::insert()).await.unwrap();
+    let created = items
+        .put("a", &Item::new("a", 1), Put::insert())
+        .await
+        .unwrap();
     let now = cx.clock.now();
     assert_eq!(
-        (created.version, created.created_at, created.updated_at, created.expires_at),
+        (
+            created.version,
+            created.created_at,
+            created.updated_at,
+            created.expires_at
+        ),
         (1, now, now, None)
     );
     cx.clock.advance(Duration::from_secs(5));
@@ -181,14 +193,27 @@ pub async fn write_returns_what_was_stored(f: Arc<dyn Fixture>) {
     };
     let updated = items.put("a", &Item::new("a", 2), put).await.unwrap();
     let later = cx.clock.now();
-    assert_eq!((updated.version, updated.created_at, updated.updated_at), (2, now, later));
+    assert_eq!(
+        (updated.version, updated.created_at, updated.updated_at),
+        (2, now, later)
+    );
     assert_eq!(
         updated.expires_at,
         ttl.then(|| later.saturating_add(Duration::from_secs(60)))
     );
     let read = items.get("a").await.unwrap().unwrap();
     assert_eq!(
-        (read.version, read.created_at, read.updated_at, read.expires_at),
-        (updated.version, updated.created_at, updated.updated_at, updated.expires_at)
+        (
+            read.version,
+            read.created_at,
+            read.updated_at,
+            read.expires_at
+        ),
+        (
+            updated.version,
+            updated.created_at,
+            updated.updated_at,
+            updated.expires_at
+        )
     );
 }

@@ -64,7 +64,11 @@ pub async fn unique_violation_names_index(f: Arc<dyn Fixture>) {
         ErrorKind::AlreadyExists,
     );
     assert_eq!(e.index(), Some("email"));
-    assert_eq!(e.holder(), Some("a"), "the error names the record holding the value");
+    assert_eq!(
+        e.holder(),
+        Some("a"),
+        "the error names the record holding the value"
+    );
     assert!(e.message().contains("email"), "{e}");
     assert!(accounts.get("b").await.unwrap().is_none());
     // Rewriting the holder with its own value is fine.
@@ -222,5 +226,3 @@ pub async fn update_moves_index_entries(f: Arc<dyn Fixture>) {
     items.delete("a").await.unwrap();
     assert_eq!(items.count(&Filter::new().eq("n", 7)).await.unwrap(), 0);
 }
-
-

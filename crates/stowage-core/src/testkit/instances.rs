@@ -49,15 +49,22 @@ async fn index_is_exact(coll: &Collection<Value>, name: &str) {
     }
     for (value, n) in &expected {
         let value: Value = serde_json::from_str(value).unwrap();
-        let counted = coll.count(&Filter::new().eq(name, value.clone())).await.unwrap();
-        assert_eq!(counted, *n, "index {name:?} holds {counted} records under {value}, not {n}");
+        let counted = coll
+            .count(&Filter::new().eq(name, value.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            counted, *n,
+            "index {name:?} holds {counted} records under {value}, not {n}"
+        );
     }
-    let page = coll
-        .query(&Query::new().order_by(name))
-        .await
-        .unwrap();
+    let page = coll.query(&Query::new().order_by(name)).await.unwrap();
     let got: Vec<String> = page.items.iter().map(|r| r.id.clone()).collect();
-    assert_eq!(got.len(), ordered.len(), "index {name:?} holds every record with the field");
+    assert_eq!(
+        got.len(),
+        ordered.len(),
+        "index {name:?} holds every record with the field"
+    );
     let mut want = ordered.clone();
     want.sort_by(|a, b| {
         let (x, y): (Value, Value) = (
@@ -71,7 +78,10 @@ async fn index_is_exact(coll: &Collection<Value>, name: &str) {
         .then(a.1.cmp(&b.1))
     });
     let want: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
-    assert_eq!(got, want, "index {name:?} orders the records by value, then id");
+    assert_eq!(
+        got, want,
+        "index {name:?} orders the records by value, then id"
+    );
 }
 
 /// Writes `rounds` rounds over ids `0..ids` through `coll`: upserts, and a delete of every
@@ -103,7 +113,10 @@ pub async fn index_added_while_other_instance_writes(f: Arc<dyn Fixture>) {
     let writer = tokio::spawn(keep_writing(a_docs.clone(), 300, 4));
     super::yield_a_little().await;
     let wider = base().index(IndexSpec::string("k", "/k"));
-    let b_docs = b.collection_with_spec::<Value>("docs", wider.clone()).await.unwrap();
+    let b_docs = b
+        .collection_with_spec::<Value>("docs", wider.clone())
+        .await
+        .unwrap();
     writer.await.unwrap();
     index_is_exact(&b_docs, "k").await;
     // A learns of the index at its next query.
@@ -128,19 +141,28 @@ pub async fn spec_changes_while_other_instance_writes(f: Arc<dyn Fixture>) {
     let writer = tokio::spawn(keep_writing(a_docs.clone(), 200, 3));
     super::yield_a_little().await;
     let dropped = base().index(IndexSpec::integer("round", "/round"));
-    b.collection_with_spec::<Value>("docs", dropped.clone()).await.unwrap();
+    b.collection_with_spec::<Value>("docs", dropped.clone())
+        .await
+        .unwrap();
     let covering = base().index(IndexSpec::integer("round", "/round").covering());
-    b.collection_with_spec::<Value>("docs", covering.clone()).await.unwrap();
+    b.collection_with_spec::<Value>("docs", covering.clone())
+        .await
+        .unwrap();
     let ttl_supported = cx.store.capabilities().ttl;
     let target = if ttl_supported {
         covering.default_ttl(Duration::from_secs(600))
     } else {
         covering
     };
-    b.collection_with_spec::<Value>("docs", target.clone()).await.unwrap();
+    b.collection_with_spec::<Value>("docs", target.clone())
+        .await
+        .unwrap();
     writer.await.unwrap();
     // A's next write follows B's spec: the default TTL applies, the dropped index is gone.
-    let meta = a_docs.put("after", &doc(1, 9), Put::upsert()).await.unwrap();
+    let meta = a_docs
+        .put("after", &doc(1, 9), Put::upsert())
+        .await
+        .unwrap();
     if ttl_supported {
         assert_eq!(
             meta.expires_at,
@@ -208,13 +230,21 @@ pub async fn concurrent_spec_changes(f: Arc<dyn Fixture>) {
             body[format!("a{r}")] = json!(i);
             body[format!("b{r}")] = json!(i);
         }
-        a_docs.put(&format!("d{i:04}"), &body, Put::upsert()).await.unwrap();
+        a_docs
+            .put(&format!("d{i:04}"), &body, Put::upsert())
+            .await
+            .unwrap();
     }
     let mut spec = base();
     for round in 0..4 {
-        let ours = spec.clone().index(IndexSpec::integer(format!("a{round}"), format!("/a{round}")));
-        let theirs =
-            spec.clone().index(IndexSpec::integer(format!("b{round}"), format!("/b{round}")));
+        let ours = spec.clone().index(IndexSpec::integer(
+            format!("a{round}"),
+            format!("/a{round}"),
+        ));
+        let theirs = spec.clone().index(IndexSpec::integer(
+            format!("b{round}"),
+            format!("/b{round}"),
+        ));
         let (x, y) = tokio::join!(
             cx.store.collection_with_spec::<Value>("docs", ours.clone()),
             b.collection_with_spec::<Value>("docs", theirs.clone()),
@@ -225,8 +255,17 @@ pub async fn concurrent_spec_changes(f: Arc<dyn Fixture>) {
             }
         }
         assert!(x.is_ok() || y.is_ok(), "one of two spec changes wins");
-        let stored = cx.store.backend().load_spec("default", "docs").await.unwrap().unwrap();
-        assert!(stored.building.is_empty(), "a build was left half-done: {stored:?}");
+        let stored = cx
+            .store
+            .backend()
+            .load_spec("default", "docs")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            stored.building.is_empty(),
+            "a build was left half-done: {stored:?}"
+        );
         spec = stored.spec;
         for ix in &spec.indexes {
             let counted = a_docs.count(&Filter::new().gte(&ix.name, 0)).await.unwrap();
@@ -241,7 +280,10 @@ pub async fn concurrent_spec_changes(f: Arc<dyn Fixture>) {
     );
     x.unwrap();
     y.unwrap();
-    assert_eq!(a_docs.count(&Filter::new().gte("both", 0)).await.unwrap(), N);
+    assert_eq!(
+        a_docs.count(&Filter::new().gte("both", 0)).await.unwrap(),
+        N
+    );
 }
 
 /// An index added to 200,000 records while three tasks rewrite, create and delete across
@@ -259,7 +301,12 @@ pub async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
     while i < N {
         let mut batch = cx.store.batch();
         for j in i..(i + step).min(N) {
-            batch.put(&docs, &format!("r{j:06}"), &json!({"g": j % 10}), Put::insert());
+            batch.put(
+                &docs,
+                &format!("r{j:06}"),
+                &json!({"g": j % 10}),
+                Put::insert(),
+            );
         }
         batch.commit().await.unwrap();
         i += step;
@@ -272,9 +319,16 @@ pub async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
                     let at = (k * 7919 + w * 65_537) % N;
                     let id = format!("r{at:06}");
                     match w {
-                        0 => docs.put(&id, &json!({"g": 100 + k % 3}), Put::upsert()).await.map(drop),
+                        0 => docs
+                            .put(&id, &json!({"g": 100 + k % 3}), Put::upsert())
+                            .await
+                            .map(drop),
                         1 => docs
-                            .put(&format!("new{k:04}"), &json!({"g": 200 + k % 2}), Put::insert())
+                            .put(
+                                &format!("new{k:04}"),
+                                &json!({"g": 200 + k % 2}),
+                                Put::insert(),
+                            )
                             .await
                             .map(drop),
                         _ => docs.delete(&id).await.map(drop),
@@ -287,12 +341,22 @@ pub async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
     let probe = Arc::new(Probe::new(cx.store.backend().clone()));
     let builder = cx.store_over(probe.clone());
     let spec = CollectionSpec::new().index(IndexSpec::integer("g", "/g"));
-    let indexed = builder.collection_with_spec::<Value>("docs", spec).await.unwrap();
+    let indexed = builder
+        .collection_with_spec::<Value>("docs", spec)
+        .await
+        .unwrap();
     for w in writers {
         w.await.unwrap();
     }
-    assert!(probe.filled() >= N - 1200, "the build indexed the stored records");
-    assert!(probe.largest_fill() <= 256, "a fill carried {}", probe.largest_fill());
+    assert!(
+        probe.filled() >= N - 1200,
+        "the build indexed the stored records"
+    );
+    assert!(
+        probe.largest_fill() <= 256,
+        "a fill carried {}",
+        probe.largest_fill()
+    );
     assert!(probe.largest_scan_limit() <= 256);
     let mut per_value: BTreeMap<i64, u64> = BTreeMap::new();
     let mut total = 0;
@@ -302,9 +366,16 @@ pub async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
         total += 1;
     }
     for (g, n) in &per_value {
-        assert_eq!(indexed.count(&Filter::new().eq("g", *g)).await.unwrap(), *n, "g = {g}");
+        assert_eq!(
+            indexed.count(&Filter::new().eq("g", *g)).await.unwrap(),
+            *n,
+            "g = {g}"
+        );
     }
-    assert_eq!(indexed.count(&Filter::new().gte("g", 0)).await.unwrap(), total);
+    assert_eq!(
+        indexed.count(&Filter::new().gte("g", 0)).await.unwrap(),
+        total
+    );
     // The ordered walk agrees with the counts at every boundary.
     let mut seen = 0;
     let mut last = i64::MIN;
@@ -339,7 +410,9 @@ pub async fn unfinished_build_is_finished_or_dropped(f: Arc<dyn Fixture>) {
         .await
         .unwrap();
     for i in 0..300 {
-        docs.put(&format!("d{i:04}"), &doc(i, 0), Put::upsert()).await.unwrap();
+        docs.put(&format!("d{i:04}"), &doc(i, 0), Put::upsert())
+            .await
+            .unwrap();
     }
     // A dead instance stored the spec with `k` and `x` building, and filled nothing.
     let backend = cx.store.backend().clone();
@@ -366,7 +439,10 @@ pub async fn unfinished_build_is_finished_or_dropped(f: Arc<dyn Fixture>) {
     let other = cx.second().await;
     let other_docs = other.existing_collection::<Value>("docs").await.unwrap();
     for i in 0..50 {
-        other_docs.put(&format!("d{i:04}"), &doc(i, 1), Put::upsert()).await.unwrap();
+        other_docs
+            .put(&format!("d{i:04}"), &doc(i, 1), Put::upsert())
+            .await
+            .unwrap();
     }
     expect_err(
         other_docs.query(&Query::new().eq("k", "k1")).await,

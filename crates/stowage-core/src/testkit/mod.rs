@@ -415,7 +415,10 @@ pub fn suite_is_complete(registered: &[(&str, &[&str])]) {
             missing.push(format!("group {group} has no entry in GROUP_SOURCES"));
         }
     }
-    assert!(missing.is_empty(), "conformance_tests! is out of date: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "conformance_tests! is out of date: {missing:#?}"
+    );
 }
 
 /// Expands to one `#[test]` per suite test, in modules `conformance::GROUP`, each running

@@ -140,7 +140,12 @@ fn show<T: std::fmt::Debug>(r: crate::Result<T>) -> Outcome {
     })
 }
 
-async fn apply(store: &Store, items: &Collection<PropItem>, clock: &ManualClock, op: &Op) -> Outcome {
+async fn apply(
+    store: &Store,
+    items: &Collection<PropItem>,
+    clock: &ManualClock,
+    op: &Op,
+) -> Outcome {
     match op {
         Op::Insert(i, n) => show(items.insert(&PropItem::new(IDS[*i], *n)).await),
         Op::Upsert(i, n, ttl) => {

@@ -145,16 +145,25 @@ pub async fn delete_where_in_chunks(f: Arc<dyn Fixture>) {
     assert_eq!(gone, 1300);
     assert_eq!(items.count(&Filter::new()).await.unwrap(), 1300);
     assert_eq!(
-        items.count(&Filter::new().eq("active", true)).await.unwrap(),
+        items
+            .count(&Filter::new().eq("active", true))
+            .await
+            .unwrap(),
         0
     );
     assert!(items.get("k000001").await.unwrap().is_some());
     assert!(items.get("k000002").await.unwrap().is_none());
     assert_eq!(
-        items.delete_where(&Filter::new().eq("active", true)).await.unwrap(),
+        items
+            .delete_where(&Filter::new().eq("active", true))
+            .await
+            .unwrap(),
         0
     );
-    expect_err(items.delete_where(&Filter::new()).await, ErrorKind::InvalidInput);
+    expect_err(
+        items.delete_where(&Filter::new()).await,
+        ErrorKind::InvalidInput,
+    );
     expect_err(
         items.delete_where(&Filter::new().eq("nope", 1)).await,
         ErrorKind::InvalidInput,

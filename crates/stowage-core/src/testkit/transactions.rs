@@ -18,15 +18,24 @@ async fn wallets(cx: &Ctx, n: usize, start: i64) -> Option<Collection<Value>> {
         .unwrap();
     for i in 0..n {
         wallets
-            .put(&format!("w{i}"), &json!({"balance": start, "moves": 0}), Put::insert())
+            .put(
+                &format!("w{i}"),
+                &json!({"balance": start, "moves": 0}),
+                Put::insert(),
+            )
             .await
             .unwrap();
     }
     if cx.store.capabilities().batch_scope < BatchScope::Collection {
         let mut tx = cx.store.transaction();
         tx.get(&wallets, "w0").await.unwrap();
-        tx.put(&wallets, "w1", &json!({"balance": 0, "moves": 0}), Put::upsert())
-            .unwrap();
+        tx.put(
+            &wallets,
+            "w1",
+            &json!({"balance": 0, "moves": 0}),
+            Put::upsert(),
+        )
+        .unwrap();
         expect_err(tx.commit().await, ErrorKind::Unsupported);
         return None;
     }
@@ -58,7 +67,10 @@ pub async fn transfers_keep_the_total(f: Arc<dyn Fixture>) {
                 };
                 for _ in (t..TRANSFERS).step_by(TASKS) {
                     let from = format!("w{}", next(10));
-                    let to = format!("w{}", (next(9) + 1 + from[1..].parse::<u64>().unwrap()) % 10);
+                    let to = format!(
+                        "w{}",
+                        (next(9) + 1 + from[1..].parse::<u64>().unwrap()) % 10
+                    );
                     let amount = next(50) as i64 + 1;
                     store
                         .transact_with(1000, |tx| {
@@ -92,7 +104,11 @@ pub async fn transfers_keep_the_total(f: Arc<dyn Fixture>) {
         moves += w["moves"].as_i64().unwrap();
     }
     assert_eq!(total, 10 * 1000, "money is neither made nor lost");
-    assert_eq!(moves, 2 * TRANSFERS as i64, "every transfer applied exactly once");
+    assert_eq!(
+        moves,
+        2 * TRANSFERS as i64,
+        "every transfer applied exactly once"
+    );
 }
 
 /// Two withdrawals, each affordable alone, from two wallets that must together stay at or
@@ -110,7 +126,10 @@ pub async fn write_skew_is_refused(f: Arc<dyn Fixture>) {
     first.commit().await.unwrap();
     let e = expect_err(second.commit().await, ErrorKind::Conflict);
     assert_eq!(e.current_version(), Some(2), "{e}");
-    assert_eq!(balance(&wallets.get("w1").await.unwrap().unwrap().value), 100);
+    assert_eq!(
+        balance(&wallets.get("w1").await.unwrap().unwrap().value),
+        100
+    );
     // Run again from the start, it sees the first withdrawal and refuses.
     let e = expect_err(
         cx.store
@@ -163,7 +182,12 @@ pub async fn read_as_absent_then_created_retries(f: Arc<dyn Fixture>) {
                         .put("flag", &json!({"balance": 7, "moves": 0}), Put::insert())
                         .await?;
                 }
-                tx.put(&wallets, "w0", &json!({"balance": 6, "moves": 1}), Put::upsert())?;
+                tx.put(
+                    &wallets,
+                    "w0",
+                    &json!({"balance": 6, "moves": 1}),
+                    Put::upsert(),
+                )?;
                 Ok(flag.map(|f| balance(&f.value)))
             })
         })

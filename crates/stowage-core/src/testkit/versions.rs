@@ -163,7 +163,10 @@ pub async fn versions_never_repeat(f: Arc<dyn Fixture>) {
     items.delete("a").await.unwrap();
     let v = items.insert(&Item::new("a", 2)).await.unwrap();
     record(v, &mut given);
-    let e = expect_err(items.update(&Item::new("a", 3), 1).await, ErrorKind::Conflict);
+    let e = expect_err(
+        items.update(&Item::new("a", 3), 1).await,
+        ErrorKind::Conflict,
+    );
     assert_eq!(e.current_version(), Some(v));
     // Delete by prefix, then by query.
     items.delete_prefix("a").await.unwrap();
@@ -176,7 +179,11 @@ pub async fn versions_never_repeat(f: Arc<dyn Fixture>) {
     if cx.store.capabilities().ttl {
         // Expired but not purged, then expired and purged.
         let v = items
-            .put("a", &Item::new("a", 6), Put::upsert().ttl(std::time::Duration::from_secs(1)))
+            .put(
+                "a",
+                &Item::new("a", 6),
+                Put::upsert().ttl(std::time::Duration::from_secs(1)),
+            )
             .await
             .unwrap()
             .version;
@@ -184,7 +191,11 @@ pub async fn versions_never_repeat(f: Arc<dyn Fixture>) {
         cx.clock.advance(std::time::Duration::from_secs(2));
         record(items.insert(&Item::new("a", 7)).await.unwrap(), &mut given);
         let v = items
-            .put("a", &Item::new("a", 8), Put::upsert().ttl(std::time::Duration::from_secs(1)))
+            .put(
+                "a",
+                &Item::new("a", 8),
+                Put::upsert().ttl(std::time::Duration::from_secs(1)),
+            )
             .await
             .unwrap()
             .version;
@@ -198,7 +209,10 @@ pub async fn versions_never_repeat(f: Arc<dyn Fixture>) {
     assert!(cx.store.drop_collection("items").await.unwrap());
     let items = cx.items().await;
     record(items.insert(&Item::new("a", 10)).await.unwrap(), &mut given);
-    assert!(given.windows(2).all(|w| w[0] < w[1]), "versions only grow: {given:?}");
+    assert!(
+        given.windows(2).all(|w| w[0] < w[1]),
+        "versions only grow: {given:?}"
+    );
 }
 
 /// A stale update that would also clash on a unique index answers Conflict on every
