@@ -13,6 +13,7 @@
 
 use std::fmt::Debug;
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -456,6 +457,68 @@ pub struct IndexFill {
     pub version: Version,
     /// The values for the building indexes (empty lists for those that do not hold it).
     pub index: IndexEntries,
+}
+
+/// An engine the `stowage` facade opens by URL: each engine crate exports one
+/// (`stowage_redb::engine()`, [`crate::MemoryBackend::engine`]) and the facade lists those
+/// its cargo features compile in, so adding an engine touches no `match`.
+#[derive(Debug, Clone, Copy)]
+pub struct Engine {
+    /// The URL scheme, without `://`: `redb`, `postgres`, …
+    pub scheme: &'static str,
+    /// Connects to (or opens) the store the URL names.
+    pub connect: fn(EngineUrl) -> Connecting,
+}
+
+/// What [`Engine::connect`] returns: the backend, once connected.
+pub type Connecting = futures_util::future::BoxFuture<'static, Result<Arc<dyn Backend>>>;
+
+/// A store URL as an engine receives it: what stands between `://` and `?` (a path for
+/// embedded engines, `user:password@host:port/db` for servers) and the query parameters the
+/// facade does not take itself (it takes `namespace`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EngineUrl {
+    /// The scheme, for messages.
+    pub scheme: String,
+    /// Between `://` and `?`. It may hold a password: never put it in an error.
+    pub location: String,
+    /// The decoded query parameters, in order.
+    pub params: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for EngineUrl {
+    // The location may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineUrl")
+            .field("scheme", &self.scheme)
+            .field(
+                "params",
+                &self.params.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineUrl {
+    /// InvalidInput naming the first parameter not in `known`.
+    pub fn only_params(&self, known: &[&str]) -> Result<()> {
+        match self
+            .params
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
+            None => Ok(()),
+            Some((k, _)) => {
+                let mut all = vec!["namespace"];
+                all.extend_from_slice(known);
+                Err(Error::invalid(format!(
+                    "store URL parameter {k:?} is not known for {}:// (known: {})",
+                    self.scheme,
+                    all.join(", ")
+                )))
+            }
+        }
+    }
 }
 
 /// A storage engine. Object-safe: the store holds an `Arc<dyn Backend>`.

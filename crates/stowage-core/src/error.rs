@@ -56,6 +56,12 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    // Boxed, so that an `Error` (and every `Result`) stays small: most errors carry none.
+    details: Option<Box<Details>>,
+}
+
+#[derive(Default)]
+struct Details {
     current_version: Option<u64>,
     index: Option<String>,
     batch_op: Option<usize>,
@@ -73,13 +79,16 @@ impl Error {
         Error {
             kind,
             message: message.into(),
-            current_version: None,
-            index: None,
-            batch_op: None,
-            holder: None,
-            stale_spec: false,
-            source: None,
+            details: None,
         }
+    }
+
+    fn details(&mut self) -> &mut Details {
+        self.details.get_or_insert_with(Box::default)
+    }
+
+    fn detail<T>(&self, f: impl FnOnce(&Details) -> T) -> Option<T> {
+        self.details.as_deref().map(f)
     }
 
     /// [`ErrorKind::InvalidInput`] with a message.
@@ -121,8 +130,9 @@ impl Error {
                  for record {holder:?}"
             ),
         );
-        e.index = Some(index.to_owned());
-        e.holder = Some(holder.to_owned());
+        let d = e.details();
+        d.index = Some(index.to_owned());
+        d.holder = Some(holder.to_owned());
         e
     }
 
@@ -134,7 +144,7 @@ impl Error {
             ErrorKind::Conflict,
             format!("the spec of collection {collection:?} changed while this call was prepared"),
         );
-        e.stale_spec = true;
+        e.details().stale_spec = true;
         e
     }
 
@@ -157,7 +167,7 @@ impl Error {
             ErrorKind::Conflict,
             format!("record {id:?} in collection {collection:?}: expected {wanted}, found {found}"),
         );
-        e.current_version = current;
+        e.details().current_version = current;
         e
     }
 
@@ -193,27 +203,29 @@ impl Error {
 
     /// Attaches the underlying cause (an engine error, an I/O error).
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.details().source = Some(Box::new(source));
         self
     }
 
     /// Marks the error as caused by op `i` (0-based) of an atomic batch; `Display` then
     /// says so.
     pub fn at_op(mut self, i: usize) -> Self {
-        self.batch_op = Some(i);
+        self.details().batch_op = Some(i);
         self
     }
 
     /// Forgets the batch position: a single write is a batch of one to the backend, but its
     /// caller wrote no batch.
     pub(crate) fn without_op(mut self) -> Self {
-        self.batch_op = None;
+        if let Some(d) = self.details.as_deref_mut() {
+            d.batch_op = None;
+        }
         self
     }
 
     /// Sets the current version carried by a [`ErrorKind::Conflict`].
     pub fn with_current_version(mut self, v: Option<u64>) -> Self {
-        self.current_version = v;
+        self.details().current_version = v;
         self
     }
 
@@ -229,28 +241,28 @@ impl Error {
 
     /// For [`ErrorKind::Conflict`]: the record's current version (`None` when absent).
     pub fn current_version(&self) -> Option<u64> {
-        self.current_version
+        self.detail(|d| d.current_version).flatten()
     }
 
     /// For a unique-index [`ErrorKind::AlreadyExists`]: the index's name.
     pub fn index(&self) -> Option<&str> {
-        self.index.as_deref()
+        self.details.as_deref().and_then(|d| d.index.as_deref())
     }
 
     /// For a unique-index [`ErrorKind::AlreadyExists`]: the id of the record that holds the
     /// value.
     pub fn holder(&self) -> Option<&str> {
-        self.holder.as_deref()
+        self.details.as_deref().and_then(|d| d.holder.as_deref())
     }
 
     /// Whether this is [`Error::stale_spec`].
     pub fn is_stale_spec(&self) -> bool {
-        self.stale_spec
+        self.detail(|d| d.stale_spec).unwrap_or(false)
     }
 
     /// For an error of an atomic batch: the 0-based position of the op that failed.
     pub fn batch_op(&self) -> Option<usize> {
-        self.batch_op
+        self.detail(|d| d.batch_op).flatten()
     }
 
     /// Whether retrying might succeed.
@@ -263,20 +275,23 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(v) = self.current_version {
+        if let Some(v) = self.current_version() {
             d.field("current_version", &v);
         }
-        if let Some(i) = &self.index {
-            d.field("index", i);
+        if let Some(i) = self.index() {
+            d.field("index", &i);
         }
-        if let Some(h) = &self.holder {
-            d.field("holder", h);
+        if let Some(h) = self.holder() {
+            d.field("holder", &h);
         }
-        if let Some(op) = self.batch_op {
+        if let Some(op) = self.batch_op() {
             d.field("batch_op", &op);
         }
-        if let Some(s) = &self.source {
-            d.field("source", s);
+        if let Some(s) = self
+            .detail(|x| x.source.as_ref().map(|s| s.to_string()))
+            .flatten()
+        {
+            d.field("source", &s);
         }
         d.finish()
     }
@@ -285,11 +300,11 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.kind)?;
-        if let Some(i) = self.batch_op {
+        if let Some(i) = self.batch_op() {
             write!(f, "batch op {i}: ")?;
         }
         f.write_str(&self.message)?;
-        if let Some(s) = &self.source {
+        if let Some(s) = self.details.as_deref().and_then(|d| d.source.as_ref()) {
             write!(f, " ({s})")?;
         }
         Ok(())
@@ -298,8 +313,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.details
             .as_deref()
+            .and_then(|d| d.source.as_deref())
             .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }

@@ -75,16 +75,36 @@ impl MemoryBackend {
         Self::with_capabilities(Self::full_capabilities())
     }
 
+    /// The `memory://` engine: each open is a new, empty store; it takes no location and
+    /// no parameters.
+    pub fn engine() -> crate::backend::Engine {
+        crate::backend::Engine {
+            scheme: "memory",
+            connect: |url| {
+                Box::pin(async move {
+                    url.only_params(&[])?;
+                    if !url.location.is_empty() {
+                        return Err(Error::invalid(
+                            "memory:// takes no location: each open is a new, empty store",
+                        ));
+                    }
+                    Ok(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>)
+                })
+            },
+        }
+    }
+
     /// What the memory backend can do: everything but persistence, sharing between
     /// processes and an engine clock, with bodies up to 64 MiB.
     pub fn full_capabilities() -> Capabilities {
-        let mut c = Capabilities::default();
-        c.batch_scope = BatchScope::Namespace;
-        c.unique_indexes = true;
-        c.ttl = true;
-        c.binary_bodies = true;
-        c.max_body_bytes = 64 << 20;
-        c
+        Capabilities {
+            batch_scope: BatchScope::Namespace,
+            unique_indexes: true,
+            ttl: true,
+            binary_bodies: true,
+            max_body_bytes: 64 << 20,
+            ..Capabilities::default()
+        }
     }
 
     /// An empty memory backend that claims only `capabilities`: a stand-in for a more limited

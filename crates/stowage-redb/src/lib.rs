@@ -67,3 +67,28 @@ mod write;
 
 pub use config::{Durability, RedbConfig, URL_PARAMS};
 pub use open::RedbBackend;
+
+use std::sync::Arc;
+
+use stowage_core::backend::{Backend, Engine};
+use stowage_core::Error;
+
+/// The `redb://PATH` engine for the `stowage` facade (parameters: see [`URL_PARAMS`]).
+pub fn engine() -> Engine {
+    Engine {
+        scheme: "redb",
+        connect: |url| {
+            Box::pin(async move {
+                let config = RedbConfig::from_url_parts(&url.location, &url.params)?;
+                // Opening checks and locks the file: blocking work, kept off the async
+                // threads.
+                let backend = tokio::task::spawn_blocking(move || RedbBackend::open(config))
+                    .await
+                    .map_err(|e| {
+                        Error::internal("opening the redb store panicked").with_source(e)
+                    })??;
+                Ok(Arc::new(backend) as Arc<dyn Backend>)
+            })
+        },
+    }
+}

@@ -12,6 +12,12 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    // Boxed so that results carrying an ApiError stay small.
+    details: Option<Box<Details>>,
+}
+
+#[derive(Debug, Default)]
+struct Details {
     current_version: Option<u64>,
     index: Option<String>,
     holder: Option<String>,
@@ -24,10 +30,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
-            current_version: None,
-            index: None,
-            holder: None,
-            op: None,
+            details: None,
         }
     }
 
@@ -67,7 +70,7 @@ impl ApiError {
 
     /// Names the batch op the error is about.
     pub(crate) fn at_op(mut self, i: usize) -> Self {
-        self.op = Some(i);
+        self.details.get_or_insert_with(Box::default).op = Some(i);
         self.message = format!("batch op {i}: {}", self.message);
         self
     }
@@ -97,10 +100,12 @@ impl From<Error> for ApiError {
             status,
             kind,
             message: e.to_string(),
-            current_version: e.current_version(),
-            index: e.index().map(str::to_owned),
-            holder: e.holder().map(str::to_owned),
-            op: e.batch_op(),
+            details: Some(Box::new(Details {
+                current_version: e.current_version(),
+                index: e.index().map(str::to_owned),
+                holder: e.holder().map(str::to_owned),
+                op: e.batch_op(),
+            })),
         }
     }
 }
@@ -108,16 +113,17 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"kind": self.kind, "message": self.message});
+        let d = self.details.map(|d| *d).unwrap_or_default();
         if self.kind == "conflict" {
-            body["current_version"] = json!(self.current_version);
+            body["current_version"] = json!(d.current_version);
         }
-        if let Some(i) = self.index {
+        if let Some(i) = d.index {
             body["index"] = json!(i);
         }
-        if let Some(h) = self.holder {
+        if let Some(h) = d.holder {
             body["holder"] = json!(h);
         }
-        if let Some(op) = self.op {
+        if let Some(op) = d.op {
             body["op"] = json!(op);
         }
         (self.status, axum::Json(json!({ "error": body }))).into_response()

@@ -56,7 +56,7 @@ pub use stowage_core::{
     MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 
-use stowage_core::backend::Backend;
+use stowage_core::backend::{Backend, Engine, EngineUrl};
 
 /// A store opened by URL: every method of [`stowage_core::Store`] (collections, batches,
 /// purge, stats, health) is available through `Deref`.
@@ -141,9 +141,10 @@ impl StoreBuilder {
             .url
             .ok_or_else(|| Error::invalid("no store URL given (try memory://)"))?;
         let target = StoreUrl::parse(&url)?;
-        let backend = connect(&target).await?;
+        let namespace = self.namespace.or(target.namespace.clone());
+        let backend = connect(target).await?;
         let mut b = stowage_core::Store::builder(backend);
-        if let Some(ns) = self.namespace.or(target.namespace) {
+        if let Some(ns) = namespace {
             b = b.namespace(ns);
         }
         if let Some(c) = self.clock {
@@ -153,12 +154,9 @@ impl StoreBuilder {
     }
 }
 
-/// A parsed store URL: the scheme, what stands between `://` and `?` (a path for embedded
-/// engines), the engine's parameters and the namespace.
+/// A parsed store URL: the engine's part and the namespace the facade takes itself.
 struct StoreUrl {
-    scheme: String,
-    location: String,
-    params: Vec<(String, String)>,
+    engine: EngineUrl,
     namespace: Option<String>,
 }
 
@@ -188,73 +186,53 @@ impl StoreUrl {
             }
         }
         Ok(StoreUrl {
-            scheme: scheme.to_owned(),
-            location: location.to_owned(),
-            params,
+            engine: EngineUrl {
+                scheme: scheme.to_owned(),
+                location: location.to_owned(),
+                params,
+            },
             namespace,
         })
     }
-
-    /// Refuses every parameter: for engines that take none.
-    fn no_params(&self) -> Result<()> {
-        match self.params.first() {
-            None => Ok(()),
-            Some((k, _)) => Err(Error::invalid(format!(
-                "store URL parameter {k:?} is not known for {}:// (known: namespace)",
-                self.scheme
-            ))),
-        }
-    }
 }
 
-/// The schemes Stowage knows, with the cargo feature that compiles each in.
-const SCHEMES: &[(&str, &str)] = &[
-    ("memory", ""),
-    ("redb", "backend-redb"),
-    ("sqlite", "backend-sqlite"),
-    ("postgres", "backend-postgres"),
-    ("redis", "backend-redis"),
-    ("sled", "backend-sled"),
-];
+/// The engines compiled into this build.
+fn engines() -> Vec<Engine> {
+    #[allow(unused_mut)]
+    let mut engines = vec![MemoryBackend::engine()];
+    #[cfg(feature = "backend-redb")]
+    engines.push(stowage_redb::engine());
+    engines
+}
 
-async fn connect(target: &StoreUrl) -> Result<Arc<dyn Backend>> {
-    match target.scheme.as_str() {
-        "memory" => {
-            target.no_params()?;
-            if !target.location.is_empty() {
-                return Err(Error::invalid(
-                    "memory:// takes no location: each open is a new, empty store",
-                ));
-            }
-            Ok(Arc::new(MemoryBackend::new()))
-        }
-        #[cfg(feature = "backend-redb")]
-        "redb" => {
-            let config =
-                stowage_redb::RedbConfig::from_url_parts(&target.location, &target.params)?;
-            // Opening checks and locks the file: blocking work, kept off the async threads.
-            let backend =
-                tokio::task::spawn_blocking(move || stowage_redb::RedbBackend::open(config))
-                    .await
-                    .map_err(|e| {
-                        Error::internal("opening the redb store panicked").with_source(e)
-                    })??;
-            Ok(Arc::new(backend))
-        }
-        scheme => match SCHEMES.iter().find(|(s, _)| *s == scheme) {
-            Some((_, feature)) => Err(Error::invalid(format!(
-                "{scheme}:// is not compiled into this build: enable the cargo feature \
-                 {feature:?} of the stowage crate"
-            ))),
-            None => Err(Error::invalid(format!(
-                "unknown store URL scheme {scheme:?}: known schemes are {}",
-                SCHEMES
+/// Every engine feature of this crate, by scheme: what an error names when the engine is
+/// not compiled in. A test checks it against the manifest's `backend-*` features.
+const ENGINE_FEATURES: &[(&str, &str)] = &[("redb", "backend-redb")];
+
+async fn connect(url: StoreUrl) -> Result<Arc<dyn Backend>> {
+    let scheme = url.engine.scheme.clone();
+    if let Some(engine) = engines().into_iter().find(|e| e.scheme == scheme) {
+        return (engine.connect)(url.engine).await;
+    }
+    match ENGINE_FEATURES.iter().find(|(s, _)| *s == scheme) {
+        Some((_, feature)) => Err(Error::invalid(format!(
+            "{scheme}:// is not compiled into this build: enable the cargo feature \
+             {feature:?} of the stowage crate"
+        ))),
+        None => {
+            let mut known: Vec<&str> = engines().iter().map(|e| e.scheme).collect();
+            known.extend(ENGINE_FEATURES.iter().map(|(s, _)| *s));
+            known.sort_unstable();
+            known.dedup();
+            Err(Error::invalid(format!(
+                "unknown store URL scheme {scheme:?}: this build knows {}",
+                known
                     .iter()
-                    .map(|(s, _)| format!("{s}://"))
+                    .map(|s| format!("{s}://"))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ))),
-        },
+            )))
+        }
     }
 }
 
@@ -340,13 +318,39 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_engines_name_their_feature() {
-        for (scheme, feature) in SCHEMES.iter().filter(|(_, f)| !f.is_empty()) {
+        for (scheme, feature) in ENGINE_FEATURES {
             // An unknown parameter fails every compiled-in engine before it touches anything.
             let url = format!("{scheme}://localhost/x?no_such_parameter=1");
             let e = Store::open(&url).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
             let compiled_in = e.message().contains("no_such_parameter");
             assert!(compiled_in || e.message().contains(feature), "{e}");
+        }
+        // A scheme no feature provides names no feature.
+        let e = Store::open("postgres://u:secret@h/db").await.unwrap_err();
+        assert!(e.message().contains("unknown store URL scheme"), "{e}");
+        assert!(!e.message().contains("backend-postgres"), "{e}");
+        assert!(!e.message().contains("secret"), "{e}");
+    }
+
+    /// Every `backend-*` feature of the manifest has an engine entry, and every entry a
+    /// feature: an error never names a feature that does not exist.
+    #[test]
+    fn engine_features_match_the_manifest() {
+        let manifest = include_str!("../Cargo.toml");
+        let mut declared: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim()))
+            .filter(|k| k.starts_with("backend-"))
+            .collect();
+        declared.sort_unstable();
+        let mut listed: Vec<&str> = ENGINE_FEATURES.iter().map(|(_, f)| *f).collect();
+        listed.sort_unstable();
+        assert_eq!(declared, listed);
+        for (scheme, _) in ENGINE_FEATURES {
+            if cfg!(feature = "backend-redb") {
+                assert!(engines().iter().any(|e| e.scheme == *scheme), "{scheme}");
+            }
         }
     }
 }
