@@ -13,6 +13,7 @@ use serde_json::json;
 use stowage_core::{
     CollectionSpec, ErrorKind, Filter, IndexSpec, ManualClock, Put, Query, Store, Timestamp,
 };
+use redb::{ReadableDatabase, ReadableTable};
 use stowage_redb::{RedbBackend, RedbConfig};
 
 fn open(path: &Path) -> stowage_core::Result<RedbBackend> {
@@ -346,4 +347,103 @@ async fn covering_copies_come_and_go_with_the_flag() {
             assert!(values.iter().all(|&n| n == 0), "{values:?}");
         }
     }
+}
+
+/// Turns a store written by this build into what format 1 wrote: bare specs in the
+/// catalog, no revision counter, no floors, marker 1.
+fn downgrade_to_format_1(path: &Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let catalog_def = redb::TableDefinition::<&[u8], &[u8]>::new(stowage_redb::schema::CATALOG);
+        let mut catalog = txn.open_table(catalog_def).unwrap();
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = catalog
+            .iter()
+            .unwrap()
+            .map(|i| {
+                let (k, v) = i.unwrap();
+                let entry: serde_json::Value = serde_json::from_slice(v.value()).unwrap();
+                (
+                    k.value().to_vec(),
+                    serde_json::to_vec(&entry["spec"]).unwrap(),
+                )
+            })
+            .collect();
+        for (k, v) in entries {
+            catalog.insert(k.as_slice(), v.as_slice()).unwrap();
+        }
+        let meta_def = redb::TableDefinition::<&[u8], &[u8]>::new(stowage_redb::schema::META);
+        let mut meta = txn.open_table(meta_def).unwrap();
+        meta.insert(
+            stowage_redb::schema::FORMAT_KEY,
+            1u32.to_le_bytes().as_slice(),
+        )
+        .unwrap();
+        meta.remove(stowage_redb::schema::REVISION_KEY).unwrap();
+    }
+    txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(
+        stowage_redb::schema::FLOORS,
+    ))
+    .unwrap();
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_format_1_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let s = Store::new(open(&path).unwrap());
+        let c = s
+            .collection_with_spec::<serde_json::Value>("c", spec())
+            .await
+            .unwrap();
+        for i in 0..50 {
+            let body = json!({"score": i as f64, "tags": ["a"], "email": format!("u{i}@x")});
+            c.put(&format!("k{i:02}"), &body, Put::insert())
+                .await
+                .unwrap();
+        }
+    }
+    downgrade_to_format_1(&path);
+    let s = Store::new(open(&path).unwrap());
+    let c = s
+        .existing_collection::<serde_json::Value>("c")
+        .await
+        .unwrap();
+    assert_eq!(c.spec(), spec());
+    let page = c
+        .query(
+            &Query::new()
+                .gte("score", 10.0)
+                .lt("score", 20.0)
+                .order_by("score"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 10);
+    let e = c
+        .put("dup", &json!({"email": "u7@x"}), Put::insert())
+        .await
+        .unwrap_err();
+    assert_eq!(e.holder(), Some("k07"));
+    // Versions never repeat from the upgrade on.
+    let body = json!({"score": 1.0, "email": "u1@x"});
+    c.put("k01", &body, Put::upsert()).await.unwrap();
+    assert!(c.delete("k01").await.unwrap());
+    let again = c.put("k01", &body, Put::insert()).await.unwrap();
+    assert_eq!(
+        again.version, 3,
+        "the deleted record's version 2 is not given again"
+    );
+    drop((c, s));
+    let db = redb::Database::open(&path).unwrap();
+    let rtx = db.begin_read().unwrap();
+    let meta = rtx
+        .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(
+            stowage_redb::schema::META,
+        ))
+        .unwrap();
+    let format = meta.get(stowage_redb::schema::FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(format.value(), 2u32.to_le_bytes().as_slice());
 }
