@@ -19,7 +19,7 @@ fn base() -> CollectionSpec {
 
 /// A document: `k` is absent for every fifth id, so an index on it holds only the rest.
 fn doc(i: u64, round: u64) -> Value {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         json!({"n": i, "round": round})
     } else {
         json!({"n": i, "k": format!("k{}", (i + round) % 7), "round": round})
