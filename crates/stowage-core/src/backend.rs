@@ -2,14 +2,82 @@
 //!
 //! Users never call a backend directly; they hold a [`crate::Store`]. An engine crate
 //! implements [`Backend`] once, and the [`Store`](crate::Store) above it does everything
-//! the engines share: input validation, serialization, index value extraction, TTL
-//! arithmetic, cursor encoding and the catalog's spec changes. A backend therefore receives
-//! only checked input (valid names and ids, index values of the declared types, specs that
-//! validate) and owes only what needs the engine: atomic writes with their preconditions,
-//! unique checks, index maintenance and ordered reads.
+//! the engines share: input validation, serialization, index value extraction, cursor
+//! encoding and the steps of a spec change. A backend therefore receives only checked input
+//! (valid names and ids, index values of the declared types, specs that validate) and owes
+//! only what needs the engine: atomic writes with their preconditions, unique checks, index
+//! maintenance, ordered reads and the revision checks below.
 //!
-//! Every call takes `now` from the store's clock: a record whose `expires_at <= now` is
-//! invisible to every read and every precondition, whether or not it has been purged.
+//! # Time
+//!
+//! Every call carries `now` from the store's clock: a record whose `expires_at <= now` is
+//! invisible to every read and every precondition, whether or not it has been purged. A
+//! write carries its TTL as a duration ([`WriteAction::Put`]), not an instant, and a write
+//! returns what it stored ([`RecordMeta`]): an engine that claims
+//! [`Capabilities::engine_clock`] adds the TTL to its own clock (PostgreSQL `now()`, Redis
+//! `TIME`) and decides expiry by it, so instances with skewed clocks agree; the others use
+//! the `now` they are given, which tests drive with a manual clock.
+//!
+//! # Several instances
+//!
+//! Two stores over one backend — two processes on one PostgreSQL, or two handles in one
+//! process — each cache collection specs. What keeps them from corrupting each other:
+//!
+//! - Every stored spec has a [`Revision`], a number the engine gives from one counter for
+//!   the whole store (so a collection dropped and created again never reuses one).
+//! - Every [`WriteOp`] and [`QueryRequest`] carries the revision its index values, TTL and
+//!   predicates were prepared with. The engine compares it with the stored revision *inside
+//!   the transaction that writes or reads* and refuses a mismatch with
+//!   [`Error::stale_spec`]; the store then reloads the spec, prepares the call again and
+//!   retries (at most [`crate::STALE_RETRIES`] times). So no write lands under a spec it
+//!   was not prepared for: a record never misses the entries of an index another instance
+//!   added, and no write resurrects a dropped index or collection.
+//! - A collection that is gone answers NotFound; the store drops it from its cache, and
+//!   writes never create collections, so a dropped collection stays dropped until someone
+//!   declares it again.
+//!
+//! # Spec changes
+//!
+//! [`Backend::apply_spec`] is a compare-and-set on the revision and holds no per-record
+//! data. The store changes a spec in three steps:
+//!
+//! 1. it stores the old spec plus the added indexes, listed in [`StoredSpec::building`]:
+//!    from then on every write maintains them, but queries may not use them;
+//! 2. it scans the records a page (256) at a time and hands
+//!    each page's values to [`Backend::fill_index`] with the revision of step 1; the engine
+//!    skips records written since they were read (their writes carried the entries) and
+//!    checks unique values against the index as it stands — so the build needs memory for
+//!    one page, and converges while other instances write;
+//! 3. it stores the target spec with nothing building, which also drops indexes, switches
+//!    `covering` and sets the default TTL.
+//!
+//! A build that cannot succeed (a value of the wrong type, a unique clash) puts the old
+//! spec back. A build left half-done by a dead instance is finished by the next instance
+//! that declares a spec containing it, and dropped by one that declares a spec without it.
+//! When two instances change one spec at once, the second compare-and-set fails: that
+//! caller gets Conflict, unless the spec now stored is the one it wanted (then both
+//! succeed, and the later one helps finish the build). Index builds may run in several
+//! instances at once; each fill is idempotent.
+//!
+//! # Versions and ETags
+//!
+//! A record's version is 1 above the version it replaces while it is live. A record
+//! written where none is live gets [`first_version`]: one above the collection's *version
+//! floor* and above the expired record it replaces. The floor is the highest version any
+//! removed record of the collection had — delete, delete by prefix or query, purge, a
+//! restore over another version, dropping the collection all raise it, and it outlives the
+//! collection. So a version (and the ETag made of it) is never given twice to one id,
+//! `If-Match` stays a plain compare, and a client holding an old ETag cannot overwrite a
+//! record created after a delete. A fresh collection starts at 1; after a delete, new ids
+//! start above the floor too. The numbers are the same on every engine.
+//!
+//! # Order of checks
+//!
+//! Within a write op, every engine checks in this order, so that the same call fails the
+//! same way everywhere: the collection exists (NotFound) → the revision is current
+//! (stale spec) → the precondition holds (AlreadyExists for an id taken, Conflict with the
+//! current version) → unique indexes are free (AlreadyExists naming the index and the
+//! record that holds the value, [`Error::holder`]).
 
 use std::fmt::Debug;
 use std::ops::Bound;

@@ -243,7 +243,7 @@ where
     pub async fn restore_all(&self, records: &[StoredRecord]) -> Result<Vec<RecordMeta>> {
         let results = self
             .store
-            .write_prepared(&[&self.entry], || {
+            .write_prepared(&[&self.entry], None, || {
                 let loaded = self.entry.current();
                 records
                     .iter()
@@ -269,7 +269,7 @@ where
     ) -> Result<Option<RecordMeta>> {
         let results = self
             .store
-            .write_prepared(&[&self.entry], || {
+            .write_prepared(&[&self.entry], None, || {
                 prepare(&self.entry.current()).map(|op| vec![op])
             })
             .await
@@ -917,7 +917,7 @@ impl Batch {
         };
         // Input errors first: a caller fixing its batch should not learn about them one by
         // one.
-        prepare()?;
+        let ops = prepare()?;
         let caps = self.store.capabilities();
         if let Some(max) = caps.max_batch_ops.filter(|max| self.ops.len() > *max) {
             return Err(Error::invalid(format!(
@@ -943,7 +943,10 @@ impl Batch {
                 },
             ));
         }
-        let results: Vec<WriteResult> = self.store.write_prepared(&entries, prepare).await?;
+        let results: Vec<WriteResult> = self
+            .store
+            .write_prepared(&entries, Some(ops), prepare)
+            .await?;
         Ok(results.into_iter().map(|r| r.meta).collect())
     }
 

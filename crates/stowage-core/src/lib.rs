@@ -11,17 +11,27 @@
 //! - **Ids** are 1–512 bytes of UTF-8 without NUL; **names** (namespaces, collections,
 //!   indexes) are 1–63 ASCII letters, digits, `_` or `-`, so that they are valid unquoted on
 //!   every engine. Names starting with `__` are reserved.
-//! - **Versions** start at 1 and grow by 1 on every write; a delete forgets them, so a record
-//!   inserted again starts at 1.
+//! - **Versions** start at 1 in a fresh collection and grow by 1 on every write; a version is
+//!   never given twice to one id, even across deletes and expiry (each collection keeps a
+//!   version floor: see the [`backend`] docs), so an old ETag never matches a re-created
+//!   record.
+//! - **Writes answer what they stored**: version, `created_at`, `updated_at`, `expires_at`
+//!   ([`RecordMeta`]).
 //! - **TTL**: every write sets the expiry anew from its own TTL or the collection's default.
 //!   Expired records are invisible at once to every read and precondition; purging only
-//!   reclaims space. Time comes from the store's [`Clock`].
+//!   reclaims space. Time comes from the store's [`Clock`], or from the engine's where it
+//!   claims [`Capabilities::engine_clock`].
 //! - **Indexes** hold a record only when the field is present and not null. Ordering by an
 //!   index returns only the records it holds. Multi-valued indexes match when any element
 //!   matches and cannot be ordered by.
-//! - **Spec changes** add or drop indexes (building added ones from stored records, all or
-//!   nothing); changing an existing index's path, type or flags is refused. Within a process
-//!   writes wait for a spec change; across processes, change specs while one instance runs.
+//! - **Spec changes** add or drop indexes, building added ones a page at a time while other
+//!   instances keep writing; changing an existing index's path, type or flags is refused.
+//!   Several stores over one backend (several processes) stay correct: every write carries
+//!   the spec revision it was prepared with (see the [`backend`] docs).
+//! - **Transactions** are optimistic ([`Transaction`], [`Store::transact`]): reads are
+//!   remembered with their versions and checked by the commit's atomic batch.
+//! - **Copy** ([`copy_namespace`]) writes records exactly as they are
+//!   ([`Collection::restore`]), so ETags survive a copy or a restore.
 
 #![deny(missing_docs)]
 

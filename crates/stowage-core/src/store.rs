@@ -353,16 +353,21 @@ impl Store {
         })
     }
 
-    /// Writes ops prepared from the current specs of `entries`, preparing them again with
-    /// reloaded specs while the engine finds them stale.
+    /// Writes ops prepared from the current specs of `entries` (`first`, when the caller
+    /// prepared them already), preparing them again with reloaded specs while the engine
+    /// finds them stale.
     pub(crate) async fn write_prepared(
         &self,
         entries: &[&Arc<CollectionEntry>],
+        mut first: Option<Vec<WriteOp>>,
         prepare: impl Fn() -> Result<Vec<WriteOp>>,
     ) -> Result<Vec<WriteResult>> {
         let mut attempt = 0;
         loop {
-            let ops = prepare()?;
+            let ops = match first.take() {
+                Some(ops) => ops,
+                None => prepare()?,
+            };
             match self
                 .shared
                 .backend

@@ -14,9 +14,19 @@
 //! # Layout
 //!
 //! A table per collection (id → record), a table per index (sortable value ‖ id), an expiry
-//! table per collection (sortable time ‖ id) and a catalog of specs; see [`schema`] for the
-//! encodings. Every write call — a single write or an atomic batch — is one write
-//! transaction, so a record and its index entries never disagree.
+//! table per collection (sortable time ‖ id), a catalog of specs with their revisions, and
+//! the version floors; see [`schema`] for the encodings. Every write call — a single write
+//! or an atomic batch — is one write transaction, so a record and its index entries never
+//! disagree, and the spec revision a write carries is checked in that transaction.
+//!
+//! Files written before format 2 (no revisions, no floors) are upgraded in place when
+//! opened. A redb file has one owner: several stores in one process share one
+//! `RedbBackend` (the conformance suite's second instance does), and another process
+//! gets `Unavailable`.
+//!
+//! A delete by query finds its matches in a read transaction and deletes them in a write
+//! job, each only if it is still at the version found, so a long walk never holds the
+//! writer.
 //!
 //! # Queries and covering indexes
 //!
