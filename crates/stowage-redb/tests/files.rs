@@ -9,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
 use stowage_core::{
     CollectionSpec, ErrorKind, Filter, IndexSpec, ManualClock, Put, Query, Store, Timestamp,
 };
-use redb::{ReadableDatabase, ReadableTable};
 use stowage_redb::{RedbBackend, RedbConfig};
 
 fn open(path: &Path) -> stowage_core::Result<RedbBackend> {

@@ -17,6 +17,14 @@ fn base() -> CollectionSpec {
     CollectionSpec::new().index(IndexSpec::integer("n", "/n"))
 }
 
+/// The `docs` collection of `store`, declared with `spec`.
+async fn docs(store: &Store, spec: CollectionSpec) -> Collection<Value> {
+    store
+        .collection_with_spec::<Value>("docs", spec)
+        .await
+        .unwrap()
+}
+
 /// A document: `k` is absent for every fifth id, so an index on it holds only the rest.
 fn doc(i: u64, round: u64) -> Value {
     if i.is_multiple_of(5) {
@@ -104,11 +112,7 @@ async fn keep_writing(coll: Collection<Value>, ids: u64, rounds: u64) {
 pub async fn index_added_while_other_instance_writes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let b = cx.second().await;
-    let a_docs = cx
-        .store
-        .collection_with_spec::<Value>("docs", base())
-        .await
-        .unwrap();
+    let a_docs = docs(&cx.store, base()).await;
     keep_writing(a_docs.clone(), 300, 1).await;
     let writer = tokio::spawn(keep_writing(a_docs.clone(), 300, 4));
     super::yield_a_little().await;
@@ -132,11 +136,7 @@ pub async fn spec_changes_while_other_instance_writes(f: Arc<dyn Fixture>) {
     let start = base()
         .index(IndexSpec::string("k", "/k"))
         .index(IndexSpec::integer("round", "/round"));
-    let a_docs = cx
-        .store
-        .collection_with_spec::<Value>("docs", start)
-        .await
-        .unwrap();
+    let a_docs = docs(&cx.store, start).await;
     keep_writing(a_docs.clone(), 200, 1).await;
     let writer = tokio::spawn(keep_writing(a_docs.clone(), 200, 3));
     super::yield_a_little().await;
@@ -183,11 +183,7 @@ pub async fn spec_changes_while_other_instance_writes(f: Arc<dyn Fixture>) {
 pub async fn dropped_collection_is_not_found_elsewhere(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let b = cx.second().await;
-    let a_docs = cx
-        .store
-        .collection_with_spec::<Value>("docs", base())
-        .await
-        .unwrap();
+    let a_docs = docs(&cx.store, base()).await;
     a_docs.put("x", &doc(1, 0), Put::insert()).await.unwrap();
     assert!(b.drop_collection("docs").await.unwrap());
     expect_err(
@@ -218,11 +214,7 @@ pub async fn dropped_collection_is_not_found_elsewhere(f: Arc<dyn Fixture>) {
 pub async fn concurrent_spec_changes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let b = cx.second().await;
-    let a_docs = cx
-        .store
-        .collection_with_spec::<Value>("docs", base())
-        .await
-        .unwrap();
+    let a_docs = docs(&cx.store, base()).await;
     const N: u64 = 600;
     for i in 0..N {
         let mut body = json!({"n": i});
@@ -404,11 +396,7 @@ pub async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
 /// next declaration that wants it finishes it, and one that does not want it drops it.
 pub async fn unfinished_build_is_finished_or_dropped(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
-    let docs = cx
-        .store
-        .collection_with_spec::<Value>("docs", base())
-        .await
-        .unwrap();
+    let docs = docs(&cx.store, base()).await;
     for i in 0..300 {
         docs.put(&format!("d{i:04}"), &doc(i, 0), Put::upsert())
             .await
