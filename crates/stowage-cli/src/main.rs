@@ -4,6 +4,7 @@ mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -186,7 +187,12 @@ async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> Result<()> {
     let cfg = args.resolve()?;
     cfg.server.check(cfg.addr)?;
-    let store = Store::open(&cfg.url).await?;
+    // Backend operations are counted and timed below the typed API, for /metrics.
+    let store = Store::builder()
+        .url(cfg.url.clone())
+        .layer(|backend| Arc::new(stowage_server::MetricsLayer::new(backend)))
+        .open()
+        .await?;
     let listener = tokio::net::TcpListener::bind(cfg.addr).await.map_err(|e| {
         stowage::Error::new(
             stowage::ErrorKind::Unavailable,

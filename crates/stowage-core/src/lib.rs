@@ -39,6 +39,7 @@ pub mod backend;
 mod collection;
 mod copy;
 mod error;
+pub mod layer;
 mod memory;
 mod query;
 mod record;

@@ -173,6 +173,13 @@ impl StoreBuilder {
         self
     }
 
+    /// Wraps the backend in a layer (see [`crate::layer`]): `wrap` receives the backend as
+    /// stacked so far, so the first layer added is the innermost.
+    pub fn layer(mut self, wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>) -> Self {
+        self.backend = wrap(self.backend);
+        self
+    }
+
     /// The store; InvalidInput when the namespace name is not valid.
     pub fn build(self) -> Result<Store> {
         validate_name("namespace", &self.namespace)?;

@@ -1,5 +1,5 @@
-//! The conformance suite on the memory backend: claiming everything, claiming little, and
-//! claiming batches within a collection of at most 16 ops.
+//! The conformance suite on the memory backend: claiming everything, claiming little,
+//! claiming batches within a collection of at most 16 ops, and under two pass-through layers.
 
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
@@ -37,4 +37,12 @@ mod collection_batches {
     }
 
     stowage_core::conformance_tests!(fixture());
+}
+
+/// The suite over two stacked pass-through layers: a layer that dropped or changed a call
+/// would fail it.
+mod layered {
+    use stowage_core::testkit::{Layered, MemoryFixture};
+
+    stowage_core::conformance_tests!(Layered(MemoryFixture::new()));
 }

@@ -39,6 +39,7 @@ type Output = Box<dyn Any + Send>;
 /// A collection's key in the spec cache: (namespace, collection).
 type SpecKey = (String, String);
 type SpecCache = HashMap<SpecKey, Arc<StoredSpec>>;
+type FloorCache = HashMap<SpecKey, Version>;
 type Work = Box<dyn for<'t> FnOnce(&mut Txn<'t>) -> Result<Output> + Send>;
 
 struct Job {
@@ -219,6 +220,8 @@ pub(crate) struct Txn<'t> {
     specs: &'t mut SpecCache,
     // Spec cache changes made by the running job, undone with it.
     spec_undo: Vec<(SpecKey, Option<Arc<StoredSpec>>)>,
+    floors: &'t mut FloorCache,
+    floor_undo: Vec<(SpecKey, Option<Version>)>,
 }
 
 impl<'t> Txn<'t> {
@@ -365,23 +368,32 @@ impl<'t> Txn<'t> {
         Ok(next)
     }
 
-    /// A collection's version floor (0 when none was kept).
+    /// A collection's version floor (0 when none was kept), from the cache or the table:
+    /// inserts read it, so it is remembered across transactions like specs.
     pub(crate) fn floor(&mut self, ns: &str, coll: &str) -> Result<Version> {
-        let floors = self.open(schema::FLOORS)?;
-        Ok(decode_u64(
-            self.get(floors, &schema::catalog_key(ns, coll))?.as_deref(),
-        ))
+        let key = (ns.to_owned(), coll.to_owned());
+        if let Some(f) = self.floors.get(&key) {
+            return Ok(*f);
+        }
+        let table = self.open(schema::FLOORS)?;
+        let f = decode_u64(self.get(table, &schema::catalog_key(ns, coll))?.as_deref());
+        self.floors.insert(key, f);
+        Ok(f)
     }
 
     /// Raises a collection's version floor to `version` if it is lower.
     pub(crate) fn raise_floor(&mut self, ns: &str, coll: &str, version: Version) -> Result<()> {
-        if version > self.floor(ns, coll)? {
-            let floors = self.open(schema::FLOORS)?;
+        let before = self.floor(ns, coll)?;
+        if version > before {
+            let table = self.open(schema::FLOORS)?;
             self.put(
-                floors,
+                table,
                 &schema::catalog_key(ns, coll),
                 &version.to_le_bytes(),
             )?;
+            let key = (ns.to_owned(), coll.to_owned());
+            self.floors.insert(key.clone(), version);
+            self.floor_undo.push((key, Some(before)));
         }
         Ok(())
     }
@@ -402,6 +414,12 @@ impl<'t> Txn<'t> {
                 None => self.specs.remove(&k),
             };
         }
+        while let Some((k, prev)) = self.floor_undo.pop() {
+            match prev {
+                Some(f) => self.floors.insert(k, f),
+                None => self.floors.remove(&k),
+            };
+        }
         Ok(())
     }
 }
@@ -409,8 +427,10 @@ impl<'t> Txn<'t> {
 struct Writer {
     db: Arc<Database>,
     durability: Durability,
-    // Only the commit right's holder changes specs, so this cache is always current.
+    // Only the commit right's holder changes specs and floors, so these caches are always
+    // current.
     specs: SpecCache,
+    floors: FloorCache,
     /// In relaxed mode: since when commits have not been durable.
     dirty_since: Option<Instant>,
 }
@@ -421,6 +441,7 @@ impl Writer {
             db,
             durability,
             specs: HashMap::new(),
+            floors: HashMap::new(),
             dirty_since: None,
         }
     }
@@ -491,6 +512,7 @@ impl Writer {
         if let Err(e) = outcome {
             // The transaction did not commit: whatever the jobs changed in the cache is void.
             self.specs.clear();
+            self.floors.clear();
             for (reply, _) in answers {
                 let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
             }
@@ -522,6 +544,8 @@ impl Writer {
                 undo: Vec::new(),
                 specs: &mut self.specs,
                 spec_undo: Vec::new(),
+                floors: &mut self.floors,
+                floor_undo: Vec::new(),
             };
             for job in jobs {
                 if failure.is_some() {
@@ -530,6 +554,7 @@ impl Writer {
                 }
                 t.undo.clear();
                 t.spec_undo.clear();
+                t.floor_undo.clear();
                 let result = (job.work)(&mut t);
                 if let Err(e) = &result {
                     if is_storage_failure(e) {

@@ -17,7 +17,7 @@ use crate::schema::{
 };
 
 /// A collection as a job writes it: its spec and its tables' slots, looked up once per job
-/// rather than once per op, and its version floor once read.
+/// rather than once per op.
 struct WriteColl {
     ns: String,
     name: String,
@@ -26,7 +26,6 @@ struct WriteColl {
     expiry: TableId,
     /// Each index's name, table, and whether it is covering (keeps record copies).
     indexes: Vec<(String, TableId, bool)>,
-    floor: Option<Version>,
 }
 
 impl WriteColl {
@@ -50,7 +49,6 @@ impl WriteColl {
             expiry: t.open(&tables.expiry)?,
             stored,
             indexes,
-            floor: None,
         })
     }
 
@@ -68,22 +66,13 @@ impl WriteColl {
             .map(|(_, id, covering)| (*id, *covering))
     }
 
-    fn floor(&mut self, t: &mut Txn<'_>) -> Result<Version> {
-        if let Some(f) = self.floor {
-            return Ok(f);
-        }
-        let f = t.floor(&self.ns, &self.name)?;
-        self.floor = Some(f);
-        Ok(f)
+    fn floor(&self, t: &mut Txn<'_>) -> Result<Version> {
+        t.floor(&self.ns, &self.name)
     }
 
     /// A record removed for good: the floor rises to its version.
-    fn raise_floor(&mut self, t: &mut Txn<'_>, version: Version) -> Result<()> {
-        if version > self.floor(t)? {
-            t.raise_floor(&self.ns, &self.name, version)?;
-            self.floor = Some(version);
-        }
-        Ok(())
+    fn raise_floor(&self, t: &mut Txn<'_>, version: Version) -> Result<()> {
+        t.raise_floor(&self.ns, &self.name, version)
     }
 
     /// Removes the index and expiry entries a stored record was written with.
@@ -105,7 +94,7 @@ impl WriteColl {
     }
 
     /// Removes a stored record for good (delete, purge, delete by prefix or query).
-    fn remove_record(&mut self, t: &mut Txn<'_>, id: &str, bytes: &[u8]) -> Result<()> {
+    fn remove_record(&self, t: &mut Txn<'_>, id: &str, bytes: &[u8]) -> Result<()> {
         self.remove_entries(t, id, bytes)?;
         t.remove(self.records, id.as_bytes())?;
         self.raise_floor(t, decode_header(bytes)?.version)
@@ -218,7 +207,7 @@ impl WriteColl {
 
     /// Applies one op: revision, then precondition, then unique indexes (the order every
     /// engine keeps, so errors agree).
-    fn apply(&mut self, t: &mut Txn<'_>, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
+    fn apply(&self, t: &mut Txn<'_>, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
         self.check_revision(op.revision)?;
         let (body, index, meta) = match op.action {
             WriteAction::Put { body, index, ttl } => (
@@ -265,7 +254,7 @@ impl WriteColl {
             // Inserts write first and look at what they replaced: one B-tree walk instead of
             // two. A live record there fails the op, and the job's undo log restores it.
             rec.version = first_version(self.floor(t)?, None);
-            let bytes = encode_record(&rec, &encoded);
+            let mut bytes = encode_record(&rec, &encoded);
             let prev = t.put(self.records, rec.id.as_bytes(), &bytes)?;
             if let Some(b) = &prev {
                 let h = decode_header(b)?;
@@ -275,15 +264,11 @@ impl WriteColl {
                 if h.version >= rec.version {
                     // Over an expired record of a higher version: above it.
                     rec.version = first_version(self.floor(t)?, Some(h.version));
-                    t.put(
-                        self.records,
-                        rec.id.as_bytes(),
-                        &encode_record(&rec, &encoded),
-                    )?;
+                    bytes = encode_record(&rec, &encoded);
+                    t.put(self.records, rec.id.as_bytes(), &bytes)?;
                 }
             }
             self.check_unique(t, &rec.id, &encoded, now)?;
-            let bytes = encode_record(&rec, &encoded);
             self.add_index_entries(t, &rec.id, &encoded, &bytes)?;
             if let Some(at) = rec.expires_at {
                 t.put(self.expiry, &expiry_key(at, &rec.id), &[])?;
@@ -469,7 +454,7 @@ pub(crate) fn drop_job(t: &mut Txn<'_>, ns: &str, coll: &str) -> Result<bool> {
     let Some(stored) = t.spec(ns, coll)? else {
         return Ok(false);
     };
-    let mut wc = WriteColl::open(t, ns, coll)?;
+    let wc = WriteColl::open(t, ns, coll)?;
     let mut highest = 0;
     let mut after: Option<Vec<u8>> = None;
     loop {
@@ -500,7 +485,7 @@ pub(crate) fn delete_prefix_job(
     prefix: &str,
     now: Timestamp,
 ) -> Result<u64> {
-    let mut wc = WriteColl::open(t, ns, coll)?;
+    let wc = WriteColl::open(t, ns, coll)?;
     let mut live = 0;
     loop {
         // Deleting what was read moves the start: always read from the prefix again.
@@ -531,7 +516,7 @@ pub(crate) fn delete_found_job(
     found: Vec<(String, Version)>,
     now: Timestamp,
 ) -> Result<u64> {
-    let mut wc = WriteColl::open(t, ns, coll)?;
+    let wc = WriteColl::open(t, ns, coll)?;
     wc.check_revision(revision)?;
     let mut deleted = 0;
     for (id, version) in found {
@@ -559,7 +544,7 @@ pub(crate) fn purge_job(
         if t.spec(ns, &coll)?.is_none() {
             continue;
         }
-        let mut wc = WriteColl::open(t, ns, &coll)?;
+        let wc = WriteColl::open(t, ns, &coll)?;
         loop {
             let page = t.page(wc.expiry, &[], None, 256)?;
             let due: Vec<_> = page

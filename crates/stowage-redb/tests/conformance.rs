@@ -41,3 +41,11 @@ impl Fixture for RedbFixture {
 }
 
 stowage_core::conformance_tests!(RedbFixture::new());
+
+/// The suite again under two stacked pass-through layers.
+mod layered {
+    use super::RedbFixture;
+    use stowage_core::testkit::Layered;
+
+    stowage_core::conformance_tests!(Layered(RedbFixture::new()));
+}

@@ -23,6 +23,9 @@
 //!   `If-Match: *` replaces an existing record whatever its version.
 //! - The collection names `collections` and `batch` are reserved by the routes.
 //! - `/healthz`, `/readyz`, `/metrics` and `/openapi.json` need no token.
+//! - The router serves the caller's `Store` as it is: its clock, namespace and layers carry
+//!   over. Backend operations appear in `/metrics` when the store was built with
+//!   [`MetricsLayer`] (as `stowage serve` does).
 //! - The router serves the store's backend through a metering wrapper, in the store's
 //!   namespace and with the system clock: a test clock given to the `Store` does not carry
 //!   over to HTTP requests.
@@ -48,17 +51,11 @@ use tokio::net::TcpListener;
 pub use auth::hash_token;
 pub use config::{Limits, Right, ServerConfig, TlsConfig, TokenConfig};
 pub use error::ApiError;
+pub use metrics::MetricsLayer;
 pub use openapi::document as openapi_document;
 
 /// The API's router over `store`, with metrics, body limit and timeout applied.
 pub fn router(store: Store, config: ServerConfig) -> Router {
-    // Backend operations are timed below the typed API: the store is rebuilt over a metered
-    // backend in the same namespace.
-    let metered = Arc::new(metrics::Metered(store.backend().clone()));
-    let store = Store::builder(metered)
-        .namespace(store.namespace_name())
-        .build()
-        .unwrap_or(store);
     let limits = config.limits.clone();
     let state = routes::AppState {
         store,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use stowage_core::{MemoryBackend, Store};
-use stowage_server::{hash_token, Right, ServerConfig, TokenConfig};
+use stowage_core::{ManualClock, MemoryBackend, Store, Timestamp};
+use stowage_server::{hash_token, MetricsLayer, Right, ServerConfig, TokenConfig};
 use tokio::sync::oneshot;
 
 /// Sending in tests: a failed send is a failed test.
@@ -33,10 +33,18 @@ struct Server {
 }
 
 impl Server {
+    /// A server over a memory store with the metrics layer, as `stowage serve` builds it.
     async fn start(config: ServerConfig) -> Server {
+        let store = Store::builder(Arc::new(MemoryBackend::new()))
+            .layer(|b| Arc::new(MetricsLayer::new(b)))
+            .build()
+            .unwrap();
+        Server::start_with(config, store).await
+    }
+
+    async fn start_with(config: ServerConfig, store: Store) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let store = Store::from_backend(Arc::new(MemoryBackend::new()));
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(stowage_server::serve_with(
             listener,
@@ -456,6 +464,10 @@ async fn operations_endpoints() {
     );
     assert!(metrics.contains("stowage_http_request_duration_seconds_bucket"));
     assert!(metrics.contains("stowage_backend_operations_total"));
+    assert!(
+        metrics.contains("namespace=\"app\"") && metrics.contains("collection=\"incidents\""),
+        "{metrics}"
+    );
     let doc: Value = c.get(s.url("/openapi.json")).fetch_json().await;
     assert_eq!(doc["openapi"], "3.1.0");
     for p in [
@@ -819,5 +831,27 @@ async fn checks_delete_by_query_and_etags_that_never_repeat() {
         (e["index"].as_str(), e["holder"].as_str()),
         (Some("fingerprint"), Some("inc-2"))
     );
+    s.stop().await;
+}
+
+/// The router serves the caller's store as it is: its clock decides `updated_at` and expiry.
+#[tokio::test]
+async fn the_callers_store_and_clock_are_served() {
+    let start = Timestamp::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let store = Store::builder(Arc::new(MemoryBackend::new()))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let s = Server::start_with(ServerConfig::default(), store).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    let url = s.url("/v1/app/incidents/records/t?ttl=60");
+    let w: Value = c.put(url).json(&json!({"fingerprint": "t"})).fetch_json().await;
+    assert_eq!(w["updated_at"], "2030-01-01T00:00:00Z");
+    assert_eq!(w["expires_at"], "2030-01-01T00:01:00Z");
+    clock.advance(std::time::Duration::from_secs(61));
+    let r = c.get(s.url("/v1/app/incidents/records/t")).fetch().await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "expired by the caller's clock");
     s.stop().await;
 }

@@ -47,7 +47,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-pub use stowage_core::backend;
+pub use stowage_core::{backend, layer};
 pub use stowage_core::{
     validate_id, validate_name, Batch, Body, Capabilities, Clock, Collection, CollectionSpec,
     CollectionStats, Condition, ContentType, Error, ErrorKind, Filter, Health, IndexSpec,
@@ -109,11 +109,24 @@ impl Store {
 }
 
 /// Builds a [`Store`] from a URL.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StoreBuilder {
     url: Option<String>,
     namespace: Option<String>,
     clock: Option<Arc<dyn Clock>>,
+    layers: Vec<Wrap>,
+}
+
+type Wrap = Box<dyn FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend> + Send>;
+
+impl std::fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("StoreBuilder")
+            .field("namespace", &self.namespace)
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreBuilder {
@@ -135,6 +148,16 @@ impl StoreBuilder {
         self
     }
 
+    /// Wraps the engine in a layer (see [`stowage_core::layer`]); the first added is the
+    /// innermost.
+    pub fn layer(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend> + Send + 'static,
+    ) -> Self {
+        self.layers.push(Box::new(wrap));
+        self
+    }
+
     /// Connects to the backend.
     pub async fn open(self) -> Result<Store> {
         let url = self
@@ -144,6 +167,9 @@ impl StoreBuilder {
         let namespace = self.namespace.or(target.namespace.clone());
         let backend = connect(target).await?;
         let mut b = stowage_core::Store::builder(backend);
+        for wrap in self.layers {
+            b = b.layer(wrap);
+        }
         if let Some(ns) = namespace {
             b = b.namespace(ns);
         }

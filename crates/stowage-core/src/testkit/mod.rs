@@ -118,6 +118,38 @@ impl Fixture for MemoryFixture {
     }
 }
 
+/// A fixture whose backends are wrapped in two [`PassThrough`](crate::layer::PassThrough)
+/// layers: the suite over it fails if a layer drops or changes a call.
+#[derive(Debug)]
+pub struct Layered<F>(pub F);
+
+impl<F: Fixture> Layered<F> {
+    fn wrap(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        use crate::layer::PassThrough;
+        Arc::new(PassThrough::new(Arc::new(PassThrough::new(backend))))
+    }
+}
+
+#[async_trait]
+impl<F: Fixture> Fixture for Layered<F> {
+    async fn create(&self) -> Result<(Arc<dyn Backend>, String)> {
+        let (backend, location) = self.0.create().await?;
+        Ok((Self::wrap(backend), location))
+    }
+
+    async fn open(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        Ok(Self::wrap(self.0.open(location).await?))
+    }
+
+    async fn open_second(
+        &self,
+        location: &str,
+        first: &Arc<dyn Backend>,
+    ) -> Result<Arc<dyn Backend>> {
+        Ok(Self::wrap(self.0.open_second(location, first).await?))
+    }
+}
+
 /// Runs one suite test on a fresh multi-threaded runtime. The macro's tests call this.
 pub fn run<F, Fut>(fixture: F, test: fn(Arc<dyn Fixture>) -> Fut)
 where

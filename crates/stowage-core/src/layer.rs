@@ -1,0 +1,295 @@
+//! Layers: backends that wrap a backend, change what they care about, and forward the rest.
+//!
+//! A [`Layer`] names the backend it wraps ([`Layer::inner`]) and overrides only the
+//! methods it changes: every method of [`Backend`] has a default here that forwards to the
+//! inner backend, and `impl<L: Layer> Backend for L` makes every layer a backend. So a
+//! method added to the engine interface later is forwarded by every layer without touching
+//! any of them. [`Layer::around`] sees every forwarded call by name — all a metrics or
+//! logging layer needs.
+//!
+//! Stack layers with [`crate::StoreBuilder::layer`]; the first added is the innermost.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use stowage_core::backend::Backend;
+//! use stowage_core::layer::{Layer, PassThrough};
+//! use stowage_core::{MemoryBackend, Store};
+//!
+//! let store = Store::builder(Arc::new(MemoryBackend::new()))
+//!     .layer(|inner| Arc::new(PassThrough::new(inner)))
+//!     .build()
+//!     .unwrap();
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+
+use crate::backend::{
+    Backend, Capabilities, CollectionStats, IndexFill, QueryHit, QueryRequest, Revision,
+    ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
+};
+use crate::error::Result;
+use crate::record::{StoredRecord, Timestamp};
+
+/// One call passing through a layer: the [`Backend`] method's name and what it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call<'a> {
+    /// The method: `get`, `write`, `query`, …
+    pub op: &'static str,
+    /// The namespace, for calls about one.
+    pub namespace: Option<&'a str>,
+    /// The collection, for calls about one.
+    pub collection: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    fn new(op: &'static str, namespace: Option<&'a str>, collection: Option<&'a str>) -> Self {
+        Call {
+            op,
+            namespace,
+            collection,
+        }
+    }
+}
+
+/// A backend that wraps another. Implement [`Layer::inner`] and the methods the layer
+/// changes; everything else forwards.
+#[async_trait]
+pub trait Layer: std::fmt::Debug + Send + Sync + 'static {
+    /// The backend this layer wraps.
+    fn inner(&self) -> &Arc<dyn Backend>;
+
+    /// Runs one forwarded call: the default just awaits `forward`. Override it to time,
+    /// count or log every call in one place.
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        call: Call<'a>,
+        forward: BoxFuture<'a, Result<T>>,
+    ) -> BoxFuture<'a, Result<T>> {
+        let _ = call;
+        forward
+    }
+
+    /// [`Backend::name`].
+    fn name(&self) -> &'static str {
+        self.inner().name()
+    }
+    /// [`Backend::capabilities`].
+    fn capabilities(&self) -> Capabilities {
+        self.inner().capabilities()
+    }
+    /// [`Backend::list_namespaces`].
+    async fn list_namespaces(&self) -> Result<Vec<String>> {
+        self.inner().list_namespaces().await
+    }
+    /// [`Backend::load_spec`].
+    async fn load_spec(&self, ns: &str, c: &str) -> Result<Option<StoredSpec>> {
+        self.inner().load_spec(ns, c).await
+    }
+    /// [`Backend::list_specs`].
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>> {
+        self.inner().list_specs(ns).await
+    }
+    /// [`Backend::apply_spec`].
+    async fn apply_spec(&self, ns: &str, c: &str, update: &SpecUpdate) -> Result<Revision> {
+        self.inner().apply_spec(ns, c, update).await
+    }
+    /// [`Backend::fill_index`].
+    async fn fill_index(
+        &self,
+        ns: &str,
+        c: &str,
+        revision: Revision,
+        fills: Vec<IndexFill>,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.inner().fill_index(ns, c, revision, fills, now).await
+    }
+    /// [`Backend::drop_collection`].
+    async fn drop_collection(&self, ns: &str, c: &str) -> Result<bool> {
+        self.inner().drop_collection(ns, c).await
+    }
+    /// [`Backend::get`].
+    async fn get(
+        &self,
+        ns: &str,
+        c: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRecord>> {
+        self.inner().get(ns, c, id, now).await
+    }
+    /// [`Backend::get_many`].
+    async fn get_many(
+        &self,
+        ns: &str,
+        c: &str,
+        ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        self.inner().get_many(ns, c, ids, now).await
+    }
+    /// [`Backend::write`].
+    async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
+        self.inner().write(ns, ops, now).await
+    }
+    /// [`Backend::query`].
+    async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
+        self.inner().query(ns, r, now).await
+    }
+    /// [`Backend::count`].
+    async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        self.inner().count(ns, r, now).await
+    }
+    /// [`Backend::delete_matching`].
+    async fn delete_matching(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        self.inner().delete_matching(ns, r, now).await
+    }
+    /// [`Backend::scan`].
+    async fn scan(&self, ns: &str, r: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
+        self.inner().scan(ns, r, now).await
+    }
+    /// [`Backend::delete_prefix`].
+    async fn delete_prefix(&self, ns: &str, c: &str, p: &str, now: Timestamp) -> Result<u64> {
+        self.inner().delete_prefix(ns, c, p, now).await
+    }
+    /// [`Backend::purge_expired`].
+    async fn purge_expired(&self, ns: &str, now: Timestamp) -> Result<u64> {
+        self.inner().purge_expired(ns, now).await
+    }
+    /// [`Backend::stats`].
+    async fn stats(&self, ns: &str) -> Result<Vec<CollectionStats>> {
+        self.inner().stats(ns).await
+    }
+    /// [`Backend::ping`].
+    async fn ping(&self) -> Result<()> {
+        self.inner().ping().await
+    }
+}
+
+/// Every layer is a backend: each call goes through [`Layer::around`] to the layer's own
+/// method (which forwards unless the layer overrides it).
+#[async_trait]
+impl<L: Layer> Backend for L {
+    fn name(&self) -> &'static str {
+        Layer::name(self)
+    }
+    fn capabilities(&self) -> Capabilities {
+        Layer::capabilities(self)
+    }
+    async fn list_namespaces(&self) -> Result<Vec<String>> {
+        let call = Call::new("list_namespaces", None, None);
+        self.around(call, Layer::list_namespaces(self)).await
+    }
+    async fn load_spec(&self, ns: &str, c: &str) -> Result<Option<StoredSpec>> {
+        let call = Call::new("load_spec", Some(ns), Some(c));
+        self.around(call, Layer::load_spec(self, ns, c)).await
+    }
+    async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>> {
+        let call = Call::new("list_specs", Some(ns), None);
+        self.around(call, Layer::list_specs(self, ns)).await
+    }
+    async fn apply_spec(&self, ns: &str, c: &str, update: &SpecUpdate) -> Result<Revision> {
+        let call = Call::new("apply_spec", Some(ns), Some(c));
+        self.around(call, Layer::apply_spec(self, ns, c, update))
+            .await
+    }
+    async fn fill_index(
+        &self,
+        ns: &str,
+        c: &str,
+        revision: Revision,
+        fills: Vec<IndexFill>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let call = Call::new("fill_index", Some(ns), Some(c));
+        self.around(call, Layer::fill_index(self, ns, c, revision, fills, now))
+            .await
+    }
+    async fn drop_collection(&self, ns: &str, c: &str) -> Result<bool> {
+        let call = Call::new("drop_collection", Some(ns), Some(c));
+        self.around(call, Layer::drop_collection(self, ns, c)).await
+    }
+    async fn get(
+        &self,
+        ns: &str,
+        c: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRecord>> {
+        let call = Call::new("get", Some(ns), Some(c));
+        self.around(call, Layer::get(self, ns, c, id, now)).await
+    }
+    async fn get_many(
+        &self,
+        ns: &str,
+        c: &str,
+        ids: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        let call = Call::new("get_many", Some(ns), Some(c));
+        self.around(call, Layer::get_many(self, ns, c, ids, now))
+            .await
+    }
+    async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
+        // A batch may span collections: it is named by its first op's.
+        let first = ops.first().map(|op| op.collection.clone());
+        let call = Call::new("write", Some(ns), first.as_deref());
+        self.around(call, Layer::write(self, ns, ops, now)).await
+    }
+    async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
+        let call = Call::new("query", Some(ns), Some(&r.collection));
+        self.around(call, Layer::query(self, ns, r, now)).await
+    }
+    async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        let call = Call::new("count", Some(ns), Some(&r.collection));
+        self.around(call, Layer::count(self, ns, r, now)).await
+    }
+    async fn delete_matching(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        let call = Call::new("delete_matching", Some(ns), Some(&r.collection));
+        self.around(call, Layer::delete_matching(self, ns, r, now))
+            .await
+    }
+    async fn scan(&self, ns: &str, r: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
+        let call = Call::new("scan", Some(ns), Some(&r.collection));
+        self.around(call, Layer::scan(self, ns, r, now)).await
+    }
+    async fn delete_prefix(&self, ns: &str, c: &str, p: &str, now: Timestamp) -> Result<u64> {
+        let call = Call::new("delete_prefix", Some(ns), Some(c));
+        self.around(call, Layer::delete_prefix(self, ns, c, p, now))
+            .await
+    }
+    async fn purge_expired(&self, ns: &str, now: Timestamp) -> Result<u64> {
+        let call = Call::new("purge_expired", Some(ns), None);
+        self.around(call, Layer::purge_expired(self, ns, now)).await
+    }
+    async fn stats(&self, ns: &str) -> Result<Vec<CollectionStats>> {
+        let call = Call::new("stats", Some(ns), None);
+        self.around(call, Layer::stats(self, ns)).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.around(Call::new("ping", None, None), Layer::ping(self))
+            .await
+    }
+}
+
+/// A layer that changes nothing: the base for tests that a stack forwards every call.
+#[derive(Debug)]
+pub struct PassThrough {
+    inner: Arc<dyn Backend>,
+}
+
+impl PassThrough {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        PassThrough { inner }
+    }
+}
+
+impl Layer for PassThrough {
+    fn inner(&self) -> &Arc<dyn Backend> {
+        &self.inner
+    }
+}
