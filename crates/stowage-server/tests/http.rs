@@ -847,11 +847,33 @@ async fn the_callers_store_and_clock_are_served() {
     let c = Client::new();
     with_incidents(&s, &c).await;
     let url = s.url("/v1/app/incidents/records/t?ttl=60");
-    let w: Value = c.put(url).json(&json!({"fingerprint": "t"})).fetch_json().await;
+    let w: Value = c
+        .put(url)
+        .json(&json!({"fingerprint": "t"}))
+        .fetch_json()
+        .await;
     assert_eq!(w["updated_at"], "2030-01-01T00:00:00Z");
     assert_eq!(w["expires_at"], "2030-01-01T00:01:00Z");
     clock.advance(std::time::Duration::from_secs(61));
     let r = c.get(s.url("/v1/app/incidents/records/t")).fetch().await;
-    assert_eq!(r.status(), StatusCode::NOT_FOUND, "expired by the caller's clock");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "expired by the caller's clock"
+    );
+    s.stop().await;
+}
+
+/// A JSON body comes back over HTTP as it was written, key order included.
+#[tokio::test]
+async fn bodies_keep_their_key_order() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    let text = r#"{"zeta":1,"fingerprint":"o","alpha":{"y":2,"b":1}}"#;
+    let url = s.url("/v1/app/incidents/records/ordered");
+    let r = c.put(&url).body(text).fetch().await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(c.get(&url).fetch().await.text().await.unwrap(), text);
     s.stop().await;
 }

@@ -485,7 +485,7 @@ macro_rules! conformance_tests {
             batch { batch_applies_all, failing_precondition_writes_nothing, unique_clash_writes_nothing,
                     later_ops_see_earlier_ones, bad_op_is_named_before_anything_is_written,
                     check_op_writes_nothing }
-            values { large_value_8_mib, unicode_ids, stats_and_health }
+            values { large_value_8_mib, unicode_ids, stats_and_health, json_key_order_is_kept }
             catalog { spec_survives_reopen, added_index_sees_existing_records,
                       dropped_index_cannot_be_queried, incompatible_change_is_refused,
                       unique_index_over_duplicates_is_refused, list_and_drop_collections,

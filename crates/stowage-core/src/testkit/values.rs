@@ -84,3 +84,27 @@ pub async fn stats_and_health(f: Arc<dyn Fixture>) {
     assert_eq!(h.backend, cx.store.backend_name());
     assert!(h.latency < std::time::Duration::from_secs(5));
 }
+
+/// A JSON body comes back with its keys in the order they were written, not sorted, in an
+/// indexed collection and a plain one, decoded and raw.
+pub async fn json_key_order_is_kept(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let text = r#"{"zeta":1,"alpha":{"y":2,"b":[{"k2":1,"k1":2}]},"name":"x","n":3}"#;
+    let body: serde_json::Value = serde_json::from_str(text).unwrap();
+    let items = cx
+        .store
+        .collection_with_spec::<serde_json::Value>(
+            "ordered",
+            crate::CollectionSpec::new().index(crate::IndexSpec::string("name", "/name")),
+        )
+        .await
+        .unwrap();
+    let plain = cx.plain("plain").await;
+    for coll in [&items, &plain] {
+        coll.put("k", &body, Put::upsert()).await.unwrap();
+        let raw = coll.get_raw("k").await.unwrap().unwrap().value;
+        assert_eq!(std::str::from_utf8(&raw).unwrap(), text);
+        let decoded = coll.get("k").await.unwrap().unwrap().value;
+        assert_eq!(serde_json::to_string(&decoded).unwrap(), text);
+    }
+}
