@@ -105,6 +105,32 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "STOWAGE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<String>,
+    /// How log lines look on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "STOWAGE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// How `stowage serve` writes its log lines.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs to stderr at the level RUST_LOG gives (default info).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second subscriber (tests calling serve twice) is refused: keep the first.
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
 }
 
 impl ServeArgs {
@@ -181,16 +207,18 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    eprintln!("stowage: stopping: finishing requests in flight");
+    tracing::info!("stopping: finishing requests in flight");
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    init_logs(args.log_format);
     let cfg = args.resolve()?;
     cfg.server.check(cfg.addr)?;
     // Backend operations are counted and timed below the typed API, for /metrics.
     let store = Store::builder()
         .url(cfg.url.clone())
         .layer(|backend| Arc::new(stowage_server::MetricsLayer::new(backend)))
+        .layer(|backend| Arc::new(stowage::layer::TracingLayer::new(backend)))
         .open()
         .await?;
     let listener = tokio::net::TcpListener::bind(cfg.addr).await.map_err(|e| {
@@ -203,6 +231,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .local_addr()
         .map_err(|e| stowage::Error::internal(e.to_string()))?;
     println!("stowage: serving {} on http://{bound}", redacted(&cfg.url));
+    tracing::info!(url = %redacted(&cfg.url), addr = %bound, "serving");
     stowage_server::serve_with(
         listener,
         store.core().clone(),
@@ -212,7 +241,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     .await?;
     // Dropping the store commits and closes it before the process exits.
     drop(store);
-    eprintln!("stowage: stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 

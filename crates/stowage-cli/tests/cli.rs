@@ -170,3 +170,67 @@ async fn shell_commands_put_get_query_stats() {
     let (ok, out, _) = run(a(&["--help"])).await;
     assert!(ok && out.contains("serve") && out.contains("hash-token"));
 }
+
+/// `--log-format json` writes one JSON object per line to stderr: start, one line per
+/// request with the route template (never the path, which holds ids), and stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_logs_name_routes_not_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("redb://{}/store.redb", dir.path().display());
+    let mut child = Command::new(STOWAGE)
+        .args([
+            "serve",
+            "--url",
+            &url,
+            "--addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("STOWAGE_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = line.split(" on ").nth(1).unwrap().trim().to_owned();
+    let r = Client::new()
+        .get(format!("{base}/v1/app/secret-collection/records/secret-id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    sigterm(&child);
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = Vec::new();
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(20), err.next_line())
+        .await
+        .unwrap()
+    {
+        lines.push(l);
+    }
+    child.wait().await.unwrap();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    let request = events
+        .iter()
+        .find(|e| e["message"] == "request")
+        .unwrap_or_else(|| panic!("no request line in {lines:?}"));
+    assert_eq!(request["route"], "/v1/{ns}/{coll}/records/{id}");
+    assert_eq!(
+        (request["method"].as_str(), request["status"].as_u64()),
+        (Some("GET"), Some(404))
+    );
+    assert!(events.iter().any(|e| e["message"] == "serving"));
+    assert!(events.iter().any(|e| e["message"] == "stopped"));
+    assert!(!lines.iter().any(|l| l.contains("secret")), "{lines:?}");
+}

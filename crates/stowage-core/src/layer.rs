@@ -293,3 +293,54 @@ impl Layer for PassThrough {
         &self.inner
     }
 }
+
+/// Runs every backend operation in a `stowage.backend` span (op, namespace, collection) and
+/// logs, at warn, failures beyond ordinary answers (Internal, Corrupted, Unavailable): a
+/// NotFound or a Conflict is an answer, not an incident. Feature `tracing`.
+#[cfg(feature = "tracing")]
+#[derive(Debug)]
+pub struct TracingLayer {
+    inner: Arc<dyn Backend>,
+}
+
+#[cfg(feature = "tracing")]
+impl TracingLayer {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        TracingLayer { inner }
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl Layer for TracingLayer {
+    fn inner(&self) -> &Arc<dyn Backend> {
+        &self.inner
+    }
+
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        call: Call<'a>,
+        forward: BoxFuture<'a, Result<T>>,
+    ) -> BoxFuture<'a, Result<T>> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "stowage.backend",
+            op = call.op,
+            namespace = call.namespace.unwrap_or(""),
+            collection = call.collection.unwrap_or(""),
+        );
+        Box::pin(
+            async move {
+                let r = forward.await;
+                if let Err(e) = &r {
+                    use crate::ErrorKind::{Corrupted, Internal, Unavailable};
+                    if matches!(e.kind(), Internal | Corrupted | Unavailable) {
+                        tracing::warn!(kind = %e.kind(), error = %e, "backend operation failed");
+                    }
+                }
+                r
+            }
+            .instrument(span),
+        )
+    }
+}

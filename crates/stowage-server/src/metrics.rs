@@ -36,7 +36,9 @@ pub(crate) fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Middleware: counts and times every request by its route template.
+/// Middleware: counts, times and logs every request by its route template. The log line
+/// has the method, the route template (never the path: ids can be personal data), the
+/// status and the latency; never headers or bodies.
 pub(crate) async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -45,7 +47,16 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
+    let code = resp.status().as_u16();
+    tracing::info!(
+        target: "stowage::http",
+        method = %method,
+        route = %route,
+        status = code,
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    let status = code.to_string();
     metrics::counter!("stowage_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("stowage_http_request_duration_seconds", "route" => route)
