@@ -710,4 +710,18 @@ pub trait Backend: Debug + Send + Sync + 'static {
 
     /// A cheap round trip to the engine; an error when it is unreachable.
     async fn ping(&self) -> Result<()>;
+
+    /// The changes of `ns` after token `after` (`None`: from now on), in commit order: one
+    /// event per record written or deleted, one per bulk change, a gap where continuity was
+    /// lost, nothing for what failed. Engines that claim [`ChangeFeed::None`] keep the
+    /// default: Unsupported.
+    async fn watch(
+        &self,
+        ns: &str,
+        after: Option<crate::feed::ChangeToken>,
+        now: Timestamp,
+    ) -> Result<crate::feed::ChangeStream> {
+        let _ = (ns, after, now);
+        Err(Error::unsupported(self.name(), "a change feed"))
+    }
 }

@@ -530,6 +530,23 @@ where
         Ok(Page { items, next_cursor })
     }
 
+    /// The changes of this collection after `after` (`None`: from now on), with the
+    /// namespace-wide events that concern it too (purges, gaps); see [`Store::watch`].
+    pub async fn watch(&self, after: Option<crate::ChangeToken>) -> Result<crate::ChangeStream> {
+        use futures_util::StreamExt;
+        let name = self.name().to_owned();
+        let all = self.store.watch(after).await?;
+        Ok(all
+            .filter(move |e| {
+                let keep = match e {
+                    Ok(e) => e.collection.as_deref().is_none_or(|c| c == name),
+                    Err(_) => true,
+                };
+                std::future::ready(keep)
+            })
+            .boxed())
+    }
+
     /// Deletes every record whose id starts with `prefix`; returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         if prefix.is_empty() {

@@ -31,6 +31,7 @@ use crate::backend::{
     ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
 use crate::error::Result;
+use crate::feed::{ChangeStream, ChangeToken};
 use crate::record::{StoredRecord, Timestamp};
 
 /// One call passing through a layer: the [`Backend`] method's name and what it is about.
@@ -167,6 +168,15 @@ pub trait Layer: std::fmt::Debug + Send + Sync + 'static {
     async fn ping(&self) -> Result<()> {
         self.inner().ping().await
     }
+    /// [`Backend::watch`].
+    async fn watch(
+        &self,
+        ns: &str,
+        after: Option<ChangeToken>,
+        now: Timestamp,
+    ) -> Result<ChangeStream> {
+        self.inner().watch(ns, after, now).await
+    }
 }
 
 /// Every layer is a backend: each call goes through [`Layer::around`] to the layer's own
@@ -272,6 +282,15 @@ impl<L: Layer> Backend for L {
     async fn ping(&self) -> Result<()> {
         self.around(Call::new("ping", None, None), Layer::ping(self))
             .await
+    }
+    async fn watch(
+        &self,
+        ns: &str,
+        after: Option<ChangeToken>,
+        now: Timestamp,
+    ) -> Result<ChangeStream> {
+        let call = Call::new("watch", Some(ns), None);
+        self.around(call, Layer::watch(self, ns, after, now)).await
     }
 }
 

@@ -39,6 +39,7 @@ pub mod backend;
 mod collection;
 mod copy;
 mod error;
+mod feed;
 pub mod layer;
 mod memory;
 mod query;
@@ -57,6 +58,7 @@ pub use backend::{
 pub use collection::{Batch, Collection, Put, DELETE_CHUNK};
 pub use copy::{copy_namespace, CopyReport};
 pub use error::{Error, ErrorKind, Result};
+pub use feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken, REPLAY_WINDOW};
 pub use memory::MemoryBackend;
 pub use query::{Condition, Filter, Page, Query};
 pub use record::{

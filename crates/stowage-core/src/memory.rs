@@ -13,11 +13,12 @@ use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{
-    filter_matches, first_version, walk_bound, Backend, BatchScope, Capabilities, CollectionStats,
-    IndexEntries, IndexFill, PredicateOp, QueryHit, QueryRequest, RecordMeta, Revision,
-    ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp, WriteResult,
+    filter_matches, first_version, walk_bound, Backend, BatchScope, Capabilities, ChangeFeed,
+    CollectionStats, IndexEntries, IndexFill, PredicateOp, QueryHit, QueryRequest, RecordMeta,
+    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp, WriteResult,
 };
 use crate::error::{Error, Result};
+use crate::feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken};
 use crate::record::{StoredRecord, Timestamp, Version};
 use crate::value::IndexValue;
 
@@ -36,6 +37,8 @@ struct Inner {
     capabilities: Capabilities,
     /// The last spec revision given, for the whole store.
     revisions: AtomicU64,
+    /// The change feed: published under the namespace's write lock, so in commit order.
+    changes: ChangeHub,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +105,7 @@ impl MemoryBackend {
             unique_indexes: true,
             ttl: true,
             binary_bodies: true,
+            change_feed: ChangeFeed::Live,
             max_body_bytes: 64 << 20,
             ..Capabilities::default()
         }
@@ -115,6 +119,7 @@ impl MemoryBackend {
                 namespaces: RwLock::new(HashMap::new()),
                 capabilities,
                 revisions: AtomicU64::new(0),
+                changes: ChangeHub::default(),
             }),
         }
     }
@@ -486,6 +491,20 @@ impl MemoryBackend {
     fn next_revision(&self) -> Revision {
         self.inner.revisions.fetch_add(1, Ordering::SeqCst) + 1
     }
+
+    /// Publishes what committed, while the caller still holds the namespace's write lock.
+    fn publish(&self, ns: &str, events: Vec<ChangeEvent>) {
+        if self.inner.capabilities.change_feed != ChangeFeed::None {
+            self.inner.changes.publish(ns, events);
+        }
+    }
+
+    /// One bulk event when `count` records went.
+    fn publish_bulk(&self, ns: &str, op: ChangeOp, coll: Option<&str>, count: u64, now: Timestamp) {
+        if count > 0 {
+            self.publish(ns, vec![ChangeEvent::new(op, coll, now).count(count)]);
+        }
+    }
 }
 
 #[async_trait]
@@ -545,10 +564,18 @@ impl Backend for MemoryBackend {
             building: update.building.clone(),
         };
         let revision = spec.revision;
+        let spec_event = || {
+            vec![ChangeEvent::new(
+                ChangeOp::Spec,
+                Some(collection),
+                Timestamp::now(),
+            )]
+        };
         let Some(coll) = ns.collections.get_mut(collection) else {
             let floor = ns.floors.get(collection).copied().unwrap_or(0);
             ns.collections
                 .insert(collection.to_owned(), MemCollection::new(spec, floor));
+            self.publish(ns_name, spec_event());
             return Ok(revision);
         };
         let change = coll.spec.spec.diff(&spec.spec)?;
@@ -567,6 +594,7 @@ impl Backend for MemoryBackend {
             }
         }
         coll.spec = spec;
+        self.publish(ns_name, spec_event());
         Ok(revision)
     }
 
@@ -616,8 +644,8 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn drop_collection(&self, ns: &str, collection: &str) -> Result<bool> {
-        let ns = self.namespace(ns);
+    async fn drop_collection(&self, ns_name: &str, collection: &str) -> Result<bool> {
+        let ns = self.namespace(ns_name);
         let mut ns = ns.write();
         let Some(coll) = ns.collections.remove(collection) else {
             return Ok(false);
@@ -625,6 +653,8 @@ impl Backend for MemoryBackend {
         let highest = coll.records.values().map(|r| r.rec.version).max();
         let floor = coll.floor.max(highest.unwrap_or(0));
         ns.floors.insert(collection.to_owned(), floor);
+        let dropped = ChangeEvent::new(ChangeOp::Drop, Some(collection), Timestamp::now());
+        self.publish(ns_name, vec![dropped]);
         Ok(true)
     }
 
@@ -654,15 +684,37 @@ impl Backend for MemoryBackend {
         let mut ns = ns.write();
         let mut undo = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
+        let mut events = Vec::with_capacity(ops.len());
         for (i, op) in ops.into_iter().enumerate() {
+            let (collection, id) = (op.collection.clone(), op.id.clone());
+            let op_kind = match op.action {
+                WriteAction::Put { .. } | WriteAction::Restore { .. } => Some(ChangeOp::Put),
+                WriteAction::Delete => Some(ChangeOp::Delete),
+                WriteAction::Check => None,
+            };
             match ns.apply(ns_name, op, now, &mut undo) {
-                Ok(r) => results.push(r),
+                Ok(r) => {
+                    if let (Some(kind), Some(meta)) = (op_kind, r.meta) {
+                        let at = if kind == ChangeOp::Put {
+                            meta.updated_at
+                        } else {
+                            now
+                        };
+                        events.push(
+                            ChangeEvent::new(kind, Some(&collection), at)
+                                .id(&id)
+                                .version(meta.version),
+                        );
+                    }
+                    results.push(r)
+                }
                 Err(e) => {
                     ns.rollback(undo);
                     return Err(e.at_op(i));
                 }
             }
         }
+        self.publish(ns_name, events);
         Ok(results)
     }
 
@@ -721,7 +773,15 @@ impl Backend for MemoryBackend {
         for id in &ids {
             coll.remove_raising(id);
         }
-        Ok(ids.len() as u64)
+        let n = ids.len() as u64;
+        self.publish_bulk(
+            ns_name,
+            ChangeOp::DeleteWhere,
+            Some(&req.collection),
+            n,
+            now,
+        );
+        Ok(n)
     }
 
     async fn scan(
@@ -773,6 +833,12 @@ impl Backend for MemoryBackend {
                 live += 1;
             }
         }
+        if live > 0 {
+            let event = ChangeEvent::new(ChangeOp::DeletePrefix, Some(name), now)
+                .id(prefix)
+                .count(live);
+            self.publish(ns_name, vec![event]);
+        }
         Ok(live)
     }
 
@@ -792,6 +858,7 @@ impl Backend for MemoryBackend {
                 purged += 1;
             }
         }
+        self.publish_bulk(ns_name, ChangeOp::Purge, None, purged, now);
         Ok(purged)
     }
 
@@ -811,5 +878,17 @@ impl Backend for MemoryBackend {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn watch(
+        &self,
+        ns: &str,
+        after: Option<ChangeToken>,
+        now: Timestamp,
+    ) -> Result<ChangeStream> {
+        if self.inner.capabilities.change_feed == ChangeFeed::None {
+            return Err(Error::unsupported(self.name(), "a change feed"));
+        }
+        Ok(self.inner.changes.watch(ns, after, now))
     }
 }

@@ -350,6 +350,16 @@ impl Store {
         self.shared.backend.stats(&self.namespace).await
     }
 
+    /// The changes of this namespace after `after` (`None`: from now on), in commit order,
+    /// then live ones (see [`ChangeEvent`](crate::ChangeEvent)). Unsupported where the
+    /// backend keeps no feed ([`Capabilities::change_feed`]).
+    pub async fn watch(&self, after: Option<crate::ChangeToken>) -> Result<crate::ChangeStream> {
+        self.shared
+            .backend
+            .watch(&self.namespace, after, self.now())
+            .await
+    }
+
     /// Probes the backend and measures the round trip.
     pub async fn health(&self) -> Result<Health> {
         let start = Instant::now();

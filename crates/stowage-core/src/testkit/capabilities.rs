@@ -225,8 +225,24 @@ pub async fn engine_clock(f: Arc<dyn Fixture>) {
     assert_eq!(visible, cx.store.capabilities().engine_clock);
 }
 
-/// `change_feed`: the engine interface has no watch yet, so no engine may claim a feed.
+/// `change_feed`: claimed, a watcher sees a write; unclaimed, watching is Unsupported.
 pub async fn change_feed(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
-    assert_eq!(cx.store.capabilities().change_feed, ChangeFeed::None);
+    let items = cx.items().await;
+    let watched = cx.store.watch(None).await;
+    if cx.store.capabilities().change_feed == ChangeFeed::None {
+        expect_err(watched.map(drop), ErrorKind::Unsupported);
+        return;
+    }
+    let mut stream = watched.unwrap();
+    items.insert(&Item::new("a", 1)).await.unwrap();
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut stream),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!((e.id.as_deref(), e.version), (Some("a"), Some(1)));
 }

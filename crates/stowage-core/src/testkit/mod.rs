@@ -46,6 +46,7 @@ pub mod transactions;
 pub mod ttl;
 pub mod values;
 pub mod versions;
+pub mod watch;
 
 /// How the suite gets stores of the backend under test.
 #[async_trait]
@@ -413,6 +414,7 @@ pub const GROUP_SOURCES: &[(&str, &str)] = &[
     ("ttl", include_str!("ttl.rs")),
     ("values", include_str!("values.rs")),
     ("versions", include_str!("versions.rs")),
+    ("watch", include_str!("watch.rs")),
 ];
 
 /// Checks that the macro registers every test function the groups define and nothing else:
@@ -496,6 +498,9 @@ macro_rules! conformance_tests {
             transactions { transfers_keep_the_total, write_skew_is_refused,
                            read_as_absent_then_created_retries }
             copy { copy_keeps_every_record_exactly }
+            watch { every_acknowledged_write_once_in_order, resume_from_a_token_gets_exactly_the_rest,
+                    failed_ops_make_no_event, bulk_changes_are_events,
+                    slow_consumer_gets_every_change_or_a_gap }
             invalid { empty_id, id_over_512_bytes, undeclared_index, wrong_value_type,
                       bad_spec, bad_names }
             capabilities { atomic_batch, unique_indexes, ttl, binary_bodies, persistent,

@@ -1,0 +1,201 @@
+//! The change feed's in-process fan-out: numbering, a replay window, live delivery and
+//! gaps. Engines publish what committed; watchers get it in order, or a gap.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::error::Result;
+use crate::record::{Timestamp, Version};
+
+/// A resume token: changes are numbered from 1 per namespace, in commit order.
+pub type ChangeToken = u64;
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChangeOp {
+    /// A record was written (insert, update, upsert, restore).
+    Put,
+    /// A record was deleted.
+    Delete,
+    /// Records whose id starts with `id` were deleted (`count` of them).
+    DeletePrefix,
+    /// Records matching a query were deleted (`count` of them).
+    DeleteWhere,
+    /// Expired records were purged (`count` of them, across the namespace).
+    Purge,
+    /// The collection was dropped.
+    Drop,
+    /// The collection's spec changed.
+    Spec,
+    /// Continuity was lost: changes between the previous event and this one may be
+    /// missing. Read the state again.
+    Gap,
+}
+
+/// One change, as watchers receive it. Bodies are not in events: read the record when the
+/// body matters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The resume token: watch again after it to get what followed.
+    pub token: ChangeToken,
+    /// What happened.
+    pub op: ChangeOp,
+    /// The collection (none for purges and gaps, which span the namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// The record id (the prefix for `delete_prefix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The new version of a put, the removed version of a delete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    /// When it happened (the write's `updated_at`).
+    pub at: Timestamp,
+    /// How many records a bulk change touched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl ChangeEvent {
+    /// A change still to be numbered by [`ChangeHub::publish`].
+    pub fn new(op: ChangeOp, collection: Option<&str>, at: Timestamp) -> Self {
+        ChangeEvent {
+            token: 0,
+            op,
+            collection: collection.map(str::to_owned),
+            id: None,
+            version: None,
+            at,
+            count: None,
+        }
+    }
+
+    /// With a record id.
+    pub fn id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_owned());
+        self
+    }
+
+    /// With a version.
+    pub fn version(mut self, v: Version) -> Self {
+        self.version = Some(v);
+        self
+    }
+
+    /// With a count.
+    pub fn count(mut self, n: u64) -> Self {
+        self.count = Some(n);
+        self
+    }
+
+    fn gap(after: ChangeToken, at: Timestamp) -> Self {
+        ChangeEvent {
+            token: after,
+            ..ChangeEvent::new(ChangeOp::Gap, None, at)
+        }
+    }
+}
+
+/// A stream of changes.
+pub type ChangeStream = BoxStream<'static, Result<ChangeEvent>>;
+
+/// How many recent changes a namespace keeps for watchers that resume or fall behind.
+pub const REPLAY_WINDOW: usize = 10_000;
+
+/// Numbers, keeps and fans out the changes of every namespace of one backend.
+#[derive(Debug, Default)]
+pub struct ChangeHub {
+    namespaces: Mutex<HashMap<String, Arc<Mutex<Feed>>>>,
+}
+
+#[derive(Debug)]
+struct Feed {
+    last: ChangeToken,
+    recent: VecDeque<ChangeEvent>,
+    live: broadcast::Sender<ChangeEvent>,
+}
+
+impl ChangeHub {
+    fn feed(&self, ns: &str) -> Arc<Mutex<Feed>> {
+        self.namespaces
+            .lock()
+            .entry(ns.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Feed {
+                    last: 0,
+                    recent: VecDeque::new(),
+                    live: broadcast::channel(1024).0,
+                }))
+            })
+            .clone()
+    }
+
+    /// Numbers `events` in order and delivers them. Call it in commit order (under the
+    /// engine's write lock, or right after its commit) and only for what committed.
+    pub fn publish(&self, ns: &str, events: Vec<ChangeEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let feed = self.feed(ns);
+        let mut feed = feed.lock();
+        for mut e in events {
+            feed.last += 1;
+            e.token = feed.last;
+            if feed.recent.len() == REPLAY_WINDOW {
+                feed.recent.pop_front();
+            }
+            feed.recent.push_back(e.clone());
+            // No receiver is not an error: nobody watches.
+            let _ = feed.live.send(e);
+        }
+    }
+
+    /// The changes of `ns` after `after` (`None`: from now on), then live ones. A change
+    /// that can no longer be delivered — older than the replay window, or missed by a
+    /// watcher that fell more than the live buffer behind — becomes one gap event.
+    pub fn watch(&self, ns: &str, after: Option<ChangeToken>, now: Timestamp) -> ChangeStream {
+        let feed = self.feed(ns);
+        let feed = feed.lock();
+        let live = feed.live.subscribe();
+        // The live receiver sees what is published from now on; the backlog is what came
+        // before, so live events up to `seen` are skipped as delivered.
+        let seen = feed.last;
+        let mut backlog: Vec<ChangeEvent> = Vec::new();
+        if let Some(after) = after {
+            let oldest = feed.recent.front().map_or(feed.last + 1, |e| e.token);
+            if after + 1 < oldest {
+                backlog.push(ChangeEvent::gap(after, now));
+            }
+            backlog.extend(feed.recent.iter().filter(|e| e.token > after).cloned());
+        }
+        drop(feed);
+        let state = (live, seen);
+        let live = stream::unfold(state, |(mut live, mut seen)| async move {
+            loop {
+                match live.recv().await {
+                    // Already delivered from the backlog.
+                    Ok(e) if e.token <= seen => continue,
+                    Ok(e) => {
+                        seen = e.token;
+                        return Some((Ok(e), (live, seen)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let gap = ChangeEvent::gap(seen, Timestamp::now());
+                        return Some((Ok(gap), (live, seen)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        stream::iter(backlog.into_iter().map(Ok))
+            .chain(live)
+            .boxed()
+    }
+}
