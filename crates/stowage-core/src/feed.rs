@@ -95,7 +95,8 @@ impl ChangeEvent {
         self
     }
 
-    fn gap(after: ChangeToken, at: Timestamp) -> Self {
+    /// A gap: continuity lost after token `after`.
+    pub fn gap(after: ChangeToken, at: Timestamp) -> Self {
         ChangeEvent {
             token: after,
             ..ChangeEvent::new(ChangeOp::Gap, None, at)
@@ -140,47 +141,75 @@ impl ChangeHub {
     /// Numbers `events` in order and delivers them. Call it in commit order (under the
     /// engine's write lock, or right after its commit) and only for what committed.
     pub fn publish(&self, ns: &str, events: Vec<ChangeEvent>) {
-        if events.is_empty() {
-            return;
-        }
         let feed = self.feed(ns);
         let mut feed = feed.lock();
         for mut e in events {
-            feed.last += 1;
-            e.token = feed.last;
-            if feed.recent.len() == REPLAY_WINDOW {
-                feed.recent.pop_front();
-            }
-            feed.recent.push_back(e.clone());
-            // No receiver is not an error: nobody watches.
-            let _ = feed.live.send(e);
+            e.token = feed.last + 1;
+            feed.push(e);
         }
     }
 
-    /// The changes of `ns` after `after` (`None`: from now on), then live ones. A change
-    /// that can no longer be delivered — older than the replay window, or missed by a
-    /// watcher that fell more than the live buffer behind — becomes one gap event.
+    /// Delivers changes an engine numbered itself (in its own log), in token order.
+    pub fn publish_numbered(&self, ns: &str, events: Vec<ChangeEvent>) {
+        let feed = self.feed(ns);
+        let mut feed = feed.lock();
+        for e in events {
+            feed.push(e);
+        }
+    }
+
+    /// The changes of `ns` after `after` (`None`: from now on), from this hub's replay
+    /// window, then live ones. A change older than the window becomes one gap event, and so
+    /// do the changes a watcher misses by falling more than the live buffer behind.
     pub fn watch(&self, ns: &str, after: Option<ChangeToken>, now: Timestamp) -> ChangeStream {
         let feed = self.feed(ns);
-        let feed = feed.lock();
-        let live = feed.live.subscribe();
-        // The live receiver sees what is published from now on; the backlog is what came
-        // before, so live events up to `seen` are skipped as delivered.
-        let seen = feed.last;
-        let mut backlog: Vec<ChangeEvent> = Vec::new();
-        if let Some(after) = after {
+        let backlog = |after: ChangeToken| {
+            let feed = feed.lock();
             let oldest = feed.recent.front().map_or(feed.last + 1, |e| e.token);
+            let mut backlog = Vec::new();
             if after + 1 < oldest {
                 backlog.push(ChangeEvent::gap(after, now));
             }
             backlog.extend(feed.recent.iter().filter(|e| e.token > after).cloned());
+            Ok(backlog)
+        };
+        match self.watch_with(ns, after, backlog) {
+            Ok(stream) => stream,
+            Err(e) => stream::once(async move { Err(e) }).boxed(),
         }
-        drop(feed);
-        let state = (live, seen);
-        let live = stream::unfold(state, |(mut live, mut seen)| async move {
+    }
+
+    /// [`ChangeHub::watch`] with the backlog read by `read_backlog(after)` — from an
+    /// engine's own log, say: the changes after `after`, with a gap event first when the
+    /// log no longer holds them all. It subscribes before reading, so nothing committed in
+    /// between is lost, and a change both read and delivered live is given once.
+    pub fn watch_with(
+        &self,
+        ns: &str,
+        after: Option<ChangeToken>,
+        read_backlog: impl FnOnce(ChangeToken) -> Result<Vec<ChangeEvent>>,
+    ) -> Result<ChangeStream> {
+        let (live, last) = {
+            let feed = self.feed(ns);
+            let feed = feed.lock();
+            (feed.live.subscribe(), feed.last)
+        };
+        let backlog = match after {
+            Some(after) => read_backlog(after)?,
+            None => Vec::new(),
+        };
+        // Live changes up to `seen` were delivered from the backlog (or came before the
+        // watch began).
+        let seen = backlog
+            .iter()
+            .filter(|e| e.op != ChangeOp::Gap)
+            .map(|e| e.token)
+            .max()
+            .or(after)
+            .unwrap_or(last);
+        let live = stream::unfold((live, seen), |(mut live, mut seen)| async move {
             loop {
                 match live.recv().await {
-                    // Already delivered from the backlog.
                     Ok(e) if e.token <= seen => continue,
                     Ok(e) => {
                         seen = e.token;
@@ -194,8 +223,20 @@ impl ChangeHub {
                 }
             }
         });
-        stream::iter(backlog.into_iter().map(Ok))
+        Ok(stream::iter(backlog.into_iter().map(Ok))
             .chain(live)
-            .boxed()
+            .boxed())
+    }
+}
+
+impl Feed {
+    fn push(&mut self, e: ChangeEvent) {
+        self.last = self.last.max(e.token);
+        if self.recent.len() == REPLAY_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(e.clone());
+        // No receiver is not an error: nobody watches.
+        let _ = self.live.send(e);
     }
 }

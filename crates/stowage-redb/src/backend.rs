@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 use stowage_core::backend::{
-    Backend, BatchScope, Capabilities, CollectionStats, IndexFill, QueryHit, QueryRequest,
-    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
+    Backend, BatchScope, Capabilities, ChangeFeed, CollectionStats, IndexFill, QueryHit,
+    QueryRequest, Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
-use stowage_core::{Error, ErrorKind, Result, StoredRecord, Timestamp};
+use stowage_core::{ChangeStream, ChangeToken, Error, ErrorKind, Result, StoredRecord, Timestamp};
 
 use crate::open::RedbBackend;
 use crate::query::{open_ro, read_live, read_spec, Collect};
@@ -28,6 +28,9 @@ impl Backend for RedbBackend {
         c.ttl = true;
         c.binary_bodies = true;
         c.persistent = true;
+        if self.inner.change_log > 0 {
+            c.change_feed = ChangeFeed::Resumable;
+        }
         // redb's limit on one value is far above this; 64 MiB keeps one write's memory sane.
         c.max_body_bytes = 64 << 20;
         c
@@ -167,6 +170,26 @@ impl Backend for RedbBackend {
 
     async fn stats(&self, ns: &str) -> Result<Vec<CollectionStats>> {
         self.collection_stats(ns)
+    }
+
+    async fn watch(
+        &self,
+        ns: &str,
+        after: Option<ChangeToken>,
+        now: Timestamp,
+    ) -> Result<ChangeStream> {
+        if self.inner.change_log == 0 {
+            return Err(Error::unsupported(
+                self.name(),
+                "a change feed (change_log=0)",
+            ));
+        }
+        // The namespace's changes are logged from now on (and stay logged across restarts).
+        let owned = ns.to_owned();
+        self.inner.writer.run(move |t| t.start_log(&owned)).await?;
+        self.inner
+            .changes
+            .watch_with(ns, after, |after| self.changes_after(ns, after, now))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -32,10 +32,12 @@ pub struct RedbConfig {
     pub durability: Durability,
     /// redb's page cache, in bytes.
     pub cache_bytes: usize,
+    /// How many changes each watched namespace's change log keeps (0: no change feed).
+    pub change_log: u64,
 }
 
 /// The URL parameters `redb://` takes besides `namespace`.
-pub const URL_PARAMS: &[&str] = &["durability", "flush_ms", "cache_mb"];
+pub const URL_PARAMS: &[&str] = &["durability", "flush_ms", "cache_mb", "change_log"];
 
 impl RedbConfig {
     /// Durable writes to `path`, with redb's default 1 GiB page cache (memory is taken as pages are read, not up front).
@@ -44,6 +46,7 @@ impl RedbConfig {
             path: path.into(),
             durability: Durability::Immediate,
             cache_bytes: 1 << 30,
+            change_log: 100_000,
         }
     }
 
@@ -80,6 +83,7 @@ impl RedbConfig {
                     }
                 }
                 "flush_ms" => flush = Duration::from_millis(number()?.max(1)),
+                "change_log" => config.change_log = number()?,
                 "cache_mb" => {
                     config.cache_bytes =
                         usize::try_from(number()?).unwrap_or(usize::MAX / (1 << 20)) << 20

@@ -25,7 +25,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use stowage_core::backend::{Revision, StoredSpec};
-use stowage_core::{Error, ErrorKind, Result, Version};
+use stowage_core::{ChangeEvent, ChangeHub, Error, ErrorKind, Result, Version};
 use tokio::sync::oneshot;
 
 use crate::config::Durability;
@@ -40,6 +40,9 @@ type Output = Box<dyn Any + Send>;
 type SpecKey = (String, String);
 type SpecCache = HashMap<SpecKey, Arc<StoredSpec>>;
 type FloorCache = HashMap<SpecKey, Version>;
+/// Per namespace: the last change logged, or `None` when nobody ever watched it (its
+/// changes are not logged).
+type LogCache = HashMap<String, Option<u64>>;
 type Work = Box<dyn for<'t> FnOnce(&mut Txn<'t>) -> Result<Output> + Send>;
 
 struct Job {
@@ -74,11 +77,18 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(db: Arc<Database>, durability: Durability) -> Result<Self> {
+    /// Starts the writer; `changes` receives what commits, `keep` is the change log's
+    /// retention per namespace.
+    pub(crate) fn start(
+        db: Arc<Database>,
+        durability: Durability,
+        changes: Arc<ChangeHub>,
+        keep: u64,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
             queued: Condvar::new(),
-            writer: Mutex::new(Writer::new(db, durability)),
+            writer: Mutex::new(Writer::new(db, durability, changes, keep)),
             closed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
         });
@@ -222,6 +232,12 @@ pub(crate) struct Txn<'t> {
     spec_undo: Vec<(SpecKey, Option<Arc<StoredSpec>>)>,
     floors: &'t mut FloorCache,
     floor_undo: Vec<(SpecKey, Option<Version>)>,
+    logs: &'t mut LogCache,
+    log_undo: Vec<(String, Option<Option<u64>>)>,
+    /// How many changes a namespace's log keeps (0: none are logged).
+    keep: u64,
+    /// The changes the running job logged, published once the transaction commits.
+    job_changes: Vec<(String, ChangeEvent)>,
 }
 
 impl<'t> Txn<'t> {
@@ -398,6 +414,62 @@ impl<'t> Txn<'t> {
         Ok(())
     }
 
+    /// The last change logged for `ns`, or `None` when its changes are not logged.
+    fn log_state(&mut self, ns: &str) -> Result<Option<u64>> {
+        if let Some(state) = self.logs.get(ns) {
+            return Ok(*state);
+        }
+        let marks = self.open(schema::LOGGED)?;
+        let state = match self.get(marks, ns.as_bytes())? {
+            None => None,
+            Some(_) => {
+                let log = self.open(&schema::changes_table(ns))?;
+                let last = self.at(log)?.last().map_err(storage_error)?;
+                Some(last.map_or(0, |(k, _)| schema::decode_token(k.value())))
+            }
+        };
+        self.logs.insert(ns.to_owned(), state);
+        Ok(state)
+    }
+
+    /// From now on, `ns`'s changes are logged (a watcher asked for them).
+    pub(crate) fn start_log(&mut self, ns: &str) -> Result<()> {
+        if self.keep == 0 || self.log_state(ns)?.is_some() {
+            return Ok(());
+        }
+        let marks = self.open(schema::LOGGED)?;
+        self.put(marks, ns.as_bytes(), &[])?;
+        let log = self.open(&schema::changes_table(ns))?;
+        let last = self.at(log)?.last().map_err(storage_error)?;
+        let last = last.map_or(0, |(k, _)| schema::decode_token(k.value()));
+        self.log_undo.push((ns.to_owned(), Some(None)));
+        self.logs.insert(ns.to_owned(), Some(last));
+        Ok(())
+    }
+
+    /// Logs one change of `ns` in this transaction, if its changes are logged: numbered
+    /// after the last, the oldest beyond the retention trimmed, and published after the
+    /// commit (never if the job fails).
+    pub(crate) fn log(&mut self, ns: &str, mut change: ChangeEvent) -> Result<()> {
+        let Some(last) = self.log_state(ns)? else {
+            return Ok(());
+        };
+        change.token = last + 1;
+        let log = self.open(&schema::changes_table(ns))?;
+        self.put(
+            log,
+            &schema::encode_token(change.token),
+            &schema::encode_change(&change),
+        )?;
+        if change.token > self.keep {
+            self.remove(log, &schema::encode_token(change.token - self.keep))?;
+        }
+        self.log_undo.push((ns.to_owned(), Some(Some(last))));
+        self.logs.insert(ns.to_owned(), Some(change.token));
+        self.job_changes.push((ns.to_owned(), change));
+        Ok(())
+    }
+
     fn rollback(&mut self) -> Result<()> {
         while let Some(Undo { table, key, prev }) = self.undo.pop() {
             let t = self.at(table)?;
@@ -420,6 +492,13 @@ impl<'t> Txn<'t> {
                 None => self.floors.remove(&k),
             };
         }
+        while let Some((ns, prev)) = self.log_undo.pop() {
+            match prev {
+                Some(state) => self.logs.insert(ns, state),
+                None => self.logs.remove(&ns),
+            };
+        }
+        self.job_changes.clear();
         Ok(())
     }
 }
@@ -431,17 +510,23 @@ struct Writer {
     // current.
     specs: SpecCache,
     floors: FloorCache,
+    logs: LogCache,
+    changes: Arc<ChangeHub>,
+    keep: u64,
     /// In relaxed mode: since when commits have not been durable.
     dirty_since: Option<Instant>,
 }
 
 impl Writer {
-    fn new(db: Arc<Database>, durability: Durability) -> Self {
+    fn new(db: Arc<Database>, durability: Durability, changes: Arc<ChangeHub>, keep: u64) -> Self {
         Writer {
             db,
             durability,
             specs: HashMap::new(),
             floors: HashMap::new(),
+            logs: HashMap::new(),
+            changes,
+            keep,
             dirty_since: None,
         }
     }
@@ -513,6 +598,7 @@ impl Writer {
             // The transaction did not commit: whatever the jobs changed in the cache is void.
             self.specs.clear();
             self.floors.clear();
+            self.logs.clear();
             for (reply, _) in answers {
                 let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
             }
@@ -536,6 +622,7 @@ impl Writer {
                 .map_err(|e| Error::internal("cannot relax durability").with_source(e))?;
         }
         let mut failure = None;
+        let mut committed: Vec<(String, ChangeEvent)> = Vec::new();
         {
             let mut t = Txn {
                 txn: &txn,
@@ -546,6 +633,10 @@ impl Writer {
                 spec_undo: Vec::new(),
                 floors: &mut self.floors,
                 floor_undo: Vec::new(),
+                logs: &mut self.logs,
+                log_undo: Vec::new(),
+                keep: self.keep,
+                job_changes: Vec::new(),
             };
             for job in jobs {
                 if failure.is_some() {
@@ -555,6 +646,7 @@ impl Writer {
                 t.undo.clear();
                 t.spec_undo.clear();
                 t.floor_undo.clear();
+                t.log_undo.clear();
                 let result = (job.work)(&mut t);
                 if let Err(e) = &result {
                     if is_storage_failure(e) {
@@ -563,6 +655,7 @@ impl Writer {
                         failure = Some(undo_err);
                     }
                 }
+                committed.append(&mut t.job_changes);
                 answers.push((job.reply, result));
             }
         }
@@ -570,7 +663,19 @@ impl Writer {
             let _ = txn.abort();
             return Err(e);
         }
-        txn.commit().map_err(storage_error)
+        txn.commit().map_err(storage_error)?;
+        // Only now are the changes committed (durable, unless durability is relaxed).
+        let mut by_ns: Vec<(String, Vec<ChangeEvent>)> = Vec::new();
+        for (ns, change) in committed {
+            match by_ns.iter_mut().find(|(n, _)| *n == ns) {
+                Some((_, list)) => list.push(change),
+                None => by_ns.push((ns, vec![change])),
+            }
+        }
+        for (ns, changes) in by_ns {
+            self.changes.publish_numbered(&ns, changes);
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
 };
 use stowage_core::backend::StoredSpec;
-use stowage_core::{Error, ErrorKind, Result};
+use stowage_core::{ChangeHub, Error, ErrorKind, Result};
 
 use crate::config::RedbConfig;
 use crate::error::{open_error, storage_error};
@@ -39,6 +39,10 @@ pub(crate) struct Inner {
     // Field order matters: the writer stops (and commits) before the database closes.
     pub(crate) writer: GroupCommit,
     pub(crate) db: Arc<Database>,
+    /// Where committed changes go to watchers.
+    pub(crate) changes: Arc<ChangeHub>,
+    /// The change log's retention per namespace (0: no feed).
+    pub(crate) change_log: u64,
     path: PathBuf,
 }
 
@@ -85,9 +89,21 @@ impl RedbBackend {
             Format::Old(_) | Format::Current => {}
         }
         let db = Arc::new(db);
-        let writer = GroupCommit::start(db.clone(), config.durability)?;
+        let changes = Arc::new(ChangeHub::default());
+        let writer = GroupCommit::start(
+            db.clone(),
+            config.durability,
+            changes.clone(),
+            config.change_log,
+        )?;
         Ok(RedbBackend {
-            inner: Arc::new(Inner { writer, db, path }),
+            inner: Arc::new(Inner {
+                writer,
+                db,
+                changes,
+                change_log: config.change_log,
+                path,
+            }),
         })
     }
 

@@ -8,7 +8,9 @@ use stowage_core::backend::{
     filter_matches, walk_bound, CollectionStats, Predicate, PredicateOp, QueryHit, QueryRequest,
     ScanRequest, StoredSpec,
 };
-use stowage_core::{Error, IndexValue, Result, StoredRecord, Timestamp, Version};
+use stowage_core::{
+    ChangeEvent, ChangeToken, Error, IndexValue, Result, StoredRecord, Timestamp, Version,
+};
 
 use crate::error::{bad_id, storage_error};
 use crate::open::RedbBackend;
@@ -151,6 +153,37 @@ impl RedbBackend {
             if out.len() >= req.limit {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    /// The logged changes of `ns` after `after`, with a gap event first when the log no
+    /// longer holds the change right after it (trimmed by the retention).
+    pub(crate) fn changes_after(
+        &self,
+        ns: &str,
+        after: ChangeToken,
+        now: Timestamp,
+    ) -> Result<Vec<ChangeEvent>> {
+        let rtx = self.read()?;
+        let Some(log) = open_ro(&rtx, &schema::changes_table(ns))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let from = schema::encode_token(after.saturating_add(1));
+        for (i, item) in log
+            .range::<&[u8]>(from.as_slice()..)
+            .map_err(storage_error)?
+            .enumerate()
+        {
+            let (k, v) = item.map_err(storage_error)?;
+            let token = schema::decode_token(k.value());
+            if i == 0 && token > after + 1 {
+                out.push(ChangeEvent::gap(after, now));
+            }
+            let mut change = schema::decode_change(v.value())?;
+            change.token = token;
+            out.push(change);
         }
         Ok(out)
     }

@@ -8,6 +8,8 @@
 //! | `stowage/meta` | `revision` | the last spec revision given (u64 LE) |
 //! | `stowage/catalog` | `ns 0x00 collection` | [`encode_spec`]: the spec, its revision and the indexes being built, as JSON |
 //! | `stowage/floors` | `ns 0x00 collection` | the collection's version floor (u64 LE); outlives the collection |
+//! | `stowage/logged` | `ns` | empty: the namespace's changes are logged (it was watched) |
+//! | `c/{ns}` | change token (u64 BE) | the change as JSON; the oldest beyond the retention are trimmed |
 //! | `r/{ns}/{coll}` | record id | [`encode_record`] |
 //! | `i/{ns}/{coll}/{index}` | sortable value ‖ id | empty; for a covering index, the record's bytes as in `r/` |
 //! | `e/{ns}/{coll}` | sortable expiry ‖ id | empty |
@@ -40,6 +42,39 @@ pub const FORMAT_KEY: &[u8] = b"format";
 pub const REVISION_KEY: &[u8] = b"revision";
 /// The table of version floors, keyed like the catalog.
 pub const FLOORS: &str = "stowage/floors";
+/// The namespaces whose changes are logged (someone watched them once).
+pub const LOGGED: &str = "stowage/logged";
+
+/// The change log of a namespace: token (u64 big-endian, so keys sort by token) → the
+/// change as JSON.
+pub fn changes_table(ns: &str) -> String {
+    format!("c/{ns}")
+}
+
+/// A change log key.
+pub fn encode_token(token: u64) -> [u8; 8] {
+    token.to_be_bytes()
+}
+
+/// A change log key back to its token (0 when malformed).
+pub fn decode_token(key: &[u8]) -> u64 {
+    key.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// A change log entry.
+pub fn encode_change(change: &stowage_core::ChangeEvent) -> Vec<u8> {
+    serde_json::to_vec(change).unwrap_or_default()
+}
+
+/// A change log entry back to its change.
+pub fn decode_change(bytes: &[u8]) -> Result<stowage_core::ChangeEvent> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!("a change log entry cannot be read: {e}"),
+        )
+    })
+}
 
 /// The names of one collection's tables.
 #[derive(Debug, Clone)]

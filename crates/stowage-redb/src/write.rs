@@ -7,7 +7,9 @@ use stowage_core::backend::{
     first_version, IndexFill, Precondition, RecordMeta, Revision, SpecUpdate, StoredSpec,
     WriteAction, WriteOp, WriteResult,
 };
-use stowage_core::{Error, IndexValue, Result, StoredRecord, Timestamp, Version};
+use stowage_core::{
+    ChangeEvent, ChangeOp, Error, IndexValue, Result, StoredRecord, Timestamp, Version,
+};
 
 use crate::group_commit::{TableId, Txn};
 use crate::query::utf8_id;
@@ -323,7 +325,25 @@ pub(crate) fn write_job(
                 colls.len() - 1
             }
         };
-        results.push(colls[at].apply(t, op, now).map_err(|e| e.at_op(i))?);
+        let change = match op.action {
+            WriteAction::Put { .. } | WriteAction::Restore { .. } => Some(ChangeOp::Put),
+            WriteAction::Delete => Some(ChangeOp::Delete),
+            WriteAction::Check => None,
+        };
+        let id = op.id.clone();
+        let result = colls[at].apply(t, op, now).map_err(|e| e.at_op(i))?;
+        if let (Some(kind), Some(meta)) = (change, result.meta) {
+            let when = if kind == ChangeOp::Put {
+                meta.updated_at
+            } else {
+                now
+            };
+            let change = ChangeEvent::new(kind, Some(&colls[at].name), when)
+                .id(&id)
+                .version(meta.version);
+            t.log(ns, change)?;
+        }
+        results.push(result);
     }
     Ok(results)
 }
@@ -364,6 +384,10 @@ pub(crate) fn apply_spec_job(
     for name in &change.covering_changed {
         rewrite_copies(t, &wc, name)?;
     }
+    t.log(
+        ns,
+        ChangeEvent::new(ChangeOp::Spec, Some(coll), Timestamp::now()),
+    )?;
     Ok(new.revision)
 }
 
@@ -475,6 +499,10 @@ pub(crate) fn drop_job(t: &mut Txn<'_>, ns: &str, coll: &str) -> Result<bool> {
     t.delete_table(&tables.expiry)?;
     t.delete_table(&tables.records)?;
     t.set_spec(ns, coll, None)?;
+    t.log(
+        ns,
+        ChangeEvent::new(ChangeOp::Drop, Some(coll), Timestamp::now()),
+    )?;
     Ok(true)
 }
 
@@ -495,6 +523,12 @@ pub(crate) fn delete_prefix_job(
             .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
             .collect();
         if matching.is_empty() {
+            if live > 0 {
+                let change = ChangeEvent::new(ChangeOp::DeletePrefix, Some(coll), now)
+                    .id(prefix)
+                    .count(live);
+                t.log(ns, change)?;
+            }
             return Ok(live);
         }
         for (k, v) in matching {
@@ -528,6 +562,12 @@ pub(crate) fn delete_found_job(
             wc.remove_record(t, &id, &b)?;
             deleted += 1;
         }
+    }
+    if deleted > 0 {
+        t.log(
+            ns,
+            ChangeEvent::new(ChangeOp::DeleteWhere, Some(coll), now).count(deleted),
+        )?;
     }
     Ok(deleted)
 }
@@ -564,6 +604,12 @@ pub(crate) fn purge_job(
                 t.remove(wc.expiry, &k)?;
             }
         }
+    }
+    if purged > 0 {
+        t.log(
+            ns,
+            ChangeEvent::new(ChangeOp::Purge, None, now).count(purged),
+        )?;
     }
     Ok(purged)
 }

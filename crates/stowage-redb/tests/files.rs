@@ -447,3 +447,92 @@ async fn a_format_1_store_is_upgraded_in_place() {
     let format = meta.get(stowage_redb::schema::FORMAT_KEY).unwrap().unwrap();
     assert_eq!(format.value(), 2u32.to_le_bytes().as_slice());
 }
+
+/// The next change on a stream, within 10 s.
+async fn next_change(s: &mut stowage_core::ChangeStream) -> stowage_core::ChangeEvent {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_watcher_resumes_after_a_restart_from_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let token = {
+        let s = Store::new(open(&path).unwrap());
+        let c = s
+            .collection_with_spec::<serde_json::Value>("c", CollectionSpec::new())
+            .await
+            .unwrap();
+        let mut w = c.watch(None).await.unwrap();
+        c.put("a", &json!(1), Put::insert()).await.unwrap();
+        let e = next_change(&mut w).await;
+        assert_eq!(e.id.as_deref(), Some("a"));
+        e.token
+    };
+    // Nobody watches while these happen, across a restart.
+    {
+        let s = Store::new(open(&path).unwrap());
+        let c = s
+            .existing_collection::<serde_json::Value>("c")
+            .await
+            .unwrap();
+        c.put("b", &json!(2), Put::insert()).await.unwrap();
+        c.put("a", &json!(3), Put::upsert()).await.unwrap();
+        assert!(c.delete("b").await.unwrap());
+    }
+    let s = Store::new(open(&path).unwrap());
+    let mut w = s.watch(Some(token)).await.unwrap();
+    let missed: Vec<_> = [
+        next_change(&mut w).await,
+        next_change(&mut w).await,
+        next_change(&mut w).await,
+    ]
+    .into_iter()
+    .map(|e| (e.op, e.id.unwrap(), e.version.unwrap(), e.token))
+    .collect();
+    use stowage_core::ChangeOp::{Delete, Put as Wrote};
+    assert_eq!(
+        missed,
+        vec![
+            (Wrote, "b".to_owned(), 1, token + 1),
+            (Wrote, "a".to_owned(), 2, token + 2),
+            (Delete, "b".to_owned(), 1, token + 3),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_older_than_the_log_gets_a_gap_then_what_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RedbConfig::new(dir.path().join("s.redb"));
+    config.change_log = 50;
+    let s = Store::new(RedbBackend::open(config).unwrap());
+    let c = s
+        .collection_with_spec::<serde_json::Value>("c", CollectionSpec::new())
+        .await
+        .unwrap();
+    let mut w = s.watch(None).await.unwrap();
+    for i in 0..120 {
+        c.put(&format!("k{i:03}"), &json!(i), Put::insert())
+            .await
+            .unwrap();
+    }
+    let first = next_change(&mut w).await.token;
+    drop(w);
+    let mut again = s.watch(Some(first)).await.unwrap();
+    let gap = next_change(&mut again).await;
+    assert_eq!(gap.op, stowage_core::ChangeOp::Gap);
+    let mut tokens = Vec::new();
+    for _ in 0..50 {
+        let e = next_change(&mut again).await;
+        assert_eq!(e.op, stowage_core::ChangeOp::Put);
+        tokens.push(e.token);
+    }
+    let last = first + 119;
+    assert_eq!(tokens, ((last - 49)..=last).collect::<Vec<_>>());
+}
