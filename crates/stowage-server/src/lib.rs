@@ -26,9 +26,6 @@
 //! - The router serves the caller's `Store` as it is: its clock, namespace and layers carry
 //!   over. Backend operations appear in `/metrics` when the store was built with
 //!   [`MetricsLayer`] (as `stowage serve` does).
-//! - The router serves the store's backend through a metering wrapper, in the store's
-//!   namespace and with the system clock: a test clock given to the `Store` does not carry
-//!   over to HTTP requests.
 
 #![deny(missing_docs)]
 
@@ -54,13 +51,28 @@ pub use error::ApiError;
 pub use metrics::MetricsLayer;
 pub use openapi::document as openapi_document;
 
-/// The API's router over `store`, with metrics, body limit and timeout applied.
+/// The API's router over `store`, with metrics, body limit and timeout applied. Its watch
+/// streams end only when clients leave; [`serve_with`] also ends them on shutdown.
 pub fn router(store: Store, config: ServerConfig) -> Router {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Kept with the router, so its streams are never told to stop.
+    let stop = Arc::new(stop);
+    router_stopping(store, config, stopping, Some(stop))
+}
+
+fn router_stopping(
+    store: Store,
+    config: ServerConfig,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    keep: Option<Arc<tokio::sync::watch::Sender<bool>>>,
+) -> Router {
     let limits = config.limits.clone();
     let state = routes::AppState {
         store,
         config: Arc::new(config),
         metrics: metrics::prometheus(),
+        stopping,
+        _keep: keep,
     };
     Router::new()
         .route("/v1/{ns}/collections", get(routes::list_collections))
@@ -82,6 +94,7 @@ pub fn router(store: Store, config: ServerConfig) -> Router {
         .route("/v1/{ns}/{coll}/delete", post(routes::delete_where))
         .route("/v1/{ns}/batch", post(routes::batch))
         .route("/v1/{ns}/{coll}/watch", get(routes::watch))
+        .route("/v1/{ns}/watch", get(routes::watch_namespace))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
@@ -119,14 +132,21 @@ pub async fn serve_with(
         Error::new(ErrorKind::Unavailable, "the listener has no address").with_source(e)
     })?;
     config.check(addr)?;
+    // Watch streams never finish by themselves: they end first, then requests drain.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let app = router_stopping(store, config.clone(), stopping, None);
     match config.tls.clone() {
-        None => axum::serve(listener, router(store, config))
+        None => axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| {
                 Error::new(ErrorKind::Unavailable, "the HTTP server stopped").with_source(e)
             }),
-        Some(tls) => serve_tls(listener, router(store, config), tls, shutdown).await,
+        Some(tls) => serve_tls(listener, app, tls, shutdown).await,
     }
 }
 

@@ -32,6 +32,8 @@ pub fn document() -> Value {
         json!({"name": "coll", "in": "path", "required": true, "schema": {"type": "string"}});
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 512}});
     let page = json!({"$ref": "#/components/schemas/Page"});
+    let after = json!({"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "resume after this change token"});
+    let last_event_id = json!({"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}, "description": "resume after this change token (sent by EventSource on reconnect)"});
     let auth = ["401", "403"];
     let common = ["400", "401", "403", "404", "413", "503", "500"];
     json!({
@@ -75,6 +77,11 @@ pub fn document() -> Value {
                     "collection": {"type": "string"}, "id": {"type": "string"}, "body": {},
                     "if_version": {"type": "integer"}, "exists": {"type": "boolean"},
                     "ttl": {"type": "integer", "minimum": 1}}},
+                "ChangeEvent": {"type": "object", "required": ["token", "op", "at"], "properties": {
+                    "token": {"type": "integer"},
+                    "op": {"type": "string", "enum": ["put", "delete", "delete_prefix", "delete_where", "purge", "drop", "spec", "gap"]},
+                    "collection": {"type": "string"}, "id": {"type": "string"}, "version": {"type": "integer"},
+                    "at": {"type": "string", "format": "date-time"}, "count": {"type": "integer"}}},
                 "Written": {"type": "object", "required": ["id", "version", "created_at", "updated_at"], "properties": {
                     "id": {"type": "string"}, "version": {"type": "integer", "description": "the new ETag; never repeats for an id, even after a delete"},
                     "created_at": {"type": "string", "format": "date-time"},
@@ -121,8 +128,12 @@ pub fn document() -> Value {
             "/v1/{ns}/batch": {"post": {"summary": "Atomic batch: all ops or none", "parameters": [ns],
                 "requestBody": json_body(json!({"type": "object", "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/BatchOp"}}}})),
                 "responses": with(ok("200", "new versions", json!({"type": "object", "properties": {"versions": {"type": "array"}}})), &["400", "401", "403", "404", "409", "412", "413"])}},
-            "/v1/{ns}/{coll}/watch": {"get": {"summary": "Server-sent events of changes (501 where the backend has no change feed)", "parameters": [ns, coll],
-                "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {}}}}), &["401", "403", "404", "501"])}},
+            "/v1/{ns}/{coll}/watch": {"get": {"summary": "Server-sent events of the collection's changes (and namespace-wide purges and gaps): id is the resume token, event the op, data a ChangeEvent; Last-Event-ID or ?after= resumes (501 where the backend has no change feed)",
+                "parameters": [ns, coll, after.clone(), last_event_id.clone()],
+                "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChangeEvent"}}}}}), &["400", "401", "403", "404", "501"])}},
+            "/v1/{ns}/watch": {"get": {"summary": "Server-sent events of every change in the namespace, as above",
+                "parameters": [ns, after, last_event_id],
+                "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChangeEvent"}}}}}), &["400", "401", "403", "501"])}},
             "/healthz": {"get": {"summary": "Alive", "security": [], "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Backend reachable, with its latency", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},

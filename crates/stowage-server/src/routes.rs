@@ -28,6 +28,10 @@ pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Turns true when the server stops: watch streams end then.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// The sender of `stopping`, for a router that no server stops.
+    pub(crate) _keep: Option<Arc<tokio::sync::watch::Sender<bool>>>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -479,18 +483,80 @@ pub(crate) async fn delete_where(
     Ok(Json(json!({"deleted": c.delete_where(&body.filter).await?})).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WatchParams {
+    after: Option<u64>,
+}
+
+/// Where a watch resumes: `Last-Event-ID` (what an EventSource sends on reconnect), else
+/// `?after=`; both are checked.
+fn resume_token(headers: &HeaderMap, after: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(after),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid("Last-Event-ID must be a change token (a number)")),
+    }
+}
+
+/// Server-sent events: `id:` the resume token, `event:` the op, `data:` the event as JSON;
+/// a comment every 15 s keeps idle connections open; the stream ends when the client
+/// leaves (dropping it) or the server stops.
+fn sse(
+    changes: stowage_core::ChangeStream,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let events = changes.map(|r| {
+        Ok::<_, std::convert::Infallible>(match r {
+            Ok(e) => {
+                let op = serde_json::to_value(e.op)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Event::default()
+                    .id(e.token.to_string())
+                    .event(op)
+                    .data(serde_json::to_string(&e).unwrap_or_default())
+            }
+            Err(e) => Event::default().event("error").data(e.to_string()),
+        })
+    });
+    let stop = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    Sse::new(events.take_until(stop))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
 pub(crate) async fn watch(
     State(st): State<AppState>,
     p: Result<Path<(String, String)>, PathRejection>,
+    q: Result<UrlQuery<WatchParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult {
     let (ns, coll) = path(p)?;
+    let after = resume_token(&headers, url_query(q)?.after)?;
     let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
-    Err(ApiError::not_implemented(format!(
-        "the {} backend has no change feed: watching {:?} is not available",
-        st.store.backend_name(),
-        c.name()
-    )))
+    Ok(sse(c.watch(after).await?, st.stopping.clone()))
+}
+
+pub(crate) async fn watch_namespace(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    q: Result<UrlQuery<WatchParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let ns = path(p)?;
+    let after = resume_token(&headers, url_query(q)?.after)?;
+    let store = st.allow(&headers, &ns, Right::Read)?;
+    Ok(sse(store.watch(after).await?, st.stopping.clone()))
 }
 
 // ---- operations ----

@@ -354,6 +354,13 @@ async fn listing_query_count_and_batch() {
         (status, e["op"].as_u64()),
         (StatusCode::BAD_REQUEST, Some(1))
     );
+    s.stop().await;
+    // A backend without a change feed answers 501 to watches.
+    let mut caps = MemoryBackend::full_capabilities();
+    caps.change_feed = stowage_core::ChangeFeed::None;
+    let store = Store::from_backend(Arc::new(MemoryBackend::with_capabilities(caps)));
+    let s = Server::start_with(ServerConfig::default(), store).await;
+    with_incidents(&s, &c).await;
     let r = c.get(s.url("/v1/app/incidents/watch")).fetch().await;
     assert_eq!(error_kind(r).await.0, StatusCode::NOT_IMPLEMENTED);
     s.stop().await;
@@ -476,6 +483,8 @@ async fn operations_endpoints() {
         "/v1/{ns}/{coll}/query",
         "/v1/{ns}/batch",
         "/v1/{ns}/{coll}/watch",
+        "/v1/{ns}/watch",
+        "/v1/{ns}/{coll}/delete",
         "/metrics",
     ] {
         assert!(doc["paths"][p].is_object(), "{p} is documented");
@@ -876,4 +885,109 @@ async fn bodies_keep_their_key_order() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(c.get(&url).fetch().await.text().await.unwrap(), text);
     s.stop().await;
+}
+
+/// Reads server-sent events from a response until `n` have arrived: (id, event, data).
+async fn sse_events(r: &mut reqwest::Response, n: usize) -> Vec<(u64, String, Value)> {
+    let mut text = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), r.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, String::new(), Value::Null);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).unwrap();
+                }
+            }
+            // Keep-alive comments carry no id.
+            if let Some(id) = id {
+                out.push((id, event, data));
+            }
+        }
+    }
+    out
+}
+
+/// Watch over SSE, see a write, leave; two writes are missed; the server restarts on the
+/// same file; reconnecting with Last-Event-ID (and the namespace feed with ?after=) gives
+/// exactly the two missed changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_over_sse_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let open = || {
+        let backend =
+            stowage_redb::RedbBackend::open(stowage_redb::RedbConfig::new(&path)).unwrap();
+        Store::from_backend(Arc::new(backend))
+    };
+    let c = Client::new();
+    let s = Server::start_with(ServerConfig::default(), open()).await;
+    with_incidents(&s, &c).await;
+    let mut w = c.get(s.url("/v1/app/incidents/watch")).fetch().await;
+    assert_eq!(w.status(), StatusCode::OK);
+    assert_eq!(w.headers()["content-type"], "text/event-stream");
+    let rec = |id: &str| s.url(&format!("/v1/app/incidents/records/{id}"));
+    c.put(rec("x"))
+        .json(&json!({"fingerprint": "x"}))
+        .fetch()
+        .await;
+    let seen = sse_events(&mut w, 1).await;
+    assert_eq!((seen[0].1.as_str(), &seen[0].2["id"]), ("put", &json!("x")));
+    let token = seen[0].0;
+    drop(w);
+    c.put(rec("y"))
+        .json(&json!({"fingerprint": "y"}))
+        .fetch()
+        .await;
+    assert_eq!(
+        c.delete(rec("x")).fetch().await.status(),
+        StatusCode::NO_CONTENT
+    );
+    s.stop().await;
+
+    let s = Server::start_with(ServerConfig::default(), open()).await;
+    let mut w = c
+        .get(s.url("/v1/app/incidents/watch"))
+        .header("last-event-id", token.to_string())
+        .fetch()
+        .await;
+    let missed = sse_events(&mut w, 2).await;
+    let shown: Vec<(u64, &str, &Value, &Value)> = missed
+        .iter()
+        .map(|(id, ev, data)| (*id, ev.as_str(), &data["id"], &data["version"]))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (token + 1, "put", &json!("y"), &json!(1)),
+            (token + 2, "delete", &json!("x"), &json!(1)),
+        ]
+    );
+    let mut ns = c
+        .get(s.url(&format!("/v1/app/watch?after={token}")))
+        .fetch()
+        .await;
+    assert_eq!(sse_events(&mut ns, 2).await, missed);
+    let r = c
+        .get(s.url("/v1/app/watch"))
+        .header("last-event-id", "soon")
+        .fetch()
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Stopping the server ends open streams instead of waiting for them.
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.stop())
+        .await
+        .expect("the server stops with watchers connected");
+    drop((w, ns));
 }
