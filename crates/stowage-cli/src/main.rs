@@ -217,7 +217,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Backend operations are counted and timed below the typed API, for /metrics.
     let store = Store::builder()
         .url(cfg.url.clone())
-        .layer(|backend| Arc::new(stowage_server::MetricsLayer::new(backend)))
+        .layer(|backend| Arc::new(stowage::layer::MetricsLayer::new(backend)))
         .layer(|backend| Arc::new(stowage::layer::TracingLayer::new(backend)))
         .open()
         .await?;

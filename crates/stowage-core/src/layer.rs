@@ -363,3 +363,53 @@ impl Layer for TracingLayer {
         )
     }
 }
+
+/// Counts and times every backend call (by backend, namespace, collection, operation and
+/// outcome) through the `metrics` facade, so the application picks the exporter (`stowage
+/// serve` renders Prometheus). Feature `metrics`.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+pub struct MetricsLayer(Arc<dyn Backend>);
+
+#[cfg(feature = "metrics")]
+impl MetricsLayer {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        MetricsLayer(inner)
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Layer for MetricsLayer {
+    fn inner(&self) -> &Arc<dyn Backend> {
+        &self.0
+    }
+
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        call: Call<'a>,
+        forward: BoxFuture<'a, Result<T>>,
+    ) -> BoxFuture<'a, Result<T>> {
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = forward.await;
+            let backend = self.0.name();
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(e) => e.kind().as_str(),
+            };
+            metrics::counter!(
+                "stowage_backend_operations_total",
+                "backend" => backend,
+                "namespace" => call.namespace.unwrap_or("").to_owned(),
+                "collection" => call.collection.unwrap_or("").to_owned(),
+                "op" => call.op,
+                "outcome" => outcome,
+            )
+            .increment(1);
+            metrics::histogram!("stowage_backend_operation_duration_seconds", "backend" => backend, "op" => call.op)
+                .record(start.elapsed().as_secs_f64());
+            r
+        })
+    }
+}

@@ -39,6 +39,36 @@ mod collection_batches {
     stowage_core::conformance_tests!(fixture());
 }
 
+/// The suite over the layers `stowage serve` stacks: metrics, then tracing.
+mod observed {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use stowage_core::backend::Backend;
+    use stowage_core::layer::{MetricsLayer, TracingLayer};
+    use stowage_core::testkit::{Fixture, MemoryFixture};
+    use stowage_core::Result;
+
+    struct Observed(MemoryFixture);
+
+    fn wrap(b: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        Arc::new(TracingLayer::new(Arc::new(MetricsLayer::new(b))))
+    }
+
+    #[async_trait]
+    impl Fixture for Observed {
+        async fn create(&self) -> Result<(Arc<dyn Backend>, String)> {
+            let (b, location) = self.0.create().await?;
+            Ok((wrap(b), location))
+        }
+        async fn open(&self, location: &str) -> Result<Arc<dyn Backend>> {
+            Ok(wrap(self.0.open(location).await?))
+        }
+    }
+
+    stowage_core::conformance_tests!(Observed(MemoryFixture::new()));
+}
+
 /// The suite over two stacked pass-through layers: a layer that dropped or changed a call
 /// would fail it.
 mod layered {

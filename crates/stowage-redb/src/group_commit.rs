@@ -447,6 +447,11 @@ impl<'t> Txn<'t> {
         Ok(())
     }
 
+    /// Whether `ns`'s changes are logged: callers skip building changes nobody logs.
+    pub(crate) fn logs_changes(&mut self, ns: &str) -> Result<bool> {
+        Ok(self.log_state(ns)?.is_some())
+    }
+
     /// Logs one change of `ns` in this transaction, if its changes are logged: numbered
     /// after the last, the oldest beyond the retention trimmed, and published after the
     /// commit (never if the job fails).

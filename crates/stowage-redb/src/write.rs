@@ -317,6 +317,8 @@ pub(crate) fn write_job(
 ) -> Result<Vec<WriteResult>> {
     let mut colls: Vec<WriteColl> = Vec::new();
     let mut results = Vec::with_capacity(ops.len());
+    // Unwatched namespaces (most) pay nothing for the change log.
+    let logging = t.logs_changes(ns)?;
     for (i, op) in ops.into_iter().enumerate() {
         let at = match colls.iter().position(|c| c.name == op.collection) {
             Some(at) => at,
@@ -326,11 +328,16 @@ pub(crate) fn write_job(
             }
         };
         let change = match op.action {
+            _ if !logging => None,
             WriteAction::Put { .. } | WriteAction::Restore { .. } => Some(ChangeOp::Put),
             WriteAction::Delete => Some(ChangeOp::Delete),
             WriteAction::Check => None,
         };
-        let id = op.id.clone();
+        let id = if change.is_some() {
+            op.id.clone()
+        } else {
+            String::new()
+        };
         let result = colls[at].apply(t, op, now).map_err(|e| e.at_op(i))?;
         if let (Some(kind), Some(meta)) = (change, result.meta) {
             let when = if kind == ChangeOp::Put {

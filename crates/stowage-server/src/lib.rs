@@ -48,8 +48,8 @@ use tokio::net::TcpListener;
 pub use auth::hash_token;
 pub use config::{Limits, Right, ServerConfig, TlsConfig, TokenConfig};
 pub use error::ApiError;
-pub use metrics::MetricsLayer;
 pub use openapi::document as openapi_document;
+pub use stowage_core::layer::MetricsLayer;
 
 /// The API's router over `store`, with metrics, body limit and timeout applied. Its watch
 /// streams end only when clients leave; [`serve_with`] also ends them on shutdown.

@@ -1,17 +1,14 @@
-//! Prometheus metrics: requests by route, method and status, latency histograms by route,
-//! and backend operations by backend and operation.
+//! Prometheus metrics: requests by route, method and status, latency histograms by route;
+//! backend operations come from `stowage_core::layer::MetricsLayer` through the same
+//! recorder.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use stowage_core::backend::Backend;
-use stowage_core::layer::{Call, Layer};
-use stowage_core::Result;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -62,50 +59,4 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     metrics::histogram!("stowage_http_request_duration_seconds", "route" => route)
         .record(start.elapsed().as_secs_f64());
     resp
-}
-
-/// Counts and times every backend call (by backend, namespace, collection, operation and
-/// outcome) through the `metrics` facade: a layer, so it forwards what it does not see.
-#[derive(Debug)]
-pub struct MetricsLayer(Arc<dyn Backend>);
-
-impl MetricsLayer {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn Backend>) -> Self {
-        MetricsLayer(inner)
-    }
-}
-
-impl Layer for MetricsLayer {
-    fn inner(&self) -> &Arc<dyn Backend> {
-        &self.0
-    }
-
-    fn around<'a, T: Send + 'a>(
-        &'a self,
-        call: Call<'a>,
-        forward: BoxFuture<'a, Result<T>>,
-    ) -> BoxFuture<'a, Result<T>> {
-        Box::pin(async move {
-            let start = Instant::now();
-            let r = forward.await;
-            let backend = self.0.name();
-            let outcome = match &r {
-                Ok(_) => "ok",
-                Err(e) => e.kind().as_str(),
-            };
-            metrics::counter!(
-                "stowage_backend_operations_total",
-                "backend" => backend,
-                "namespace" => call.namespace.unwrap_or("").to_owned(),
-                "collection" => call.collection.unwrap_or("").to_owned(),
-                "op" => call.op,
-                "outcome" => outcome,
-            )
-            .increment(1);
-            metrics::histogram!("stowage_backend_operation_duration_seconds", "backend" => backend, "op" => call.op)
-                .record(start.elapsed().as_secs_f64());
-            r
-        })
-    }
 }
