@@ -308,6 +308,7 @@ fn main() {
     // `STOWAGE_BENCH_SKIP_FSYNC=1` leaves out the two fsync-bound rows (for quick runs).
     let fsync_rows = std::env::var("STOWAGE_BENCH_SKIP_FSYNC").is_err();
     let (mut single, mut concurrent) = (f64::NAN, f64::NAN);
+    let mut feed_latency: Option<Vec<Duration>> = None;
     if fsync_rows {
         // Durable single inserts, one writer. fsync latency drifts on shared machines, so
         // the two sides alternate in rounds and their times are summed.
@@ -380,6 +381,9 @@ fn main() {
             raw: Some(raw),
         });
         concurrent = ours;
+        let (watch_rows, latencies) = rt.block_on(watcher_rows(&mut bench, few));
+        rows.extend(watch_rows);
+        feed_latency = Some(latencies);
     }
 
     // Batches of 100, no indexes; reads use the same files afterwards.
@@ -563,5 +567,113 @@ fn main() {
         "\n32 concurrent writers / 1 writer (Stowage): {:.1}x",
         concurrent / single
     );
+    if let Some(mut l) = feed_latency {
+        l.sort();
+        let at = |q: f64| l[((l.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+        println!(
+            "change feed latency, write call to a collection watcher, 1 write/ms, {} writes: \
+             p50 {:.2} ms, p99 {:.2} ms",
+            l.len(),
+            at(0.5),
+            at(0.99)
+        );
+    }
     println!("command: cargo bench -p stowage-redb   (STOWAGE_BENCH_N={n})");
+}
+
+/// Inserts `users` into `coll` from `writers` concurrent tasks; how long it took.
+async fn insert_all(coll: &Collection<Plain>, users: &[User], writers: usize) -> Duration {
+    let start = Instant::now();
+    let tasks: Vec<_> = users
+        .chunks(users.len().div_ceil(writers))
+        .map(|c| {
+            let (coll, c) = (coll.clone(), c.to_vec());
+            tokio::spawn(async move {
+                for u in c {
+                    coll.insert(&Plain(u)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// Durable inserts into a watched namespace against an unwatched one of the same store, in
+/// alternating rounds (the "raw" column is the unwatched rate), then the feed's latency:
+/// one write per millisecond, each timed from the write call to its event's arrival.
+async fn watcher_rows(bench: &mut Bench, users: &[User]) -> (Vec<Row>, Vec<Duration>) {
+    use futures_util::StreamExt;
+    let store = bench.store();
+    let quiet = store.namespace("quiet").unwrap();
+    let watched = store.namespace("watched").unwrap();
+    let quiet = quiet.collection::<Plain>().await.unwrap();
+    let watched = watched.collection::<Plain>().await.unwrap();
+    // The watcher drains every event, as a consumer would.
+    let mut stream = watched.watch(None).await.unwrap();
+    let drain = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some(e) = stream.next().await {
+            e.unwrap();
+            n += 1;
+        }
+        n
+    });
+    let (first, second) = users.split_at(users.len() / 2);
+    let mut rows = Vec::new();
+    for (name, writers, part) in [
+        ("durable single insert, 1 writer, 1 watcher (raw: no watcher)", 1, first),
+        ("durable inserts, 32 writers, 1 watcher (raw: no watcher)", 32, second),
+    ] {
+        let (mut quiet_time, mut watched_time) = (Duration::ZERO, Duration::ZERO);
+        for round in part.chunks(part.len().div_ceil(4)) {
+            quiet_time += insert_all(&quiet, round, writers).await;
+            watched_time += insert_all(&watched, round, writers).await;
+        }
+        rows.push(Row {
+            name,
+            n: part.len(),
+            stowage: rate(part.len(), watched_time),
+            raw: Some(rate(part.len(), quiet_time)),
+        });
+    }
+    drain.abort();
+
+    let paced = store.namespace("paced").unwrap();
+    let coll = paced.collection::<Plain>().await.unwrap();
+    let mut events = coll.watch(None).await.unwrap();
+    let arrivals = tokio::spawn(async move {
+        let mut at = std::collections::HashMap::new();
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            if let Some(id) = e.id {
+                at.insert(id, Instant::now());
+            }
+            if at.len() == 2_000 {
+                break;
+            }
+        }
+        at
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sent = Vec::new();
+    for u in users.iter().cycle().take(2_000) {
+        tick.tick().await;
+        let p = Plain(User {
+            id: u.id + 1_000_000 * sent.len() as u64,
+            ..u.clone()
+        });
+        let id = p.id();
+        let start = Instant::now();
+        coll.insert(&p).await.unwrap();
+        sent.push((id, start));
+    }
+    let at = arrivals.await.unwrap();
+    let latencies = sent
+        .into_iter()
+        .map(|(id, start)| at[&id].duration_since(start))
+        .collect();
+    (rows, latencies)
 }
