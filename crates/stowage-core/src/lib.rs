@@ -30,6 +30,14 @@
 //!   the spec revision it was prepared with (see the [`backend`] docs).
 //! - **Transactions** are optimistic ([`Transaction`], [`Store::transact`]): reads are
 //!   remembered with their versions and checked by the commit's atomic batch.
+//! - **Change feed** ([`Store::watch`], [`Collection::watch`]): one [`ChangeEvent`] per
+//!   record written or deleted and one per bulk change (delete by prefix or query, purge,
+//!   drop, spec change), numbered per namespace in commit order, published only for what
+//!   committed; a token resumes; where continuity is lost (a watcher more than 1,024 events
+//!   behind, a token older than what the engine keeps) the watcher gets a gap event,
+//!   never silence. Memory keeps the last [`REPLAY_WINDOW`] changes; redb logs them.
+//! - **Layers** ([`layer`]) wrap a backend and forward what they do not change; metrics
+//!   (feature `metrics`) and tracing (feature `tracing`) come as layers.
 //! - **Copy** ([`copy_namespace`]) writes records exactly as they are
 //!   ([`Collection::restore`]), so ETags survive a copy or a restore.
 

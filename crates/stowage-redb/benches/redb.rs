@@ -624,8 +624,16 @@ async fn watcher_rows(bench: &mut Bench, users: &[User]) -> (Vec<Row>, Vec<Durat
     let (first, second) = users.split_at(users.len() / 2);
     let mut rows = Vec::new();
     for (name, writers, part) in [
-        ("durable single insert, 1 writer, 1 watcher (raw: no watcher)", 1, first),
-        ("durable inserts, 32 writers, 1 watcher (raw: no watcher)", 32, second),
+        (
+            "durable single insert, 1 writer, 1 watcher (raw: no watcher)",
+            1,
+            first,
+        ),
+        (
+            "durable inserts, 32 writers, 1 watcher (raw: no watcher)",
+            32,
+            second,
+        ),
     ] {
         let (mut quiet_time, mut watched_time) = (Duration::ZERO, Duration::ZERO);
         for round in part.chunks(part.len().div_ceil(4)) {

@@ -24,6 +24,16 @@
 //! `RedbBackend` (the conformance suite's second instance does), and another process
 //! gets `Unavailable`.
 //!
+//! # Change feed
+//!
+//! A namespace's changes are logged (table `c/{ns}`) from the moment someone first watches
+//! it, in the same transaction as each change, so a watcher resumes from its token after a
+//! restart; namespaces nobody ever watched pay nothing. The log keeps the last
+//! `change_log` changes per namespace (`?change_log=N`, default 100,000; 0 turns the feed
+//! off); an older token gets a gap event, then what is kept. A job undone inside a shared
+//! group commit logs and publishes nothing; changes are published after the commit —
+//! after the fsync with immediate durability, before it with relaxed durability.
+//!
 //! A delete by query finds its matches in a read transaction and deletes them in a write
 //! job, each only if it is still at the version found, so a long walk never holds the
 //! writer.

@@ -9,7 +9,7 @@
 //! | `stowage/catalog` | `ns 0x00 collection` | [`encode_spec`]: the spec, its revision and the indexes being built, as JSON |
 //! | `stowage/floors` | `ns 0x00 collection` | the collection's version floor (u64 LE); outlives the collection |
 //! | `stowage/logged` | `ns` | empty: the namespace's changes are logged (it was watched) |
-//! | `c/{ns}` | change token (u64 BE) | the change as JSON; the oldest beyond the retention are trimmed |
+//! | `c/{ns}` | change token (u64 BE) | [`encode_change`]; the oldest beyond the retention are trimmed |
 //! | `r/{ns}/{coll}` | record id | [`encode_record`] |
 //! | `i/{ns}/{coll}/{index}` | sortable value ‖ id | empty; for a covering index, the record's bytes as in `r/` |
 //! | `e/{ns}/{coll}` | sortable expiry ‖ id | empty |
@@ -25,8 +25,8 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use stowage_core::backend::{sortable_i64, IndexEntries, Revision, StoredSpec};
 use stowage_core::{
-    Body, CollectionSpec, ContentType, Error, ErrorKind, IndexValue, Result, StoredRecord,
-    Timestamp,
+    Body, ChangeEvent, ChangeOp, CollectionSpec, ContentType, Error, ErrorKind, IndexValue, Result,
+    StoredRecord, Timestamp,
 };
 
 /// The on-disk format this build writes and the newest it reads.
@@ -46,7 +46,7 @@ pub const FLOORS: &str = "stowage/floors";
 pub const LOGGED: &str = "stowage/logged";
 
 /// The change log of a namespace: token (u64 big-endian, so keys sort by token) → the
-/// change as JSON.
+/// change ([`encode_change`]).
 pub fn changes_table(ns: &str) -> String {
     format!("c/{ns}")
 }
@@ -61,18 +61,79 @@ pub fn decode_token(key: &[u8]) -> u64 {
     key.try_into().map_or(0, u64::from_be_bytes)
 }
 
-/// A change log entry.
-pub fn encode_change(change: &stowage_core::ChangeEvent) -> Vec<u8> {
-    serde_json::to_vec(change).unwrap_or_default()
+/// The ops a change log entry may hold, by their byte.
+const CHANGE_OPS: [ChangeOp; 8] = [
+    ChangeOp::Put,
+    ChangeOp::Delete,
+    ChangeOp::DeletePrefix,
+    ChangeOp::DeleteWhere,
+    ChangeOp::Purge,
+    ChangeOp::Drop,
+    ChangeOp::Spec,
+    ChangeOp::Gap,
+];
+
+/// A change log entry, compact because every write of a watched namespace writes one: op
+/// (1 byte), presence flags (1), version, at, count (8 each, LE), then collection and id
+/// (u16 length + bytes each). The token is the key.
+pub fn encode_change(change: &ChangeEvent) -> Vec<u8> {
+    let coll = change.collection.as_deref().unwrap_or("");
+    let id = change.id.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(30 + coll.len() + id.len());
+    out.push(CHANGE_OPS.iter().position(|o| *o == change.op).unwrap_or(0) as u8);
+    out.push(
+        u8::from(change.collection.is_some())
+            | u8::from(change.id.is_some()) << 1
+            | u8::from(change.version.is_some()) << 2
+            | u8::from(change.count.is_some()) << 3,
+    );
+    out.extend_from_slice(&change.version.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&change.at.as_micros().to_le_bytes());
+    out.extend_from_slice(&change.count.unwrap_or(0).to_le_bytes());
+    for text in [coll, id] {
+        // Names are at most 63 bytes and ids 512: a u16 length always fits.
+        out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    out
 }
 
-/// A change log entry back to its change.
-pub fn decode_change(bytes: &[u8]) -> Result<stowage_core::ChangeEvent> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        Error::new(
-            ErrorKind::Corrupted,
-            format!("a change log entry cannot be read: {e}"),
-        )
+/// A change log entry back to its change (token 0: the key holds it).
+pub fn decode_change(bytes: &[u8]) -> Result<ChangeEvent> {
+    let bad = || corrupted("a change log entry is truncated or unknown");
+    let op = *CHANGE_OPS
+        .get(*bytes.first().ok_or_else(bad)? as usize)
+        .ok_or_else(bad)?;
+    let flags = *bytes.get(1).ok_or_else(bad)?;
+    let number = |at: usize| -> Result<u64> {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(bad)
+    };
+    let (version, at, count) = (number(2)?, number(10)? as i64, number(18)?);
+    let mut rest = bytes.get(26..).ok_or_else(bad)?;
+    let mut text = || -> Result<String> {
+        let len = rest
+            .get(..2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
+            .ok_or_else(bad)? as usize;
+        let body = rest.get(2..2 + len).ok_or_else(bad)?;
+        let text = String::from_utf8(body.to_vec()).map_err(|_| bad())?;
+        rest = &rest[2 + len..];
+        Ok(text)
+    };
+    let (coll, id) = (text()?, text()?);
+    Ok(ChangeEvent {
+        token: 0,
+        op,
+        collection: (flags & 1 != 0).then_some(coll),
+        id: (flags & 2 != 0).then_some(id),
+        version: (flags & 4 != 0).then_some(version),
+        at: Timestamp::from_micros(at),
+        count: (flags & 8 != 0).then_some(count),
     })
 }
 
@@ -376,6 +437,20 @@ pub fn sortable_entries(index: &IndexEntries) -> StoredEntries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_round_trip() {
+        let at = Timestamp::from_micros(-7);
+        let full = ChangeEvent::new(ChangeOp::DeletePrefix, Some("items"), at)
+            .id("pre/ü")
+            .version(9)
+            .count(3);
+        assert_eq!(decode_change(&encode_change(&full)).unwrap(), full);
+        let bare = ChangeEvent::new(ChangeOp::Purge, None, Timestamp::from_micros(5)).count(0);
+        assert_eq!(decode_change(&encode_change(&bare)).unwrap(), bare);
+        assert!(decode_change(&encode_change(&full)[..20]).is_err());
+        assert!(decode_change(&[200, 0]).is_err());
+    }
 
     #[test]
     fn records_round_trip_with_entries() {

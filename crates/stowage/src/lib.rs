@@ -35,7 +35,7 @@
 //! | URL | backend | cargo feature |
 //! |---|---|---|
 //! | `memory://` | in process memory, gone with the process | always |
-//! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N` | `backend-redb` (default) |
+//! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N`, `&change_log=N` (changes kept per watched namespace, default 100,000; 0 = no feed) | `backend-redb` (default) |
 //!
 //! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
 //! An unknown scheme, a backend whose feature is off, or an unknown parameter is
