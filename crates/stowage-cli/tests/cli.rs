@@ -207,16 +207,28 @@ async fn request_logs_name_routes_not_paths() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    sigterm(&child);
+    // Read until the request's line is in, then stop the server and read the rest.
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut lines = Vec::new();
-    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(20), err.next_line())
-        .await
-        .unwrap()
-    {
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), err.next_line())
+            .await
+            .expect("a log line within 30 s")
+            .expect("stderr is readable")
+    };
+    while !lines.iter().any(|l: &String| l.contains("\"request\"")) {
+        lines.push(
+            next()
+                .await
+                .unwrap_or_else(|| panic!("stderr ended: {lines:?}")),
+        );
+    }
+    sigterm(&child);
+    while let Some(l) = next().await {
         lines.push(l);
     }
-    child.wait().await.unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "{status}: {lines:?}");
     let events: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
@@ -225,12 +237,22 @@ async fn request_logs_name_routes_not_paths() {
         .iter()
         .find(|e| e["message"] == "request")
         .unwrap_or_else(|| panic!("no request line in {lines:?}"));
-    assert_eq!(request["route"], "/v1/{ns}/{coll}/records/{id}");
+    assert_eq!(
+        request["route"], "/v1/{ns}/{coll}/records/{id}",
+        "{lines:?}"
+    );
     assert_eq!(
         (request["method"].as_str(), request["status"].as_u64()),
-        (Some("GET"), Some(404))
+        (Some("GET"), Some(404)),
+        "{lines:?}"
     );
-    assert!(events.iter().any(|e| e["message"] == "serving"));
-    assert!(events.iter().any(|e| e["message"] == "stopped"));
+    assert!(
+        events.iter().any(|e| e["message"] == "serving"),
+        "{lines:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["message"] == "stopped"),
+        "{lines:?}"
+    );
     assert!(!lines.iter().any(|l| l.contains("secret")), "{lines:?}");
 }
