@@ -356,22 +356,7 @@ fn main() {
         let store = bench.store();
         let ours = rt.block_on(async {
             let coll = store.collection::<Plain>().await.unwrap();
-            let start = Instant::now();
-            let tasks: Vec<_> = few
-                .chunks(n_fsync.div_ceil(32))
-                .map(|c| {
-                    let (coll, c) = (coll.clone(), c.to_vec());
-                    tokio::spawn(async move {
-                        for u in c {
-                            coll.insert(&Plain(u)).await.unwrap();
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-            rate(n_fsync, start.elapsed())
+            rate(n_fsync, insert_all(&coll, few, 32).await)
         });
         drop(store);
         rows.push(Row {
