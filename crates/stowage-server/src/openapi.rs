@@ -25,16 +25,23 @@ fn ok(code: &str, description: &str, schema: Value) -> Value {
     json!({ code: {"description": description, "content": {"application/json": {"schema": schema}}} })
 }
 
-/// The document.
-pub fn document() -> Value {
-    let ns = json!({"name": "ns", "in": "path", "required": true, "schema": {"type": "string"}});
-    let coll =
-        json!({"name": "coll", "in": "path", "required": true, "schema": {"type": "string"}});
-    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "maxLength": 512}});
+/// The document. `tokens_required`: whether the server was configured with tokens; without
+/// them, requests need no bearer token and the document says so.
+pub fn document(tokens_required: bool) -> Value {
+    // Names and ids as `stowage_core::validate_name` / `validate_id` accept them.
+    let name = json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]{0,62}$"});
+    let ns = json!({"name": "ns", "in": "path", "required": true, "schema": name});
+    let coll = json!({"name": "coll", "in": "path", "required": true, "schema": name});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[^\\u0000]+$"}});
+    // An empty requirement makes the token optional.
+    let security = if tokens_required {
+        json!([{"bearer": []}])
+    } else {
+        json!([{}, {"bearer": []}])
+    };
     let page = json!({"$ref": "#/components/schemas/Page"});
-    let after = json!({"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "resume after this change token"});
-    let last_event_id = json!({"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}, "description": "resume after this change token (sent by EventSource on reconnect)"});
-    let auth = ["401", "403"];
+    let after = json!({"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX}, "description": "resume after this change token"});
+    let last_event_id = json!({"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}, "description": "resume after this change token (sent by EventSource on reconnect)"});
     let common = ["400", "401", "403", "404", "413", "503", "500"];
     json!({
         "openapi": "3.1.0",
@@ -65,8 +72,8 @@ pub fn document() -> Value {
                 "Page": {"type": "object", "required": ["items"], "properties": {
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
                     "next_cursor": {"type": ["string", "null"]}}},
-                "Condition": {"type": "object", "properties": {"eq": {}, "in": {"type": "array"}, "gt": {}, "gte": {}, "lt": {}, "lte": {}, "prefix": {"type": "string"}}},
-                "Query": {"type": "object", "properties": {
+                "Condition": {"type": "object", "additionalProperties": false, "properties": {"eq": {}, "in": {"type": "array"}, "gt": {}, "gte": {}, "lt": {}, "lte": {}, "prefix": {"type": "string"}}},
+                "Query": {"type": "object", "additionalProperties": false, "properties": {
                     "where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}},
                     "order_by": {"type": "string"}, "desc": {"type": "boolean"},
                     "limit": {"type": "integer", "minimum": 1}, "cursor": {"type": ["string", "null"]},
@@ -74,7 +81,7 @@ pub fn document() -> Value {
                 "BatchOp": {"type": "object", "required": ["op", "collection", "id"], "properties": {
                     "op": {"type": "string", "enum": ["insert", "upsert", "update", "delete", "check"],
                            "description": "check writes nothing: the batch applies only if if_version, or exists true/false, holds for the record"},
-                    "collection": {"type": "string"}, "id": {"type": "string"}, "body": {},
+                    "collection": name.clone(), "id": {"type": "string", "minLength": 1, "maxLength": 512}, "body": {},
                     "if_version": {"type": "integer"}, "exists": {"type": "boolean"},
                     "ttl": {"type": "integer", "minimum": 1}}},
                 "ChangeEvent": {"type": "object", "required": ["token", "op", "at"], "properties": {
@@ -89,20 +96,20 @@ pub fn document() -> Value {
                     "expires_at": {"type": ["string", "null"], "format": "date-time"}}}
             }
         },
-        "security": [{"bearer": []}],
+        "security": security,
         "paths": {
             "/v1/{ns}/collections": {"get": {"summary": "List collections", "parameters": [ns],
-                "responses": with(ok("200", "collections", json!({"type": "object"})), &auth)}},
+                "responses": with(ok("200", "collections", json!({"type": "object"})), &["400", "401", "403"])}},
             "/v1/{ns}/collections/{coll}": {
                 "parameters": [ns, coll],
                 "put": {"summary": "Create or change a collection (admin)", "requestBody": json_body(json!({"$ref": "#/components/schemas/CollectionSpec"})),
-                        "responses": with(ok("200", "changed", json!({"$ref": "#/components/schemas/CollectionSpec"})), &["201", "400", "401", "403"])},
-                "get": {"summary": "A collection's spec", "responses": with(ok("200", "spec", json!({"$ref": "#/components/schemas/CollectionSpec"})), &["401", "403", "404"])},
-                "delete": {"summary": "Drop a collection (admin)", "responses": with(json!({"204": {"description": "dropped"}}), &["401", "403", "404"])}},
+                        "responses": with(ok("200", "changed", json!({"$ref": "#/components/schemas/CollectionSpec"})), &["201", "400", "401", "403", "409"])},
+                "get": {"summary": "A collection's spec", "responses": with(ok("200", "spec", json!({"$ref": "#/components/schemas/CollectionSpec"})), &["400", "401", "403", "404"])},
+                "delete": {"summary": "Drop a collection (admin)", "responses": with(json!({"204": {"description": "dropped"}}), &["400", "401", "403", "404"])}},
             "/v1/{ns}/{coll}/records": {"get": {"summary": "List records by id", "parameters": [ns, coll,
                     {"name": "prefix", "in": "query", "schema": {"type": "string"}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}}],
                 "responses": with(ok("200", "a page", page.clone()), &common)}},
             "/v1/{ns}/{coll}/records/{id}": {
                 "parameters": [ns, coll, id],
@@ -115,15 +122,15 @@ pub fn document() -> Value {
                         "requestBody": json_body(json!({})),
                         "responses": with(ok("200", "replaced (201: created), with what was stored", json!({"$ref": "#/components/schemas/Written"})), &["201", "400", "401", "403", "404", "409", "412", "413", "503"])},
                 "delete": {"summary": "Delete a record (If-Match \"v\" deletes only that version)",
-                           "responses": with(json!({"204": {"description": "deleted"}}), &["401", "403", "404", "412"])}},
+                           "responses": with(json!({"204": {"description": "deleted"}}), &["400", "401", "403", "404", "412"])}},
             "/v1/{ns}/{coll}/query": {"post": {"summary": "Query by indexes", "parameters": [ns, coll],
                 "requestBody": json_body(json!({"$ref": "#/components/schemas/Query"})),
                 "responses": with(ok("200", "a page", page), &common)}},
             "/v1/{ns}/{coll}/count": {"post": {"summary": "Count by indexes", "parameters": [ns, coll],
-                "requestBody": json_body(json!({"type": "object", "properties": {"where": {"type": "object"}}})),
+                "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "properties": {"where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}}}})),
                 "responses": with(ok("200", "the count", json!({"type": "object", "properties": {"count": {"type": "integer"}}})), &common)}},
             "/v1/{ns}/{coll}/delete": {"post": {"summary": "Delete every record matching a filter (in atomic chunks of 1,000; an empty filter is refused)", "parameters": [ns, coll],
-                "requestBody": json_body(json!({"type": "object", "required": ["where"], "properties": {"where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}}}})),
+                "requestBody": json_body(json!({"type": "object", "required": ["where"], "additionalProperties": false, "properties": {"where": {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/components/schemas/Condition"}}}})),
                 "responses": with(ok("200", "how many were deleted", json!({"type": "object", "properties": {"deleted": {"type": "integer"}}})), &common)}},
             "/v1/{ns}/batch": {"post": {"summary": "Atomic batch: all ops or none", "parameters": [ns],
                 "requestBody": json_body(json!({"type": "object", "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/BatchOp"}}}})),

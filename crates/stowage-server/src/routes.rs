@@ -589,8 +589,8 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-pub(crate) async fn openapi() -> Response {
-    Json(crate::openapi::document()).into_response()
+pub(crate) async fn openapi(State(st): State<AppState>) -> Response {
+    Json(crate::openapi::document(!st.config.tokens.is_empty())).into_response()
 }
 
 pub(crate) async fn fallback() -> ApiError {

@@ -477,6 +477,8 @@ async fn operations_endpoints() {
     );
     let doc: Value = c.get(s.url("/openapi.json")).fetch_json().await;
     assert_eq!(doc["openapi"], "3.1.0");
+    // Without tokens configured, the document says no token is needed.
+    assert_eq!(doc["security"], json!([{}, {"bearer": []}]));
     for p in [
         "/v1/{ns}/collections/{coll}",
         "/v1/{ns}/{coll}/records/{id}",
@@ -509,6 +511,9 @@ async fn tokens_scope_namespaces_and_rights() {
     };
     let s = Server::start(config).await;
     let c = Client::new();
+    // With tokens configured, the document requires one.
+    let doc: Value = c.get(s.url("/openapi.json")).fetch_json().await;
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
     let spec = s.url("/v1/app/collections/incidents");
     let rec = s.url("/v1/app/incidents/records/r1");
     let send = |req: reqwest::RequestBuilder, bearer: Option<&str>| {
