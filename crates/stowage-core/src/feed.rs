@@ -149,12 +149,16 @@ impl ChangeHub {
         }
     }
 
-    /// Delivers changes an engine numbered itself (in its own log), in token order.
+    /// Delivers changes an engine numbered itself, in token order. The engine keeps them
+    /// in its own log and serves resumes with [`ChangeHub::watch_with`], so the hub keeps
+    /// no replay window for them.
     pub fn publish_numbered(&self, ns: &str, events: Vec<ChangeEvent>) {
         let feed = self.feed(ns);
         let mut feed = feed.lock();
         for e in events {
-            feed.push(e);
+            feed.last = feed.last.max(e.token);
+            // No receiver is not an error: nobody watches.
+            let _ = feed.live.send(e);
         }
     }
 
@@ -231,7 +235,7 @@ impl ChangeHub {
 
 impl Feed {
     fn push(&mut self, e: ChangeEvent) {
-        self.last = self.last.max(e.token);
+        self.last = e.token;
         if self.recent.len() == REPLAY_WINDOW {
             self.recent.pop_front();
         }

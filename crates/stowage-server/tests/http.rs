@@ -931,13 +931,23 @@ async fn sse_events(r: &mut reqwest::Response, n: usize) -> Vec<(u64, String, Va
 async fn watch_resumes_over_sse_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
-    let open = || {
-        let backend =
-            stowage_redb::RedbBackend::open(stowage_redb::RedbConfig::new(&path)).unwrap();
-        Store::from_backend(Arc::new(backend))
+    // The stopped server's connection tasks may still be dropping their handles to the
+    // store (and with them redb's file lock) for a moment after `serve` returns.
+    let open = || async {
+        let started = std::time::Instant::now();
+        loop {
+            match stowage_redb::RedbBackend::open(stowage_redb::RedbConfig::new(&path)) {
+                Ok(backend) => return Store::from_backend(Arc::new(backend)),
+                Err(e) if started.elapsed() < std::time::Duration::from_secs(10) => {
+                    assert_eq!(e.kind(), stowage_core::ErrorKind::Unavailable, "{e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     };
     let c = Client::new();
-    let s = Server::start_with(ServerConfig::default(), open()).await;
+    let s = Server::start_with(ServerConfig::default(), open().await).await;
     with_incidents(&s, &c).await;
     let mut w = c.get(s.url("/v1/app/incidents/watch")).fetch().await;
     assert_eq!(w.status(), StatusCode::OK);
@@ -961,7 +971,7 @@ async fn watch_resumes_over_sse_across_a_restart() {
     );
     s.stop().await;
 
-    let s = Server::start_with(ServerConfig::default(), open()).await;
+    let s = Server::start_with(ServerConfig::default(), open().await).await;
     let mut w = c
         .get(s.url("/v1/app/incidents/watch"))
         .header("last-event-id", token.to_string())
