@@ -33,13 +33,48 @@ row() { # name, wrk output
   echo "| $1 | $rps | $p50 | $p99 |"
 }
 get=$(wrk -t2 -c64 -d"$DURATION" --latency -s benches/http-get.lua "$base")
+# One SSE watcher on the collection during the PUT load: events/s, and the time from each
+# write's updated_at (the server's clock) to the event's arrival here (same machine).
+python3 - "$base" > "$dir/sse" <<'PY' &
+import datetime, http.client, json, sys, time, urllib.parse
+url = urllib.parse.urlparse(sys.argv[1])
+conn = http.client.HTTPConnection(url.hostname, url.port)
+conn.request("GET", "/v1/bench/users/watch")
+resp = conn.getresponse()
+lags, gaps, first, last = [], 0, None, None
+resp.fp.raw._sock.settimeout(3)  # the stream is idle 3 s after the load: done
+try:
+    for line in resp.fp:
+        if not line.startswith(b"data:"):
+            continue
+        now = time.time()
+        e = json.loads(line[5:])
+        if e["op"] == "gap":
+            gaps += 1
+            continue
+        at = datetime.datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp()
+        lags.append(now - at)
+        first = first or now
+        last = now
+except (TimeoutError, OSError):
+    pass
+lags.sort()
+pct = lambda p: "%.2fms" % (1000 * lags[min(len(lags) - 1, int(p * len(lags)))]) if lags else "-"
+rate = len(lags) / (last - first) if lags and last > first else 0
+print("| stowage serve, SSE watcher during the PUT load (events/s; latency from updated_at) | %.2f | %s | %s |" % (rate, pct(0.5), pct(0.99)))
+print("events %d, gaps %d" % (len(lags), gaps))
+PY
+sse_pid=$!
+sleep 0.5
 put=$(wrk -t2 -c64 -d"$DURATION" --latency -s benches/http-put.lua "$base")
+wait $sse_pid || true
 errors=$(grep -E "Non-2xx|Socket errors" <<<"$get$put" || true)
 echo
 echo "| load, 64 connections | requests/s | p50 | p99 |"
 echo "|---|---|---|---|"
 row "stowage serve, GET (redb)" "$get"
 row "stowage serve, PUT (redb, durable)" "$put"
+head -1 "$dir/sse"
 if command -v redis-benchmark > /dev/null; then
   # A database of its own (15), emptied afterwards: the machine's Redis is shared.
   redis-benchmark -h 127.0.0.1 -p 6379 --dbnum 15 -c 64 -n 200000 -t get,set -d 200 -r 10000 --csv 2>/dev/null \
@@ -47,5 +82,7 @@ if command -v redis-benchmark > /dev/null; then
   redis-cli -n 15 flushdb > /dev/null
 fi
 [ -n "$errors" ] && echo "wrk: $errors"
+puts=$(grep -E "requests in" <<<"$put" | awk '{print $1}')
+echo "SSE: $(tail -1 "$dir/sse") for $puts PUTs"
 echo
 echo "command: bash benches/http-load.sh (DURATION=$DURATION, wrk -t2 -c64, 10,000 preloaded records)"

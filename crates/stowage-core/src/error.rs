@@ -10,7 +10,9 @@ pub enum ErrorKind {
     /// The record (or collection) does not exist, or has expired.
     NotFound,
     /// The id exists already, or a unique index already holds the value ([`Error::index`]
-    /// names the index).
+    /// names the index), or an index name is taken: a spec declares it twice, or changes
+    /// an existing index's definition (a spec change may add and drop indexes, not
+    /// redefine one).
     AlreadyExists,
     /// A version precondition failed ([`Error::current_version`] carries the version found,
     /// `None` when the record is absent).

@@ -56,6 +56,7 @@ mod spec;
 mod store;
 mod transaction;
 mod value;
+pub mod whole_number;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::record::validate_name;
 use crate::value::{json_kind, IndexValue};
 
@@ -190,7 +190,11 @@ pub struct CollectionSpec {
     #[serde(default)]
     pub indexes: Vec<IndexSpec>,
     /// The TTL of records written without one; `None`: they never expire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole_number::option"
+    )]
     pub default_ttl_seconds: Option<u64>,
 }
 
@@ -245,11 +249,12 @@ impl CollectionSpec {
                     "index name \"id\" is reserved: queries order and filter by id without an index",
                 ));
             }
+            // A name is taken once: a second declaration is refused as a redefinition is.
             if !names.insert(ix.name.as_str()) {
-                return Err(Error::invalid(format!(
-                    "index {:?} is declared twice",
-                    ix.name
-                )));
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("index {:?} already exists: it is declared twice", ix.name),
+                ));
             }
             validate_pointer(&ix.path).map_err(|why| {
                 Error::invalid(format!(
@@ -280,14 +285,19 @@ impl CollectionSpec {
                 Some(old) if same_but_covering(old, ix) => {
                     change.covering_changed.push(ix.name.clone());
                 }
+                // The name is taken by another index: like an id taken by another record,
+                // AlreadyExists (409 over HTTP), and retrying cannot help.
                 Some(old) => {
-                    return Err(Error::invalid(format!(
-                        "index {:?} cannot change from {} to {}: add an index under a new name \
-                         and drop this one instead",
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                        "index {:?} already exists and cannot change from {} to {}: add an index \
+                         under a new name and drop this one instead",
                         ix.name,
                         describe_index(old),
                         describe_index(ix)
-                    )))
+                    ),
+                    ))
                 }
             }
         }
@@ -396,6 +406,7 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.message().contains("declared twice"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
         assert!(CollectionSpec::new()
             .index(IndexSpec::string("x", "/a~2"))
             .validate()
@@ -443,6 +454,8 @@ mod tests {
                 .contains("cannot change from string at /a to integer at /a"),
             "{e}"
         );
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+        assert!(e.message().contains("already exists"), "{e}");
         // Covering may change in place, alone; with anything else it is a new index.
         let covered = CollectionSpec::new().index(IndexSpec::string("a", "/a").covering());
         let change = old.diff(&covered).unwrap();

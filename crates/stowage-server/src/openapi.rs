@@ -17,6 +17,14 @@ fn with(mut ok: Value, errors: &[&str]) -> Value {
     ok
 }
 
+/// A POST route under `/v1/{ns}/{coll}/`: with the reserved collection name `collections`
+/// the path is `/v1/{ns}/collections/{coll}`'s, which takes no POST.
+fn posted(ok: Value, errors: &[&str]) -> Value {
+    let mut responses = with(ok, errors);
+    responses["405"] = json!({"description": "the path is another route's (the collection name `collections` is reserved)"});
+    responses
+}
+
 fn json_body(schema: Value) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
@@ -25,14 +33,37 @@ fn ok(code: &str, description: &str, schema: Value) -> Value {
     json!({ code: {"description": description, "content": {"application/json": {"schema": schema}}} })
 }
 
+/// The largest change token the API takes (`?after=`, `Last-Event-ID`): 18 digits, far past
+/// any namespace's count of changes and within every engine's signed 64-bit integers.
+pub const MAX_TOKEN: u64 = 999_999_999_999_999_999;
+
 /// The document. `tokens_required`: whether the server was configured with tokens; without
 /// them, requests need no bearer token and the document says so.
 pub fn document(tokens_required: bool) -> Value {
     // Names and ids as `stowage_core::validate_name` / `validate_id` accept them.
-    let name = json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]{0,62}$"});
+    // Names starting with "__" are reserved, hence the three branches.
+    let name = json!({"type": "string", "pattern": "^(_|_[A-Za-z0-9-][A-Za-z0-9_-]{0,61}|[A-Za-z][A-Za-z0-9_-]{0,62})$"});
+    let record_id =
+        json!({"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[^\\u0000]+$"});
     let ns = json!({"name": "ns", "in": "path", "required": true, "schema": name});
-    let coll = json!({"name": "coll", "in": "path", "required": true, "schema": name});
-    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[^\\u0000]+$"}});
+    // `routes::RESERVED`: the routes take these two.
+    let collection = json!({"allOf": [name, {"not": {"enum": ["collections", "batch"]}}]});
+    let coll = json!({"name": "coll", "in": "path", "required": true, "schema": collection});
+    // A whole number an engine stores: u64.
+    let count = |minimum: u64| json!({"type": ["integer", "null"], "minimum": minimum, "maximum": u64::MAX});
+    let batch_op = |op: Value, fields: Value| {
+        let mut properties =
+            json!({"op": op, "collection": collection.clone(), "id": record_id.clone()});
+        let mut required = vec!["op", "collection", "id"];
+        for (field, schema) in fields.as_object().into_iter().flatten() {
+            if field == "body" {
+                required.push("body");
+            }
+            properties[field] = schema.clone();
+        }
+        json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
+    };
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": record_id});
     // An empty requirement makes the token optional.
     let security = if tokens_required {
         json!([{"bearer": []}])
@@ -40,8 +71,18 @@ pub fn document(tokens_required: bool) -> Value {
         json!([{}, {"bearer": []}])
     };
     let page = json!({"$ref": "#/components/schemas/Page"});
-    let after = json!({"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": i64::MAX}, "description": "resume after this change token"});
+    let after = json!({"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TOKEN}, "description": "resume after this change token"});
     let last_event_id = json!({"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}, "description": "resume after this change token (sent by EventSource on reconnect)"});
+    // 201 (created) answers with the spec as 200 does.
+    let mut put_collection_responses = with(
+        ok(
+            "200",
+            "changed",
+            json!({"$ref": "#/components/schemas/CollectionSpec"}),
+        ),
+        &["400", "401", "403", "409"],
+    );
+    put_collection_responses["201"] = json!({"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CollectionSpec"}}}});
     let common = ["400", "401", "403", "404", "413", "503", "500"];
     json!({
         "openapi": "3.1.0",
@@ -58,14 +99,15 @@ pub fn document(tokens_required: bool) -> Value {
                                    "index": {"type": "string", "description": "the unique index that holds the value"},
                                    "holder": {"type": "string", "description": "the id of the record that holds the value"},
                                    "op": {"type": "integer"}}}}},
-                "IndexSpec": {"type": "object", "required": ["name", "path", "type"], "properties": {
-                    "name": {"type": "string"}, "path": {"type": "string", "description": "JSON pointer"},
+                "IndexSpec": {"type": "object", "additionalProperties": false, "required": ["name", "path", "type"], "properties": {
+                    "name": {"allOf": [name, {"not": {"const": "id"}}], "description": "\"id\" is reserved"},
+                    "path": {"type": "string", "pattern": "^/([^~]|~[01])*$", "description": "JSON pointer"},
                     "type": {"type": "string", "enum": ["string", "integer", "float", "bool", "timestamp"]},
                     "unique": {"type": "boolean"}, "multi": {"type": "boolean"},
                     "covering": {"type": "boolean", "description": "keep record copies in the index: queries walking it read no records table"}}},
-                "CollectionSpec": {"type": "object", "properties": {
+                "CollectionSpec": {"type": "object", "additionalProperties": false, "properties": {
                     "indexes": {"type": "array", "items": {"$ref": "#/components/schemas/IndexSpec"}},
-                    "default_ttl_seconds": {"type": "integer", "minimum": 1}}},
+                    "default_ttl_seconds": count(1)}},
                 "Item": {"type": "object", "required": ["id", "version", "body"], "properties": {
                     "id": {"type": "string"}, "version": {"type": "integer"}, "body": {},
                     "expires_at": {"type": ["string", "null"], "format": "date-time"}}},
@@ -75,15 +117,26 @@ pub fn document(tokens_required: bool) -> Value {
                 "Condition": {"type": "object", "additionalProperties": false, "properties": {"eq": {}, "in": {"type": "array"}, "gt": {}, "gte": {}, "lt": {}, "lte": {}, "prefix": {"type": "string"}}},
                 "Query": {"type": "object", "additionalProperties": false, "properties": {
                     "where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}},
-                    "order_by": {"type": "string"}, "desc": {"type": "boolean"},
-                    "limit": {"type": "integer", "minimum": 1}, "cursor": {"type": ["string", "null"]},
-                    "page": {"type": "integer", "minimum": 1}, "page_size": {"type": "integer", "minimum": 1}}},
-                "BatchOp": {"type": "object", "required": ["op", "collection", "id"], "properties": {
-                    "op": {"type": "string", "enum": ["insert", "upsert", "update", "delete", "check"],
-                           "description": "check writes nothing: the batch applies only if if_version, or exists true/false, holds for the record"},
-                    "collection": name.clone(), "id": {"type": "string", "minLength": 1, "maxLength": 512}, "body": {},
-                    "if_version": {"type": "integer"}, "exists": {"type": "boolean"},
-                    "ttl": {"type": "integer", "minimum": 1}}},
+                    "order_by": {"type": ["string", "null"]}, "desc": {"type": "boolean"},
+                    "limit": count(1), "cursor": {"type": ["string", "null"]},
+                    "page": count(1), "page_size": count(1)}},
+                // Each op takes only the fields it uses.
+                "BatchOp": {"oneOf": [
+                    batch_op(json!({"enum": ["insert", "upsert"]}), json!({"body": {}, "ttl": count(1)})),
+                    batch_op(json!({"const": "update"}), json!({"body": {}, "if_version": count(0), "ttl": count(1)})),
+                    batch_op(json!({"const": "delete"}), json!({"if_version": count(0)})),
+                    {"allOf": [batch_op(json!({"const": "check"}), json!({"if_version": count(0), "exists": {"type": ["boolean", "null"]}}))],
+                     "description": "writes nothing: the batch applies only if if_version (with exists absent or true), or exists true or false alone, holds for the record",
+                     "anyOf": [
+                        {"required": ["if_version"], "properties": {"if_version": {"type": "integer"}, "exists": {"enum": [true, null]}}},
+                        {"required": ["exists"], "properties": {"exists": {"type": "boolean"}, "if_version": {"type": "null"}}}]}]},
+                // One server-sent event as schemathesis and OpenAPI 3.1 read it: its fields, with
+                // `data` a ChangeEvent in JSON.
+                "ChangeSse": {"type": "object", "required": ["id", "event", "data"], "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    "event": {"type": "string"},
+                    "data": {"type": "string", "contentMediaType": "application/json",
+                             "contentSchema": {"$ref": "#/components/schemas/ChangeEvent"}}}},
                 "ChangeEvent": {"type": "object", "required": ["token", "op", "at"], "properties": {
                     "token": {"type": "integer"},
                     "op": {"type": "string", "enum": ["put", "delete", "delete_prefix", "delete_where", "purge", "drop", "spec", "gap"]},
@@ -103,20 +156,20 @@ pub fn document(tokens_required: bool) -> Value {
             "/v1/{ns}/collections/{coll}": {
                 "parameters": [ns, coll],
                 "put": {"summary": "Create or change a collection (admin)", "requestBody": json_body(json!({"$ref": "#/components/schemas/CollectionSpec"})),
-                        "responses": with(ok("200", "changed", json!({"$ref": "#/components/schemas/CollectionSpec"})), &["201", "400", "401", "403", "409"])},
+                        "responses": put_collection_responses},
                 "get": {"summary": "A collection's spec", "responses": with(ok("200", "spec", json!({"$ref": "#/components/schemas/CollectionSpec"})), &["400", "401", "403", "404"])},
                 "delete": {"summary": "Drop a collection (admin)", "responses": with(json!({"204": {"description": "dropped"}}), &["400", "401", "403", "404"])}},
             "/v1/{ns}/{coll}/records": {"get": {"summary": "List records by id", "parameters": [ns, coll,
                     {"name": "prefix", "in": "query", "schema": {"type": "string"}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": i64::MAX}}],
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX}}],
                 "responses": with(ok("200", "a page", page.clone()), &common)}},
             "/v1/{ns}/{coll}/records/{id}": {
                 "parameters": [ns, coll, id],
                 "get": {"summary": "Read a record; ETag is its version, X-Expires-At its TTL",
                         "responses": with(ok("200", "the body", json!({})), &common)},
                 "put": {"summary": "Write a record: If-Match \"v\" updates that version, If-None-Match * only creates, ?ttl=SECONDS",
-                        "parameters": [{"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                        "parameters": [{"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX}},
                                        {"name": "If-Match", "in": "header", "schema": {"type": "string"}},
                                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string", "enum": ["*"]}}],
                         "requestBody": json_body(json!({})),
@@ -125,22 +178,22 @@ pub fn document(tokens_required: bool) -> Value {
                            "responses": with(json!({"204": {"description": "deleted"}}), &["400", "401", "403", "404", "412"])}},
             "/v1/{ns}/{coll}/query": {"post": {"summary": "Query by indexes", "parameters": [ns, coll],
                 "requestBody": json_body(json!({"$ref": "#/components/schemas/Query"})),
-                "responses": with(ok("200", "a page", page), &common)}},
+                "responses": posted(ok("200", "a page", page), &common)}},
             "/v1/{ns}/{coll}/count": {"post": {"summary": "Count by indexes", "parameters": [ns, coll],
                 "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "properties": {"where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}}}})),
-                "responses": with(ok("200", "the count", json!({"type": "object", "properties": {"count": {"type": "integer"}}})), &common)}},
+                "responses": posted(ok("200", "the count", json!({"type": "object", "properties": {"count": {"type": "integer"}}})), &common)}},
             "/v1/{ns}/{coll}/delete": {"post": {"summary": "Delete every record matching a filter (in atomic chunks of 1,000; an empty filter is refused)", "parameters": [ns, coll],
                 "requestBody": json_body(json!({"type": "object", "required": ["where"], "additionalProperties": false, "properties": {"where": {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/components/schemas/Condition"}}}})),
-                "responses": with(ok("200", "how many were deleted", json!({"type": "object", "properties": {"deleted": {"type": "integer"}}})), &common)}},
+                "responses": posted(ok("200", "how many were deleted", json!({"type": "object", "properties": {"deleted": {"type": "integer"}}})), &common)}},
             "/v1/{ns}/batch": {"post": {"summary": "Atomic batch: all ops or none", "parameters": [ns],
-                "requestBody": json_body(json!({"type": "object", "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/BatchOp"}}}})),
-                "responses": with(ok("200", "new versions", json!({"type": "object", "properties": {"versions": {"type": "array"}}})), &["400", "401", "403", "404", "409", "412", "413"])}},
+                "requestBody": json_body(json!({"type": "object", "required": ["ops"], "additionalProperties": false, "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/BatchOp"}}}})),
+                "responses": with(ok("200", "new versions", json!({"type": "object", "properties": {"versions": {"type": "array", "items": {"type": ["integer", "null"]}}}})), &["400", "401", "403", "404", "409", "412", "413"])}},
             "/v1/{ns}/{coll}/watch": {"get": {"summary": "Server-sent events of the collection's changes (and namespace-wide purges and gaps): id is the resume token, event the op, data a ChangeEvent; Last-Event-ID or ?after= resumes (501 where the backend has no change feed)",
                 "parameters": [ns, coll, after.clone(), last_event_id.clone()],
-                "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChangeEvent"}}}}}), &["400", "401", "403", "404", "501"])}},
+                "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChangeSse"}}}}}), &["400", "401", "403", "404", "501"])}},
             "/v1/{ns}/watch": {"get": {"summary": "Server-sent events of every change in the namespace, as above",
                 "parameters": [ns, after, last_event_id],
-                "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChangeEvent"}}}}}), &["400", "401", "403", "501"])}},
+                "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChangeSse"}}}}}), &["400", "401", "403", "501"])}},
             "/healthz": {"get": {"summary": "Alive", "security": [], "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Backend reachable, with its latency", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},

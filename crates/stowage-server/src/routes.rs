@@ -373,20 +373,65 @@ pub(crate) async fn count(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchBody {
-    ops: Vec<BatchOp>,
+    // Read one by one, so that an error names its op.
+    ops: Vec<Value>,
 }
 
+/// One op of a batch, told apart by `op`; each op takes only the fields it uses, so a field
+/// that would be ignored (a body on a delete, a TTL on a check) is refused instead.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BatchOp {
-    op: String,
-    collection: String,
-    id: String,
-    body: Option<Value>,
-    if_version: Option<u64>,
-    /// For `check`: the record must exist (`true`) or must not (`false`).
-    exists: Option<bool>,
-    ttl: Option<u64>,
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub(crate) enum BatchOp {
+    Insert {
+        collection: String,
+        id: String,
+        body: Value,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        ttl: Option<u64>,
+    },
+    Upsert {
+        collection: String,
+        id: String,
+        body: Value,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        ttl: Option<u64>,
+    },
+    Update {
+        collection: String,
+        id: String,
+        body: Value,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        if_version: Option<u64>,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        ttl: Option<u64>,
+    },
+    Delete {
+        collection: String,
+        id: String,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        if_version: Option<u64>,
+    },
+    /// Writes nothing: the batch applies only if `if_version`, or `exists` true or false,
+    /// holds for the record.
+    Check {
+        collection: String,
+        id: String,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        if_version: Option<u64>,
+        exists: Option<bool>,
+    },
+}
+
+impl BatchOp {
+    fn collection(&self) -> &str {
+        match self {
+            Self::Insert { collection, .. }
+            | Self::Upsert { collection, .. }
+            | Self::Update { collection, .. }
+            | Self::Delete { collection, .. }
+            | Self::Check { collection, .. } => collection,
+        }
+    }
 }
 
 pub(crate) async fn batch(
@@ -398,47 +443,70 @@ pub(crate) async fn batch(
     let ns = path(p)?;
     let store = st.allow(&headers, &ns, Right::Write)?;
     let at = |i: usize, e: ApiError| e.at_op(i);
+    let ops = body
+        .ops
+        .into_iter()
+        .enumerate()
+        .map(|(i, op)| {
+            serde_json::from_value::<BatchOp>(op)
+                .map_err(|e| at(i, ApiError::invalid(format!("op {i} is not valid: {e}"))))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut colls: HashMap<String, Collection<Value>> = HashMap::new();
-    for (i, op) in body.ops.iter().enumerate() {
-        if !colls.contains_key(&op.collection) {
+    for (i, op) in ops.iter().enumerate() {
+        let name = op.collection();
+        if !colls.contains_key(name) {
             let c = store
-                .existing_collection::<Value>(&op.collection)
+                .existing_collection::<Value>(name)
                 .await
                 .map_err(|e| ApiError::from(e.at_op(i)))?;
-            colls.insert(op.collection.clone(), c);
+            colls.insert(name.to_owned(), c);
         }
     }
+    let ttl_put = |i: usize, put: Put, ttl: Option<u64>| match ttl {
+        Some(0) => Err(at(i, ApiError::invalid("ttl must be at least 1 second"))),
+        Some(t) => Ok(put.ttl(Duration::from_secs(t))),
+        None => Ok(put),
+    };
     let mut b = store.batch();
-    for (i, op) in body.ops.iter().enumerate() {
-        let c = &colls[&op.collection];
-        let ttl = match op.ttl {
-            Some(0) => return Err(at(i, ApiError::invalid("ttl must be at least 1 second"))),
-            t => t.map(Duration::from_secs),
-        };
-        let with_ttl = |p: Put| match ttl {
-            Some(t) => p.ttl(t),
-            None => p,
-        };
-        let need_body = || {
-            op.body
-                .as_ref()
-                .ok_or_else(|| at(i, ApiError::invalid(format!("{} needs a body", op.op))))
-        };
-        match op.op.as_str() {
-            "insert" => b.put(c, &op.id, need_body()?, with_ttl(Put::insert())),
-            "upsert" => b.put(c, &op.id, need_body()?, with_ttl(Put::upsert())),
-            "update" => {
-                let put = op.if_version.map_or(Put::replace(), Put::update);
-                b.put(c, &op.id, need_body()?, with_ttl(put))
+    for (i, op) in ops.iter().enumerate() {
+        let c = &colls[op.collection()];
+        match op {
+            BatchOp::Insert { id, body, ttl, .. } => {
+                b.put(c, id, body, ttl_put(i, Put::insert(), *ttl)?)
             }
-            "delete" => match op.if_version {
-                Some(v) => b.delete_if_version(c, &op.id, v),
-                None => b.delete(c, &op.id),
-            },
-            "check" => {
+            BatchOp::Upsert { id, body, ttl, .. } => {
+                b.put(c, id, body, ttl_put(i, Put::upsert(), *ttl)?)
+            }
+            BatchOp::Update {
+                id,
+                body,
+                if_version,
+                ttl,
+                ..
+            } => {
+                let put = if_version.map_or(Put::replace(), Put::update);
+                b.put(c, id, body, ttl_put(i, put, *ttl)?)
+            }
+            BatchOp::Delete {
+                id,
+                if_version: Some(v),
+                ..
+            } => b.delete_if_version(c, id, *v),
+            BatchOp::Delete {
+                id,
+                if_version: None,
+                ..
+            } => b.delete(c, id),
+            BatchOp::Check {
+                id,
+                if_version,
+                exists,
+                ..
+            } => {
                 let condition =
-                    match (op.if_version, op.exists) {
-                        (Some(v), None | Some(true)) => Precondition::Version(v),
+                    match (if_version, exists) {
+                        (Some(v), None | Some(true)) => Precondition::Version(*v),
                         (None, Some(true)) => Precondition::Exists,
                         (None, Some(false)) => Precondition::Absent,
                         _ => return Err(at(
@@ -449,21 +517,7 @@ pub(crate) async fn batch(
                             ),
                         )),
                     };
-                if op.body.is_some() || op.ttl.is_some() {
-                    return Err(at(
-                        i,
-                        ApiError::invalid("check writes nothing: no body or ttl"),
-                    ));
-                }
-                b.check(c, &op.id, condition)
-            }
-            other => {
-                return Err(at(
-                    i,
-                    ApiError::invalid(format!(
-                        "unknown op {other:?}: use insert, upsert, update, delete or check"
-                    )),
-                ))
+                b.check(c, id, condition)
             }
         };
     }
@@ -490,16 +544,25 @@ pub(crate) struct WatchParams {
 }
 
 /// Where a watch resumes: `Last-Event-ID` (what an EventSource sends on reconnect), else
-/// `?after=`; both are checked.
+/// `?after=`; both must be a token of at most 18 digits ([`crate::openapi::MAX_TOKEN`]).
 fn resume_token(headers: &HeaderMap, after: Option<u64>) -> Result<Option<u64>, ApiError> {
+    if after.is_some_and(|t| t > crate::openapi::MAX_TOKEN) {
+        return Err(ApiError::invalid(format!(
+            "after must be a change token of at most {}",
+            crate::openapi::MAX_TOKEN
+        )));
+    }
     match headers.get("last-event-id") {
         None => Ok(after),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid("Last-Event-ID must be a change token (a number)")),
+        Some(v) => Ok(Some(
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid("Last-Event-ID must be a change token: 1 to 18 digits")
+                })?,
+        )),
     }
 }
 

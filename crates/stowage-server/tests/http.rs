@@ -424,6 +424,31 @@ async fn bad_requests_get_clear_4xx() {
             "invalid_input",
         ),
         (
+            c.post(s.url("/v1/app/incidents/query"))
+                .json(&json!({"limit": 2.5})),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.get(s.url("/v1/app/incidents/watch"))
+                .header("last-event-id", "1234567890123456789"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.get(s.url("/v1/app/incidents/watch?after=1000000000000000000")),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            c.put(s.url("/v1/app/collections/incidents")).json(
+                &json!({"indexes": [{"name": "a", "path": "/a", "type": "string"},
+                                    {"name": "a", "path": "/b", "type": "string"}]}),
+            ),
+            StatusCode::CONFLICT,
+            "already_exists",
+        ),
+        (
             c.get(s.url("/no/such/route")),
             StatusCode::NOT_FOUND,
             "not_found",
@@ -787,6 +812,34 @@ async fn checks_delete_by_query_and_etags_that_never_repeat() {
     let bare = json!({"ops": [{"op": "check", "collection": "incidents", "id": "inc-0"}]});
     let (status, _) = error_kind(c.post(s.url("/v1/app/batch")).json(&bare).fetch().await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Each op takes only its own fields: a body on a delete would be ignored, so it is
+    // refused, naming the op. Whole numbers may be written 3.0 (JSON has one number type).
+    let stray = json!({"ops": [
+        {"op": "check", "collection": "incidents", "id": "inc-0", "exists": true},
+        {"op": "delete", "collection": "incidents", "id": "inc-0", "body": {}}]});
+    let (status, e) = error_kind(c.post(s.url("/v1/app/batch")).json(&stray).fetch().await).await;
+    assert_eq!(
+        (status, e["op"].as_u64()),
+        (StatusCode::BAD_REQUEST, Some(1)),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("body"), "{e}");
+    let whole = json!({"ops": [{"op": "upsert", "collection": "incidents", "id": "w", "body": null, "ttl": 60.0}]});
+    let r: Value = c
+        .post(s.url("/v1/app/batch"))
+        .json(&whole)
+        .fetch_json()
+        .await;
+    assert_eq!(r["versions"].as_array().map(Vec::len), Some(1), "{r}");
+    let r = c.get(s.url("/v1/app/incidents/records/w")).fetch().await;
+    assert!(r.headers().contains_key("x-expires-at"));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        Value::Null,
+        "a null body is a body"
+    );
+    let r = c.delete(s.url("/v1/app/incidents/records/w")).fetch().await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // Delete by query.
     let n: Value = c
         .post(s.url("/v1/app/incidents/delete"))

@@ -282,7 +282,7 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
     let retyped = CollectionSpec::new()
         .index(IndexSpec::integer("by_score", "/score").covering())
         .index(IndexSpec::string("name", "/name"));
-    let e = expect_err(open_covered(&cx, retyped).await, ErrorKind::InvalidInput);
+    let e = expect_err(open_covered(&cx, retyped).await, ErrorKind::AlreadyExists);
     assert!(e.message().contains("add an index under a new name"), "{e}");
     assert_eq!(c.spec(), without_n);
 }
