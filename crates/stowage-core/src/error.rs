@@ -7,7 +7,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The record (or collection) does not exist, or has expired.
+    /// The record (or collection) does not exist, or has expired; or a cursor names no page
+    /// of the query it was given to (damaged, or returned by another query).
     NotFound,
     /// The id exists already, or a unique index already holds the value ([`Error::index`]
     /// names the index), or an index name is taken: a spec declares it twice, or changes

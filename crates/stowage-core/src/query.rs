@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::{CursorKey, Order, Predicate, PredicateOp, QueryRequest};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::record::Versioned;
 use crate::spec::{CollectionSpec, IndexType};
 use crate::value::IndexValue;
@@ -459,15 +459,24 @@ pub(crate) fn encode_cursor(fingerprint: u64, key: CursorKey) -> String {
 }
 
 pub(crate) fn decode_cursor(cursor: &str, fingerprint: u64) -> Result<CursorKey> {
-    let bad = || Error::invalid("cursor is not valid: pass back a next_cursor unchanged");
+    // A cursor names a page; one this query never returned names none: NotFound (404 over
+    // HTTP, where the cursor is part of what is asked for), not a malformed request.
+    let bad = || {
+        Error::new(
+            ErrorKind::NotFound,
+            "cursor not found: it is damaged or was not returned by this store; pass back a \
+             next_cursor unchanged",
+        )
+    };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| bad())?;
     let wire: CursorWire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if wire.q != fingerprint {
-        return Err(Error::invalid(
-            "cursor belongs to another query: a cursor only continues the query (filter and \
-             order) that returned it",
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "cursor not found for this query: it belongs to another query, and a cursor only \
+             continues the query (filter and order) that returned it",
         ));
     }
     Ok(wire.key)
@@ -525,9 +534,9 @@ mod tests {
             .contains("string index"));
         assert!(msg(Query::new().limit(0)).unwrap().contains("at least 1"));
         assert!(msg(Query::new().page(0, 10)).unwrap().contains("1-based"));
-        assert!(msg(Query::new().cursor("!!"))
-            .unwrap()
-            .contains("cursor is not valid"));
+        let e = decode_cursor("!!", 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.message().contains("cursor not found"), "{e}");
     }
 
     #[test]

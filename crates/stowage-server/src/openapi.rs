@@ -118,7 +118,7 @@ pub fn document(tokens_required: bool) -> Value {
                 "Query": {"type": "object", "additionalProperties": false, "properties": {
                     "where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}},
                     "order_by": {"type": ["string", "null"]}, "desc": {"type": "boolean"},
-                    "limit": count(1), "cursor": {"type": ["string", "null"]},
+                    "limit": count(1), "cursor": {"type": ["string", "null"], "description": "a next_cursor of this query, unchanged (404 otherwise)"},
                     "page": count(1), "page_size": count(1)}},
                 // Each op takes only the fields it uses.
                 "BatchOp": {"oneOf": [
@@ -161,7 +161,7 @@ pub fn document(tokens_required: bool) -> Value {
                 "delete": {"summary": "Drop a collection (admin)", "responses": with(json!({"204": {"description": "dropped"}}), &["400", "401", "403", "404"])}},
             "/v1/{ns}/{coll}/records": {"get": {"summary": "List records by id", "parameters": [ns, coll,
                     {"name": "prefix", "in": "query", "schema": {"type": "string"}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "a next_cursor of this listing, unchanged (404 otherwise)"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX}}],
                 "responses": with(ok("200", "a page", page.clone()), &common)}},
             "/v1/{ns}/{coll}/records/{id}": {

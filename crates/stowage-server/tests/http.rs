@@ -420,8 +420,8 @@ async fn bad_requests_get_clear_4xx() {
         (
             c.post(s.url("/v1/app/incidents/query"))
                 .json(&json!({"cursor": "garbage"})),
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
+            StatusCode::NOT_FOUND,
+            "not_found",
         ),
         (
             c.post(s.url("/v1/app/incidents/query"))

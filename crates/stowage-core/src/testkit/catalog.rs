@@ -116,7 +116,8 @@ pub async fn incompatible_change_is_refused(f: Arc<dyn Fixture>) {
         .await
         .unwrap();
     let retyped = CollectionSpec::new().index(IndexSpec::integer("kind", "/kind"));
-    let e = expect_err(docs(&cx, retyped).await, ErrorKind::InvalidInput);
+    // The name is taken by an index defined otherwise.
+    let e = expect_err(docs(&cx, retyped).await, ErrorKind::AlreadyExists);
     assert!(
         e.message().contains("kind")
             && e.message().contains("string")

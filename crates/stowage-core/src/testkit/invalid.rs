@@ -144,11 +144,17 @@ pub async fn bad_spec(f: Arc<dyn Fixture>) {
         ),
     ];
     for (spec, why) in bad {
+        // A name declared twice is taken, as an id is: AlreadyExists.
+        let kind = if why == "twice" {
+            ErrorKind::AlreadyExists
+        } else {
+            ErrorKind::InvalidInput
+        };
         let e = expect_err(
             cx.store
                 .collection_with_spec::<serde_json::Value>("c", spec)
                 .await,
-            ErrorKind::InvalidInput,
+            kind,
         );
         assert!(e.message().contains(why), "{why}: {e}");
     }

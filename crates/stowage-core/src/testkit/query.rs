@@ -330,12 +330,12 @@ pub async fn cursor_of_another_query_is_refused(f: Arc<dyn Fixture>) {
                     .cursor(cursor.clone()),
             )
             .await,
-        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
     );
     assert!(e.message().contains("another query"), "{e}");
     expect_err(
         items.query(&Query::new().cursor("garbage")).await,
-        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
     );
     assert_eq!(
         items

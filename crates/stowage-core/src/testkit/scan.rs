@@ -126,7 +126,7 @@ pub async fn list_pages_by_cursor(f: Arc<dyn Fixture>) {
         items
             .list(Some("a:"), other.next_cursor.as_deref(), 2)
             .await,
-        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
     );
     assert!(e.message().contains("another query"), "{e}");
     expect_err(items.list(None, None, 0).await, ErrorKind::InvalidInput);
