@@ -119,7 +119,13 @@ pub fn document(tokens_required: bool) -> Value {
                     "where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}},
                     "order_by": {"type": ["string", "null"]}, "desc": {"type": "boolean"},
                     "limit": count(1), "cursor": {"type": ["string", "null"], "description": "a next_cursor of this query, unchanged (404 otherwise)"},
-                    "page": count(1), "page_size": count(1)}},
+                    "page": count(1), "page_size": count(1)},
+                    // Offsets or cursors: page and page_size together, without limit or cursor.
+                    "anyOf": [
+                        {"properties": {"page": {"type": "null"}, "page_size": {"type": "null"}}},
+                        {"required": ["page", "page_size"], "properties": {
+                            "page": {"type": "integer"}, "page_size": {"type": "integer"},
+                            "limit": {"type": "null"}, "cursor": {"type": "null"}}}]},
                 // Each op takes only the fields it uses.
                 "BatchOp": {"oneOf": [
                     batch_op(json!({"enum": ["insert", "upsert"]}), json!({"body": {}, "ttl": count(1)})),
