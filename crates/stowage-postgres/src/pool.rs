@@ -1,0 +1,79 @@
+//! The connection pool.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use stowage_core::{Error, Result};
+use tokio_postgres::NoTls;
+
+use crate::config::PostgresConfig;
+use crate::error::{pg_error, pool_error};
+
+/// A pool of connections to one database, each with its own prepared statements.
+#[derive(Clone)]
+pub struct PostgresPool {
+    pool: Pool,
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresPool")
+            .field("target", &self.target)
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PostgresPool {
+    /// A pool for `config`, checked by one round trip, so a wrong host or database fails
+    /// here with `Unavailable` rather than at the first write.
+    pub async fn connect(config: &PostgresConfig) -> Result<Self> {
+        let mut pg = config.pg.clone();
+        if let Some(t) = config.statement_timeout {
+            // Set per connection at start-up: no extra round trip per statement.
+            pg.options(format!("-c statement_timeout={}", t.as_millis()));
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                // A connection is checked with a round trip before it is handed out again,
+                // so one killed by the server is replaced instead of failing a call.
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::internal(format!("postgres pool: {e}")))?;
+        let pool = PostgresPool {
+            pool,
+            target: config.target(),
+        };
+        pool.ping().await?;
+        Ok(pool)
+    }
+
+    /// One round trip to the database; how long it took.
+    pub async fn ping(&self) -> Result<Duration> {
+        let start = Instant::now();
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| pool_error(e, "connecting", &self.target))?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| pg_error(e, "ping", &self.target))?;
+        Ok(start.elapsed())
+    }
+
+    /// Where the pool connects: `user@host:port/database`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
