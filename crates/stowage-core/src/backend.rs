@@ -269,6 +269,15 @@ impl RecordMeta {
     }
 }
 
+/// FNV-1a, 64 bits: a hash that is the same in every process and release (unlike `std`'s),
+/// for what outlives a process — cursor fingerprints, and names an engine derives from
+/// Stowage names (a PostgreSQL identifier for a name too long to use as it is).
+pub fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The version a record gets when it is written where no live record has its id: one
 /// above the collection's version floor and above the expired record it replaces, if any.
 ///

@@ -442,11 +442,9 @@ fn fingerprint(collection: &str, filter: &Filter, order: &Order) -> u64 {
     )
 }
 
-/// FNV-1a of a shape string.
+/// The stable hash of a shape string.
 pub(crate) fn fingerprint_of(shape: &str) -> u64 {
-    shape.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::backend::stable_hash(shape)
 }
 
 pub(crate) fn encode_cursor(fingerprint: u64, key: CursorKey) -> String {

@@ -1,8 +1,9 @@
 //! Stowage on PostgreSQL: where a service goes when several of its instances share state.
 //!
 //! **Status: in progress.** This crate holds the client side of the engine so far — the
-//! `postgres://` URL ([`PostgresConfig`]), the connection pool ([`PostgresPool`]) and the
-//! mapping of PostgreSQL's errors onto [`stowage_core::ErrorKind`]. The `Backend` (layout,
+//! `postgres://` URL ([`PostgresConfig`]), the connection pool ([`PostgresPool`]), the
+//! mapping of PostgreSQL's errors onto [`stowage_core::ErrorKind`], and how Stowage names
+//! become PostgreSQL identifiers ([`schema`]). The `Backend` (layout,
 //! writes, queries, change feed) comes next; until then the `stowage` facade does not offer
 //! `postgres://`.
 //!
@@ -23,6 +24,7 @@
 mod config;
 mod error;
 mod pool;
+pub mod schema;
 
 pub use config::{PostgresConfig, URL_PARAMS};
 pub use pool::PostgresPool;

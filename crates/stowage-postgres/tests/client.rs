@@ -56,3 +56,55 @@ async fn an_unknown_database_is_reported_by_name() {
     assert!(e.message().contains("stowage_no_such_database"), "{e}");
     assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
 }
+
+/// The identifiers `schema.rs` derives are ones PostgreSQL takes as they are: a reserved
+/// schema name mapped, a 63-byte table, a hashed index column and B-tree name.
+#[tokio::test]
+async fn derived_names_are_accepted_by_postgresql_unchanged() {
+    use stowage_postgres::schema::{btree_name, index_column, quote, records_table, schema_name};
+    let (client, connection) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
+    tokio::spawn(connection);
+    // Its own schema: other runs share the server.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let ns = format!("pg_test_{}_{nanos}", std::process::id());
+    let schema = schema_name(&ns);
+    let table = records_table(&format!("T{}", "x".repeat(62)));
+    let column = index_column(&"I".repeat(63));
+    let btree = btree_name(&table, &column);
+    let sql = format!(
+        "CREATE SCHEMA {s}; CREATE TABLE {s}.{t} (id text COLLATE \"C\" PRIMARY KEY, {c} bigint); \
+         CREATE INDEX {b} ON {s}.{t} ({c});",
+        s = quote(&schema),
+        t = quote(&table),
+        c = quote(&column),
+        b = quote(&btree)
+    );
+    let made = client.batch_execute(&sql).await;
+    let names: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 \
+             UNION ALL SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND indexname = $2",
+            &[&schema, &btree],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
+        .await
+        .unwrap();
+    made.unwrap();
+    assert_eq!(
+        names,
+        vec![table, btree],
+        "PostgreSQL kept both names whole"
+    );
+}
