@@ -23,8 +23,10 @@
 
 mod config;
 mod error;
+mod open;
 mod pool;
 pub mod schema;
 
 pub use config::{PostgresConfig, URL_PARAMS};
+pub use open::FORMAT_VERSION;
 pub use pool::PostgresPool;

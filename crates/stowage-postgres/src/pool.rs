@@ -26,8 +26,8 @@ impl std::fmt::Debug for PostgresPool {
 }
 
 impl PostgresPool {
-    /// A pool for `config`, checked by one round trip, so a wrong host or database fails
-    /// here with `Unavailable` rather than at the first write.
+    /// A pool for `config`, with the catalog made if missing and its format checked, so a
+    /// wrong host or database fails here rather than at the first write.
     pub async fn connect(config: &PostgresConfig) -> Result<Self> {
         let mut pg = config.pg.clone();
         if let Some(t) = config.statement_timeout {
@@ -53,23 +53,27 @@ impl PostgresPool {
             pool,
             target: config.target(),
         };
-        pool.ping().await?;
+        crate::open::ensure_catalog(&pool).await?;
         Ok(pool)
     }
 
     /// One round trip to the database; how long it took.
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| pool_error(e, "connecting", &self.target))?;
+        let client = self.client("connecting").await?;
         client
             .simple_query("SELECT 1")
             .await
             .map_err(|e| pg_error(e, "ping", &self.target))?;
         Ok(start.elapsed())
+    }
+
+    /// A connection from the pool; `doing` names the operation in the error.
+    pub(crate) async fn client(&self, doing: &str) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| pool_error(e, doing, &self.target))
     }
 
     /// Where the pool connects: `user@host:port/database`.

@@ -3,8 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use stowage_core::ErrorKind;
 use stowage_postgres::{PostgresConfig, PostgresPool};
+use support::FreshDatabase;
 
 fn config(location: &str, params: &[(&str, &str)]) -> PostgresConfig {
     let params: Vec<(String, String)> = params
@@ -16,15 +19,19 @@ fn config(location: &str, params: &[(&str, &str)]) -> PostgresConfig {
 
 #[tokio::test]
 async fn connects_and_pings_the_real_server() {
+    let db = FreshDatabase::new().await;
     let pool = PostgresPool::connect(&config(
-        "postgres:unused-by-trust@127.0.0.1:5432/test",
+        &format!("postgres:unused-by-trust@127.0.0.1:5432/{}", db.name),
         &[("pool_size", "2")],
     ))
     .await
     .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
     let latency = pool.ping().await.unwrap();
     assert!(latency.as_secs() < 5, "{latency:?}");
-    assert_eq!(pool.target(), "postgres@127.0.0.1:5432/test");
+    assert_eq!(
+        pool.target(),
+        format!("postgres@127.0.0.1:5432/{}", db.name)
+    );
     assert!(!format!("{pool:?}").contains("unused-by-trust"));
 }
 
