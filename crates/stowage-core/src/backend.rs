@@ -577,6 +577,15 @@ impl std::fmt::Debug for EngineUrl {
 }
 
 impl EngineUrl {
+    /// A URL parameter that must be a whole number: InvalidInput naming it otherwise.
+    pub fn number(scheme: &str, key: &str, value: &str) -> Result<u64> {
+        value.parse::<u64>().map_err(|_| {
+            Error::invalid(format!(
+                "{scheme}:// parameter {key} must be a whole number, not {value:?}"
+            ))
+        })
+    }
+
     /// InvalidInput naming the first parameter not in `known`.
     pub fn only_params(&self, known: &[&str]) -> Result<()> {
         match self

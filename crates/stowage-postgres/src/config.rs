@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use stowage_core::backend::EngineUrl;
 use stowage_core::{Error, ErrorKind, Result};
 
 /// The URL parameters `postgres://` takes besides `namespace`.
@@ -56,13 +57,7 @@ impl PostgresConfig {
             statement_timeout: Some(Duration::from_secs(30)),
         };
         for (k, v) in params {
-            let number = || {
-                v.parse::<u64>().map_err(|_| {
-                    Error::invalid(format!(
-                        "postgres:// parameter {k} must be a whole number, not {v:?}"
-                    ))
-                })
-            };
+            let number = || EngineUrl::number("postgres", k, v);
             match k.as_str() {
                 "pool_size" => {
                     config.pool_size = usize::try_from(number()?)

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use stowage_core::backend::EngineUrl;
 use stowage_core::{Error, Result};
 
 /// When an acknowledged write is on disk.
@@ -63,13 +64,7 @@ impl RedbConfig {
         let mut relaxed = false;
         let mut flush = Duration::from_secs(1);
         for (k, v) in params {
-            let number = || {
-                v.parse::<u64>().map_err(|_| {
-                    Error::invalid(format!(
-                        "redb:// parameter {k} must be a whole number, not {v:?}"
-                    ))
-                })
-            };
+            let number = || EngineUrl::number("redb", k, v);
             match k.as_str() {
                 "durability" => {
                     relaxed = match v.as_str() {
