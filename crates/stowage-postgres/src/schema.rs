@@ -6,7 +6,14 @@
 //!   bytes, as on every engine), `version`, the body, `created_at`, `updated_at`,
 //!   `expires_at`, and one typed column per single-valued index (`ix_<index>`) with a
 //!   B-tree index, unique where declared;
-//! - a side table per multi-valued index (`<collection>__<index>`: value, id) with a B-tree.
+//! - a side table per multi-valued index (`<collection>__<index>`: value, id) with a B-tree;
+//!   its rows go with their record (`ON DELETE CASCADE`), so they cannot outlive it.
+//!
+//! The body is `body text` for JSON, exactly as written (`jsonb` would reorder keys and drop
+//! duplicate ones, and bodies come back as stored; `body::jsonb` still serves ad-hoc
+//! queries in psql), or `blob bytea` for opaque bodies: exactly one of the two is set. Index
+//! values are taken from the body by Stowage, as on every engine, and written into the typed
+//! columns with the record. See [`collection_ddl`].
 //!
 //! Names: every identifier is quoted, so case is kept ("A" and "a" are two tables, as they
 //! are two collections) and `-` is allowed. A Stowage name is at most 63 bytes, PostgreSQL's
@@ -16,6 +23,7 @@
 //! name, so two long names stay apart. The catalog records each mapping.
 
 use stowage_core::backend::stable_hash;
+use stowage_core::{CollectionSpec, Error, ErrorKind, IndexType, Result};
 
 /// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER: usize = 63;
@@ -79,6 +87,94 @@ pub fn multi_table(collection: &str, index: &str) -> String {
 /// cutting long names short by itself).
 pub fn btree_name(table: &str, column: &str) -> String {
     fit(&format!("{table}__{column}__btree"))
+}
+
+/// The column type of an index's values. Strings compare by bytes (`COLLATE "C"`), as on
+/// every engine; timestamps keep microseconds, as [`stowage_core::Timestamp`] does.
+pub fn column_type(t: IndexType) -> Result<&'static str> {
+    Ok(match t {
+        IndexType::String => "text COLLATE \"C\"",
+        IndexType::Integer => "bigint",
+        IndexType::Float => "double precision",
+        IndexType::Bool => "boolean",
+        IndexType::Timestamp => "timestamptz",
+        // IndexType is non_exhaustive: a type added to core is refused until mapped here.
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "postgres has no column type for {} indexes yet",
+                    other.describe()
+                ),
+            ))
+        }
+    })
+}
+
+/// The statements that make a collection in namespace `ns`: its table with a typed column
+/// per single-valued index, a B-tree per index (unique where declared; `(value, id)`
+/// otherwise, the order queries and cursors walk), a side table per multi-valued index, and
+/// a partial index on `expires_at` for the purge.
+pub fn collection_ddl(ns: &str, collection: &str, spec: &CollectionSpec) -> Result<Vec<String>> {
+    let schema = quote(&schema_name(ns));
+    let table = records_table(collection);
+    let qualified = format!("{schema}.{}", quote(&table));
+    let mut columns = vec![
+        "id text COLLATE \"C\" PRIMARY KEY".to_owned(),
+        "version bigint NOT NULL".to_owned(),
+        "body text".to_owned(),
+        "blob bytea".to_owned(),
+        "created_at timestamptz NOT NULL".to_owned(),
+        "updated_at timestamptz NOT NULL".to_owned(),
+        "expires_at timestamptz".to_owned(),
+    ];
+    let mut after = Vec::new();
+    for ix in &spec.indexes {
+        let ty = column_type(ix.index_type)?;
+        if ix.multi {
+            let side = multi_table(collection, &ix.name);
+            let side_q = format!("{schema}.{}", quote(&side));
+            after.push(format!(
+                "CREATE TABLE {side_q} (value {ty} NOT NULL, \
+                 id text COLLATE \"C\" NOT NULL REFERENCES {qualified} (id) ON DELETE CASCADE, \
+                 PRIMARY KEY (value, id))"
+            ));
+            if ix.unique {
+                after.push(format!(
+                    "CREATE UNIQUE INDEX {} ON {side_q} (value)",
+                    quote(&btree_name(&side, "value"))
+                ));
+            }
+            // Deleting or rewriting a record finds its entries by id.
+            after.push(format!(
+                "CREATE INDEX {} ON {side_q} (id)",
+                quote(&btree_name(&side, "id"))
+            ));
+        } else {
+            let column = index_column(&ix.name);
+            columns.push(format!("{} {ty}", quote(&column)));
+            let (unique, keys) = if ix.unique {
+                ("UNIQUE ", quote(&column))
+            } else {
+                ("", format!("{}, id", quote(&column)))
+            };
+            after.push(format!(
+                "CREATE {unique}INDEX {} ON {qualified} ({keys})",
+                quote(&btree_name(&table, &column))
+            ));
+        }
+    }
+    columns.push("CHECK ((body IS NULL) <> (blob IS NULL))".to_owned());
+    let mut ddl = vec![format!(
+        "CREATE TABLE {qualified} (\n  {}\n)",
+        columns.join(",\n  ")
+    )];
+    ddl.push(format!(
+        "CREATE INDEX {} ON {qualified} (expires_at) WHERE expires_at IS NOT NULL",
+        quote(&btree_name(&table, "expires_at"))
+    ));
+    ddl.extend(after);
+    Ok(ddl)
 }
 
 #[cfg(test)]
