@@ -14,6 +14,7 @@ pub const URL_PARAMS: &[&str] = &[
     "statement_timeout_ms",
     "application_name",
     "sslmode",
+    "clock",
 ];
 
 /// How to reach a PostgreSQL database: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` with
@@ -27,6 +28,22 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// The longest a statement may run before PostgreSQL cancels it (`None`: no limit).
     pub statement_timeout: Option<Duration>,
+    /// Whose clock decides timestamps and expiry.
+    pub clock: ClockSource,
+}
+
+/// Whose clock decides timestamps and expiry (URL parameter `clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClockSource {
+    /// `clock=database`, the default: PostgreSQL's `now()`. Instances whose own clocks are
+    /// skewed still agree on what has expired.
+    #[default]
+    Database,
+    /// `clock=caller`: the time the store passes with each call (its [`stowage_core::Clock`]).
+    /// For tests that drive time by hand, and for services that must expire records by
+    /// their own clock.
+    Caller,
 }
 
 impl PostgresConfig {
@@ -55,6 +72,7 @@ impl PostgresConfig {
             pg,
             pool_size: 16,
             statement_timeout: Some(Duration::from_secs(30)),
+            clock: ClockSource::Database,
         };
         for (k, v) in params {
             let number = || EngineUrl::number("postgres", k, v);
@@ -80,6 +98,17 @@ impl PostgresConfig {
                 }
                 "application_name" => {
                     config.pg.application_name(v);
+                }
+                "clock" => {
+                    config.clock = match v.as_str() {
+                        "database" => ClockSource::Database,
+                        "caller" => ClockSource::Caller,
+                        _ => {
+                            return Err(Error::invalid(format!(
+                                "postgres:// clock must be database or caller, not {v:?}"
+                            )))
+                        }
+                    }
                 }
                 "sslmode" => match v.as_str() {
                     "disable" => {
@@ -136,6 +165,7 @@ impl fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.pg.get_connect_timeout())
             .field("statement_timeout", &self.statement_timeout)
             .field("application_name", &self.pg.get_application_name())
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -159,6 +189,7 @@ mod tests {
                 ("statement_timeout_ms", "0"),
                 ("application_name", "billing"),
                 ("sslmode", "disable"),
+                ("clock", "caller"),
             ]),
         )
         .unwrap();
@@ -167,6 +198,7 @@ mod tests {
         assert_eq!(c.pool_size, 4);
         assert_eq!(c.statement_timeout, None);
         assert_eq!(c.pg.get_application_name(), Some("billing"));
+        assert_eq!(c.clock, ClockSource::Caller);
         let c = PostgresConfig::from_url_parts("postgres@127.0.0.1/test", &[]).unwrap();
         assert_eq!(c.target(), "postgres@127.0.0.1:5432/test");
         assert_eq!(c.statement_timeout, Some(Duration::from_secs(30)));
@@ -186,6 +218,7 @@ mod tests {
                 "whole number",
             ),
             ("u:hunter2@h/db", vec![("sslmode", "maybe")], "sslmode"),
+            ("u:hunter2@h/db", vec![("clock", "sundial")], "clock"),
             ("u:hunter2@h/db", vec![("colour", "blue")], "not known"),
             ("u:hunter2@h:notaport/db", vec![], "not valid"),
             ("u:hunter2@/db", vec![], "no host"),

@@ -21,12 +21,21 @@
 
 #![deny(missing_docs)]
 
+mod backend;
+mod catalog;
 mod config;
 mod error;
 mod open;
 mod pool;
+mod query;
 pub mod schema;
+mod write;
 
-pub use config::{PostgresConfig, URL_PARAMS};
-pub use open::FORMAT_VERSION;
+pub use config::{ClockSource, PostgresConfig, URL_PARAMS};
+pub use open::{PostgresBackend, FORMAT_VERSION};
 pub use pool::PostgresPool;
+
+/// The `postgres://` engine, for the `stowage` facade.
+pub fn engine() -> stowage_core::backend::Engine {
+    PostgresBackend::engine()
+}

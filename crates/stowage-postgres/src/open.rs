@@ -8,9 +8,18 @@
 use stowage_core::backend::stable_hash;
 use stowage_core::{Error, ErrorKind, Result};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use stowage_core::backend::{Backend, Engine, Revision, StoredSpec};
+use stowage_core::Timestamp;
+
+use crate::config::{ClockSource, PostgresConfig};
 use crate::error::pg_error;
 use crate::pool::PostgresPool;
-use crate::schema::{quote, CATALOG_SCHEMA};
+use crate::schema::{quote, Layout, CATALOG_SCHEMA};
 
 /// The catalog format this build writes and the newest it reads.
 pub const FORMAT_VERSION: i64 = 1;
@@ -36,7 +45,26 @@ pub(crate) async fn ensure_catalog(pool: &PostgresPool) -> Result<()> {
              key text COLLATE \"C\" PRIMARY KEY,
              value bigint NOT NULL);
          INSERT INTO {s}.meta (key, value) VALUES ('format', {FORMAT_VERSION})
-             ON CONFLICT (key) DO NOTHING;"
+             ON CONFLICT (key) DO NOTHING;
+         -- One counter for every spec revision of the database: never reused.
+         CREATE SEQUENCE IF NOT EXISTS {s}.revisions;
+         -- A row per collection: its spec, where it lives, what is being built.
+         CREATE TABLE IF NOT EXISTS {s}.collections (
+             namespace text COLLATE \"C\" NOT NULL,
+             collection text COLLATE \"C\" NOT NULL,
+             revision bigint NOT NULL,
+             spec jsonb NOT NULL,
+             building jsonb NOT NULL,
+             schema_name text NOT NULL,
+             table_name text NOT NULL,
+             PRIMARY KEY (namespace, collection));
+         -- The highest version a removed record had, per collection; it outlives the
+         -- collection, so a version is never given twice to one id.
+         CREATE TABLE IF NOT EXISTS {s}.version_floors (
+             namespace text COLLATE \"C\" NOT NULL,
+             collection text COLLATE \"C\" NOT NULL,
+             floor bigint NOT NULL,
+             PRIMARY KEY (namespace, collection));"
     ))
     .await
     .map_err(|e| pg_error(e, "creating the catalog", &target))?;
@@ -61,4 +89,110 @@ pub(crate) async fn ensure_catalog(pool: &PostgresPool) -> Result<()> {
     tx.commit()
         .await
         .map_err(|e| pg_error(e, "creating the catalog", &target))
+}
+
+/// A Stowage store on one PostgreSQL database, shared by every instance that opens it.
+///
+/// Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub pool: PostgresPool,
+    pub clock: ClockSource,
+    /// Layouts by spec revision. A revision names one spec for good, so an entry is never
+    /// stale; the map is cleared when it grows past [`LAYOUT_CACHE`].
+    pub layouts: Mutex<HashMap<Revision, Arc<Layout>>>,
+    /// Who this instance is in the migrations table: application name, host and process.
+    pub instance: String,
+}
+
+const LAYOUT_CACHE: usize = 4096;
+
+impl std::fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("pool", &self.inner.pool)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresBackend {
+    /// Connects to the database `config` names, making Stowage's catalog if it is missing.
+    pub async fn connect(config: PostgresConfig) -> Result<Self> {
+        let pool = PostgresPool::connect(&config).await?;
+        let instance = format!(
+            "{} pid {}",
+            config.pg.get_application_name().unwrap_or("stowage"),
+            std::process::id()
+        );
+        Ok(PostgresBackend {
+            inner: Arc::new(Inner {
+                pool,
+                clock: config.clock,
+                layouts: Mutex::new(HashMap::new()),
+                instance,
+            }),
+        })
+    }
+
+    /// The `postgres://` engine, for the `stowage` facade.
+    pub fn engine() -> Engine {
+        Engine {
+            scheme: "postgres",
+            connect: |url| {
+                Box::pin(async move {
+                    let config = PostgresConfig::from_url_parts(&url.location, &url.params)?;
+                    Ok(Arc::new(PostgresBackend::connect(config).await?) as Arc<dyn Backend>)
+                })
+            },
+        }
+    }
+
+    /// The pool, for health checks and tools.
+    pub fn pool(&self) -> &PostgresPool {
+        &self.inner.pool
+    }
+
+    /// The caller's `now` where the store's clock decides, `None` where the database's does
+    /// (the SQL then takes `now()`).
+    pub(crate) fn now_param(&self, now: Timestamp) -> Option<SystemTime> {
+        match self.inner.clock {
+            ClockSource::Caller => Some(to_system_time(now)),
+            _ => None,
+        }
+    }
+
+    /// The layout of a collection at a stored spec's revision, from the cache or built.
+    pub(crate) fn layout(
+        &self,
+        ns: &str,
+        collection: &str,
+        stored: StoredSpec,
+    ) -> Result<Arc<Layout>> {
+        if let Some(l) = self.inner.layouts.lock().get(&stored.revision) {
+            return Ok(l.clone());
+        }
+        let revision = stored.revision;
+        let layout = Arc::new(Layout::new(ns, collection, stored)?);
+        let mut cache = self.inner.layouts.lock();
+        if cache.len() >= LAYOUT_CACHE {
+            cache.clear();
+        }
+        cache.insert(revision, layout.clone());
+        Ok(layout)
+    }
+}
+
+/// A Stowage timestamp as the `SystemTime` tokio-postgres writes as `timestamptz`.
+pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
+    let us = t.as_micros();
+    if us >= 0 {
+        UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
 }

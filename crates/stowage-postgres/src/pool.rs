@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use stowage_core::{Error, Result};
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
 use crate::config::PostgresConfig;
 use crate::error::{pg_error, pool_error};
@@ -79,5 +80,52 @@ impl PostgresPool {
     /// Where the pool connects: `user@host:port/database`.
     pub fn target(&self) -> &str {
         &self.target
+    }
+}
+
+/// A pooled connection, or a transaction on one: what the catalog and query helpers run
+/// on. Statements are prepared once per connection and cached by their text.
+#[derive(Clone, Copy)]
+pub(crate) enum Conn<'a> {
+    Client(&'a deadpool_postgres::Object),
+    Tx(&'a deadpool_postgres::Transaction<'a>),
+}
+
+impl Conn<'_> {
+    /// The statement `sql`, prepared on this connection (once).
+    pub async fn prepare(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        match self {
+            Conn::Client(c) => c.prepare_cached(sql).await,
+            Conn::Tx(t) => t.prepare_cached(sql).await,
+        }
+    }
+
+    /// Prepares (once) and runs `sql`, returning its rows.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let stmt = self.prepare(sql).await?;
+        match self {
+            Conn::Client(c) => c.query(&stmt, params).await,
+            Conn::Tx(t) => t.query(&stmt, params).await,
+        }
+    }
+
+    /// Prepares (once) and runs `sql`, returning how many rows it touched.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, tokio_postgres::Error> {
+        let stmt = self.prepare(sql).await?;
+        match self {
+            Conn::Client(c) => c.execute(&stmt, params).await,
+            Conn::Tx(t) => t.execute(&stmt, params).await,
+        }
     }
 }

@@ -22,8 +22,17 @@
 //! cut short silently: [`fit`] keeps a readable prefix and adds a stable hash of the whole
 //! name, so two long names stay apart. The catalog records each mapping.
 
+use std::time::SystemTime;
 use stowage_core::backend::stable_hash;
-use stowage_core::{CollectionSpec, Error, ErrorKind, IndexType, Result};
+
+use bytes::BytesMut;
+use stowage_core::backend::{RecordMeta, StoredSpec};
+use stowage_core::{Body, IndexValue, StoredRecord, Timestamp, Version};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::Row;
+
+use crate::open::to_system_time;
+use stowage_core::{CollectionSpec, Error, ErrorKind, IndexSpec, IndexType, Result};
 
 /// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER: usize = 63;
@@ -116,9 +125,7 @@ pub fn column_type(t: IndexType) -> Result<&'static str> {
 /// otherwise, the order queries and cursors walk), a side table per multi-valued index, and
 /// a partial index on `expires_at` for the purge.
 pub fn collection_ddl(ns: &str, collection: &str, spec: &CollectionSpec) -> Result<Vec<String>> {
-    let schema = quote(&schema_name(ns));
-    let table = records_table(collection);
-    let qualified = format!("{schema}.{}", quote(&table));
+    let qualified = qualified_table(ns, collection);
     let mut columns = vec![
         "id text COLLATE \"C\" PRIMARY KEY".to_owned(),
         "version bigint NOT NULL".to_owned(),
@@ -128,41 +135,12 @@ pub fn collection_ddl(ns: &str, collection: &str, spec: &CollectionSpec) -> Resu
         "updated_at timestamptz NOT NULL".to_owned(),
         "expires_at timestamptz".to_owned(),
     ];
-    let mut after = Vec::new();
-    for ix in &spec.indexes {
-        let ty = column_type(ix.index_type)?;
-        if ix.multi {
-            let side = multi_table(collection, &ix.name);
-            let side_q = format!("{schema}.{}", quote(&side));
-            after.push(format!(
-                "CREATE TABLE {side_q} (value {ty} NOT NULL, \
-                 id text COLLATE \"C\" NOT NULL REFERENCES {qualified} (id) ON DELETE CASCADE, \
-                 PRIMARY KEY (value, id))"
-            ));
-            if ix.unique {
-                after.push(format!(
-                    "CREATE UNIQUE INDEX {} ON {side_q} (value)",
-                    quote(&btree_name(&side, "value"))
-                ));
-            }
-            // Deleting or rewriting a record finds its entries by id.
-            after.push(format!(
-                "CREATE INDEX {} ON {side_q} (id)",
-                quote(&btree_name(&side, "id"))
-            ));
-        } else {
-            let column = index_column(&ix.name);
-            columns.push(format!("{} {ty}", quote(&column)));
-            let (unique, keys) = if ix.unique {
-                ("UNIQUE ", quote(&column))
-            } else {
-                ("", format!("{}, id", quote(&column)))
-            };
-            after.push(format!(
-                "CREATE {unique}INDEX {} ON {qualified} ({keys})",
-                quote(&btree_name(&table, &column))
-            ));
-        }
+    for ix in spec.indexes.iter().filter(|i| !i.multi) {
+        columns.push(format!(
+            "{} {}",
+            quote(&index_column(&ix.name)),
+            column_type(ix.index_type)?
+        ));
     }
     columns.push("CHECK ((body IS NULL) <> (blob IS NULL))".to_owned());
     let mut ddl = vec![format!(
@@ -171,10 +149,425 @@ pub fn collection_ddl(ns: &str, collection: &str, spec: &CollectionSpec) -> Resu
     )];
     ddl.push(format!(
         "CREATE INDEX {} ON {qualified} (expires_at) WHERE expires_at IS NOT NULL",
-        quote(&btree_name(&table, "expires_at"))
+        quote(&btree_name(&records_table(collection), "expires_at"))
     ));
-    ddl.extend(after);
+    for ix in &spec.indexes {
+        ddl.extend(index_ddl(ns, collection, ix, false)?);
+    }
     Ok(ddl)
+}
+
+/// `"schema"."table"` of a collection.
+pub(crate) fn qualified_table(ns: &str, collection: &str) -> String {
+    format!(
+        "{}.{}",
+        quote(&schema_name(ns)),
+        quote(&records_table(collection))
+    )
+}
+
+/// The statements that make index `ix` of a collection: its B-tree, and its column
+/// (`add_column`: on a live table; a new table declares it) or side table.
+pub(crate) fn index_ddl(
+    ns: &str,
+    collection: &str,
+    ix: &IndexSpec,
+    add_column: bool,
+) -> Result<Vec<String>> {
+    let schema = quote(&schema_name(ns));
+    let table = records_table(collection);
+    let qualified = qualified_table(ns, collection);
+    let ty = column_type(ix.index_type)?;
+    let mut ddl = Vec::new();
+    if ix.multi {
+        let side = multi_table(collection, &ix.name);
+        let side_q = format!("{schema}.{}", quote(&side));
+        ddl.push(format!(
+            "CREATE TABLE {side_q} (value {ty} NOT NULL, \
+             id text COLLATE \"C\" NOT NULL REFERENCES {qualified} (id) ON DELETE CASCADE, \
+             PRIMARY KEY (value, id))"
+        ));
+        if ix.unique {
+            ddl.push(format!(
+                "CREATE UNIQUE INDEX {} ON {side_q} (value)",
+                quote(&btree_name(&side, "value"))
+            ));
+        }
+        // Deleting or rewriting a record finds its entries by id.
+        ddl.push(format!(
+            "CREATE INDEX {} ON {side_q} (id)",
+            quote(&btree_name(&side, "id"))
+        ));
+    } else {
+        let column = index_column(&ix.name);
+        if add_column {
+            ddl.push(format!(
+                "ALTER TABLE {qualified} ADD COLUMN {} {ty}",
+                quote(&column)
+            ));
+        }
+        let (unique, keys) = if ix.unique {
+            ("UNIQUE ", quote(&column))
+        } else {
+            ("", format!("{}, id", quote(&column)))
+        };
+        ddl.push(format!(
+            "CREATE {unique}INDEX {} ON {qualified} ({keys})",
+            quote(&btree_name(&table, &column))
+        ));
+    }
+    Ok(ddl)
+}
+
+/// The statement that drops index `ix` of a collection with all its entries.
+pub(crate) fn drop_index_ddl(ns: &str, collection: &str, ix: &IndexSpec) -> String {
+    if ix.multi {
+        format!(
+            "DROP TABLE IF EXISTS {}.{}",
+            quote(&schema_name(ns)),
+            quote(&multi_table(collection, &ix.name))
+        )
+    } else {
+        format!(
+            "ALTER TABLE {} DROP COLUMN IF EXISTS {}",
+            qualified_table(ns, collection),
+            quote(&index_column(&ix.name))
+        )
+    }
+}
+
+/// A collection's layout at one spec revision: every name resolved and quoted, and the
+/// statement texts its writes use. Built once per revision (revisions are never reused, so a
+/// layout is cached by revision alone) and shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// The namespace.
+    pub ns: String,
+    /// The collection.
+    pub collection: String,
+    /// The stored spec this layout is for.
+    pub stored: StoredSpec,
+    /// `"schema"."table"`.
+    pub table: String,
+    /// The single-valued indexes, in spec order.
+    pub columns: Vec<IndexColumn>,
+    /// The multi-valued indexes, in spec order.
+    pub sides: Vec<SideTable>,
+    /// Writes a record: see [`Layout::upsert_sql`].
+    pub upsert: String,
+}
+
+/// A single-valued index: its typed column in the records table.
+#[derive(Debug)]
+pub(crate) struct IndexColumn {
+    pub index: String,
+    /// Quoted.
+    pub column: String,
+    /// The B-tree's name, unquoted, as PostgreSQL names it in a unique violation.
+    pub btree: String,
+    pub index_type: IndexType,
+    pub unique: bool,
+}
+
+/// A multi-valued index: its side table of (value, id).
+#[derive(Debug)]
+pub(crate) struct SideTable {
+    pub index: String,
+    /// `"schema"."table"`.
+    pub table: String,
+    /// The unique B-tree's name (or the primary key's), unquoted.
+    pub btree: String,
+    pub index_type: IndexType,
+    pub unique: bool,
+}
+
+/// The SQL type name of an index type, for casts (`$1::bigint`).
+pub(crate) fn cast_type(t: IndexType) -> Result<&'static str> {
+    Ok(match column_type(t)? {
+        "double precision" => "float8",
+        other => other.split(' ').next().unwrap_or(other),
+    })
+}
+
+/// `coalesce($n::timestamptz, now())`: the caller's time when the store passes one (the
+/// `clock=caller` mode), the database's otherwise.
+pub(crate) fn now_sql(placeholder: &str) -> String {
+    format!("coalesce({placeholder}::timestamptz, now())")
+}
+
+/// The record columns every read selects, in this order (see `query::read_record`).
+pub(crate) const RECORD_COLUMNS: &str =
+    "id, version, body, blob, created_at, updated_at, expires_at";
+
+impl Layout {
+    pub fn new(ns: &str, collection: &str, stored: StoredSpec) -> Result<Self> {
+        let schema = quote(&schema_name(ns));
+        let table_name = records_table(collection);
+        let table = format!("{schema}.{}", quote(&table_name));
+        let mut columns = Vec::new();
+        let mut sides = Vec::new();
+        for ix in &stored.spec.indexes {
+            column_type(ix.index_type)?;
+            if ix.multi {
+                let side = multi_table(collection, &ix.name);
+                sides.push(SideTable {
+                    index: ix.name.clone(),
+                    table: format!("{schema}.{}", quote(&side)),
+                    btree: btree_name(&side, "value"),
+                    index_type: ix.index_type,
+                    unique: ix.unique,
+                });
+            } else {
+                let column = index_column(&ix.name);
+                columns.push(IndexColumn {
+                    index: ix.name.clone(),
+                    btree: btree_name(&table_name, &column),
+                    column: quote(&column),
+                    index_type: ix.index_type,
+                    unique: ix.unique,
+                });
+            }
+        }
+        let mut layout = Layout {
+            ns: ns.to_owned(),
+            collection: collection.to_owned(),
+            stored,
+            table,
+            columns,
+            sides,
+            upsert: String::new(),
+        };
+        layout.upsert = layout.upsert_sql()?;
+        Ok(layout)
+    }
+
+    /// The statement that writes one record, whether or not a row has its id.
+    ///
+    /// `$1` id, `$2` version, `$3` JSON body, `$4` byte body, `$5` the caller's now (NULL:
+    /// the database's), `$6` created_at (NULL: now), `$7` updated_at (NULL: now),
+    /// `$8` expires_at (NULL: from `$9`), `$9` TTL in microseconds (NULL: never),
+    /// `$10` whether the transaction holds the row (read `FOR UPDATE`): a row it does not
+    /// hold was inserted since by another writer, and is left alone (no row returned: the
+    /// caller retries). `$11` keeps the stored `created_at` (a rewrite of a live record).
+    /// Then one parameter per index column.
+    fn upsert_sql(&self) -> Result<String> {
+        let now = now_sql("$5");
+        let mut names = vec![
+            "id",
+            "version",
+            "body",
+            "blob",
+            "created_at",
+            "updated_at",
+            "expires_at",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        let mut values = vec![
+            "$1".to_owned(),
+            "$2".to_owned(),
+            "$3".to_owned(),
+            "$4".to_owned(),
+            format!("coalesce($6::timestamptz, {now})"),
+            format!("coalesce($7::timestamptz, {now})"),
+            format!("coalesce($8::timestamptz, {now} + $9::float8 * interval '1 microsecond')"),
+        ];
+        for (i, c) in self.columns.iter().enumerate() {
+            names.push(c.column.clone());
+            values.push(format!("${}::{}", 12 + i, cast_type(c.index_type)?));
+        }
+        let sets = names
+            .iter()
+            .skip(1)
+            .map(|n| match n.as_str() {
+                "created_at" => {
+                    "created_at = CASE WHEN $11 THEN r.created_at ELSE EXCLUDED.created_at END"
+                        .to_owned()
+                }
+                _ => format!("{n} = EXCLUDED.{n}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(format!(
+            "INSERT INTO {} AS r ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {sets} \
+             WHERE $10 RETURNING created_at, updated_at, expires_at",
+            self.table,
+            names.join(", "),
+            values.join(", ")
+        ))
+    }
+
+    /// The column of single-valued index `name`.
+    pub fn column(&self, name: &str) -> Option<&IndexColumn> {
+        self.columns.iter().find(|c| c.index == name)
+    }
+
+    /// The side table of multi-valued index `name`.
+    pub fn side(&self, name: &str) -> Option<&SideTable> {
+        self.sides.iter().find(|s| s.index == name)
+    }
+
+    /// The index a unique violation on B-tree `constraint` is about.
+    pub fn index_of_btree(&self, constraint: &str) -> Option<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.btree == constraint)
+            .map(|c| c.index.as_str())
+            .chain(
+                self.sides
+                    .iter()
+                    .filter(|s| s.btree == constraint)
+                    .map(|s| s.index.as_str()),
+            )
+            .next()
+    }
+}
+
+/// An index value as a statement parameter, in its column's type. Statements cast every
+/// index parameter (`$3::bigint`), so the type PostgreSQL asks for is the value's own.
+#[derive(Debug)]
+pub(crate) struct SqlValue(pub IndexValue);
+
+impl ToSql for SqlValue {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            IndexValue::String(s) => s.to_sql(ty, out),
+            IndexValue::Integer(i) => i.to_sql(ty, out),
+            IndexValue::Float(f) => f.to_sql(ty, out),
+            IndexValue::Bool(b) => b.to_sql(ty, out),
+            IndexValue::Timestamp(t) => to_system_time(*t).to_sql(ty, out),
+            // IndexValue is non_exhaustive; column_type refuses a type not mapped here.
+            other => Err(format!("no PostgreSQL encoding for {other:?}").into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [
+            Type::TEXT,
+            Type::INT8,
+            Type::FLOAT8,
+            Type::BOOL,
+            Type::TIMESTAMPTZ,
+        ]
+        .contains(ty)
+    }
+
+    to_sql_checked!();
+}
+
+/// A boxed statement parameter.
+pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Index values of one type as an array parameter (`$1::bigint[]`); `None` is SQL NULL.
+pub(crate) fn typed_array(t: IndexType, values: Vec<Option<IndexValue>>) -> Param {
+    fn collect<T>(
+        values: Vec<Option<IndexValue>>,
+        f: impl Fn(IndexValue) -> Option<T>,
+    ) -> Vec<Option<T>> {
+        values.into_iter().map(|v| v.and_then(&f)).collect()
+    }
+    match t {
+        IndexType::Integer => Box::new(collect(values, |v| match v {
+            IndexValue::Integer(i) => Some(i),
+            _ => None,
+        })),
+        IndexType::Float => Box::new(collect(values, |v| match v {
+            IndexValue::Float(f) => Some(f),
+            _ => None,
+        })),
+        IndexType::Bool => Box::new(collect(values, |v| match v {
+            IndexValue::Bool(b) => Some(b),
+            _ => None,
+        })),
+        IndexType::Timestamp => Box::new(collect(values, |v| match v {
+            IndexValue::Timestamp(t) => Some(to_system_time(t)),
+            _ => None,
+        })),
+        _ => Box::new(collect(values, |v| match v {
+            IndexValue::String(s) => Some(s),
+            _ => None,
+        })),
+    }
+}
+
+/// A row of [`RECORD_COLUMNS`] (from column `at` on) as a stored record.
+pub(crate) fn read_record(row: &Row, at: usize) -> StoredRecord {
+    let id: String = row.get(at);
+    let version: i64 = row.get(at + 1);
+    let body: Option<String> = row.get(at + 2);
+    let blob: Option<Vec<u8>> = row.get(at + 3);
+    let body = match (body, blob) {
+        (Some(text), _) => Body::json(text),
+        (None, Some(bytes)) => Body::binary(bytes),
+        // The CHECK constraint rules this out.
+        (None, None) => Body::binary(Vec::new()),
+    };
+    StoredRecord {
+        id,
+        version: version as Version,
+        created_at: Timestamp::from(row.get::<_, SystemTime>(at + 4)),
+        updated_at: Timestamp::from(row.get::<_, SystemTime>(at + 5)),
+        expires_at: row
+            .get::<_, Option<SystemTime>>(at + 6)
+            .map(Timestamp::from),
+        body,
+    }
+}
+
+/// A record's metadata from `created_at, updated_at, expires_at` at columns 0..3.
+pub(crate) fn read_times(row: &Row, version: Version) -> RecordMeta {
+    RecordMeta {
+        version,
+        created_at: Timestamp::from(row.get::<_, SystemTime>(0)),
+        updated_at: Timestamp::from(row.get::<_, SystemTime>(1)),
+        expires_at: row.get::<_, Option<SystemTime>>(2).map(Timestamp::from),
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix` (`None`: there is
+/// none, every string from `prefix` on starts with it). Strings compare by code point
+/// (`COLLATE "C"`), so a prefix becomes the range `[prefix, upper)`, which a B-tree walks.
+pub(crate) fn prefix_upper(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(c) = next {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// Statement parameters, numbered as they are pushed.
+#[derive(Default)]
+pub(crate) struct Params(pub Vec<Param>);
+
+impl Params {
+    /// Adds a parameter; returns its placeholder (`$n`).
+    pub fn push(&mut self, p: impl ToSql + Sync + Send + 'static) -> String {
+        self.0.push(Box::new(p));
+        format!("${}", self.0.len())
+    }
+
+    /// Adds a boxed parameter; returns its placeholder.
+    pub fn push_boxed(&mut self, p: Param) -> String {
+        self.0.push(p);
+        format!("${}", self.0.len())
+    }
+
+    /// The parameters as tokio-postgres takes them.
+    pub fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -215,5 +608,15 @@ mod tests {
             assert_ne!(s, reserved);
         }
         assert_ne!(schema_name("public"), schema_name("ns_public"));
+    }
+
+    #[test]
+    fn prefix_ranges_end_at_the_next_string() {
+        assert_eq!(prefix_upper("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_upper("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper(""), None);
+        // Surrogates are not characters: the next one after U+D7FF is U+E000.
+        assert_eq!(prefix_upper("\u{D7FF}").as_deref(), Some("\u{E000}"));
     }
 }
