@@ -19,15 +19,15 @@ use stowage_postgres::{PostgresBackend, PostgresConfig};
 use support::FreshDatabase;
 use tokio::sync::Mutex;
 
-/// One database per test, made on first use and dropped with the fixture.
+/// A database per store the test creates, dropped with the fixture.
 struct PostgresFixture {
-    db: Mutex<Option<FreshDatabase>>,
+    databases: Mutex<Vec<FreshDatabase>>,
 }
 
 impl PostgresFixture {
     fn new() -> Self {
         PostgresFixture {
-            db: Mutex::new(None),
+            databases: Mutex::new(Vec::new()),
         }
     }
 }
@@ -35,12 +35,9 @@ impl PostgresFixture {
 #[async_trait]
 impl Fixture for PostgresFixture {
     async fn create(&self) -> Result<(Arc<dyn Backend>, String)> {
-        let mut db = self.db.lock().await;
-        if db.is_none() {
-            *db = Some(FreshDatabase::new().await);
-        }
-        let location = db.as_ref().unwrap().location();
-        drop(db);
+        let db = FreshDatabase::new().await;
+        let location = db.location();
+        self.databases.lock().await.push(db);
         Ok((self.open(&location).await?, location))
     }
 
