@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use stowage_core::backend::{
-    Backend, BatchScope, Capabilities, CollectionStats, IndexFill, QueryHit, QueryRequest,
-    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
+    Backend, BatchScope, Capabilities, ChangeFeed, CollectionStats, IndexFill, QueryHit,
+    QueryRequest, Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
-use stowage_core::{Result, StoredRecord, Timestamp};
+use stowage_core::{ChangeStream, ChangeToken, Result, StoredRecord, Timestamp};
 
 use crate::catalog::{list_entries, read_entries};
 use crate::config::ClockSource;
@@ -27,6 +27,9 @@ impl Backend for PostgresBackend {
         c.persistent = true;
         c.shared = true;
         c.engine_clock = self.inner.clock == ClockSource::Database;
+        if self.inner.change_log > 0 {
+            c.change_feed = ChangeFeed::Resumable;
+        }
         // PostgreSQL takes up to 1 GiB in a field; 64 MiB keeps one write's memory sane, as
         // on the embedded engines.
         c.max_body_bytes = 64 << 20;
@@ -154,6 +157,15 @@ impl Backend for PostgresBackend {
 
     async fn stats(&self, ns: &str) -> Result<Vec<CollectionStats>> {
         self.collection_stats(ns).await
+    }
+
+    async fn watch(
+        &self,
+        ns: &str,
+        after: Option<ChangeToken>,
+        now: Timestamp,
+    ) -> Result<ChangeStream> {
+        self.watch_changes(ns, after, now).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -15,9 +15,10 @@
 use std::sync::Arc;
 
 use stowage_core::backend::{stable_hash, Revision, SpecUpdate, StoredSpec};
-use stowage_core::{CollectionSpec, Error, ErrorKind, Result, Version};
+use stowage_core::{ChangeOp, CollectionSpec, Error, ErrorKind, Result, Version};
 
 use crate::error::pg_error;
+use crate::feed::{append, Pending};
 use crate::open::PostgresBackend;
 use crate::pool::Conn;
 use crate::schema::{
@@ -279,6 +280,7 @@ impl PostgresBackend {
         )
         .await
         .map_err(|e| pg_error(e, "recording a migration", &target))?;
+        log_change(&tx, ns, Pending::new(ChangeOp::Spec, collection), &target).await?;
         tx.commit()
             .await
             .map_err(|e| pg_error(e, "changing a spec", &target))?;
@@ -338,6 +340,7 @@ impl PostgresBackend {
         )
         .await
         .map_err(|e| pg_error(e, "recording a migration", &target))?;
+        log_change(&tx, ns, Pending::new(ChangeOp::Drop, collection), &target).await?;
         tx.commit()
             .await
             .map_err(|e| pg_error(e, "dropping a collection", &target))?;
@@ -365,6 +368,22 @@ pub(crate) async fn raise_floor(
     )
     .await
     .map_err(|e| pg_error(e, "raising a version floor", target))?;
+    Ok(())
+}
+
+/// Logs one change of a catalog transaction (at the database's time).
+async fn log_change(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ns: &str,
+    event: Pending,
+    target: &str,
+) -> Result<()> {
+    if let Some((sql, params)) = append(ns, &[event], None) {
+        Conn::Tx(tx)
+            .execute(&sql, &params.refs())
+            .await
+            .map_err(|e| pg_error(e, "logging a change", target))?;
+    }
     Ok(())
 }
 

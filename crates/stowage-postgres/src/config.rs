@@ -15,6 +15,7 @@ pub const URL_PARAMS: &[&str] = &[
     "application_name",
     "sslmode",
     "clock",
+    "change_log",
 ];
 
 /// How to reach a PostgreSQL database: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` with
@@ -30,6 +31,9 @@ pub struct PostgresConfig {
     pub statement_timeout: Option<Duration>,
     /// Whose clock decides timestamps and expiry.
     pub clock: ClockSource,
+    /// How many changes the log keeps per watched namespace for watchers that resume
+    /// (`0`: no change feed).
+    pub change_log: u64,
 }
 
 /// Whose clock decides timestamps and expiry (URL parameter `clock`).
@@ -73,6 +77,7 @@ impl PostgresConfig {
             pool_size: 16,
             statement_timeout: Some(Duration::from_secs(30)),
             clock: ClockSource::Database,
+            change_log: 100_000,
         };
         for (k, v) in params {
             let number = || EngineUrl::number("postgres", k, v);
@@ -99,6 +104,7 @@ impl PostgresConfig {
                 "application_name" => {
                     config.pg.application_name(v);
                 }
+                "change_log" => config.change_log = number()?,
                 "clock" => {
                     config.clock = match v.as_str() {
                         "database" => ClockSource::Database,
@@ -166,6 +172,7 @@ impl fmt::Debug for PostgresConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("application_name", &self.pg.get_application_name())
             .field("clock", &self.clock)
+            .field("change_log", &self.change_log)
             .finish()
     }
 }

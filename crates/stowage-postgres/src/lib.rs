@@ -25,6 +25,7 @@ mod backend;
 mod catalog;
 mod config;
 mod error;
+mod feed;
 mod open;
 mod pool;
 mod query;

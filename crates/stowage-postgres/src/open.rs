@@ -64,7 +64,23 @@ pub(crate) async fn ensure_catalog(pool: &PostgresPool) -> Result<()> {
              namespace text COLLATE \"C\" NOT NULL,
              collection text COLLATE \"C\" NOT NULL,
              floor bigint NOT NULL,
-             PRIMARY KEY (namespace, collection));"
+             PRIMARY KEY (namespace, collection));
+         -- Namespaces whose changes are logged (since someone first watched them), with
+         -- the last token given. Appending to the log updates this row, so the row lock
+         -- numbers a namespace's changes in commit order.
+         CREATE TABLE IF NOT EXISTS {s}.feeds (
+             namespace text COLLATE \"C\" PRIMARY KEY,
+             last_token bigint NOT NULL);
+         CREATE TABLE IF NOT EXISTS {s}.changes (
+             namespace text COLLATE \"C\" NOT NULL,
+             token bigint NOT NULL,
+             op text NOT NULL,
+             collection text COLLATE \"C\",
+             id text COLLATE \"C\",
+             version bigint,
+             count bigint,
+             at timestamptz NOT NULL,
+             PRIMARY KEY (namespace, token));"
     ))
     .await
     .map_err(|e| pg_error(e, "creating the catalog", &target))?;
@@ -107,6 +123,12 @@ pub(crate) struct Inner {
     pub layouts: Mutex<HashMap<Revision, Arc<Layout>>>,
     /// Who this instance is in the migrations table: application name, host and process.
     pub instance: String,
+    /// Where the change feed's listening connection connects.
+    pub pg: tokio_postgres::Config,
+    /// Changes kept per watched namespace (0: no feed).
+    pub change_log: u64,
+    /// Namespaces named by NOTIFY on the listening connection, once a watch started it.
+    pub notified: Mutex<Option<tokio::sync::broadcast::Sender<String>>>,
 }
 
 const LAYOUT_CACHE: usize = 4096;
@@ -135,6 +157,9 @@ impl PostgresBackend {
                 clock: config.clock,
                 layouts: Mutex::new(HashMap::new()),
                 instance,
+                pg: config.pg.clone(),
+                change_log: config.change_log,
+                notified: Mutex::new(None),
             }),
         })
     }

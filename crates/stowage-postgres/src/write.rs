@@ -23,11 +23,12 @@ use stowage_core::backend::{
     first_version, IndexEntries, IndexFill, QueryRequest, RecordMeta, Revision, WriteAction,
     WriteOp, WriteResult,
 };
-use stowage_core::{Body, ContentType, Error, ErrorKind, Result, Timestamp, Version};
+use stowage_core::{Body, ChangeOp, ContentType, Error, ErrorKind, Result, Timestamp, Version};
 use tokio_postgres::error::SqlState;
 
 use crate::catalog::{lock, raise_floor, read_entries};
 use crate::error::pg_error;
+use crate::feed::{append, Pending};
 use crate::open::{to_system_time, PostgresBackend};
 use crate::pool::Conn;
 use crate::query::{prefix_conditions, query_sql, read_error};
@@ -180,6 +181,7 @@ impl PostgresBackend {
             .map(|(name, (_, floor))| (name.as_str(), (*floor, false)))
             .collect();
         let mut failure: Option<Error> = None;
+        let mut events: Vec<Pending> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             match plan_op(
                 ns,
@@ -191,6 +193,7 @@ impl PostgresBackend {
                 &now_param,
                 now,
                 &mut planned,
+                &mut events,
             ) {
                 Ok(answer) => answers.push(answer),
                 Err(e) => {
@@ -219,6 +222,15 @@ impl PostgresBackend {
                         writes_record: None,
                     });
                 }
+            }
+            // Last: it holds the namespace's log row until commit.
+            if let Some((sql, params)) = append(ns, &events, now_param) {
+                planned.push(Planned {
+                    op: ops.len().saturating_sub(1),
+                    sql,
+                    params,
+                    writes_record: None,
+                });
             }
         }
 
@@ -606,6 +618,7 @@ fn plan_op<'a>(
     now_param: &Option<SystemTime>,
     now: Timestamp,
     planned: &mut Vec<Planned>,
+    events: &mut Vec<Pending>,
 ) -> Result<Answer> {
     let (layout, _) = layouts
         .get(&op.collection)
@@ -635,6 +648,13 @@ fn plan_op<'a>(
                     *floor = (c.version, true);
                 }
                 current.remove(&key);
+            }
+            if let Some(c) = live {
+                events.push(Pending {
+                    id: Some(op.id.clone()),
+                    version: Some(c.version),
+                    ..Pending::new(ChangeOp::Delete, &op.collection)
+                });
             }
             Ok(live.map_or(Answer::None, |c| Answer::Meta(c.meta)))
         }
@@ -669,6 +689,11 @@ fn plan_op<'a>(
                     meta: MetaOf::Op(i),
                 },
             );
+            events.push(Pending {
+                id: Some(op.id.clone()),
+                version: Some(version),
+                ..Pending::new(ChangeOp::Put, &op.collection)
+            });
             Ok(Answer::Written)
         }
         WriteAction::Restore { meta, body, index } => {
@@ -704,6 +729,11 @@ fn plan_op<'a>(
                     meta: MetaOf::Op(i),
                 },
             );
+            events.push(Pending {
+                id: Some(op.id.clone()),
+                version: Some(meta.version),
+                ..Pending::new(ChangeOp::Put, &op.collection)
+            });
             Ok(Answer::Written)
         }
     }
@@ -891,7 +921,11 @@ impl PostgresBackend {
             .query(&sql, &q.params.refs())
             .await
             .map_err(|e| read_error(e, ns, &req.collection, "deleting", &target))?;
-        self.finish_removal(tx, ns, &req.collection, &rows, &target)
+        let event = Pending {
+            count: Some(rows.len() as u64),
+            ..Pending::new(ChangeOp::DeleteWhere, &req.collection)
+        };
+        self.finish_removal(tx, ns, &req.collection, &rows, event, now, &target)
             .await?;
         Ok(rows.len() as u64)
     }
@@ -929,7 +963,12 @@ impl PostgresBackend {
             .await
             .map_err(|e| read_error(e, ns, collection, "deleting", &target))?;
         let live = rows.iter().filter(|r| r.get::<_, bool>(1)).count();
-        self.finish_removal(tx, ns, collection, &rows, &target)
+        let event = Pending {
+            id: Some(prefix.to_owned()),
+            count: Some(live as u64),
+            ..Pending::new(ChangeOp::DeletePrefix, collection)
+        };
+        self.finish_removal(tx, ns, collection, &rows, event, now, &target)
             .await?;
         Ok(live as u64)
     }
@@ -938,6 +977,7 @@ impl PostgresBackend {
     /// instance purges a namespace at a time: a chunk that finds another instance's purge
     /// lock held stops, and leaves the rest to it.
     pub(crate) async fn purge(&self, ns: &str, now: Timestamp) -> Result<u64> {
+        self.trim_changes(ns).await?;
         let target = self.inner.pool.target().to_owned();
         let names: Vec<String> = {
             let client = self.inner.pool.client("purging").await?;
@@ -986,7 +1026,13 @@ impl PostgresBackend {
                     .await
                     .map_err(|e| read_error(e, ns, &name, "purging", &target))?;
                 let n = rows.len();
-                self.finish_removal(tx, ns, &name, &rows, &target).await?;
+                let event = Pending {
+                    collection: None,
+                    count: Some(n as u64),
+                    ..Pending::new(ChangeOp::Purge, &name)
+                };
+                self.finish_removal(tx, ns, &name, &rows, event, now, &target)
+                    .await?;
                 purged += n as u64;
                 if (n as i64) < PURGE_CHUNK {
                     break;
@@ -996,13 +1042,17 @@ impl PostgresBackend {
         Ok(purged)
     }
 
-    /// Raises the floor to the highest version removed (column 0 of `removed`) and commits.
+    /// Raises the floor to the highest version removed (column 0 of `removed`), logs
+    /// `event` when it counts something, and commits.
+    #[allow(clippy::too_many_arguments)]
     async fn finish_removal(
         &self,
         tx: deadpool_postgres::Transaction<'_>,
         ns: &str,
         collection: &str,
         removed: &[tokio_postgres::Row],
+        event: Pending,
+        now: Timestamp,
         target: &str,
     ) -> Result<()> {
         let highest = removed
@@ -1011,6 +1061,14 @@ impl PostgresBackend {
             .max()
             .unwrap_or(0);
         raise_floor(Conn::Tx(&tx), ns, collection, highest, target).await?;
+        if event.count.is_some_and(|n| n > 0) {
+            if let Some((sql, params)) = append(ns, &[event], self.now_param(now)) {
+                Conn::Tx(&tx)
+                    .execute(&sql, &params.refs())
+                    .await
+                    .map_err(|e| pg_error(e, "logging a change", target))?;
+            }
+        }
         tx.commit()
             .await
             .map_err(|e| pg_error(e, "deleting", target))

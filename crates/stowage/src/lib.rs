@@ -35,6 +35,7 @@
 //! | URL | backend | cargo feature |
 //! |---|---|---|
 //! | `memory://` | in process memory, gone with the process | always |
+//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | PostgreSQL, shared by every instance that opens it: a schema per namespace, a table per collection; `?pool_size=N` (16), `&connect_timeout_ms=N`, `&statement_timeout_ms=N` (30,000; 0 = none), `&application_name=S`, `&sslmode=disable\|prefer`, `&clock=database` (default) or `caller` | `backend-postgres` |
 //! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N`, `&change_log=N` (changes kept per watched namespace, default 100,000; 0 = no feed) | `backend-redb` (default) |
 //!
 //! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
@@ -228,12 +229,15 @@ fn engines() -> Vec<Engine> {
     let mut engines = vec![MemoryBackend::engine()];
     #[cfg(feature = "backend-redb")]
     engines.push(stowage_redb::engine());
+    #[cfg(feature = "backend-postgres")]
+    engines.push(stowage_postgres::engine());
     engines
 }
 
 /// Every engine feature of this crate, by scheme: what an error names when the engine is
 /// not compiled in. A test checks it against the manifest's `backend-*` features.
-const ENGINE_FEATURES: &[(&str, &str)] = &[("redb", "backend-redb")];
+const ENGINE_FEATURES: &[(&str, &str)] =
+    &[("redb", "backend-redb"), ("postgres", "backend-postgres")];
 
 async fn connect(url: StoreUrl) -> Result<Arc<dyn Backend>> {
     let scheme = url.engine.scheme.clone();
@@ -374,9 +378,16 @@ mod tests {
         listed.sort_unstable();
         assert_eq!(declared, listed);
         for (scheme, _) in ENGINE_FEATURES {
-            if cfg!(feature = "backend-redb") {
-                assert!(engines().iter().any(|e| e.scheme == *scheme), "{scheme}");
-            }
+            let on = match *scheme {
+                "redb" => cfg!(feature = "backend-redb"),
+                "postgres" => cfg!(feature = "backend-postgres"),
+                _ => false,
+            };
+            assert_eq!(
+                on,
+                engines().iter().any(|e| e.scheme == *scheme),
+                "{scheme}"
+            );
         }
     }
 }
