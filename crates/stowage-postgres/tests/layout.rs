@@ -120,3 +120,107 @@ async fn a_collection_is_a_table_with_typed_index_columns_and_side_tables() {
         .collect();
     assert_eq!(ids, ["B", "a", "b"]);
 }
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Incident {
+    id: String,
+    title: String,
+    severity: String,
+    tags: Vec<String>,
+}
+
+impl stowage_core::Record for Incident {
+    const COLLECTION: &'static str = "incidents";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new()
+            .index(IndexSpec::string("severity", "/severity"))
+            .index(IndexSpec::string("tags", "/tags").multi())
+    }
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// What Stowage writes is what psql shows: the body on its column exactly as sent, index
+/// values in their typed columns and side tables, the change in the migrations table.
+#[tokio::test]
+async fn rows_written_through_stowage_read_back_with_plain_sql() {
+    let db = FreshDatabase::new().await;
+    let config = stowage_postgres::PostgresConfig::from_url_parts(&db.location(), &[]).unwrap();
+    let backend = stowage_postgres::PostgresBackend::connect(config)
+        .await
+        .unwrap();
+    let store = stowage_core::Store::new(backend).namespace("app").unwrap();
+    let incidents = store.collection::<Incident>().await.unwrap();
+    for (i, sev) in ["P0", "P2", "P0"].iter().enumerate() {
+        incidents
+            .insert(&Incident {
+                id: format!("i-{i}"),
+                title: format!("incident {i}"),
+                severity: sev.to_string(),
+                tags: vec!["db".into(), format!("t{i}")],
+            })
+            .await
+            .unwrap();
+    }
+    // A JSON body with keys in an unusual order is stored as written (jsonb would sort them).
+    let raw = r#"{"zeta":1,"alpha":{"y":2,"x":[3,"b","a"]},"mid":null}"#;
+    let notes = store
+        .collection_with_spec::<serde_json::Value>("notes", CollectionSpec::new())
+        .await
+        .unwrap();
+    notes
+        .put(
+            "n-1",
+            &serde_json::from_str(raw).unwrap(),
+            stowage_core::Put::insert(),
+        )
+        .await
+        .unwrap();
+
+    let client = db.connect().await;
+    let p0: Vec<(String, String, i64)> = client
+        .query(
+            "SELECT id, body::jsonb->>'title', version FROM app.incidents \
+             WHERE ix_severity = 'P0' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        p0,
+        [
+            ("i-0".to_owned(), "incident 0".to_owned(), 1),
+            ("i-2".to_owned(), "incident 2".to_owned(), 1)
+        ]
+    );
+    let body: String = client
+        .query_one("SELECT body FROM app.notes WHERE id = 'n-1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body, raw);
+    let tagged: Vec<String> = client
+        .query(
+            "SELECT id FROM app.incidents__tags WHERE value = 'db' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tagged, ["i-0", "i-1", "i-2"]);
+    let change: String = client
+        .query_one(
+            "SELECT change FROM app.__migrations WHERE collection = 'incidents'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(change.contains("create collection incidents"), "{change}");
+}

@@ -70,3 +70,57 @@ impl Drop for FreshDatabase {
         .join();
     }
 }
+
+/// The conformance fixture: a database per store a test creates, dropped with the
+/// fixture. `clock` is the `clock=` URL parameter the stores take.
+pub struct PostgresFixture {
+    clock: &'static str,
+    databases: tokio::sync::Mutex<Vec<FreshDatabase>>,
+}
+
+impl PostgresFixture {
+    /// Stores on the caller's clock (the suite drives time by hand).
+    pub fn new() -> Self {
+        Self::with_clock("caller")
+    }
+
+    /// Stores on `clock=…`.
+    pub fn with_clock(clock: &'static str) -> Self {
+        PostgresFixture {
+            clock,
+            databases: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl stowage_core::testkit::Fixture for PostgresFixture {
+    async fn create(
+        &self,
+    ) -> stowage_core::Result<(std::sync::Arc<dyn stowage_core::backend::Backend>, String)> {
+        let db = FreshDatabase::new().await;
+        let location = db.location();
+        self.databases.lock().await.push(db);
+        Ok((self.open(&location).await?, location))
+    }
+
+    async fn open(
+        &self,
+        location: &str,
+    ) -> stowage_core::Result<std::sync::Arc<dyn stowage_core::backend::Backend>> {
+        let params = [("clock".to_owned(), self.clock.to_owned())];
+        let config = stowage_postgres::PostgresConfig::from_url_parts(location, &params)?;
+        Ok(std::sync::Arc::new(
+            stowage_postgres::PostgresBackend::connect(config).await?,
+        ))
+    }
+
+    async fn open_second(
+        &self,
+        location: &str,
+        _first: &std::sync::Arc<dyn stowage_core::backend::Backend>,
+    ) -> stowage_core::Result<std::sync::Arc<dyn stowage_core::backend::Backend>> {
+        // Another instance: a pool of its own.
+        self.open(location).await
+    }
+}
