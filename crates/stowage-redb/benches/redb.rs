@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
+use stowage_core::testkit::workload::{
+    bench_n, id_of, print_table, rate, workload, Plain, Rng, Row, User,
+};
 use stowage_core::{Collection, CollectionSpec, IndexSpec, Query, Record, Store};
 use stowage_redb::{RedbBackend, RedbConfig};
 
@@ -36,34 +39,6 @@ fn raw_score_key(score: f64, id: &str) -> Vec<u8> {
     k
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    score: f64,
-    active: bool,
-    tags: Vec<String>,
-    created: String,
-    note: String,
-}
-
-/// The plain collection (no secondary indexes).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Plain(User);
-
-impl Record for User {
-    const COLLECTION: &'static str = "users_indexed";
-    fn spec() -> CollectionSpec {
-        CollectionSpec::new()
-            .index(IndexSpec::float("score", "/score"))
-            .index(IndexSpec::string("tags", "/tags").multi())
-    }
-    fn id(&self) -> String {
-        id_of(self.id)
-    }
-}
-
 /// The indexed collection with a covering score index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Covered(User);
@@ -78,89 +53,6 @@ impl Record for Covered {
     fn id(&self) -> String {
         id_of(self.0.id)
     }
-}
-
-impl Record for Plain {
-    const COLLECTION: &'static str = "users";
-    fn spec() -> CollectionSpec {
-        CollectionSpec::new()
-    }
-    fn id(&self) -> String {
-        id_of(self.0.id)
-    }
-}
-
-fn id_of(n: u64) -> String {
-    format!("k{n:015}")
-}
-
-/// SplitMix64: the seeded generator of the workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
-const WORDS: [&str; 8] = [
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
-];
-
-fn user(n: u64, rng: &mut Rng) -> User {
-    let note_len = 40 + (rng.next() % 40) as usize;
-    let note: String = (0..note_len)
-        .map(|_| (b'a' + (rng.next() % 26) as u8) as char)
-        .collect();
-    User {
-        id: n,
-        name: format!("user-{n:08}"),
-        email: format!("user{n}@example.com"),
-        score: (rng.next() % 10_000) as f64 / 100.0,
-        active: rng.next().is_multiple_of(2),
-        tags: vec![
-            WORDS[(rng.next() % 8) as usize].to_owned(),
-            WORDS[(rng.next() % 8) as usize].to_owned(),
-        ],
-        created: format!(
-            "2024-{:02}-{:02}T{:02}:{:02}:00Z",
-            1 + rng.next() % 12,
-            1 + rng.next() % 28,
-            rng.next() % 24,
-            rng.next() % 60
-        ),
-        note,
-    }
-}
-
-/// Users `0..n` in shuffled order (random keys).
-fn workload(n: u64, seed: u64) -> Vec<User> {
-    let mut rng = Rng(seed);
-    let mut users: Vec<User> = (0..n).map(|i| user(i, &mut rng)).collect();
-    rng.shuffle(&mut users);
-    users
-}
-
-struct Row {
-    name: &'static str,
-    n: usize,
-    stowage: f64,
-    raw: Option<f64>,
-}
-
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
 }
 
 struct Bench {
@@ -285,10 +177,7 @@ fn raw_indexed_query(db: &redb::Database, lo: f64) -> usize {
 }
 
 fn main() {
-    let n: usize = std::env::var("STOWAGE_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n = bench_n();
     let n_fsync = 2_000.min(n);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -533,21 +422,7 @@ fn main() {
     println!(
         "\nStowage on redb vs raw redb, durability: immediate (fsync per commit) on both sides\n"
     );
-    println!("| row | n | Stowage ops/s | raw ops/s | ratio |");
-    println!("|---|---|---|---|---|");
-    for r in &rows {
-        match r.raw {
-            Some(raw) => println!(
-                "| {} | {} | {:.0} | {:.0} | {:.2} |",
-                r.name,
-                r.n,
-                r.stowage,
-                raw,
-                r.stowage / raw
-            ),
-            None => println!("| {} | {} | {:.0} | — | — |", r.name, r.n, r.stowage),
-        }
-    }
+    print_table(&rows);
     println!(
         "\n32 concurrent writers / 1 writer (Stowage): {:.1}x",
         concurrent / single

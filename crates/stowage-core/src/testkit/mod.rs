@@ -47,6 +47,7 @@ pub mod ttl;
 pub mod values;
 pub mod versions;
 pub mod watch;
+pub mod workload;
 
 /// How the suite gets stores of the backend under test.
 #[async_trait]

@@ -1,0 +1,168 @@
+//! The benchmark workload of `shared/benchmarks.md`, shared by every engine's benchmark:
+//! the seeded records, their shuffled order, and the table every benchmark prints.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CollectionSpec, IndexSpec, Record};
+
+/// One record of the workload: about 200 bytes of JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// The record number (its id is [`id_of`] it).
+    pub id: u64,
+    /// `user-` and 8 digits.
+    pub name: String,
+    /// `user<n>@example.com`.
+    pub email: String,
+    /// 0 to 100, two decimals: the 1 % query's range.
+    pub score: f64,
+    /// A coin flip.
+    pub active: bool,
+    /// Two of eight words: the multi-valued index.
+    pub tags: Vec<String>,
+    /// A date in 2024, RFC 3339.
+    pub created: String,
+    /// 40 to 80 letters, making the body about 200 bytes.
+    pub note: String,
+}
+
+/// The plain collection (no secondary indexes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plain(pub User);
+
+/// The indexed collection: `score` (float) and `tags` (string, multi).
+impl Record for User {
+    const COLLECTION: &'static str = "users_indexed";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new()
+            .index(IndexSpec::float("score", "/score"))
+            .index(IndexSpec::string("tags", "/tags").multi())
+    }
+    fn id(&self) -> String {
+        id_of(self.id)
+    }
+}
+
+impl Record for Plain {
+    const COLLECTION: &'static str = "users";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new()
+    }
+    fn id(&self) -> String {
+        id_of(self.0.id)
+    }
+}
+
+/// Record `n`'s id: `k` and 15 digits, 16 bytes.
+pub fn id_of(n: u64) -> String {
+    format!("k{n:015}")
+}
+
+/// SplitMix64: the seeded generator of the workload.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Shuffles `v` in place.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+const WORDS: [&str; 8] = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+];
+
+fn user(n: u64, rng: &mut Rng) -> User {
+    let note_len = 40 + (rng.next() % 40) as usize;
+    let note: String = (0..note_len)
+        .map(|_| (b'a' + (rng.next() % 26) as u8) as char)
+        .collect();
+    User {
+        id: n,
+        name: format!("user-{n:08}"),
+        email: format!("user{n}@example.com"),
+        score: (rng.next() % 10_000) as f64 / 100.0,
+        active: rng.next().is_multiple_of(2),
+        tags: vec![
+            WORDS[(rng.next() % 8) as usize].to_owned(),
+            WORDS[(rng.next() % 8) as usize].to_owned(),
+        ],
+        created: format!(
+            "2024-{:02}-{:02}T{:02}:{:02}:00Z",
+            1 + rng.next() % 12,
+            1 + rng.next() % 28,
+            rng.next() % 24,
+            rng.next() % 60
+        ),
+        note,
+    }
+}
+
+/// Users `0..n` in shuffled order (random keys).
+pub fn workload(n: u64, seed: u64) -> Vec<User> {
+    let mut rng = Rng(seed);
+    let mut users: Vec<User> = (0..n).map(|i| user(i, &mut rng)).collect();
+    rng.shuffle(&mut users);
+    users
+}
+
+/// One row of a benchmark table.
+#[derive(Debug)]
+pub struct Row {
+    /// What was measured.
+    pub name: &'static str,
+    /// How many operations (or matches, for queries).
+    pub n: usize,
+    /// Stowage's rate.
+    pub stowage: f64,
+    /// The raw engine's rate doing the same work (`None`: reported absolute).
+    pub raw: Option<f64>,
+}
+
+/// Operations per second.
+pub fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+
+/// Prints `rows` as the markdown table of `shared/benchmarks.md`.
+pub fn print_table(rows: &[Row]) {
+    println!("| row | n | Stowage ops/s | raw ops/s | ratio |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        match r.raw {
+            Some(raw) => println!(
+                "| {} | {} | {:.0} | {:.0} | {:.2} |",
+                r.name,
+                r.n,
+                r.stowage,
+                raw,
+                r.stowage / raw
+            ),
+            None => println!("| {} | {} | {:.0} | — | — |", r.name, r.n, r.stowage),
+        }
+    }
+}
+
+/// The record count from `STOWAGE_BENCH_N` (default 100,000).
+pub fn bench_n() -> usize {
+    std::env::var("STOWAGE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
