@@ -60,7 +60,7 @@ const SELECT_ENTRY: &str = "SELECT c.collection, c.revision, c.spec::text, c.bui
      coalesce(f.floor, 0) FROM stowage.collections c LEFT JOIN stowage.version_floors f \
      USING (namespace, collection)";
 
-fn entry_of(row: &tokio_postgres::Row) -> Result<(String, CatalogEntry)> {
+pub(crate) fn entry_of(row: &tokio_postgres::Row) -> Result<(String, CatalogEntry)> {
     let name: String = row.get(0);
     let revision: i64 = row.get(1);
     let spec: &str = row.get(2);
@@ -86,6 +86,11 @@ fn entry_of(row: &tokio_postgres::Row) -> Result<(String, CatalogEntry)> {
     Ok((name, entry))
 }
 
+/// The statement of [`read_entries`]: `$1` the namespace, `$2` the collections.
+pub(crate) fn select_entries() -> String {
+    format!("{SELECT_ENTRY} WHERE c.namespace = $1 AND c.collection = ANY($2)")
+}
+
 /// The catalog rows of some collections of `ns` (those that exist).
 pub(crate) async fn read_entries(
     conn: Conn<'_>,
@@ -94,10 +99,7 @@ pub(crate) async fn read_entries(
     target: &str,
 ) -> Result<Vec<(String, CatalogEntry)>> {
     let rows = conn
-        .query(
-            &format!("{SELECT_ENTRY} WHERE c.namespace = $1 AND c.collection = ANY($2)"),
-            &[&ns, &collections],
-        )
+        .query(&select_entries(), &[&ns, &collections])
         .await
         .map_err(|e| pg_error(e, "reading the catalog", target))?;
     rows.iter().map(entry_of).collect()

@@ -39,9 +39,11 @@ impl PostgresPool {
             pg,
             NoTls,
             ManagerConfig {
-                // A connection is checked with a round trip before it is handed out again,
-                // so one killed by the server is replaced instead of failing a call.
-                recycling_method: RecyclingMethod::Verified,
+                // A connection whose socket closed (killed by the server, say) is replaced
+                // when it comes back; no round trip per checkout. A call that meets a
+                // connection dying under it fails with Unavailable, and the next gets a
+                // new one.
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)

@@ -253,8 +253,10 @@ pub(crate) struct Layout {
     pub columns: Vec<IndexColumn>,
     /// The multi-valued indexes, in spec order.
     pub sides: Vec<SideTable>,
-    /// Writes a record: see [`Layout::upsert_sql`].
-    pub upsert: String,
+    /// Inserts a record where no row has its id: see [`Layout::record_writes`].
+    pub insert: String,
+    /// Rewrites the row of a record: see [`Layout::record_writes`].
+    pub update: String,
 }
 
 /// A single-valued index: its typed column in the records table.
@@ -335,24 +337,26 @@ impl Layout {
             table,
             columns,
             sides,
-            upsert: String::new(),
+            insert: String::new(),
+            update: String::new(),
         };
-        layout.upsert = layout.upsert_sql()?;
+        (layout.insert, layout.update) = layout.record_writes()?;
         Ok(layout)
     }
 
-    /// The statement that writes one record, whether or not a row has its id.
+    /// The statements that write one record: `(insert, update)`. The insert is for an id
+    /// with no row (a row inserted since by another writer fails it on the primary key: the
+    /// batch is tried again); the update for a row the transaction holds `FOR UPDATE`.
     ///
-    /// `$1` id, `$2` version, `$3` JSON body, `$4` byte body, `$5` the caller's now (NULL:
-    /// the database's), `$6` created_at (NULL: now), `$7` updated_at (NULL: now),
-    /// `$8` expires_at (NULL: from `$9`), `$9` TTL in microseconds (NULL: never),
-    /// `$10` whether the transaction holds the row (read `FOR UPDATE`): a row it does not
-    /// hold was inserted since by another writer, and is left alone (no row returned: the
-    /// caller retries). `$11` keeps the stored `created_at` (a rewrite of a live record).
-    /// Then one parameter per index column.
-    fn upsert_sql(&self) -> Result<String> {
+    /// Both take `$1` id, `$2` version, `$3` JSON body, `$4` byte body, `$5` the caller's
+    /// now (NULL: the database's), `$6` created_at (NULL: now), `$7` updated_at (NULL: now),
+    /// `$8` expires_at (NULL: from `$9`), `$9` TTL in microseconds (NULL: never), then one
+    /// parameter per index column from `$10`; the update takes one more, last: whether to
+    /// keep the stored `created_at` (a rewrite of a live record). Both return
+    /// `created_at, updated_at, expires_at`.
+    fn record_writes(&self) -> Result<(String, String)> {
         let now = now_sql("$5");
-        let mut names = vec![
+        let mut names: Vec<String> = [
             "id",
             "version",
             "body",
@@ -363,7 +367,7 @@ impl Layout {
         ]
         .into_iter()
         .map(str::to_owned)
-        .collect::<Vec<_>>();
+        .collect();
         let mut values = vec![
             "$1".to_owned(),
             "$2".to_owned(),
@@ -375,27 +379,30 @@ impl Layout {
         ];
         for (i, c) in self.columns.iter().enumerate() {
             names.push(c.column.clone());
-            values.push(format!("${}::{}", 12 + i, cast_type(c.index_type)?));
+            values.push(format!("${}::{}", 10 + i, cast_type(c.index_type)?));
         }
-        let sets = names
-            .iter()
-            .skip(1)
-            .map(|n| match n.as_str() {
-                "created_at" => {
-                    "created_at = CASE WHEN $11 THEN r.created_at ELSE EXCLUDED.created_at END"
-                        .to_owned()
-                }
-                _ => format!("{n} = EXCLUDED.{n}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        Ok(format!(
-            "INSERT INTO {} AS r ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {sets} \
-             WHERE $10 RETURNING created_at, updated_at, expires_at",
+        let keep = format!("${}::bool", 10 + self.columns.len());
+        let returning = "RETURNING created_at, updated_at, expires_at";
+        let insert = format!(
+            "INSERT INTO {} ({}) VALUES ({}) {returning}",
             self.table,
             names.join(", "),
             values.join(", ")
-        ))
+        );
+        let sets = names
+            .iter()
+            .zip(&values)
+            .skip(1)
+            .map(|(n, v)| match n.as_str() {
+                "created_at" => {
+                    format!("created_at = CASE WHEN {keep} THEN created_at ELSE {v} END")
+                }
+                _ => format!("{n} = {v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let update = format!("UPDATE {} SET {sets} WHERE id = $1 {returning}", self.table);
+        Ok((insert, update))
     }
 
     /// The column of single-valued index `name`.

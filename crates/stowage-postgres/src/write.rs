@@ -18,15 +18,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::future::join_all;
+use futures_util::future::{join, join4, join_all};
 use stowage_core::backend::{
     first_version, IndexEntries, IndexFill, QueryRequest, RecordMeta, Revision, WriteAction,
     WriteOp, WriteResult,
 };
 use stowage_core::{Body, ChangeOp, ContentType, Error, ErrorKind, Result, Timestamp, Version};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
-use crate::catalog::{lock, raise_floor, read_entries};
+use crate::catalog::{lock, raise_floor};
 use crate::error::pg_error;
 use crate::feed::{append, Pending};
 use crate::open::{to_system_time, PostgresBackend};
@@ -109,51 +110,98 @@ impl PostgresBackend {
     async fn write_attempt(&self, ns: &str, ops: &[WriteOp], now: Timestamp) -> Result<Outcome> {
         let target = self.inner.pool.target().to_owned();
         let now_param = self.now_param(now);
-        let mut client = self.inner.pool.client("writing").await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg_error(e, "writing", &target))?;
-        let conn = Conn::Tx(&tx);
+        let client = OpenTransaction::new(self.inner.pool.client("writing").await?);
+        let c = client.client();
+        let failed = |e| pg_error(e, "writing", &target);
 
-        // Step 2: locks in name order (every writer takes them in the same order, so two
-        // batches over the same collections cannot deadlock), then the catalog.
+        // Locks in name order (every writer takes them in the same order, so two batches
+        // over the same collections cannot deadlock).
         let mut touched: BTreeMap<&str, bool> = BTreeMap::new();
         for op in ops {
             let removes = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
             *touched.entry(op.collection.as_str()).or_default() |= removes;
         }
-        for (coll, exclusive) in &touched {
-            lock(conn, ns, coll, *exclusive, &target).await?;
-        }
         let names: Vec<&str> = touched.keys().copied().collect();
+        let lock_shared = c.prepare_cached(LOCK_SHARED).await.map_err(failed)?;
+        let lock_exclusive = c.prepare_cached(LOCK_EXCLUSIVE).await.map_err(failed)?;
+        let catalog = c
+            .prepare_cached(&crate::catalog::select_entries())
+            .await
+            .map_err(failed)?;
+        // The stored rows of the batch's ids, per collection whose table exists (a missing
+        // one fails to prepare: the catalog then says the collection is gone).
+        let mut reads = Vec::new();
+        for name in &names {
+            let sql = current_sql(ns, name);
+            match c.prepare_cached(&sql).await {
+                Ok(stmt) => {
+                    let ids: Vec<&str> = ops
+                        .iter()
+                        .filter(|o| o.collection == *name)
+                        .map(|o| o.id.as_str())
+                        .collect();
+                    reads.push((*name, sql, stmt, ids));
+                }
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        let keys: Vec<(i64, bool)> = touched
+            .iter()
+            .map(|(coll, exclusive)| (crate::catalog::lock_key(ns, coll), *exclusive))
+            .collect();
+
+        // Round trip 1: BEGIN, the locks, the catalog rows, the stored rows.
+        type P<'a> = &'a (dyn ToSql + Sync);
+        let lock_params: Vec<[P<'_>; 1]> = keys.iter().map(|(k, _)| [k as P<'_>]).collect();
+        let read_params: Vec<[P<'_>; 2]> = reads
+            .iter()
+            .map(|(_, _, _, ids)| [ids as P<'_>, &now_param as P<'_>])
+            .collect();
+        let (begun, locked, entries, read) = join4(
+            c.batch_execute("BEGIN"),
+            join_all(
+                keys.iter()
+                    .zip(&lock_params)
+                    .map(|((_, exclusive), params)| {
+                        let stmt = if *exclusive {
+                            &lock_exclusive
+                        } else {
+                            &lock_shared
+                        };
+                        c.execute(stmt, params)
+                    }),
+            ),
+            c.query(&catalog, &[&ns, &names]),
+            join_all(
+                reads
+                    .iter()
+                    .zip(&read_params)
+                    .map(|((_, _, stmt, _), params)| c.query(stmt, params)),
+            ),
+        )
+        .await;
+        begun.map_err(failed)?;
+        for l in locked {
+            l.map_err(failed)?;
+        }
         let mut layouts: HashMap<String, (Arc<Layout>, Version)> = HashMap::new();
-        for (name, entry) in read_entries(conn, ns, &names, &target).await? {
+        for row in entries.map_err(failed)? {
+            let (name, entry) = crate::catalog::entry_of(&row)?;
             let layout = self.layout(ns, &name, entry.stored)?;
             layouts.insert(name, (layout, entry.floor));
         }
-
-        // Step 3: the stored rows, for the collections that exist.
         let mut current: HashMap<(String, String), Current> = HashMap::new();
-        for (name, (layout, _)) in &layouts {
-            let ids: Vec<&str> = ops
-                .iter()
-                .filter(|o| &o.collection == name)
-                .map(|o| o.id.as_str())
-                .collect();
-            let rows = conn
-                .query(
-                    &format!(
-                        "SELECT id, version, created_at, updated_at, expires_at, \
-                         expires_at IS NULL OR expires_at > {} FROM {} \
-                         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                        now_sql("$2"),
-                        layout.table
-                    ),
-                    &[&ids, &now_param],
-                )
-                .await
-                .map_err(|e| pg_error(e, "reading records to write", &target))?;
+        for ((name, sql, _, _), rows) in reads.iter().zip(read) {
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) if is_missing(&e) => {
+                    // Dropped since the statement was prepared: forget it and try again.
+                    c.statement_cache.remove(sql, &[]);
+                    return Ok(Outcome::Race("a collection was dropped meanwhile".into()));
+                }
+                Err(e) => return Err(failed(e)),
+            };
             for row in rows {
                 let version = row.get::<_, i64>(1) as Version;
                 let meta = RecordMeta {
@@ -163,7 +211,7 @@ impl PostgresBackend {
                     expires_at: row.get::<_, Option<SystemTime>>(4).map(Timestamp::from),
                 };
                 current.insert(
-                    (name.clone(), row.get(0)),
+                    (name.to_string(), row.get(0)),
                     Current {
                         version,
                         live: row.get(5),
@@ -173,7 +221,7 @@ impl PostgresBackend {
             }
         }
 
-        // Step 4a: check and plan each op, as the ops before it leave things.
+        // Check and plan each op, as the ops before it leave things.
         let mut planned: Vec<Planned> = Vec::new();
         let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
         let mut floors: HashMap<&str, (Version, bool)> = layouts
@@ -234,55 +282,57 @@ impl PostgresBackend {
             }
         }
 
-        // Step 4b: run what was planned, pipelined. Statements are prepared first (once per
-        // connection), so they are sent in order.
+        // Round trip 2: every write, then COMMIT unless an op already failed its checks (a
+        // failed statement turns the COMMIT into a rollback). Statements are prepared first
+        // (once per connection), so they are sent in order.
         let mut statements = Vec::with_capacity(planned.len());
         for p in &planned {
-            statements.push(
-                conn.prepare(&p.sql)
-                    .await
-                    .map_err(|e| pg_error(e, "preparing a write", &target))?,
-            );
+            statements.push(c.prepare_cached(&p.sql).await.map_err(failed)?);
         }
         let refs: Vec<_> = planned.iter().map(|p| p.params.refs()).collect();
-        let results = join_all(
-            statements
-                .iter()
-                .zip(&refs)
-                .map(|(stmt, params)| tx.query(stmt, params)),
+        let commit = failure.is_none();
+        let (results, committed) = join(
+            join_all(
+                statements
+                    .iter()
+                    .zip(&refs)
+                    .map(|(stmt, params)| c.query(stmt, params)),
+            ),
+            async {
+                if commit {
+                    c.batch_execute("COMMIT").await
+                } else {
+                    c.batch_execute("ROLLBACK").await
+                }
+            },
         )
         .await;
         let mut written: HashMap<usize, RecordMeta> = HashMap::new();
         for (p, result) in planned.iter().zip(results) {
             match result {
                 Ok(rows) => {
-                    if let Some(version) = p.writes_record {
-                        match rows.first() {
-                            Some(row) => {
-                                written.insert(p.op, crate::schema::read_times(row, version));
-                            }
-                            None => {
-                                return Ok(Outcome::Race(
-                                    "a record was created by another writer in between".into(),
-                                ))
-                            }
-                        }
+                    if let (Some(version), Some(row)) = (p.writes_record, rows.first()) {
+                        written.insert(p.op, crate::schema::read_times(row, version));
                     }
                 }
                 Err(e) => {
-                    drop(tx);
+                    // The transaction ended with the COMMIT (as a rollback).
+                    committed.map_err(failed)?;
+                    client.finish();
                     return self.explain_failure(ops, p.op, e, &layouts).await;
                 }
             }
         }
-        if let Some(e) = failure {
-            return Ok(Outcome::Done(Err(e)));
-        }
-        if let Err(e) = tx.commit().await {
+        if let Err(e) = committed {
             if is_race(&e) {
+                client.finish();
                 return Ok(Outcome::Race(e.to_string()));
             }
-            return Err(pg_error(e, "committing a write", &target));
+            return Err(failed(e));
+        }
+        client.finish();
+        if let Some(e) = failure {
+            return Ok(Outcome::Done(Err(e)));
         }
         let resolve = |m: MetaOf| match m {
             MetaOf::Stored(meta) => Some(meta),
@@ -325,7 +375,11 @@ impl PostgresBackend {
             return Ok(Outcome::Done(Err(pg_error(e, "writing", target).at_op(at))));
         };
         let Some(index) = layout.index_of_btree(&constraint).map(str::to_owned) else {
-            return Ok(Outcome::Done(Err(pg_error(e, "writing", target).at_op(at))));
+            // The primary key: another writer inserted the id since the batch read it.
+            return Ok(Outcome::Race(format!(
+                "{} was inserted by another writer",
+                op.id
+            )));
         };
         let values = match &op.action {
             WriteAction::Put { index: entries, .. }
@@ -597,6 +651,60 @@ impl PostgresBackend {
     }
 }
 
+const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// Reads the stored rows of some ids `FOR UPDATE`: `$1` the ids, `$2` the caller's now.
+fn current_sql(ns: &str, collection: &str) -> String {
+    format!(
+        "SELECT id, version, created_at, updated_at, expires_at, \
+         expires_at IS NULL OR expires_at > {} FROM {} \
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        now_sql("$2"),
+        crate::schema::qualified_table(ns, collection)
+    )
+}
+
+/// A missing schema or table.
+fn is_missing(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME)
+}
+
+/// A pooled connection with a transaction of statements sent by hand (so that `BEGIN` and
+/// `COMMIT` travel with other statements). If it is dropped before [`OpenTransaction::finish`]
+/// — the caller's future was cancelled mid-transaction — the connection is closed instead
+/// of going back to the pool, and PostgreSQL rolls the transaction back.
+struct OpenTransaction {
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl OpenTransaction {
+    fn new(client: deadpool_postgres::Object) -> Self {
+        OpenTransaction {
+            client: Some(client),
+        }
+    }
+
+    fn client(&self) -> &deadpool_postgres::Object {
+        // Set until `finish` or drop.
+        self.client.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    /// The transaction ended (committed or rolled back): the connection may be reused.
+    fn finish(mut self) {
+        self.client.take();
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
 /// Whether a failure is a lost race worth trying again: a deadlock or a serialization
 /// failure between writers.
 fn is_race(e: &tokio_postgres::Error) -> bool {
@@ -833,8 +941,6 @@ fn plan_record(
     p.push(w.updated_at);
     p.push(w.expires_at);
     p.push(w.ttl_us);
-    p.push(w.existed);
-    p.push(w.keep_created);
     for c in &layout.columns {
         let v: Param = match values(&c.index).first() {
             Some(v) => Box::new(SqlValue(v.clone())),
@@ -842,9 +948,15 @@ fn plan_record(
         };
         p.push_boxed(v);
     }
+    let sql = if w.existed {
+        p.push(w.keep_created);
+        layout.update.clone()
+    } else {
+        layout.insert.clone()
+    };
     planned.push(Planned {
         op: i,
-        sql: layout.upsert.clone(),
+        sql,
         params: p,
         writes_record: Some(w.version),
     });

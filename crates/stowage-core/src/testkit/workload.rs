@@ -139,7 +139,6 @@ pub fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-
 /// Prints `rows` as the markdown table of `shared/benchmarks.md`.
 pub fn print_table(rows: &[Row]) {
     println!("| row | n | Stowage ops/s | raw ops/s | ratio |");
