@@ -48,6 +48,9 @@ impl PostgresPool {
         );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            // The most recently used connection first: a sequential caller keeps one warm
+            // server process instead of cycling through all of them.
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .wait_timeout(Some(Duration::from_secs(30)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
