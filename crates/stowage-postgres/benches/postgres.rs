@@ -202,9 +202,11 @@ async fn raw_scan(pool: &Pool, table: &str, lo: f64) -> usize {
         .await
         .unwrap();
     let rows = client.query(&stmt, &[&lo, &(lo + 1.0)]).await.unwrap();
-    rows.iter()
-        .map(|r| serde_json::from_str::<User>(r.get(0)).unwrap())
-        .count()
+    let users: Vec<User> = rows
+        .iter()
+        .map(|r| serde_json::from_str(r.get(0)).unwrap())
+        .collect();
+    users.len()
 }
 
 fn main() {

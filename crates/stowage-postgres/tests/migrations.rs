@@ -58,7 +58,7 @@ async fn an_index_added_under_load_is_backfilled_exactly() {
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let id = if i % 2 == 0 {
+                let id = if i.is_multiple_of(2) {
                     format!("e{:05}", (i * 7919) % RECORDS)
                 } else {
                     format!("new{i:06}")

@@ -378,11 +378,8 @@ mod tests {
         listed.sort_unstable();
         assert_eq!(declared, listed);
         for (scheme, _) in ENGINE_FEATURES {
-            let on = match *scheme {
-                "redb" => cfg!(feature = "backend-redb"),
-                "postgres" => cfg!(feature = "backend-postgres"),
-                _ => false,
-            };
+            let on = (*scheme == "redb" && cfg!(feature = "backend-redb"))
+                || (*scheme == "postgres" && cfg!(feature = "backend-postgres"));
             assert_eq!(
                 on,
                 engines().iter().any(|e| e.scheme == *scheme),

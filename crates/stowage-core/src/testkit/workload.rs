@@ -66,7 +66,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -77,7 +77,7 @@ impl Rng {
     /// Shuffles `v` in place.
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
             v.swap(i, j);
         }
     }
@@ -88,26 +88,26 @@ const WORDS: [&str; 8] = [
 ];
 
 fn user(n: u64, rng: &mut Rng) -> User {
-    let note_len = 40 + (rng.next() % 40) as usize;
+    let note_len = 40 + (rng.next_u64() % 40) as usize;
     let note: String = (0..note_len)
-        .map(|_| (b'a' + (rng.next() % 26) as u8) as char)
+        .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
         .collect();
     User {
         id: n,
         name: format!("user-{n:08}"),
         email: format!("user{n}@example.com"),
-        score: (rng.next() % 10_000) as f64 / 100.0,
-        active: rng.next().is_multiple_of(2),
+        score: (rng.next_u64() % 10_000) as f64 / 100.0,
+        active: rng.next_u64().is_multiple_of(2),
         tags: vec![
-            WORDS[(rng.next() % 8) as usize].to_owned(),
-            WORDS[(rng.next() % 8) as usize].to_owned(),
+            WORDS[(rng.next_u64() % 8) as usize].to_owned(),
+            WORDS[(rng.next_u64() % 8) as usize].to_owned(),
         ],
         created: format!(
             "2024-{:02}-{:02}T{:02}:{:02}:00Z",
-            1 + rng.next() % 12,
-            1 + rng.next() % 28,
-            rng.next() % 24,
-            rng.next() % 60
+            1 + rng.next_u64() % 12,
+            1 + rng.next_u64() % 28,
+            rng.next_u64() % 24,
+            rng.next_u64() % 60
         ),
         note,
     }
