@@ -350,16 +350,16 @@ mod tests {
     async fn disabled_engines_name_their_feature() {
         for (scheme, feature) in ENGINE_FEATURES {
             // An unknown parameter fails every compiled-in engine before it touches anything.
-            let url = format!("{scheme}://localhost/x?no_such_parameter=1");
+            let url = format!("{scheme}://u@localhost/x?no_such_parameter=1");
             let e = Store::open(&url).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
             let compiled_in = e.message().contains("no_such_parameter");
             assert!(compiled_in || e.message().contains(feature), "{e}");
         }
         // A scheme no feature provides names no feature.
-        let e = Store::open("postgres://u:secret@h/db").await.unwrap_err();
+        let e = Store::open("cassandra://u:secret@h/db").await.unwrap_err();
         assert!(e.message().contains("unknown store URL scheme"), "{e}");
-        assert!(!e.message().contains("backend-postgres"), "{e}");
+        assert!(!e.message().contains("backend-"), "{e}");
         assert!(!e.message().contains("secret"), "{e}");
     }
 

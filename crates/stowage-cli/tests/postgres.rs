@@ -1,0 +1,203 @@
+//! `stowage serve` on PostgreSQL: two servers over one database are two instances of one
+//! service, and the password in the URL never reaches their output.
+
+#![cfg(feature = "backend-postgres")]
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
+const SECRET: &str = "hunter2-not-shown";
+
+/// A database for this test on the machine's PostgreSQL, dropped at the end.
+struct Database(String);
+
+async fn admin(sql: &str) {
+    let (client, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap();
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(&sql))
+        })
+        .join();
+    }
+}
+
+/// Every line a server prints, on stdout or stderr.
+type Output = Arc<Mutex<Vec<String>>>;
+
+/// Starts `stowage serve --url URL` on port 0; the server, its address and its output.
+async fn serve(url: &str) -> (Child, String, Output) {
+    let mut child = Command::new(STOWAGE)
+        .args(["serve", "--url", url, "--addr", "127.0.0.1:0"])
+        .env_remove("STOWAGE_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output: Output = Arc::default();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    output.lock().unwrap().push(line.clone());
+    let base = line.split(" on ").nth(1).unwrap().trim().to_owned();
+    let out = output.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = stdout.next_line().await {
+            out.lock().unwrap().push(l);
+        }
+    });
+    let out = output.clone();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = stderr.next_line().await {
+            out.lock().unwrap().push(l);
+        }
+    });
+    (child, base, output)
+}
+
+async fn increment(c: &Client, base: &str, times: u32) {
+    let url = format!("{base}/v1/app/counters/records/hits");
+    for _ in 0..times {
+        loop {
+            let r = c.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+            let n = r.json::<serde_json::Value>().await.unwrap()["n"]
+                .as_i64()
+                .unwrap();
+            let put = c
+                .put(&url)
+                .header("if-match", etag)
+                .json(&serde_json::json!({ "n": n + 1 }))
+                .send()
+                .await
+                .unwrap();
+            match put.status() {
+                StatusCode::OK => break,
+                StatusCode::PRECONDITION_FAILED => continue,
+                other => panic!("unexpected {other}: {}", put.text().await.unwrap()),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_database_count_exactly() {
+    let db = Database(format!("stowage_cli_test_{}", std::process::id()));
+    admin(&format!("CREATE DATABASE {}", db.0)).await;
+    // Trust auth ignores the password: it is there to be kept out of the output.
+    let url = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/{}", db.0);
+    let (_a, base_a, out_a) = serve(&url).await;
+    let (_b, base_b, out_b) = serve(&url).await;
+    let c = Client::new();
+    let r = c
+        .put(format!("{base_a}/v1/app/collections/counters"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = c
+        .put(format!("{base_a}/v1/app/counters/records/hits"))
+        .json(&serde_json::json!({ "n": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // Written through one, read through the other.
+    let r = c
+        .get(format!("{base_b}/v1/app/counters/records/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // 16 clients split across both servers, 50 If-Match increments each.
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let base = if i % 2 == 0 { &base_a } else { &base_b }.clone();
+            tokio::spawn(async move { increment(&Client::new(), &base, 50).await })
+        })
+        .collect();
+    for t in clients {
+        t.await.unwrap();
+    }
+    let r = c
+        .get(format!("{base_b}/v1/app/counters/records/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["etag"], "\"801\"");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["n"], 800);
+    // Ready, with the database's latency.
+    let ready: serde_json::Value = c
+        .get(format!("{base_a}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["backend"], "postgres");
+    assert!(ready["latency_ms"].as_f64().unwrap() > 0.0, "{ready}");
+
+    for out in [out_a, out_b] {
+        let lines = out.lock().unwrap();
+        assert!(lines.len() > 1, "the servers logged: {lines:?}");
+        for l in lines.iter() {
+            assert!(!l.contains(SECRET), "the password reached the output: {l}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_it_cannot_reach_is_named_without_the_password() {
+    let out = Command::new(STOWAGE)
+        .args([
+            "serve",
+            "--url",
+            &format!("postgres://postgres:{SECRET}@127.0.0.1:1/nowhere?connect_timeout_ms=2000"),
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("STOWAGE_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shown.contains("127.0.0.1:1"), "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+}
