@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use stowage_core::testkit::workload::{
-    bench_n, id_of, print_table, rate, workload, Plain, Rng, Row, User,
+    batches, bench_n, id_of, insert_all, print_table, rate, score_query, workload, Plain, Rng, Row,
+    User,
 };
-use stowage_core::{Collection, Query, Record, Store};
+use stowage_core::{Collection, Store};
 use stowage_postgres::{PostgresBackend, PostgresConfig};
 use tokio_postgres::NoTls;
 
@@ -95,26 +96,6 @@ async fn raw_inserts(pool: &Pool, table: &str, users: &[User], writers: usize) -
     start.elapsed()
 }
 
-/// Stowage inserts from `writers` tasks.
-async fn inserts(coll: &Collection<Plain>, users: &[User], writers: usize) -> Duration {
-    let start = Instant::now();
-    let tasks: Vec<_> = users
-        .chunks(users.len().div_ceil(writers))
-        .map(|c| {
-            let (coll, c) = (coll.clone(), c.to_vec());
-            tokio::spawn(async move {
-                for u in c {
-                    coll.insert(&Plain(u)).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    start.elapsed()
-}
-
 /// Raw batches of 100: one `INSERT … SELECT FROM unnest(…)` each.
 async fn raw_batches(pool: &Pool, table: &str, users: &[User]) -> Duration {
     let client = pool.get().await.unwrap();
@@ -134,19 +115,6 @@ async fn raw_batches(pool: &Pool, table: &str, users: &[User]) -> Duration {
         client.execute(&stmt, &[&ids, &bodies]).await.unwrap();
     }
     start.elapsed()
-}
-
-async fn batches<T: Record>(store: &Store, items: &[T]) -> (f64, Collection<T>) {
-    let coll = store.collection::<T>().await.unwrap();
-    let start = Instant::now();
-    for chunk in items.chunks(100) {
-        let mut b = store.batch();
-        for it in chunk {
-            b.insert(&coll, it);
-        }
-        b.commit().await.unwrap();
-    }
-    (rate(items.len(), start.elapsed()), coll)
 }
 
 /// Raw gets from `tasks` tasks, each decoding into the struct.
@@ -245,7 +213,7 @@ async fn run(db: &str, n: usize, n_single: usize) -> Vec<Row> {
     let (mut raw_time, mut ours_time) = (Duration::ZERO, Duration::ZERO);
     for round in few.chunks(n_single.div_ceil(4)) {
         raw_time += raw_inserts(&raw, "raw_single", round, 1).await;
-        ours_time += inserts(&coll, round, 1).await;
+        ours_time += insert_all(&coll, round, 1).await;
     }
     rows.push(Row {
         name: "durable single insert, 1 writer",
@@ -261,7 +229,7 @@ async fn run(db: &str, n: usize, n_single: usize) -> Vec<Row> {
     let (mut raw_time, mut ours_time) = (Duration::ZERO, Duration::ZERO);
     for round in few.chunks(n_single.div_ceil(2)) {
         raw_time += raw_inserts(&raw32, "raw_concurrent", round, 32).await;
-        ours_time += inserts(&coll, round, 32).await;
+        ours_time += insert_all(&coll, round, 32).await;
     }
     // PostgreSQL allows 100 connections: pools close before the next row opens theirs.
     drop(raw32);
@@ -341,12 +309,7 @@ async fn run(db: &str, n: usize, n_single: usize) -> Vec<Row> {
     for i in 0..queries {
         let lo = (i * 31 % 99) as f64;
         let start = Instant::now();
-        matched += indexed
-            .query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
-            .await
-            .unwrap()
-            .items
-            .len();
+        matched += score_query(&indexed, lo).await;
         ours_time += start.elapsed();
     }
     rows.push(Row {

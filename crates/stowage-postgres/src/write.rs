@@ -997,6 +997,9 @@ fn plan_record(
     Ok(())
 }
 
+/// The change event of a removal, from how many live records went.
+type EventOf<'a> = Box<dyn FnOnce(u64) -> Pending + Send + 'a>;
+
 /// How many expired records one purge transaction deletes.
 const PURGE_CHUNK: i64 = 1000;
 
@@ -1008,38 +1011,26 @@ impl PostgresBackend {
         req: &QueryRequest,
         now: Timestamp,
     ) -> Result<u64> {
-        let target = self.inner.pool.target().to_owned();
-        let mut client = self.inner.pool.client("deleting").await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg_error(e, "deleting", &target))?;
-        let conn = Conn::Tx(&tx);
-        lock(conn, ns, &req.collection, true, &target).await?;
-        let (layout, _) = self
-            .checked_layout(conn, ns, &req.collection, Some(req.revision))
-            .await?;
-        let mut q = query_sql(&layout, req, self.now_param(now))?;
-        let offset = q.params.push(req.offset as i64);
-        let limit = q.params.push(req.limit.map(|l| l as i64));
-        let sql = format!(
-            "DELETE FROM {table} WHERE id IN (SELECT t.id FROM {table} t WHERE {conds} \
-             ORDER BY {order} OFFSET {offset}::bigint LIMIT {limit}::bigint) RETURNING version",
-            table = layout.table,
-            conds = q.conditions.join(" AND "),
-            order = q.order_by,
-        );
-        let rows = conn
-            .query(&sql, &q.params.refs())
-            .await
-            .map_err(|e| read_error(e, ns, &req.collection, "deleting", &target))?;
-        let event = Pending {
-            count: Some(rows.len() as u64),
-            ..Pending::new(ChangeOp::DeleteWhere, &req.collection)
-        };
-        self.finish_removal(tx, ns, &req.collection, &rows, event, now, &target)
-            .await?;
-        Ok(rows.len() as u64)
+        let now_param = self.now_param(now);
+        self.remove(ns, &req.collection, Some(req.revision), now, |layout| {
+            let mut q = query_sql(layout, req, now_param)?;
+            let offset = q.params.push(req.offset as i64);
+            let limit = q.params.push(req.limit.map(|l| l as i64));
+            let sql = format!(
+                "DELETE FROM {table} WHERE id IN (SELECT t.id FROM {table} t WHERE {conds} \
+                 ORDER BY {order} OFFSET {offset}::bigint LIMIT {limit}::bigint) \
+                 RETURNING version, true",
+                table = layout.table,
+                conds = q.conditions.join(" AND "),
+                order = q.order_by,
+            );
+            let event = |n| Pending {
+                count: Some(n),
+                ..Pending::new(ChangeOp::DeleteWhere, &req.collection)
+            };
+            Ok((sql, q.params, Box::new(event) as EventOf<'_>))
+        })
+        .await
     }
 
     /// Deletes every record whose id starts with `prefix`; returns how many live ones went.
@@ -1050,6 +1041,40 @@ impl PostgresBackend {
         prefix: &str,
         now: Timestamp,
     ) -> Result<u64> {
+        let now_param = self.now_param(now);
+        self.remove(ns, collection, None, now, |layout| {
+            let mut params = Params::default();
+            let now_at = params.push(now_param);
+            let mut conditions = prefix_conditions("id", prefix, &mut params);
+            conditions.push("true".to_owned());
+            let sql = format!(
+                "DELETE FROM {} WHERE {} RETURNING version, \
+                 expires_at IS NULL OR expires_at > {}",
+                layout.table,
+                conditions.join(" AND "),
+                now_sql(&now_at)
+            );
+            let event = |n| Pending {
+                id: Some(prefix.to_owned()),
+                count: Some(n),
+                ..Pending::new(ChangeOp::DeletePrefix, collection)
+            };
+            Ok((sql, params, Box::new(event) as EventOf<'_>))
+        })
+        .await
+    }
+
+    /// Runs one `DELETE … RETURNING version, live` that `plan` builds from the collection's
+    /// layout, under the collection's exclusive lock; raises the floor, logs the event for
+    /// the live records removed, and returns how many those were.
+    async fn remove<'a>(
+        &self,
+        ns: &str,
+        collection: &str,
+        revision: Option<Revision>,
+        now: Timestamp,
+        plan: impl FnOnce(&Layout) -> Result<(String, Params, EventOf<'a>)>,
+    ) -> Result<u64> {
         let target = self.inner.pool.target().to_owned();
         let mut client = self.inner.pool.client("deleting").await?;
         let tx = client
@@ -1058,31 +1083,16 @@ impl PostgresBackend {
             .map_err(|e| pg_error(e, "deleting", &target))?;
         let conn = Conn::Tx(&tx);
         lock(conn, ns, collection, true, &target).await?;
-        let (layout, _) = self.checked_layout(conn, ns, collection, None).await?;
-        let mut params = Params::default();
-        let now_at = params.push(self.now_param(now));
-        let mut conditions = prefix_conditions("id", prefix, &mut params);
-        conditions.push("true".to_owned());
-        let sql = format!(
-            "DELETE FROM {} WHERE {} RETURNING version, \
-             expires_at IS NULL OR expires_at > {}",
-            layout.table,
-            conditions.join(" AND "),
-            now_sql(&now_at)
-        );
+        let (layout, _) = self.checked_layout(conn, ns, collection, revision).await?;
+        let (sql, params, event) = plan(&layout)?;
         let rows = conn
             .query(&sql, &params.refs())
             .await
             .map_err(|e| read_error(e, ns, collection, "deleting", &target))?;
-        let live = rows.iter().filter(|r| r.get::<_, bool>(1)).count();
-        let event = Pending {
-            id: Some(prefix.to_owned()),
-            count: Some(live as u64),
-            ..Pending::new(ChangeOp::DeletePrefix, collection)
-        };
-        self.finish_removal(tx, ns, collection, &rows, event, now, &target)
+        let live = rows.iter().filter(|r| r.get::<_, bool>(1)).count() as u64;
+        self.finish_removal(tx, ns, collection, &rows, event(live), now, &target)
             .await?;
-        Ok(live as u64)
+        Ok(live)
     }
 
     /// Removes expired records of every collection of `ns`, a chunk per transaction. One

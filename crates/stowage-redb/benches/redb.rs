@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use stowage_core::testkit::workload::{
-    bench_n, id_of, print_table, rate, workload, Plain, Rng, Row, User,
+    batches, bench_n, id_of, insert_all, print_table, rate, score_query, workload, Plain, Rng, Row,
+    User,
 };
-use stowage_core::{Collection, CollectionSpec, IndexSpec, Query, Record, Store};
+use stowage_core::{CollectionSpec, IndexSpec, Record, Store};
 use stowage_redb::{RedbBackend, RedbConfig};
 
 const RAW: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records");
@@ -100,30 +101,6 @@ fn raw_get(db: &redb::Database, id: &str) -> User {
     let t = txn.open_table(RAW).unwrap();
     let v = t.get(id).unwrap().unwrap();
     serde_json::from_slice(v.value()).unwrap()
-}
-
-/// Opens `T`'s collection and inserts `items` in atomic batches of 100: the rate, and the
-/// collection for the reads that follow.
-async fn batches<T: Record>(store: &Store, items: &[T]) -> (f64, Collection<T>) {
-    let coll = store.collection::<T>().await.unwrap();
-    let start = Instant::now();
-    for chunk in items.chunks(100) {
-        let mut b = store.batch();
-        for it in chunk {
-            b.insert(&coll, it);
-        }
-        b.commit().await.unwrap();
-    }
-    (rate(items.len(), start.elapsed()), coll)
-}
-
-/// One 1 % query: the records with a score in `lo..lo + 1`; how many.
-async fn score_query<T: Record>(coll: &Collection<T>, lo: f64) -> usize {
-    coll.query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
-        .await
-        .unwrap()
-        .items
-        .len()
 }
 
 /// The same query as a full scan with a filter on raw redb.
@@ -439,26 +416,6 @@ fn main() {
         );
     }
     println!("command: cargo bench -p stowage-redb   (STOWAGE_BENCH_N={n})");
-}
-
-/// Inserts `users` into `coll` from `writers` concurrent tasks; how long it took.
-async fn insert_all(coll: &Collection<Plain>, users: &[User], writers: usize) -> Duration {
-    let start = Instant::now();
-    let tasks: Vec<_> = users
-        .chunks(users.len().div_ceil(writers))
-        .map(|c| {
-            let (coll, c) = (coll.clone(), c.to_vec());
-            tokio::spawn(async move {
-                for u in c {
-                    coll.insert(&Plain(u)).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    start.elapsed()
 }
 
 /// Durable inserts into a watched namespace against an unwatched one of the same store, in

@@ -1,11 +1,11 @@
 //! The benchmark workload of `shared/benchmarks.md`, shared by every engine's benchmark:
 //! the seeded records, their shuffled order, and the table every benchmark prints.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CollectionSpec, IndexSpec, Record};
+use crate::{Collection, CollectionSpec, IndexSpec, Query, Record, Store};
 
 /// One record of the workload: about 200 bytes of JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,4 +164,48 @@ pub fn bench_n() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
+}
+
+/// Opens `T`'s collection and inserts `items` in atomic batches of 100: the rate, and the
+/// collection for the reads that follow.
+pub async fn batches<T: Record>(store: &Store, items: &[T]) -> (f64, Collection<T>) {
+    let coll = store.collection::<T>().await.unwrap();
+    let start = Instant::now();
+    for chunk in items.chunks(100) {
+        let mut b = store.batch();
+        for it in chunk {
+            b.insert(&coll, it);
+        }
+        b.commit().await.unwrap();
+    }
+    (rate(items.len(), start.elapsed()), coll)
+}
+
+/// One 1 % query: the records with a score in `lo..lo + 1`; how many.
+pub async fn score_query<T: Record>(coll: &Collection<T>, lo: f64) -> usize {
+    coll.query(&Query::new().gte("score", lo).lt("score", lo + 1.0))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+/// Inserts `users` into `coll` from `writers` concurrent tasks; how long it took.
+pub async fn insert_all(coll: &Collection<Plain>, users: &[User], writers: usize) -> Duration {
+    let start = Instant::now();
+    let tasks: Vec<_> = users
+        .chunks(users.len().div_ceil(writers))
+        .map(|c| {
+            let (coll, c) = (coll.clone(), c.to_vec());
+            tokio::spawn(async move {
+                for u in c {
+                    coll.insert(&Plain(u)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
 }
