@@ -31,6 +31,11 @@ pub(crate) fn lock_key(ns: &str, collection: &str) -> i64 {
     stable_hash(&format!("stowage\0{ns}\0{collection}")) as i64
 }
 
+/// Takes an advisory lock shared until the transaction ends: `$1` the key.
+pub(crate) const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+/// Takes an advisory lock exclusive until the transaction ends: `$1` the key.
+pub(crate) const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
+
 /// Takes the collection's advisory lock for the rest of the transaction.
 pub(crate) async fn lock(
     conn: Conn<'_>,
@@ -40,9 +45,9 @@ pub(crate) async fn lock(
     target: &str,
 ) -> Result<()> {
     let sql = if exclusive {
-        "SELECT pg_advisory_xact_lock($1)"
+        LOCK_EXCLUSIVE
     } else {
-        "SELECT pg_advisory_xact_lock_shared($1)"
+        LOCK_SHARED
     };
     conn.execute(sql, &[&lock_key(ns, collection)])
         .await

@@ -27,7 +27,7 @@ use stowage_core::{Body, ChangeOp, ContentType, Error, ErrorKind, Result, Timest
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use crate::catalog::{lock, raise_floor};
+use crate::catalog::{lock, raise_floor, LOCK_EXCLUSIVE, LOCK_SHARED};
 use crate::error::pg_error;
 use crate::feed::{append, Pending};
 use crate::open::{to_system_time, PostgresBackend};
@@ -650,9 +650,6 @@ impl PostgresBackend {
         pg_error(e, "building an index", target)
     }
 }
-
-const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
-const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
 
 /// Reads the stored rows of some ids `FOR UPDATE`: `$1` the ids, `$2` the caller's now.
 fn current_sql(ns: &str, collection: &str) -> String {
