@@ -38,6 +38,23 @@ async fn admin(sql: &str) {
     client.batch_execute(sql).await.unwrap();
 }
 
+/// The benchmark's database on the shared server: dropped at the end, even after a panic.
+struct BenchDatabase(String);
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(&sql))
+        })
+        .join();
+    }
+}
+
 /// A raw pool of `size` connections to `db`, as the store's is made.
 fn raw_pool(db: &str, size: usize) -> Pool {
     let config: tokio_postgres::Config = format!("postgresql://{}/{db}", server()).parse().unwrap();
@@ -184,10 +201,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let db = format!("stowage_bench_{}", std::process::id());
-    rt.block_on(admin(&format!("CREATE DATABASE {db}")));
-    let rows = rt.block_on(run(&db, n, n_single));
-    rt.block_on(admin(&format!("DROP DATABASE {db} WITH (FORCE)")));
+    let db = BenchDatabase(format!("stowage_bench_{}", std::process::id()));
+    rt.block_on(admin(&format!("CREATE DATABASE {}", db.0)));
+    let rows = rt.block_on(run(&db.0, n, n_single));
+    drop(db);
     println!(
         "\nStowage on PostgreSQL vs raw tokio-postgres (same deadpool pool), durability: \
          synchronous_commit=on (fsync at commit) on both sides\n"
