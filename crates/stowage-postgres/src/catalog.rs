@@ -269,6 +269,19 @@ impl PostgresBackend {
             .await
             .map_err(|e| pg_error(e, "storing a spec", &target))?;
         let revision: i64 = row.get(0);
+        // The collection's write function, for this revision's layout.
+        let layout = self.layout(
+            ns,
+            collection,
+            StoredSpec {
+                spec: update.spec.clone(),
+                revision: revision as Revision,
+                building: update.building.clone(),
+            },
+        )?;
+        tx.batch_execute(&layout.writer_ddl()?)
+            .await
+            .map_err(ddl_error)?;
         if what.is_empty() {
             what.push("spec stored again".to_owned());
         }
@@ -328,9 +341,14 @@ impl PostgresBackend {
                 .await
                 .map_err(|e| pg_error(e, "dropping a collection", &target))?;
         }
-        tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", layout.table))
-            .await
-            .map_err(|e| pg_error(e, "dropping a collection", &target))?;
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {}; DROP FUNCTION IF EXISTS {}.{}",
+            layout.table,
+            quote(&schema_name(ns)),
+            quote(&crate::writer::writer_name(collection))
+        ))
+        .await
+        .map_err(|e| pg_error(e, "dropping a collection", &target))?;
         tx.execute(
             "DELETE FROM stowage.collections WHERE namespace = $1 AND collection = $2",
             &[&ns, &collection],

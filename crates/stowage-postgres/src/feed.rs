@@ -33,7 +33,7 @@ use crate::pool::Conn;
 use crate::schema::{now_sql, Params};
 
 /// The NOTIFY channel.
-const CHANNEL: &str = "stowage_changes";
+pub(crate) const CHANNEL: &str = "stowage_changes";
 
 /// How often a watcher reads the log when no notification woke it.
 const POLL: Duration = Duration::from_secs(1);

@@ -63,6 +63,7 @@ mod pool;
 mod query;
 pub mod schema;
 mod write;
+mod writer;
 
 pub use config::{ClockSource, PostgresConfig, URL_PARAMS};
 pub use open::{PostgresBackend, FORMAT_VERSION};

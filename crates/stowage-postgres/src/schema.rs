@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use stowage_core::backend::stable_hash;
 
 use bytes::BytesMut;
-use stowage_core::backend::{RecordMeta, StoredSpec};
+use stowage_core::backend::StoredSpec;
 use stowage_core::{Body, IndexValue, StoredRecord, Timestamp, Version};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Row;
@@ -253,10 +253,6 @@ pub(crate) struct Layout {
     pub columns: Vec<IndexColumn>,
     /// The multi-valued indexes, in spec order.
     pub sides: Vec<SideTable>,
-    /// Inserts a record where no row has its id: see [`Layout::record_writes`].
-    pub insert: String,
-    /// Rewrites the row of a record: see [`Layout::record_writes`].
-    pub update: String,
 }
 
 /// A single-valued index: its typed column in the records table.
@@ -330,79 +326,15 @@ impl Layout {
                 });
             }
         }
-        let mut layout = Layout {
+        let layout = Layout {
             ns: ns.to_owned(),
             collection: collection.to_owned(),
             stored,
             table,
             columns,
             sides,
-            insert: String::new(),
-            update: String::new(),
         };
-        (layout.insert, layout.update) = layout.record_writes()?;
         Ok(layout)
-    }
-
-    /// The statements that write one record: `(insert, update)`. The insert is for an id
-    /// with no row (a row inserted since by another writer fails it on the primary key: the
-    /// batch is tried again); the update for a row the transaction holds `FOR UPDATE`.
-    ///
-    /// Both take `$1` id, `$2` version, `$3` JSON body, `$4` byte body, `$5` the caller's
-    /// now (NULL: the database's), `$6` created_at (NULL: now), `$7` updated_at (NULL: now),
-    /// `$8` expires_at (NULL: from `$9`), `$9` TTL in microseconds (NULL: never), then one
-    /// parameter per index column from `$10`; the update takes one more, last: whether to
-    /// keep the stored `created_at` (a rewrite of a live record). Both return
-    /// `created_at, updated_at, expires_at`.
-    fn record_writes(&self) -> Result<(String, String)> {
-        let now = now_sql("$5");
-        let mut names: Vec<String> = [
-            "id",
-            "version",
-            "body",
-            "blob",
-            "created_at",
-            "updated_at",
-            "expires_at",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-        let mut values = vec![
-            "$1".to_owned(),
-            "$2".to_owned(),
-            "$3".to_owned(),
-            "$4".to_owned(),
-            format!("coalesce($6::timestamptz, {now})"),
-            format!("coalesce($7::timestamptz, {now})"),
-            format!("coalesce($8::timestamptz, {now} + $9::float8 * interval '1 microsecond')"),
-        ];
-        for (i, c) in self.columns.iter().enumerate() {
-            names.push(c.column.clone());
-            values.push(format!("${}::{}", 10 + i, cast_type(c.index_type)?));
-        }
-        let keep = format!("${}::bool", 10 + self.columns.len());
-        let returning = "RETURNING created_at, updated_at, expires_at";
-        let insert = format!(
-            "INSERT INTO {} ({}) VALUES ({}) {returning}",
-            self.table,
-            names.join(", "),
-            values.join(", ")
-        );
-        let sets = names
-            .iter()
-            .zip(&values)
-            .skip(1)
-            .map(|(n, v)| match n.as_str() {
-                "created_at" => {
-                    format!("created_at = CASE WHEN {keep} THEN created_at ELSE {v} END")
-                }
-                _ => format!("{n} = {v}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let update = format!("UPDATE {} SET {sets} WHERE id = $1 {returning}", self.table);
-        Ok((insert, update))
     }
 
     /// The column of single-valued index `name`.
@@ -523,16 +455,6 @@ pub(crate) fn read_record(row: &Row, at: usize) -> StoredRecord {
             .get::<_, Option<SystemTime>>(at + 6)
             .map(Timestamp::from),
         body,
-    }
-}
-
-/// A record's metadata from `created_at, updated_at, expires_at` at columns 0..3.
-pub(crate) fn read_times(row: &Row, version: Version) -> RecordMeta {
-    RecordMeta {
-        version,
-        created_at: Timestamp::from(row.get::<_, SystemTime>(0)),
-        updated_at: Timestamp::from(row.get::<_, SystemTime>(1)),
-        expires_at: row.get::<_, Option<SystemTime>>(2).map(Timestamp::from),
     }
 }
 

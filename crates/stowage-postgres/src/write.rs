@@ -1,29 +1,32 @@
-//! Writes: a batch in one transaction, in a fixed number of round trips whatever its size.
+//! Writes: every op of a batch runs inside the collection's write function on the server
+//! (see `writer.rs`), so a single write is one statement and one round trip, and a batch of
+//! any size in one collection is one statement too.
 //!
-//! 1. `BEGIN`;
-//! 2. the advisory lock of each collection the batch touches (shared, or exclusive where it
-//!    removes records), then the catalog rows of those collections;
-//! 3. the stored rows of the batch's ids, read `FOR UPDATE` (one statement per collection);
-//! 4. every op's statements, pipelined: preconditions were checked in Rust against the rows
-//!    of step 3 as earlier ops of the batch left them, and the versions computed, so the
-//!    statements only write;
-//! 5. `COMMIT`.
+//! The batch is cut into *segments* — runs of ops on one collection at one spec revision
+//! in which each id appears once, no delete follows a write and no put follows a restore —
+//! and each segment is one call. One segment runs on its own (its statement is its transaction); several run
+//! pipelined between `BEGIN` and `COMMIT` in one round trip, after the collections'
+//! advisory locks taken in name order (so two batches over the same collections cannot
+//! deadlock). Segments run in op order, so an op sees every op before it.
 //!
 //! A unique index is enforced by its B-tree: a clash fails the statement (SQLSTATE 23505),
-//! the transaction rolls back, and the holder is looked up afterwards to name it. Before a
-//! record takes a unique value, an *expired* record holding it lets it go (its column is
-//! cleared, its side row deleted): an expired holder never blocks a live writer.
+//! the transaction rolls back, and the holder is looked up afterwards to name it. A clash
+//! that no holder explains came from the order of rows inside one set-based statement (a
+//! value handed from one record to another in the same segment): the batch then runs
+//! again one op per segment, which is exact. Before a record takes a unique value, an
+//! *expired* record holding it lets it go: an expired holder never blocks a live writer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::future::{join, join4, join_all};
+use futures_util::future::{join, join3, join_all};
 use stowage_core::backend::{
-    first_version, IndexEntries, IndexFill, QueryRequest, RecordMeta, Revision, WriteAction,
-    WriteOp, WriteResult,
+    entry_values, IndexFill, QueryRequest, RecordMeta, Revision, WriteAction, WriteOp, WriteResult,
 };
-use stowage_core::{Body, ChangeOp, ContentType, Error, ErrorKind, Result, Timestamp, Version};
+use stowage_core::{
+    ChangeOp, ContentType, Error, ErrorKind, IndexValue, Precondition, Result, Timestamp, Version,
+};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
@@ -33,7 +36,8 @@ use crate::feed::{append, Pending};
 use crate::open::{to_system_time, PostgresBackend};
 use crate::pool::Conn;
 use crate::query::{prefix_conditions, query_sql, read_error};
-use crate::schema::{now_sql, typed_array, Layout, Param, Params, SqlValue};
+use crate::schema::{now_sql, typed_array, Layout, Params, SqlValue};
+use crate::writer;
 
 /// How many times a batch that lost a race is tried again before the caller gets
 /// `Unavailable`.
@@ -44,42 +48,19 @@ enum Outcome {
     /// The batch's answer (an error names its op).
     Done(Result<Vec<WriteResult>>),
     /// Another writer got in between (a row appeared that was not there when read, a
-    /// deadlock): try again from the start.
+    /// deadlock, a spec change while the call started): try again from the start.
     Race(String),
+    /// A failure inside one segment whose op order matters (a unique clash no holder
+    /// explains, a precondition failing after ops that might clash): run again one op per
+    /// segment.
+    OneByOne,
 }
 
-/// A stored row as step 3 read it, then as the batch's earlier ops left it.
-#[derive(Debug, Clone, Copy)]
-struct Current {
-    version: Version,
-    live: bool,
-    /// The live record's metadata: from the row, or from an earlier op of the batch.
-    meta: MetaOf,
-}
-
-/// Where a record's metadata comes from.
-#[derive(Debug, Clone, Copy)]
-enum MetaOf {
-    Stored(RecordMeta),
-    /// What op `n` of the batch wrote (known once its statement has run).
-    Op(usize),
-}
-
-/// One statement of the batch, planned before anything runs.
-struct Planned {
-    op: usize,
-    sql: String,
-    params: Params,
-    /// The op's record write: its RETURNING row is the op's result, and no row means
-    /// another writer inserted the id in between.
-    writes_record: Option<Version>,
-}
-
-/// What a planned op returns.
-enum Answer {
-    None,
-    Meta(MetaOf),
-    Written,
+/// A run of a batch's ops that one call of the collection's write function applies.
+struct Segment {
+    layout: Arc<Layout>,
+    /// Positions in the batch, in order.
+    ops: Vec<usize>,
 }
 
 impl PostgresBackend {
@@ -91,10 +72,13 @@ impl PostgresBackend {
         now: Timestamp,
     ) -> Result<Vec<WriteResult>> {
         let mut last = String::new();
+        let mut one_by_one = false;
         for _ in 0..RACE_RETRIES {
-            match self.write_attempt(ns, ops, now).await? {
+            match self.write_attempt(ns, ops, now, one_by_one).await? {
                 Outcome::Done(r) => return r,
                 Outcome::Race(why) => last = why,
+                Outcome::OneByOne if !one_by_one => one_by_one = true,
+                Outcome::OneByOne => last = "a unique clash no holder explains".into(),
             }
         }
         Err(Error::new(
@@ -107,328 +91,476 @@ impl PostgresBackend {
         ))
     }
 
-    async fn write_attempt(&self, ns: &str, ops: &[WriteOp], now: Timestamp) -> Result<Outcome> {
-        let target = self.inner.pool.target().to_owned();
-        let now_param = self.now_param(now);
-        let client = OpenTransaction::new(self.inner.pool.client("writing").await?);
-        let c = client.client();
-        let failed = |e| pg_error(e, "writing", &target);
-
-        // Locks in name order (every writer takes them in the same order, so two batches
-        // over the same collections cannot deadlock).
-        let mut touched: BTreeMap<&str, bool> = BTreeMap::new();
-        for op in ops {
-            let removes = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
-            *touched.entry(op.collection.as_str()).or_default() |= removes;
-        }
-        let names: Vec<&str> = touched.keys().copied().collect();
-        let lock_shared = c.prepare_cached(LOCK_SHARED).await.map_err(failed)?;
-        let lock_exclusive = c.prepare_cached(LOCK_EXCLUSIVE).await.map_err(failed)?;
-        let catalog = c
-            .prepare_cached(&crate::catalog::select_entries())
-            .await
-            .map_err(failed)?;
-        // The stored rows of the batch's ids, per collection whose table exists (a missing
-        // one fails to prepare: the catalog then says the collection is gone).
-        let mut reads = Vec::new();
-        for name in &names {
-            let sql = current_sql(ns, name);
-            match c.prepare_cached(&sql).await {
-                Ok(stmt) => {
-                    let ids: Vec<&str> = ops
-                        .iter()
-                        .filter(|o| o.collection == *name)
-                        .map(|o| o.id.as_str())
-                        .collect();
-                    reads.push((*name, sql, stmt, ids));
-                }
-                Err(e) if is_missing(&e) => {}
-                Err(e) => return Err(failed(e)),
+    /// The layout an op was prepared with: from the cache by revision, or from the
+    /// catalog (NotFound when the collection is gone, stale spec when it moved on).
+    async fn op_layout(&self, ns: &str, op: &WriteOp) -> Result<Arc<Layout>> {
+        if let Some(layout) = self.inner.layouts.lock().get(&op.revision) {
+            if layout.ns == ns && layout.collection == op.collection {
+                return Ok(layout.clone());
             }
         }
-        let keys: Vec<(i64, bool)> = touched
-            .iter()
-            .map(|(coll, exclusive)| (crate::catalog::lock_key(ns, coll), *exclusive))
-            .collect();
+        let client = self.inner.pool.client("reading the catalog").await?;
+        let (layout, _) = self
+            .checked_layout(Conn::Client(&client), ns, &op.collection, Some(op.revision))
+            .await?;
+        Ok(layout)
+    }
 
-        // Round trip 1: BEGIN, the locks, the catalog rows, the stored rows.
-        type P<'a> = &'a (dyn ToSql + Sync);
-        let lock_params: Vec<[P<'_>; 1]> = keys.iter().map(|(k, _)| [k as P<'_>]).collect();
-        let read_params: Vec<[P<'_>; 2]> = reads
-            .iter()
-            .map(|(_, _, _, ids)| [ids as P<'_>, &now_param as P<'_>])
-            .collect();
-        let (begun, locked, entries, read) = join4(
-            c.batch_execute("BEGIN"),
-            join_all(
-                keys.iter()
-                    .zip(&lock_params)
-                    .map(|((_, exclusive), params)| {
-                        let stmt = if *exclusive {
-                            &lock_exclusive
-                        } else {
-                            &lock_shared
-                        };
-                        c.execute(stmt, params)
-                    }),
-            ),
-            c.query(&catalog, &[&ns, &names]),
-            join_all(
-                reads
-                    .iter()
-                    .zip(&read_params)
-                    .map(|((_, _, stmt, _), params)| c.query(stmt, params)),
-            ),
-        )
-        .await;
-        begun.map_err(failed)?;
-        for l in locked {
-            l.map_err(failed)?;
-        }
-        let mut layouts: HashMap<String, (Arc<Layout>, Version)> = HashMap::new();
-        for row in entries.map_err(failed)? {
-            let (name, entry) = crate::catalog::entry_of(&row)?;
-            let layout = self.layout(ns, &name, entry.stored)?;
-            layouts.insert(name, (layout, entry.floor));
-        }
-        let mut current: HashMap<(String, String), Current> = HashMap::new();
-        for ((name, sql, _, _), rows) in reads.iter().zip(read) {
-            let rows = match rows {
-                Ok(rows) => rows,
-                Err(e) if is_missing(&e) => {
-                    // Dropped since the statement was prepared: forget it and try again.
-                    c.statement_cache.remove(sql, &[]);
-                    return Ok(Outcome::Race("a collection was dropped meanwhile".into()));
+    /// Cuts a batch into segments (see the module docs); `one_by_one` makes one per op.
+    async fn segments(&self, ns: &str, ops: &[WriteOp], one_by_one: bool) -> Result<Vec<Segment>> {
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut ids: HashSet<&str> = HashSet::new();
+        let (mut wrote, mut restored) = (false, false);
+        for (i, op) in ops.iter().enumerate() {
+            let puts = matches!(op.action, WriteAction::Put { .. });
+            let restores = matches!(op.action, WriteAction::Restore { .. });
+            let deletes = matches!(op.action, WriteAction::Delete);
+            let joins = segments.last().is_some_and(|s| {
+                !one_by_one
+                    && s.layout.collection == op.collection
+                    && s.layout.stored.revision == op.revision
+                    && !ids.contains(op.id.as_str())
+                    && !(deletes && wrote)
+                    && !(puts && restored)
+            });
+            if joins {
+                if let Some(s) = segments.last_mut() {
+                    s.ops.push(i);
                 }
-                Err(e) => return Err(failed(e)),
+            } else {
+                let layout = self.op_layout(ns, op).await.map_err(|e| e.at_op(i))?;
+                segments.push(Segment {
+                    layout,
+                    ops: vec![i],
+                });
+                ids.clear();
+                (wrote, restored) = (false, false);
+            }
+            ids.insert(op.id.as_str());
+            wrote |= puts || restores;
+            restored |= restores;
+        }
+        Ok(segments)
+    }
+
+    async fn write_attempt(
+        &self,
+        ns: &str,
+        ops: &[WriteOp],
+        now: Timestamp,
+        one_by_one: bool,
+    ) -> Result<Outcome> {
+        let segments = match self.segments(ns, ops, one_by_one).await {
+            Ok(s) => s,
+            Err(e) => return Ok(Outcome::Done(Err(e))),
+        };
+        let target = self.inner.pool.target().to_owned();
+        let failed = |e| pg_error(e, "writing", &target);
+        let now_param = self.now_param(now);
+        // Collections whose batch ops remove records lock exclusively (see catalog.rs).
+        let mut exclusive: BTreeMap<&str, bool> = BTreeMap::new();
+        for op in ops {
+            let removes = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
+            *exclusive.entry(op.collection.as_str()).or_default() |= removes;
+        }
+        let mut calls = Vec::with_capacity(segments.len());
+        for s in &segments {
+            let coll = s.layout.collection.as_str();
+            let params = segment_params(ops, s, now_param, exclusive[coll])?;
+            calls.push(params);
+        }
+
+        let client = OpenTransaction::new(self.inner.pool.client("writing").await?);
+        let c = client.client();
+        let mut statements = Vec::with_capacity(segments.len());
+        for s in &segments {
+            match c.prepare_cached(&s.layout.writer_call()).await {
+                Ok(stmt) => statements.push(stmt),
+                Err(e) => {
+                    client.finish();
+                    return self.explain(ns, ops, s, e, now).await;
+                }
+            }
+        }
+        let refs: Vec<_> = calls.iter().map(Params::refs).collect();
+        let results = if segments.len() == 1 {
+            // One statement: its own transaction.
+            vec![c.query(&statements[0], &refs[0]).await]
+        } else {
+            let lock_shared = c.prepare_cached(LOCK_SHARED).await.map_err(failed)?;
+            let lock_exclusive = c.prepare_cached(LOCK_EXCLUSIVE).await.map_err(failed)?;
+            let keys: Vec<(i64, bool)> = exclusive
+                .iter()
+                .map(|(coll, x)| (crate::catalog::lock_key(ns, coll), *x))
+                .collect();
+            type P<'a> = &'a (dyn ToSql + Sync);
+            let lock_params: Vec<[P<'_>; 1]> = keys.iter().map(|(k, _)| [k as P<'_>]).collect();
+            let (begun, (locked, results), committed) = join3(
+                c.batch_execute("BEGIN"),
+                join(
+                    join_all(keys.iter().zip(&lock_params).map(|((_, x), p)| {
+                        c.execute(if *x { &lock_exclusive } else { &lock_shared }, p)
+                    })),
+                    join_all(
+                        statements
+                            .iter()
+                            .zip(&refs)
+                            .map(|(stmt, p)| c.query(stmt, p)),
+                    ),
+                ),
+                // A failed statement turns the COMMIT into a rollback.
+                c.batch_execute("COMMIT"),
+            )
+            .await;
+            begun.map_err(failed)?;
+            for l in locked {
+                if let Err(e) = l {
+                    committed.map_err(failed)?;
+                    client.finish();
+                    return self.explain(ns, ops, &segments[0], e, now).await;
+                }
+            }
+            if let Err(e) = committed {
+                if let Some((s, e)) = segments
+                    .iter()
+                    .zip(results)
+                    .find_map(|(s, r)| r.err().map(|e| (s, e)))
+                {
+                    client.finish();
+                    return self.explain(ns, ops, s, e, now).await;
+                }
+                if is_race(&e) {
+                    client.finish();
+                    return Ok(Outcome::Race(e.to_string()));
+                }
+                return Err(failed(e));
+            }
+            results
+        };
+        client.finish();
+        let mut metas: HashMap<usize, RecordMeta> = HashMap::new();
+        for (s, result) in segments.iter().zip(results) {
+            let rows = match result {
+                Ok(rows) => rows,
+                Err(e) => return self.explain(ns, ops, s, e, now).await,
             };
             for row in rows {
-                let version = row.get::<_, i64>(1) as Version;
-                let meta = RecordMeta {
-                    version,
-                    created_at: Timestamp::from(row.get::<_, SystemTime>(2)),
-                    updated_at: Timestamp::from(row.get::<_, SystemTime>(3)),
-                    expires_at: row.get::<_, Option<SystemTime>>(4).map(Timestamp::from),
-                };
-                current.insert(
-                    (name.to_string(), row.get(0)),
-                    Current {
-                        version,
-                        live: row.get(5),
-                        meta: MetaOf::Stored(meta),
+                let ord: i32 = row.get(0);
+                metas.insert(
+                    ord as usize,
+                    RecordMeta {
+                        version: row.get::<_, i64>(1) as Version,
+                        created_at: Timestamp::from(row.get::<_, SystemTime>(2)),
+                        updated_at: Timestamp::from(row.get::<_, SystemTime>(3)),
+                        expires_at: row.get::<_, Option<SystemTime>>(4).map(Timestamp::from),
                     },
                 );
             }
         }
-
-        // Check and plan each op, as the ops before it leave things.
-        let mut planned: Vec<Planned> = Vec::new();
-        let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
-        let mut floors: HashMap<&str, (Version, bool)> = layouts
-            .iter()
-            .map(|(name, (_, floor))| (name.as_str(), (*floor, false)))
-            .collect();
-        let mut failure: Option<Error> = None;
-        let mut events: Vec<Pending> = Vec::new();
+        let mut results = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            match plan_op(
-                ns,
-                i,
-                op,
-                &layouts,
-                &mut current,
-                &mut floors,
-                &now_param,
-                now,
-                &mut planned,
-                &mut events,
-            ) {
-                Ok(answer) => answers.push(answer),
-                Err(e) => {
-                    failure = Some(e.at_op(i));
-                    break;
-                }
+            let meta = metas.get(&i).copied();
+            if meta.is_none()
+                && matches!(
+                    op.action,
+                    WriteAction::Put { .. } | WriteAction::Restore { .. }
+                )
+            {
+                return Err(Error::internal(format!(
+                    "postgres {target}: the write function reported nothing for op {i}"
+                )));
             }
+            results.push(WriteResult { meta });
         }
-        if failure.is_none() {
-            for (coll, (floor, raised)) in &floors {
-                if *raised {
-                    let mut params = Params::default();
-                    let (n, c, f) = (
-                        params.push(ns.to_owned()),
-                        params.push(coll.to_string()),
-                        params.push(*floor as i64),
-                    );
-                    planned.push(Planned {
-                        op: ops.len().saturating_sub(1),
-                        sql: format!(
-                            "INSERT INTO stowage.version_floors AS f (namespace, collection, \
-                             floor) VALUES ({n}, {c}, {f}) ON CONFLICT (namespace, collection) \
-                             DO UPDATE SET floor = greatest(f.floor, EXCLUDED.floor)"
-                        ),
-                        params,
-                        writes_record: None,
-                    });
-                }
-            }
-            // Last: it holds the namespace's log row until commit.
-            if let Some((sql, params)) = append(ns, &events, now_param) {
-                planned.push(Planned {
-                    op: ops.len().saturating_sub(1),
-                    sql,
-                    params,
-                    writes_record: None,
-                });
-            }
-        }
-
-        // Round trip 2: every write, then COMMIT unless an op already failed its checks (a
-        // failed statement turns the COMMIT into a rollback). Statements are prepared first
-        // (once per connection), so they are sent in order.
-        let mut statements = Vec::with_capacity(planned.len());
-        for p in &planned {
-            statements.push(c.prepare_cached(&p.sql).await.map_err(failed)?);
-        }
-        let refs: Vec<_> = planned.iter().map(|p| p.params.refs()).collect();
-        let commit = failure.is_none();
-        let (results, committed) = join(
-            join_all(
-                statements
-                    .iter()
-                    .zip(&refs)
-                    .map(|(stmt, params)| c.query(stmt, params)),
-            ),
-            async {
-                if commit {
-                    c.batch_execute("COMMIT").await
-                } else {
-                    c.batch_execute("ROLLBACK").await
-                }
-            },
-        )
-        .await;
-        let mut written: HashMap<usize, RecordMeta> = HashMap::new();
-        for (p, result) in planned.iter().zip(results) {
-            match result {
-                Ok(rows) => {
-                    if let (Some(version), Some(row)) = (p.writes_record, rows.first()) {
-                        written.insert(p.op, crate::schema::read_times(row, version));
-                    }
-                }
-                Err(e) => {
-                    // The transaction ended with the COMMIT (as a rollback).
-                    committed.map_err(failed)?;
-                    client.finish();
-                    return self.explain_failure(ops, p.op, e, &layouts).await;
-                }
-            }
-        }
-        if let Err(e) = committed {
-            if is_race(&e) {
-                client.finish();
-                return Ok(Outcome::Race(e.to_string()));
-            }
-            return Err(failed(e));
-        }
-        client.finish();
-        if let Some(e) = failure {
-            return Ok(Outcome::Done(Err(e)));
-        }
-        let resolve = |m: MetaOf| match m {
-            MetaOf::Stored(meta) => Some(meta),
-            MetaOf::Op(j) => written.get(&j).copied(),
-        };
-        let results = answers
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| WriteResult {
-                meta: match a {
-                    Answer::None => None,
-                    Answer::Meta(m) => resolve(m),
-                    Answer::Written => written.get(&i).copied(),
-                },
-            })
-            .collect();
         Ok(Outcome::Done(Ok(results)))
     }
 
-    /// Turns a failed statement into the batch's answer: a unique clash names the index and
-    /// the holder; a lost race is tried again; anything else is the error.
-    async fn explain_failure(
+    /// Turns a failed call of segment `s` into the batch's answer.
+    async fn explain(
         &self,
+        ns: &str,
         ops: &[WriteOp],
-        at: usize,
+        s: &Segment,
         e: tokio_postgres::Error,
-        layouts: &HashMap<String, (Arc<Layout>, Version)>,
+        now: Timestamp,
     ) -> Result<Outcome> {
-        if is_race(&e) {
-            return Ok(Outcome::Race(e.to_string()));
-        }
         let target = self.inner.pool.target();
-        let op = &ops[at];
-        let constraint = e
-            .as_db_error()
-            .filter(|d| *d.code() == SqlState::UNIQUE_VIOLATION)
-            .and_then(|d| d.constraint().map(str::to_owned));
-        let (Some(constraint), Some((layout, _))) = (constraint, layouts.get(&op.collection))
-        else {
-            return Ok(Outcome::Done(Err(pg_error(e, "writing", target).at_op(at))));
+        let first = s.ops[0];
+        let coll = &s.layout.collection;
+        let Some(code) = e.code().map(SqlState::code) else {
+            return Err(pg_error(e, "writing", target));
         };
-        let Some(index) = layout.index_of_btree(&constraint).map(str::to_owned) else {
-            // The primary key: another writer inserted the id since the batch read it.
-            return Ok(Outcome::Race(format!(
-                "{} was inserted by another writer",
-                op.id
-            )));
-        };
-        let values = match &op.action {
-            WriteAction::Put { index: entries, .. }
-            | WriteAction::Restore { index: entries, .. } => {
-                stowage_core::backend::entry_values(entries, &index).to_vec()
-            }
-            _ => Vec::new(),
-        };
-        // The holder may be an earlier op of this batch (rolled back with it)...
-        for earlier in ops[..at].iter().rev() {
-            if earlier.collection != op.collection || earlier.id == op.id {
-                continue;
-            }
-            if let WriteAction::Put { index: entries, .. }
-            | WriteAction::Restore { index: entries, .. } = &earlier.action
-            {
-                let theirs = stowage_core::backend::entry_values(entries, &index);
-                if values.iter().any(|v| theirs.contains(v)) {
-                    return Ok(Outcome::Done(Err(Error::unique_violation(
-                        &op.collection,
-                        &index,
-                        &earlier.id,
-                    )
-                    .at_op(at))));
+        match code {
+            writer::FAILED_PRECONDITION => {
+                // The detail is "<op> <live version or nothing>".
+                let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or("");
+                let mut parts = detail.split(' ');
+                let at = parts.next().and_then(|p| p.parse::<usize>().ok());
+                let live = parts.next().and_then(|p| p.parse::<Version>().ok());
+                let Some(op) = at.and_then(|i| ops.get(i)) else {
+                    return Err(pg_error(e, "writing", target));
+                };
+                // The function checks every precondition of the segment before it writes;
+                // an earlier op of the segment might have failed first on a unique index.
+                let unique = s.layout.columns.iter().any(|c| c.unique)
+                    || s.layout.sides.iter().any(|x| x.unique);
+                if unique && at != Some(first) {
+                    return Ok(Outcome::OneByOne);
+                }
+                match op.precondition.check(&op.collection, &op.id, live) {
+                    Err(err) => Ok(Outcome::Done(Err(err.at_op(at.unwrap_or(first))))),
+                    // The record changed back meanwhile.
+                    Ok(()) => Ok(Outcome::Race("a precondition moved".into())),
                 }
             }
+            writer::STALE_SPEC => Ok(Outcome::Done(Err(Error::stale_spec(coll).at_op(first)))),
+            writer::GONE => Ok(Outcome::Done(Err(
+                Error::collection_not_found(ns, coll).at_op(first)
+            ))),
+            writer::OUTDATED => Ok(Outcome::Race("the spec changed while writing".into())),
+            writer::ORDER_MATTERS => Ok(Outcome::OneByOne),
+            _ if is_race(&e) => Ok(Outcome::Race(e.to_string())),
+            _ if *e.code().unwrap_or(&SqlState::SUCCESSFUL_COMPLETION)
+                == SqlState::UNDEFINED_FUNCTION
+                || is_missing(&e) =>
+            {
+                self.missing_writer(ns, &ops[first], first).await
+            }
+            // In a set-based statement, a clash may come from the order rows went in.
+            _ if *e.code().unwrap_or(&SqlState::SUCCESSFUL_COMPLETION)
+                == SqlState::UNIQUE_VIOLATION
+                && s.ops.len() > 1 =>
+            {
+                Ok(Outcome::OneByOne)
+            }
+            _ if *e.code().unwrap_or(&SqlState::SUCCESSFUL_COMPLETION)
+                == SqlState::UNIQUE_VIOLATION =>
+            {
+                self.explain_clash(ops, s, e, now).await
+            }
+            _ => Err(pg_error(e, "writing", target).at_op(first)),
         }
-        // ...or a stored record.
+    }
+
+    /// A write function (or its table) was not there: the collection is gone, its spec
+    /// moved on, or the database was made before write functions (then it is made now).
+    async fn missing_writer(&self, ns: &str, op: &WriteOp, at: usize) -> Result<Outcome> {
+        let target = self.inner.pool.target().to_owned();
+        let mut client = self.inner.pool.client("making a write function").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error(e, "making a write function", &target))?;
+        lock(Conn::Tx(&tx), ns, &op.collection, true, &target).await?;
+        let layout = match self
+            .checked_layout(Conn::Tx(&tx), ns, &op.collection, Some(op.revision))
+            .await
+        {
+            Ok((layout, _)) => layout,
+            Err(e) => return Ok(Outcome::Done(Err(e.at_op(at)))),
+        };
+        tx.batch_execute(&layout.writer_ddl()?)
+            .await
+            .map_err(|e| pg_error(e, "making a write function", &target))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(e, "making a write function", &target))?;
+        Ok(Outcome::Race("the write function was missing".into()))
+    }
+
+    /// Names the holder of a unique value the one op of segment `s` clashed on: an
+    /// earlier op of the batch, or a stored live record.
+    async fn explain_clash(
+        &self,
+        ops: &[WriteOp],
+        s: &Segment,
+        e: tokio_postgres::Error,
+        now: Timestamp,
+    ) -> Result<Outcome> {
+        let layout = &s.layout;
+        let constraint = e
+            .as_db_error()
+            .and_then(|d| d.constraint())
+            .map(str::to_owned);
+        let Some(index) = constraint
+            .as_deref()
+            .and_then(|c| layout.index_of_btree(c))
+            .map(str::to_owned)
+        else {
+            // The primary key: another writer inserted an id since the call locked rows.
+            return Ok(Outcome::Race("an id was inserted by another writer".into()));
+        };
         let client = self
             .inner
             .pool
             .client("finding a unique value's holder")
             .await?;
-        if let Some(holder) = self
-            .unique_holder(Conn::Client(&client), layout, &index, &values, &op.id, None)
-            .await?
-        {
-            return Ok(Outcome::Done(Err(Error::unique_violation(
-                &op.collection,
-                &index,
-                &holder,
-            )
-            .at_op(at))));
+        let written = |op: &WriteOp| -> Vec<IndexValue> {
+            match &op.action {
+                WriteAction::Put { index: entries, .. }
+                | WriteAction::Restore { index: entries, .. } => {
+                    entry_values(entries, &index).to_vec()
+                }
+                _ => Vec::new(),
+            }
+        };
+        // A clash is explained here only for a segment of one op (see `explain`).
+        let at = s.ops[0];
+        let op = &ops[at];
+        let values = written(op);
+        // The latest earlier op of each other id of the collection says what that record
+        // holds now (the batch rolled back, but those ops ran before this one).
+        let mut rewritten: HashSet<&str> = HashSet::new();
+        for other in ops[..at].iter().rev() {
+            if other.collection != op.collection
+                || other.id == op.id
+                || matches!(other.action, WriteAction::Check)
+                || !rewritten.insert(other.id.as_str())
+            {
+                continue;
+            }
+            if written(other).iter().any(|v| values.contains(v)) {
+                return Ok(Outcome::Done(Err(Error::unique_violation(
+                    &op.collection,
+                    &index,
+                    &other.id,
+                )
+                .at_op(at))));
+            }
         }
-        Ok(Outcome::Race(format!(
-            "the holder of a value of unique index {index} went away"
-        )))
+        let holder = self
+            .unique_holder(
+                Conn::Client(&client),
+                layout,
+                &index,
+                &values,
+                &op.id,
+                self.now_param(now),
+            )
+            .await?;
+        Ok(match holder {
+            Some(holder) if !rewritten.contains(holder.as_str()) => Outcome::Done(Err(
+                Error::unique_violation(&op.collection, &index, &holder).at_op(at),
+            )),
+            _ => Outcome::Race(format!(
+                "the holder of a value of unique index {index} went away"
+            )),
+        })
     }
+}
 
+/// The arguments of one call of a segment's write function (see `Layout::writer_call`).
+fn segment_params(
+    ops: &[WriteOp],
+    s: &Segment,
+    now: Option<SystemTime>,
+    exclusive: bool,
+) -> Result<Params> {
+    let layout = &s.layout;
+    let n = s.ops.len();
+    let mut ord = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut actions = Vec::with_capacity(n);
+    let mut conds = Vec::with_capacity(n);
+    let mut expects = Vec::with_capacity(n);
+    let mut bodies: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut blobs: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+    let mut ttls = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut updated = Vec::with_capacity(n);
+    let mut expires = Vec::with_capacity(n);
+    let mut columns: Vec<Vec<Option<IndexValue>>> =
+        vec![Vec::with_capacity(n); layout.columns.len()];
+    let mut sides: Vec<(Vec<i32>, Vec<Option<IndexValue>>)> =
+        vec![Default::default(); layout.sides.len()];
+    for (pos, &i) in s.ops.iter().enumerate() {
+        let op = &ops[i];
+        ord.push(i as i32);
+        ids.push(op.id.clone());
+        let (cond, expect) = match op.precondition {
+            Precondition::None => (writer::COND_NONE, None),
+            Precondition::Absent => (writer::COND_ABSENT, None),
+            Precondition::Exists => (writer::COND_EXISTS, None),
+            Precondition::Version(v) => (writer::COND_VERSION, Some(v as i64)),
+        };
+        let (action, body, index, ttl, meta) = match &op.action {
+            WriteAction::Check => (writer::ACTION_CHECK, None, None, None, None),
+            WriteAction::Delete => (writer::ACTION_DELETE, None, None, None, None),
+            WriteAction::Put { body, index, ttl } => (
+                writer::ACTION_PUT,
+                Some(body),
+                Some(index),
+                ttl.map(|t| t.as_micros() as f64),
+                None,
+            ),
+            WriteAction::Restore { meta, body, index } => (
+                writer::ACTION_RESTORE,
+                Some(body),
+                Some(index),
+                None,
+                Some(meta),
+            ),
+        };
+        actions.push(action);
+        // A restore's precondition is ignored (see `WriteAction::Restore`).
+        let restores = action == writer::ACTION_RESTORE;
+        conds.push(if restores { writer::COND_NONE } else { cond });
+        expects.push(if restores { None } else { expect });
+        let (text, blob) = match body {
+            Some(b) if b.content_type == ContentType::Json => (
+                Some(String::from_utf8(b.bytes.to_vec()).map_err(|_| {
+                    Error::invalid(format!("the JSON body of {:?} is not UTF-8", op.id)).at_op(i)
+                })?),
+                None,
+            ),
+            Some(b) => (None, Some(b.bytes.to_vec())),
+            None => (None, None),
+        };
+        bodies.push(text);
+        blobs.push(blob);
+        ttls.push(ttl);
+        versions.push(meta.map(|m| m.version as i64));
+        created.push(meta.map(|m| to_system_time(m.created_at)));
+        updated.push(meta.map(|m| to_system_time(m.updated_at)));
+        expires.push(meta.and_then(|m| m.expires_at.map(to_system_time)));
+        for (c, values) in layout.columns.iter().zip(&mut columns) {
+            values.push(index.and_then(|e| entry_values(e, &c.index).first().cloned()));
+        }
+        for (side, (at, values)) in layout.sides.iter().zip(&mut sides) {
+            for v in index.map_or(&[][..], |e| entry_values(e, &side.index)) {
+                at.push(pos as i32 + 1);
+                values.push(Some(v.clone()));
+            }
+        }
+    }
+    let mut p = Params::default();
+    p.push(layout.stored.revision as i64);
+    p.push(now);
+    p.push(exclusive);
+    p.push(ord);
+    p.push(ids);
+    p.push(actions);
+    p.push(conds);
+    p.push(expects);
+    p.push(bodies);
+    p.push(blobs);
+    p.push(ttls);
+    p.push(versions);
+    p.push(created);
+    p.push(updated);
+    p.push(expires);
+    for (c, values) in layout.columns.iter().zip(columns) {
+        p.push_boxed(typed_array(c.index_type, values));
+    }
+    for (side, (at, values)) in layout.sides.iter().zip(sides) {
+        p.push(at);
+        p.push_boxed(typed_array(side.index_type, values));
+    }
+    Ok(p)
+}
+
+impl PostgresBackend {
     /// The record other than `id` that holds one of `values` in unique index `index`, if
     /// any. Expired holders count too when `now` is `None` (the batch has rolled back, and a
     /// clash came from the B-tree, which holds them until a writer clears them).
@@ -651,17 +783,6 @@ impl PostgresBackend {
     }
 }
 
-/// Reads the stored rows of some ids `FOR UPDATE`: `$1` the ids, `$2` the caller's now.
-fn current_sql(ns: &str, collection: &str) -> String {
-    format!(
-        "SELECT id, version, created_at, updated_at, expires_at, \
-         expires_at IS NULL OR expires_at > {} FROM {} \
-         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        now_sql("$2"),
-        crate::schema::qualified_table(ns, collection)
-    )
-}
-
 /// A missing schema or table.
 fn is_missing(e: &tokio_postgres::Error) -> bool {
     e.code()
@@ -708,290 +829,6 @@ fn is_race(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
         *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
     })
-}
-
-/// Checks op `i` against the rows as the ops before it left them and plans its
-/// statements.
-#[allow(clippy::too_many_arguments)]
-fn plan_op<'a>(
-    ns: &str,
-    i: usize,
-    op: &'a WriteOp,
-    layouts: &HashMap<String, (Arc<Layout>, Version)>,
-    current: &mut HashMap<(String, String), Current>,
-    floors: &mut HashMap<&'a str, (Version, bool)>,
-    now_param: &Option<SystemTime>,
-    now: Timestamp,
-    planned: &mut Vec<Planned>,
-    events: &mut Vec<Pending>,
-) -> Result<Answer> {
-    let (layout, _) = layouts
-        .get(&op.collection)
-        .ok_or_else(|| Error::collection_not_found(ns, &op.collection))?;
-    if layout.stored.revision != op.revision {
-        return Err(Error::stale_spec(&op.collection));
-    }
-    let key = (op.collection.clone(), op.id.clone());
-    let cur = current.get(&key).copied();
-    let live = cur.filter(|c| c.live);
-    op.precondition
-        .check(&op.collection, &op.id, live.map(|c| c.version))?;
-    let floor = floors.entry(op.collection.as_str()).or_insert((0, false));
-    match &op.action {
-        WriteAction::Check => Ok(live.map_or(Answer::None, |c| Answer::Meta(c.meta))),
-        WriteAction::Delete => {
-            if let Some(c) = cur {
-                let mut p = Params::default();
-                let id = p.push(op.id.clone());
-                planned.push(Planned {
-                    op: i,
-                    sql: format!("DELETE FROM {} WHERE id = {id}", layout.table),
-                    params: p,
-                    writes_record: None,
-                });
-                if c.version > floor.0 {
-                    *floor = (c.version, true);
-                }
-                current.remove(&key);
-            }
-            if let Some(c) = live {
-                events.push(Pending {
-                    id: Some(op.id.clone()),
-                    version: Some(c.version),
-                    ..Pending::new(ChangeOp::Delete, &op.collection)
-                });
-            }
-            Ok(live.map_or(Answer::None, |c| Answer::Meta(c.meta)))
-        }
-        WriteAction::Put { body, index, ttl } => {
-            let version = match live {
-                Some(c) => c.version + 1,
-                None => first_version(floor.0, cur.map(|c| c.version)),
-            };
-            plan_record(
-                i,
-                op,
-                layout,
-                RecordWrite {
-                    version,
-                    body,
-                    index,
-                    created_at: None,
-                    updated_at: None,
-                    expires_at: None,
-                    ttl_us: ttl.map(|t| t.as_micros() as f64),
-                    existed: cur.is_some(),
-                    keep_created: live.is_some(),
-                },
-                now_param,
-                planned,
-            )?;
-            current.insert(
-                key,
-                Current {
-                    version,
-                    live: true,
-                    meta: MetaOf::Op(i),
-                },
-            );
-            events.push(Pending {
-                id: Some(op.id.clone()),
-                version: Some(version),
-                ..Pending::new(ChangeOp::Put, &op.collection)
-            });
-            Ok(Answer::Written)
-        }
-        WriteAction::Restore { meta, body, index } => {
-            if let Some(c) = cur.filter(|c| c.version != meta.version) {
-                // Replacing another version forgets it: the floor keeps it from coming back.
-                if c.version > floor.0 {
-                    *floor = (c.version, true);
-                }
-            }
-            plan_record(
-                i,
-                op,
-                layout,
-                RecordWrite {
-                    version: meta.version,
-                    body,
-                    index,
-                    created_at: Some(to_system_time(meta.created_at)),
-                    updated_at: Some(to_system_time(meta.updated_at)),
-                    expires_at: meta.expires_at.map(to_system_time),
-                    ttl_us: None,
-                    existed: cur.is_some(),
-                    keep_created: false,
-                },
-                now_param,
-                planned,
-            )?;
-            current.insert(
-                key,
-                Current {
-                    version: meta.version,
-                    live: meta.expires_at.is_none_or(|t| t > now),
-                    meta: MetaOf::Op(i),
-                },
-            );
-            events.push(Pending {
-                id: Some(op.id.clone()),
-                version: Some(meta.version),
-                ..Pending::new(ChangeOp::Put, &op.collection)
-            });
-            Ok(Answer::Written)
-        }
-    }
-}
-
-/// What one record write stores.
-struct RecordWrite<'a> {
-    version: Version,
-    body: &'a Body,
-    index: &'a IndexEntries,
-    created_at: Option<SystemTime>,
-    updated_at: Option<SystemTime>,
-    expires_at: Option<SystemTime>,
-    ttl_us: Option<f64>,
-    existed: bool,
-    keep_created: bool,
-}
-
-/// Plans the statements of one record write: expired holders of its unique values let
-/// them go, the row is written, its side rows replaced.
-fn plan_record(
-    i: usize,
-    op: &WriteOp,
-    layout: &Layout,
-    w: RecordWrite<'_>,
-    now_param: &Option<SystemTime>,
-    planned: &mut Vec<Planned>,
-) -> Result<()> {
-    let values = |name: &str| stowage_core::backend::entry_values(w.index, name);
-    for c in layout.columns.iter().filter(|c| c.unique) {
-        if let Some(v) = values(&c.index).first() {
-            let mut p = Params::default();
-            let (val, id, _) = (
-                p.push(SqlValue(v.clone())),
-                p.push(op.id.clone()),
-                p.push(*now_param),
-            );
-            planned.push(Planned {
-                op: i,
-                sql: format!(
-                    "UPDATE {t} SET {col} = NULL WHERE {col} = {val}::{ty} AND id <> {id} \
-                     AND expires_at <= {now}",
-                    t = layout.table,
-                    col = c.column,
-                    ty = crate::schema::cast_type(c.index_type)?,
-                    now = now_sql("$3"),
-                ),
-                params: p,
-                writes_record: None,
-            });
-        }
-    }
-    for s in layout.sides.iter().filter(|s| s.unique) {
-        let vals = values(&s.index);
-        if vals.is_empty() {
-            continue;
-        }
-        let mut p = Params::default();
-        let (val, id, _) = (
-            p.push_boxed(typed_array(
-                s.index_type,
-                vals.iter().cloned().map(Some).collect(),
-            )),
-            p.push(op.id.clone()),
-            p.push(*now_param),
-        );
-        planned.push(Planned {
-            op: i,
-            sql: format!(
-                "DELETE FROM {side} s USING {t} r WHERE s.id = r.id AND s.value = ANY({val}::{ty}[]) \
-                 AND r.id <> {id} AND r.expires_at <= {now}",
-                side = s.table,
-                t = layout.table,
-                ty = crate::schema::cast_type(s.index_type)?,
-                now = now_sql("$3"),
-            ),
-            params: p,
-            writes_record: None,
-        });
-    }
-    let (text, blob): (Option<String>, Option<Vec<u8>>) = match w.body.content_type {
-        ContentType::Json => (
-            Some(String::from_utf8(w.body.bytes.to_vec()).map_err(|_| {
-                Error::invalid(format!("the JSON body of {:?} is not UTF-8", op.id))
-            })?),
-            None,
-        ),
-        _ => (None, Some(w.body.bytes.to_vec())),
-    };
-    let mut p = Params::default();
-    p.push(op.id.clone());
-    p.push(w.version as i64);
-    p.push(text);
-    p.push(blob);
-    p.push(*now_param);
-    p.push(w.created_at);
-    p.push(w.updated_at);
-    p.push(w.expires_at);
-    p.push(w.ttl_us);
-    for c in &layout.columns {
-        let v: Param = match values(&c.index).first() {
-            Some(v) => Box::new(SqlValue(v.clone())),
-            None => Box::new(None::<SqlValue>),
-        };
-        p.push_boxed(v);
-    }
-    let sql = if w.existed {
-        p.push(w.keep_created);
-        layout.update.clone()
-    } else {
-        layout.insert.clone()
-    };
-    planned.push(Planned {
-        op: i,
-        sql,
-        params: p,
-        writes_record: Some(w.version),
-    });
-    for s in &layout.sides {
-        if w.existed {
-            let mut p = Params::default();
-            let id = p.push(op.id.clone());
-            planned.push(Planned {
-                op: i,
-                sql: format!("DELETE FROM {} WHERE id = {id}", s.table),
-                params: p,
-                writes_record: None,
-            });
-        }
-        let vals = values(&s.index);
-        if vals.is_empty() {
-            continue;
-        }
-        let mut p = Params::default();
-        let (val, id) = (
-            p.push_boxed(typed_array(
-                s.index_type,
-                vals.iter().cloned().map(Some).collect(),
-            )),
-            p.push(op.id.clone()),
-        );
-        planned.push(Planned {
-            op: i,
-            sql: format!(
-                "INSERT INTO {} (value, id) SELECT unnest({val}::{}[]), {id}",
-                s.table,
-                crate::schema::cast_type(s.index_type)?
-            ),
-            params: p,
-            writes_record: None,
-        });
-    }
-    Ok(())
 }
 
 /// The change event of a removal, from how many live records went.
