@@ -244,10 +244,16 @@ impl PostgresBackend {
                 Ok(rows) => rows,
                 Err(e) => return self.explain(ns, ops, s, e, now).await,
             };
+            // A segment holds each id once: a row's id names its op.
+            let at: HashMap<&str, usize> = s.ops.iter().map(|&i| (ops[i].id.as_str(), i)).collect();
             for row in rows {
-                let ord: i32 = row.get(0);
+                let Some(&i) = at.get(row.get::<_, &str>(0)) else {
+                    return Err(Error::internal(format!(
+                        "postgres {target}: the write function reported an id it was not given"
+                    )));
+                };
                 metas.insert(
-                    ord as usize,
+                    i,
                     RecordMeta {
                         version: row.get::<_, i64>(1) as Version,
                         created_at: Timestamp::from(row.get::<_, SystemTime>(2)),
@@ -291,24 +297,18 @@ impl PostgresBackend {
             return Err(pg_error(e, "writing", target));
         };
         match code {
+            // A segment of several ops does not say which failed first: one by one will.
+            writer::FAILED_PRECONDITION if s.ops.len() > 1 => Ok(Outcome::OneByOne),
             writer::FAILED_PRECONDITION => {
                 // The detail is "<op> <live version or nothing>".
                 let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or("");
-                let mut parts = detail.split(' ');
-                let at = parts.next().and_then(|p| p.parse::<usize>().ok());
-                let live = parts.next().and_then(|p| p.parse::<Version>().ok());
-                let Some(op) = at.and_then(|i| ops.get(i)) else {
-                    return Err(pg_error(e, "writing", target));
-                };
-                // The function checks every precondition of the segment before it writes;
-                // an earlier op of the segment might have failed first on a unique index.
-                let unique = s.layout.columns.iter().any(|c| c.unique)
-                    || s.layout.sides.iter().any(|x| x.unique);
-                if unique && at != Some(first) {
-                    return Ok(Outcome::OneByOne);
-                }
+                let live = detail
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|p| p.parse::<Version>().ok());
+                let op = &ops[first];
                 match op.precondition.check(&op.collection, &op.id, live) {
-                    Err(err) => Ok(Outcome::Done(Err(err.at_op(at.unwrap_or(first))))),
+                    Err(err) => Ok(Outcome::Done(Err(err.at_op(first)))),
                     // The record changed back meanwhile.
                     Ok(()) => Ok(Outcome::Race("a precondition moved".into())),
                 }
@@ -534,10 +534,23 @@ fn segment_params(
             }
         }
     }
+    let mut counts = [0i32; writer::COUNTS];
+    for (&action, &cond) in actions.iter().zip(&conds) {
+        let kind = match (action, cond) {
+            (writer::ACTION_PUT, writer::COND_NONE) => writer::COUNT_PUT_ANY,
+            (writer::ACTION_PUT, writer::COND_ABSENT) => writer::COUNT_PUT_ABSENT,
+            (writer::ACTION_PUT, _) => writer::COUNT_PUT_LIVE,
+            (writer::ACTION_RESTORE, _) => writer::COUNT_RESTORE,
+            (writer::ACTION_CHECK, _) => writer::COUNT_CHECK,
+            _ => writer::COUNT_DELETE,
+        };
+        counts[kind - 1] += 1;
+    }
     let mut p = Params::default();
     p.push(layout.stored.revision as i64);
     p.push(now);
     p.push(exclusive);
+    p.push(counts.to_vec());
     p.push(ord);
     p.push(ids);
     p.push(actions);
