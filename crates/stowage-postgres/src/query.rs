@@ -215,6 +215,9 @@ impl PostgresBackend {
                 .await
         }
         .map_err(|e| read_error(e, ns, collection, "reading", target))?;
+        if let [_] = ids {
+            return Ok(vec![rows.first().map(|r| read_record(r, 0))]);
+        }
         let found: std::collections::HashMap<String, StoredRecord> = rows
             .iter()
             .map(|r| {

@@ -11,9 +11,10 @@
 //! 1. takes the collection's advisory lock (shared; exclusive when the batch removes
 //!    records) and only then reads the spec revision and version floor, so no spec change
 //!    can commit between the check and the write;
-//! 2. locks the stored rows of the segment's ids `FOR UPDATE` in id order (unless it has
-//!    one op, a put) and checks the preconditions of checks, deletes and restores against
-//!    them; new rows go in in id order too, so concurrent batches wait, never deadlock;
+//! 2. locks the stored rows of the segment's ids `FOR UPDATE` in id order (unless one put
+//!    statement writes them all: it goes in id order by itself, so concurrent batches wait
+//!    for each other, never deadlock) and checks the preconditions of checks, deletes and
+//!    restores against them;
 //! 3. reports the live records its checks assert, then deletes (raising the version
 //!    floor);
 //! 4. before writes: refuses (`SW425`) a segment whose set-based statements could give a
@@ -24,8 +25,9 @@
 //!    conflict's), puts on a live record one `UPDATE`; a put that wrote nothing failed its
 //!    precondition. Versions and times are computed on the server. Restores last, then the
 //!    multi-valued indexes' side rows;
-//! 6. appends each statement's changes to the log when the namespace is watched (see
-//!    `feed.rs`);
+//! 6. appends the changes to the log when the namespace is watched (see `feed.rs`): the
+//!    delete statement logs its own; the written records are logged last, as they are
+//!    then, in op order;
 //! 7. returns `(id, version, created_at, updated_at, expires_at)` of every record it wrote,
 //!    deleted live or checked live.
 //!
@@ -193,15 +195,7 @@ impl Layout {
             params.push(format!("p_s{i}_at int[]"));
             params.push(format!("p_s{i} {}[]", cast_type(s.index_type)?));
         }
-        let unnest = |filter: &str| {
-            format!(
-                "u AS (SELECT * FROM unnest({}) AS u({}) WHERE {filter})",
-                u_args.join(", "),
-                u_cols.join(", ")
-            )
-        };
         let returning = "RETURNING r.id, r.version, r.created_at, r.updated_at, r.expires_at";
-        let put_log = log_ctes(ns, coll, "w", "w s JOIN u ON u.id = s.id", "put", "u.ord");
 
         // What a put stores, from `u`, and how a stored row takes it.
         let mut insert_cols = vec![
@@ -300,19 +294,23 @@ impl Layout {
         body.push_str(&format!(
             "  IF p_exclusive THEN PERFORM pg_advisory_xact_lock({key});\n  \
              ELSE PERFORM pg_advisory_xact_lock_shared({key}); END IF;\n  \
-             SELECT c.revision, coalesce(f.floor, 0) INTO v_revision, v_floor \
+             SELECT c.revision, coalesce(f.floor, 0), \
+             EXISTS (SELECT 1 FROM stowage.feeds WHERE namespace = {ns_l}) \
+             INTO v_revision, v_floor, v_watched \
              FROM stowage.collections c LEFT JOIN stowage.version_floors f \
              USING (namespace, collection) WHERE c.namespace = {ns_l} AND c.collection = {coll_l};\n  \
              IF v_revision IS NULL THEN RAISE EXCEPTION 'collection gone' USING ERRCODE = '{GONE}'; END IF;\n  \
              IF v_revision <> p_revision THEN RAISE EXCEPTION 'stale spec' USING ERRCODE = '{STALE_SPEC}'; END IF;\n  \
              IF v_revision <> {revision} THEN RAISE EXCEPTION 'write function outdated' USING ERRCODE = '{OUTDATED}'; END IF;\n"
         ));
-        // 2. The stored rows locked in id order, when there are several (two batches over
-        //    the same ids then wait for each other instead of deadlocking) or when checks,
-        //    deletes or restores read them; those ops' preconditions checked.
+        // 2. The stored rows locked in id order when checks, deletes or restores read
+        //    them, or when more than one statement writes them (two batches over the same
+        //    ids then wait for each other instead of deadlocking: a single put statement
+        //    goes in id order by itself); those ops' preconditions checked.
         body.push_str(&format!(
-            "  IF cardinality(p_id) > 1 OR p_counts[{COUNT_CHECK}] + p_counts[{COUNT_DELETE}] + \
-             p_counts[{COUNT_RESTORE}] > 0 THEN\n    \
+            "  IF p_counts[{COUNT_CHECK}] + p_counts[{COUNT_DELETE}] + p_counts[{COUNT_RESTORE}] > 0 \
+             OR p_counts[{COUNT_PUT_LIVE}] > 1 OR (p_counts[{COUNT_PUT_ANY}] > 0)::int + \
+             (p_counts[{COUNT_PUT_ABSENT}] > 0)::int + (p_counts[{COUNT_PUT_LIVE}] > 0)::int > 1 THEN\n    \
              v_locked := ARRAY(SELECT r.id FROM {t} r WHERE r.id = ANY(p_id) ORDER BY r.id FOR UPDATE);\n    \
              SELECT u.ord, r.version INTO v_bad, v_actual \
              FROM unnest(p_ord, p_id, p_action, p_cond, p_expect) AS u(ord, id, action, cond, expect) \
@@ -385,52 +383,65 @@ impl Layout {
             ));
         }
         // 5. Puts, in three statements by precondition, then restores.
+        let from = |filter: &str| {
+            format!(
+                "unnest({}) AS u({}) WHERE {filter}",
+                u_args.join(", "),
+                u_cols.join(", ")
+            )
+        };
         body.push_str(&format!(
-            "  IF p_counts[{COUNT_PUT_ANY}] > 0 THEN\n    RETURN QUERY\n    \
-             WITH {u},\n\
-             w AS (INSERT INTO {t} AS r ({insert_cols}) SELECT {put_values} FROM u ORDER BY u.id \
-             ON CONFLICT (id) DO UPDATE SET {excluded} {returning}),\n\
-             {put_log}\n\
-             SELECT * FROM w;\n  END IF;\n",
-            u = unnest(&format!("u.action = {ACTION_PUT} AND u.cond = {COND_NONE}")),
+            "  IF p_counts[{COUNT_PUT_ANY}] > 0 THEN\n    RETURN QUERY \
+             INSERT INTO {t} AS r ({insert_cols}) SELECT {put_values} FROM {u} ORDER BY u.id \
+             ON CONFLICT (id) DO UPDATE SET {excluded} {returning};\n  END IF;\n",
+            u = from(&format!("u.action = {ACTION_PUT} AND u.cond = {COND_NONE}")),
         ));
         body.push_str(&format!(
-            "  IF p_counts[{COUNT_PUT_ABSENT}] > 0 THEN\n    RETURN QUERY\n    \
-             WITH {u},\n\
-             w AS (INSERT INTO {t} AS r ({insert_cols}) SELECT {put_values} FROM u ORDER BY u.id \
-             ON CONFLICT (id) DO UPDATE SET {excluded} WHERE NOT {LIVE} {returning}),\n\
-             {put_log}\n\
-             SELECT * FROM w;\n{failed}  END IF;\n",
-            u = unnest(&format!(
+            "  IF p_counts[{COUNT_PUT_ABSENT}] > 0 THEN\n    RETURN QUERY \
+             INSERT INTO {t} AS r ({insert_cols}) SELECT {put_values} FROM {u} ORDER BY u.id \
+             ON CONFLICT (id) DO UPDATE SET {excluded} WHERE NOT {LIVE} {returning};\n\
+             {failed}  END IF;\n",
+            u = from(&format!(
                 "u.action = {ACTION_PUT} AND u.cond = {COND_ABSENT}"
             )),
             failed = put_failed(COUNT_PUT_ABSENT),
         ));
         body.push_str(&format!(
-            "  IF p_counts[{COUNT_PUT_LIVE}] > 0 THEN\n    RETURN QUERY\n    \
-             WITH {u},\n\
-             w AS (UPDATE {t} r SET {rewrite} FROM u WHERE r.id = u.id AND {LIVE} \
-             AND (u.cond = {COND_EXISTS} OR r.version = u.expect) {returning}),\n\
-             {put_log}\n\
-             SELECT * FROM w;\n{failed}  END IF;\n",
-            u = unnest(&format!(
+            "  IF p_counts[{COUNT_PUT_LIVE}] > 0 THEN\n    RETURN QUERY \
+             UPDATE {t} r SET {rewrite} FROM {u} AND r.id = u.id AND {LIVE} \
+             AND (u.cond = {COND_EXISTS} OR r.version = u.expect) {returning};\n\
+             {failed}  END IF;\n",
+            u = from(&format!(
                 "u.action = {ACTION_PUT} AND u.cond >= {COND_EXISTS}"
             )),
             failed = put_failed(COUNT_PUT_LIVE),
         ));
         body.push_str(&format!(
             "  IF p_counts[{COUNT_RESTORE}] > 0 THEN\n    RETURN QUERY\n    \
-             WITH {u},\n\
+             WITH u AS (SELECT * FROM {u}),\n\
              replaced AS (INSERT INTO stowage.version_floors AS f (namespace, collection, floor) \
              SELECT {ns_l}, {coll_l}, max(r.version) FROM u JOIN {t} r ON r.id = u.id \
              AND r.id = ANY(v_locked) AND r.version <> u.version HAVING count(*) > 0 \
              ON CONFLICT (namespace, collection) DO UPDATE \
-             SET floor = greatest(f.floor, EXCLUDED.floor)),\n\
-             w AS (INSERT INTO {t} AS r ({insert_cols}) SELECT {restore_values} FROM u ORDER BY u.id \
-             ON CONFLICT (id) DO UPDATE SET {restored} {returning}),\n\
-             {put_log}\n\
-             SELECT * FROM w;\n  END IF;\n",
-            u = unnest(&format!("u.action = {ACTION_RESTORE}")),
+             SET floor = greatest(f.floor, EXCLUDED.floor))\n\
+             INSERT INTO {t} AS r ({insert_cols}) SELECT {restore_values} FROM u ORDER BY u.id \
+             ON CONFLICT (id) DO UPDATE SET {restored} {returning};\n  END IF;\n",
+            u = from(&format!("u.action = {ACTION_RESTORE}")),
+        ));
+        // 6. The log, when the namespace is watched: the written records as they are now
+        //    (this transaction holds their rows), in op order.
+        body.push_str(&format!(
+            "  v_n := p_counts[{COUNT_PUT_ANY}] + p_counts[{COUNT_PUT_ABSENT}] + \
+             p_counts[{COUNT_PUT_LIVE}] + p_counts[{COUNT_RESTORE}];\n  \
+             IF v_watched AND v_n > 0 THEN\n    \
+             WITH log_f AS (UPDATE stowage.feeds SET last_token = last_token + v_n \
+             WHERE namespace = {ns_l} RETURNING last_token),\n\
+             log_woken AS (SELECT pg_notify('{CHANNEL}', {ns_l}) FROM log_f)\n\
+             INSERT INTO stowage.changes (namespace, token, op, collection, id, version, count, at) \
+             SELECT {ns_l}, log_f.last_token - v_n + row_number() OVER (ORDER BY u.ord), 'put', \
+             {coll_l}, r.id, r.version, NULL, v_now FROM log_f, log_woken, \
+             unnest(p_ord, p_id, p_action) AS u(ord, id, action) JOIN {t} r ON r.id = u.id \
+             WHERE u.action >= {ACTION_PUT};\n  END IF;\n"
         ));
         // Side rows: a written record's entries replaced.
         if !self.sides.is_empty() {
@@ -464,7 +475,7 @@ impl Layout {
              -- Generated by Stowage for collection {coll_l} at spec revision {revision}.\n\
              DECLARE\n  v_now timestamptz := coalesce(p_now, now());\n  v_revision bigint;\n  \
              v_floor bigint;\n  v_locked text[];\n  v_written text[];\n  v_bad int;\n  \
-             v_actual bigint;\n  v_n bigint;\n\
+             v_actual bigint;\n  v_n bigint;\n  v_watched boolean;\n\
              BEGIN\n{body}END\n$stowage$",
             schema = quote(&schema_name(ns)),
             name = quote(&writer_name(coll)),
