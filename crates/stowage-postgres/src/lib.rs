@@ -62,6 +62,8 @@ mod open;
 mod pool;
 mod query;
 pub mod schema;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod write;
 mod writer;
 

@@ -1,6 +1,7 @@
-//! Faults: the server kills the store's connections in the middle of a write load. Calls
-//! fail with `Unavailable` or succeed, the store recovers without being reopened, and no
-//! row disagrees with its index columns or side tables afterwards.
+//! Faults in the middle of a write load: the server kills the store's connections, or the
+//! whole server goes down and comes back. Calls fail with `Unavailable` or succeed, the
+//! store recovers without being reopened, and no row disagrees with its index columns or
+//! side tables afterwards.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,92 +12,95 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stowage_core::testkit::Item;
-use stowage_core::{ErrorKind, Put, Store};
+use stowage_core::{Collection, ErrorKind, Put, Store};
+use stowage_postgres::testkit::PrivateCluster;
 use stowage_postgres::{PostgresBackend, PostgresConfig};
 use support::FreshDatabase;
+use tokio_postgres::NoTls;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminated_connections_fail_cleanly_and_the_store_recovers() {
-    let db = FreshDatabase::new().await;
-    let config = PostgresConfig::from_url_parts(&db.location(), &[]).unwrap();
-    let store = Store::new(PostgresBackend::connect(config).await.unwrap());
-    let items = store.collection::<Item>().await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, unavailable) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (items, stop, ok, unavailable) =
-                (items.clone(), stop.clone(), ok.clone(), unavailable.clone());
-            tokio::spawn(async move {
-                let mut i = 0i64;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = format!("w{w}-{}", i % 50);
-                    let upsert = i % 3 != 0;
-                    let r = if upsert {
-                        items
-                            .put(&id, &Item::new(&id, i), Put::upsert())
-                            .await
-                            .map(drop)
-                    } else {
-                        items.delete(&id).await.map(drop)
-                    };
-                    match r {
-                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) if e.kind() == ErrorKind::Unavailable => {
-                            unavailable.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(e) => panic!("a killed connection must give Unavailable: {e}"),
-                    };
-                    i += 1;
-                }
+/// Four writers upserting and deleting until stopped; counts calls that succeeded and
+/// calls that were `Unavailable` (any other error fails the test).
+struct WriteLoad {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    unavailable: Arc<AtomicU64>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WriteLoad {
+    fn start(items: &Collection<Item>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, unavailable) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let writers = (0..4)
+            .map(|w| {
+                let (items, stop, ok, unavailable) =
+                    (items.clone(), stop.clone(), ok.clone(), unavailable.clone());
+                tokio::spawn(async move {
+                    let mut i = 0i64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = format!("w{w}-{}", i % 50);
+                        let r = if i % 3 != 0 {
+                            items
+                                .put(&id, &Item::new(&id, i), Put::upsert())
+                                .await
+                                .map(drop)
+                        } else {
+                            items.delete(&id).await.map(drop)
+                        };
+                        match r {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                                // Down: do not spin.
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                unavailable.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => panic!("a lost server must give Unavailable: {e}"),
+                        };
+                        i += 1;
+                    }
+                })
             })
-        })
-        .collect();
-    let admin = db.connect().await;
-    let mut killed = 0i64;
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        killed += admin
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND application_name = 'stowage'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
+            .collect();
+        WriteLoad {
+            stop,
+            ok,
+            unavailable,
+            writers,
+        }
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-    assert!(killed > 0, "connections were killed");
-    assert!(ok.load(Ordering::Relaxed) > 0);
-    eprintln!(
-        "killed {killed} connections; {} calls succeeded, {} were Unavailable",
-        ok.load(Ordering::Relaxed),
-        unavailable.load(Ordering::Relaxed)
-    );
 
-    // The same store works again: a killed connection is not handed out twice.
+    /// Stops the writers: (calls that succeeded, calls that were Unavailable).
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.writers {
+            w.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.unavailable.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The same store works again, without being reopened: a few calls may meet a connection
+/// that died with the fault (at most one per pooled connection), then every one succeeds.
+async fn recovers(items: &Collection<Item>, pool_size: usize) {
     let mut failures = 0;
-    for i in 0..20 {
-        if items
-            .insert(&Item::new(format!("after-{i}"), i))
-            .await
-            .is_err()
-        {
+    for i in 0..40 {
+        if let Err(e) = items.insert(&Item::new(format!("after-{i}"), i)).await {
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
             failures += 1;
         }
     }
     assert!(
-        failures <= 1,
-        "{failures} of 20 writes failed after the faults"
+        failures <= pool_size,
+        "{failures} of 40 writes failed after the fault"
     );
-    assert_eq!(items.get("after-19").await.unwrap().unwrap().value.n, 19);
+    assert_eq!(items.get("after-39").await.unwrap().unwrap().value.n, 39);
+}
 
-    // No row disagrees with its index columns or its side table.
+/// No row disagrees with its index columns or its side table, and no side row is orphaned.
+async fn consistent(admin: &tokio_postgres::Client) {
     let wrong: i64 = admin
         .query_one(
             "SELECT count(*) FROM \"default\".items t \
@@ -125,4 +129,90 @@ async fn terminated_connections_fail_cleanly_and_the_store_recovers() {
         .unwrap()
         .get(0);
     assert_eq!(orphans, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_fail_cleanly_and_the_store_recovers() {
+    let db = FreshDatabase::new().await;
+    let config = PostgresConfig::from_url_parts(&db.location(), &[]).unwrap();
+    let pool_size = config.pool_size;
+    let store = Store::new(PostgresBackend::connect(config).await.unwrap());
+    let items = store.collection::<Item>().await.unwrap();
+    let load = WriteLoad::start(&items);
+    let admin = db.connect().await;
+    let mut killed = 0i64;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        killed += admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND application_name = 'stowage'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    let (ok, unavailable) = load.finish().await;
+    assert!(killed > 0, "connections were killed");
+    assert!(ok > 0);
+    eprintln!("killed {killed} connections; {ok} calls succeeded, {unavailable} were Unavailable");
+    recovers(&items, pool_size).await;
+    consistent(&admin).await;
+}
+
+/// A server of the test's own goes down as in a crash (`pg_ctl stop -m immediate`) in the
+/// middle of the load and comes back after recovery, on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restarted_mid_load_fails_calls_cleanly_and_the_store_recovers() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PrivateCluster::start)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a private PostgreSQL cluster must start: {e}")),
+    );
+    let config = PostgresConfig::from_url_parts(
+        &cluster.location("postgres"),
+        &[("connect_timeout_ms".into(), "2000".into())],
+    )
+    .unwrap();
+    let pool_size = config.pool_size;
+    let store = Store::new(PostgresBackend::connect(config).await.unwrap());
+    let items = store.collection::<Item>().await.unwrap();
+    let load = WriteLoad::start(&items);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok_before = load.ok.load(Ordering::Relaxed);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.crash())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (ok, unavailable) = load.finish().await;
+    eprintln!(
+        "{ok} calls succeeded ({ok_before} before the crash), {unavailable} were Unavailable"
+    );
+    assert!(ok_before > 0, "the load ran before the crash");
+    assert!(unavailable > 0, "calls failed while the server was down");
+    assert!(ok > ok_before, "calls succeeded again after the restart");
+    recovers(&items, pool_size).await;
+
+    let (admin, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            cluster.port()
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    consistent(&admin).await;
 }

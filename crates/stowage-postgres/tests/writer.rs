@@ -101,7 +101,10 @@ async fn a_unique_value_handed_over_in_one_batch_follows_op_order() {
         (e.batch_op(), e.index(), e.holder()),
         (Some(0), Some("email"), Some("a"))
     );
-    assert!(accounts.get("b").await.unwrap().is_none(), "nothing written");
+    assert!(
+        accounts.get("b").await.unwrap().is_none(),
+        "nothing written"
+    );
     assert_eq!(accounts.get("a").await.unwrap().unwrap().value.email, "x@x");
 
     // a gives it up first: b may take it.
@@ -130,7 +133,10 @@ async fn a_failed_precondition_in_a_batch_names_the_first_op_that_fails() {
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     assert_eq!(e.batch_op(), Some(2), "{e}");
     for id in ["a", "b", "d"] {
-        assert!(accounts.get(id).await.unwrap().is_none(), "{id}: nothing written");
+        assert!(
+            accounts.get(id).await.unwrap().is_none(),
+            "{id}: nothing written"
+        );
     }
     assert_eq!(accounts.get("c").await.unwrap().unwrap().value.email, "c@x");
 }
