@@ -5,7 +5,8 @@
 //! PostgreSQL (`STOWAGE_BENCH_PG`, default `postgres@127.0.0.1:5432`), drops it at the end,
 //! and prints a markdown table of ops/s and ratios. Both sides commit durably (PostgreSQL's
 //! defaults: `synchronous_commit = on`, fsync at commit) and use the same pool
-//! (deadpool-postgres) of the same size. The raw side does what a person would by hand: a
+//! (deadpool-postgres) of the same size, in plain text (`sslmode=disable`; the default,
+//! `prefer`, would encrypt Stowage's side only). The raw side does what a person would by hand: a
 //! table of `(id text, body text)`, one prepared statement per operation, serde_json on the
 //! client. `STOWAGE_BENCH_N` scales the record count (default 100,000; the single-insert
 //! rows use 2,000).
@@ -71,7 +72,11 @@ fn raw_pool(db: &str, size: usize) -> Pool {
 async fn store(db: &str, pool_size: usize) -> Store {
     let config = PostgresConfig::from_url_parts(
         &format!("{}/{db}", server()),
-        &[("pool_size".into(), pool_size.to_string())],
+        &[
+            ("pool_size".into(), pool_size.to_string()),
+            // The raw side connects in plain text (NoTls): so does this one.
+            ("sslmode".into(), "disable".into()),
+        ],
     )
     .unwrap();
     Store::new(PostgresBackend::connect(config).await.unwrap())

@@ -1,11 +1,14 @@
 //! Options of a PostgreSQL store, from code or from a `postgres://` URL.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use stowage_core::backend::EngineUrl;
-use stowage_core::{Error, ErrorKind, Result};
+use stowage_core::{Error, Result};
+
+use crate::tls::SslMode;
 
 /// The URL parameters `postgres://` takes besides `namespace`.
 pub const URL_PARAMS: &[&str] = &[
@@ -14,6 +17,7 @@ pub const URL_PARAMS: &[&str] = &[
     "statement_timeout_ms",
     "application_name",
     "sslmode",
+    "sslrootcert",
     "clock",
     "change_log",
 ];
@@ -34,6 +38,10 @@ pub struct PostgresConfig {
     /// How many changes the log keeps per watched namespace for watchers that resume
     /// (`0`: no change feed).
     pub change_log: u64,
+    /// `sslmode`: when to encrypt and what to check (see `tls.rs`).
+    pub(crate) ssl_mode: SslMode,
+    /// `sslrootcert`: the certificate authorities to trust.
+    pub(crate) ssl_root_cert: Option<PathBuf>,
 }
 
 /// Whose clock decides timestamps and expiry (URL parameter `clock`).
@@ -78,6 +86,8 @@ impl PostgresConfig {
             statement_timeout: Some(Duration::from_secs(30)),
             clock: ClockSource::Database,
             change_log: 100_000,
+            ssl_mode: SslMode::default(),
+            ssl_root_cert: None,
         };
         for (k, v) in params {
             let number = || EngineUrl::number("postgres", k, v);
@@ -116,26 +126,8 @@ impl PostgresConfig {
                         }
                     }
                 }
-                "sslmode" => match v.as_str() {
-                    "disable" => {
-                        config.pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                    }
-                    "prefer" => {
-                        config.pg.ssl_mode(tokio_postgres::config::SslMode::Prefer);
-                    }
-                    "require" => {
-                        return Err(Error::new(
-                            ErrorKind::Unsupported,
-                            "postgres:// sslmode=require needs TLS, which this build of \
-                             stowage-postgres does not have yet",
-                        ))
-                    }
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "postgres:// sslmode must be disable, prefer or require, not {v:?}"
-                        )))
-                    }
-                },
+                "sslmode" => config.ssl_mode = SslMode::parse(v)?,
+                "sslrootcert" => config.ssl_root_cert = Some(PathBuf::from(v)),
                 _ => {
                     return Err(Error::invalid(format!(
                         "postgres:// parameter {k:?} is not known (known: namespace, {})",
@@ -144,6 +136,9 @@ impl PostgresConfig {
                 }
             }
         }
+        config.pg.ssl_mode(config.ssl_mode.driver());
+        // Made now, so a bad sslrootcert fails here, with the URL.
+        crate::tls::connector(config.ssl_mode, config.ssl_root_cert.as_ref())?;
         Ok(config)
     }
 
@@ -173,6 +168,8 @@ impl fmt::Debug for PostgresConfig {
             .field("application_name", &self.pg.get_application_name())
             .field("clock", &self.clock)
             .field("change_log", &self.change_log)
+            .field("sslmode", &self.ssl_mode)
+            .field("sslrootcert", &self.ssl_root_cert)
             .finish()
     }
 }
@@ -180,6 +177,7 @@ impl fmt::Debug for PostgresConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stowage_core::ErrorKind;
 
     fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
         p.iter()
@@ -226,6 +224,19 @@ mod tests {
             ),
             ("u:hunter2@h/db", vec![("sslmode", "maybe")], "sslmode"),
             ("u:hunter2@h/db", vec![("clock", "sundial")], "clock"),
+            (
+                "u:hunter2@h/db",
+                vec![("sslmode", "verify-full")],
+                "need sslrootcert",
+            ),
+            (
+                "u:hunter2@h/db",
+                vec![
+                    ("sslmode", "require"),
+                    ("sslrootcert", "/nonexistent/ca.pem"),
+                ],
+                "cannot be read",
+            ),
             ("u:hunter2@h/db", vec![("colour", "blue")], "not known"),
             ("u:hunter2@h:notaport/db", vec![], "not valid"),
             ("u:hunter2@/db", vec![], "no host"),
@@ -237,10 +248,10 @@ mod tests {
             assert!(!e.to_string().contains("hunter2"), "{e}");
             assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
         }
-        let e =
+        let c =
             PostgresConfig::from_url_parts("u:hunter2@h/db", &params(&[("sslmode", "require")]))
-                .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Unsupported);
+                .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::Require);
     }
 
     #[test]

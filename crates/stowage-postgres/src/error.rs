@@ -47,7 +47,17 @@ pub(crate) fn pg_error(e: tokio_postgres::Error, doing: &str, target: &str) -> E
     // connection string; the client's message for a failed connection names neither.
     let why = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // The causes too (an I/O or TLS error: "invalid peer certificate: UnknownIssuer"),
+        // which hold no part of the connection string either.
+        None => {
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            why
+        }
     };
     Error::new(kind_of(&e), format!("postgres {target}: {doing}: {why}")).with_source(e)
 }

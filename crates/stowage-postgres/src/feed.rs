@@ -25,7 +25,7 @@ use stowage_core::{
     ChangeEvent, ChangeOp, ChangeStream, ChangeToken, Error, Result, Timestamp, Version,
 };
 use tokio::sync::broadcast;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::error::pg_error;
 use crate::open::{Inner, PostgresBackend};
@@ -312,10 +312,11 @@ impl WatchState {
 /// after a failure; stops once the backend is gone.
 async fn listen(inner: Weak<Inner>, tx: broadcast::Sender<String>) {
     loop {
-        let Some(config) = inner.upgrade().map(|i| i.pg.clone()) else {
+        let Some((config, tls)) = inner.upgrade().map(|i| (i.pg.clone(), i.pool.tls.clone()))
+        else {
             return;
         };
-        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+        if let Ok((client, mut connection)) = config.connect(tls).await {
             let (msgs_tx, mut msgs) = tokio::sync::mpsc::unbounded_channel();
             let pump = tokio::spawn(async move {
                 let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));

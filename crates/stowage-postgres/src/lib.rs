@@ -64,6 +64,7 @@ mod query;
 pub mod schema;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod tls;
 mod write;
 mod writer;
 

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use stowage_core::{Error, Result};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::PostgresConfig;
 use crate::error::{pg_error, pool_error};
@@ -15,6 +16,8 @@ use crate::error::{pg_error, pool_error};
 pub struct PostgresPool {
     pool: Pool,
     target: String,
+    /// The TLS connector of every connection to this database.
+    pub(crate) tls: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresPool {
@@ -35,9 +38,10 @@ impl PostgresPool {
             // Set per connection at start-up: no extra round trip per statement.
             pg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
+        let tls = crate::tls::connector(config.ssl_mode, config.ssl_root_cert.as_ref())?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 // A connection whose socket closed (killed by the server, say) is replaced
                 // when it comes back; no round trip per checkout. A call that meets a
@@ -58,6 +62,7 @@ impl PostgresPool {
         let pool = PostgresPool {
             pool,
             target: config.target(),
+            tls,
         };
         crate::open::ensure_catalog(&pool).await?;
         Ok(pool)

@@ -30,6 +30,22 @@ impl PrivateCluster {
     /// The server's binaries come from `STOWAGE_PG_BIN`, else `pg_config --bindir`, else the
     /// newest `/usr/lib/postgresql/*/bin`.
     pub fn start() -> Result<Self, ClusterError> {
+        Self::make(false)
+    }
+
+    /// As [`PrivateCluster::start`], serving TLS too, with a certificate for `127.0.0.1`
+    /// signed by a certificate authority of its own ([`PrivateCluster::ca_certificate`]);
+    /// made with the `openssl` command.
+    pub fn start_with_tls() -> Result<Self, ClusterError> {
+        Self::make(true)
+    }
+
+    /// The PEM file of the certificate authority that signed the server's certificate.
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn make(tls: bool) -> Result<Self, ClusterError> {
         let bin = bin_dir()?;
         let root = run(Command::new("id").arg("-u"))
             .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
@@ -47,8 +63,11 @@ impl PrivateCluster {
             port: free_port()?,
             user,
         };
+        if tls {
+            make_certificates(&cluster.dir)?;
+        }
         if let Some(user) = &cluster.user {
-            run(Command::new("chown").arg(user).arg(&cluster.dir))?;
+            run(Command::new("chown").arg("-R").arg(user).arg(&cluster.dir))?;
         }
         cluster.pg(
             "initdb",
@@ -81,11 +100,18 @@ impl PrivateCluster {
 
     /// Starts the server (again), waiting until it accepts connections.
     pub fn start_again(&self) -> Result<(), ClusterError> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
             self.dir.display()
         );
+        if self.dir.join("server.crt").exists() {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.dir.join("server.crt").display(),
+                self.dir.join("server.key").display()
+            ));
+        }
         self.pg(
             "pg_ctl",
             &[
@@ -165,6 +191,55 @@ impl Drop for PrivateCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A certificate authority (`ca.crt`) and a server certificate for `127.0.0.1` it signed
+/// (`server.crt`, `server.key`), in `dir`.
+pub fn make_certificates(dir: &Path) -> Result<(), ClusterError> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(Command::new("openssl")
+        .args(["req", "-x509"])
+        .args(ec)
+        .args(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"])
+        .args(["-subj", "/CN=stowage test CA"])
+        .current_dir(dir))?;
+    run(Command::new("openssl")
+        .arg("req")
+        .args(ec)
+        .args(["-keyout", "server.key", "-out", "server.csr"])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .current_dir(dir))?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    run(Command::new("openssl")
+        .args([
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+        ])
+        .args(["-CAcreateserial", "-out", "server.crt", "-days", "2"])
+        .args(["-extfile", "server.ext"])
+        .current_dir(dir))?;
+    // The server refuses a key others can read.
+    run(Command::new("chmod")
+        .args(["600", "server.key"])
+        .current_dir(dir))?;
+    Ok(())
 }
 
 fn run(command: &mut Command) -> Result<Output, ClusterError> {
