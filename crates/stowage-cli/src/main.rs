@@ -99,6 +99,10 @@ struct ServeArgs {
     /// The largest query or listing limit.
     #[arg(long, env = "STOWAGE_MAX_QUERY_LIMIT")]
     max_query_limit: Option<usize>,
+    /// How often expired records are purged, in seconds (0: never; default 60). Several
+    /// servers on one store take turns per namespace.
+    #[arg(long, env = "STOWAGE_PURGE_EVERY_SECONDS")]
+    purge_every_seconds: Option<u64>,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "STOWAGE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<String>,
@@ -155,6 +159,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_query_limit {
             server.limits.max_query_limit = v;
+        }
+        if let Some(v) = self.purge_every_seconds {
+            server.maintenance.purge_every_seconds = v;
         }
         if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
             server.tls = Some(stowage_server::TlsConfig { cert, key });

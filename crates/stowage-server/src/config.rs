@@ -84,6 +84,27 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS, if the server terminates it.
     pub tls: Option<TlsConfig>,
+    /// Background work.
+    pub maintenance: Maintenance,
+}
+
+/// What the server does in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Maintenance {
+    /// How often expired records are purged from every namespace, in seconds (`0`: never;
+    /// default 60). Several servers on one shared store may all run it: the engine lets
+    /// one purge a namespace at a time (on PostgreSQL, an advisory lock), and the others
+    /// skip it.
+    pub purge_every_seconds: u64,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            purge_every_seconds: 60,
+        }
+    }
 }
 
 impl ServerConfig {

@@ -46,7 +46,7 @@ use stowage_core::{Error, ErrorKind, Result, Store};
 use tokio::net::TcpListener;
 
 pub use auth::hash_token;
-pub use config::{Limits, Right, ServerConfig, TlsConfig, TokenConfig};
+pub use config::{Limits, Maintenance, Right, ServerConfig, TlsConfig, TokenConfig};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
 pub use stowage_core::layer::MetricsLayer;
@@ -138,7 +138,13 @@ pub async fn serve_with(
         shutdown.await;
         let _ = stop.send(true);
     };
+    let purging = purge_in_background(
+        store.clone(),
+        config.maintenance.purge_every_seconds,
+        stopping.clone(),
+    );
     let app = router_stopping(store, config.clone(), stopping, None);
+    let _purging = AbortOnDrop(purging);
     match config.tls.clone() {
         None => axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -198,4 +204,56 @@ async fn serve_tls(
         "HTTP server",
         "TLS in this build (enable the tls feature)",
     ))
+}
+
+/// Purges expired records of every namespace every `seconds` (0: never) until `stopping`
+/// turns true. Failures are logged and tried again at the next round.
+fn purge_in_background(
+    store: Store,
+    seconds: u64,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if seconds == 0 {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(seconds);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stopping.changed() => return,
+            }
+            let namespaces = match store.namespaces().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purge: listing namespaces failed");
+                    continue;
+                }
+            };
+            for name in namespaces {
+                let purged = match store.namespace(&name) {
+                    Ok(ns) => ns.purge_expired().await,
+                    Err(e) => Err(e),
+                };
+                match purged {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(namespace = %name, purged = n, "purged expired records")
+                    }
+                    Err(e) => tracing::warn!(namespace = %name, error = %e, "purge failed"),
+                }
+            }
+        }
+    }))
+}
+
+/// Stops the background task when the server stops, however it stops.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }

@@ -1059,3 +1059,51 @@ async fn watch_resumes_over_sse_across_a_restart() {
         .expect("the server stops with watchers connected");
     drop((w, ns));
 }
+
+/// The server purges expired records in the background, every `purge_every_seconds`.
+#[tokio::test]
+async fn expired_records_are_purged_in_the_background() {
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let store = Store::builder(Arc::new(MemoryBackend::new()))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ns = store.namespace("app").unwrap();
+    let config = ServerConfig {
+        maintenance: stowage_server::Maintenance {
+            purge_every_seconds: 1,
+        },
+        ..ServerConfig::default()
+    };
+    let s = Server::start_with(config, store).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    for i in 0..3 {
+        let r = c
+            .put(s.url(&format!("/v1/app/incidents/records/t{i}?ttl=60")))
+            .json(&json!({"fingerprint": format!("t{i}")}))
+            .fetch()
+            .await;
+        assert!(r.status().is_success());
+    }
+    let stored = || async {
+        ns.stats()
+            .await
+            .unwrap()
+            .iter()
+            .find(|c| c.collection == "incidents")
+            .map_or(0, |c| c.records)
+    };
+    assert_eq!(stored().await, 3);
+    clock.advance(std::time::Duration::from_secs(61));
+    let mut left = 3;
+    for _ in 0..50 {
+        left = stored().await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the background purge removed the expired records");
+    s.stop().await;
+}
