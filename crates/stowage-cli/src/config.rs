@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use stowage::{Error, Result};
-use stowage_server::{Limits, Right, ServerConfig, TlsConfig, TokenConfig};
+use stowage_server::{Limits, Maintenance, Right, ServerConfig, TlsConfig, TokenConfig};
 
 /// The embedded default store.
 pub const DEFAULT_URL: &str = "redb://./stowage-data/stowage.redb";
@@ -28,6 +28,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7070";
 /// [tls]
 /// cert = "cert.pem"
 /// key = "key.pem"
+/// [maintenance]
+/// purge_every_seconds = 60
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +40,7 @@ pub struct FileConfig {
     pub tokens: Vec<TokenConfig>,
     pub limits: Option<Limits>,
     pub tls: Option<TlsConfig>,
+    pub maintenance: Option<Maintenance>,
 }
 
 impl FileConfig {

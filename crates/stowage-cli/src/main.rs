@@ -147,6 +147,7 @@ impl ServeArgs {
             tokens: file.tokens,
             limits: file.limits.unwrap_or_default(),
             tls: file.tls,
+            maintenance: file.maintenance.unwrap_or_default(),
         };
         if let Some(t) = &self.tokens {
             server.tokens = parse_tokens(t)?;
