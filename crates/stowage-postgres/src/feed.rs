@@ -8,8 +8,8 @@
 //! `token > seen` never skips a change that commits later with a smaller token. The same
 //! statement calls `pg_notify('stowage_changes', namespace)`, which PostgreSQL delivers at
 //! commit (the payload is the namespace name, far below NOTIFY's 8,000-byte limit; the
-//! events themselves stay in the table). Writes to namespaces nobody watches pay one
-//! `UPDATE` that matches no row.
+//! events themselves stay in the table). Writes to namespaces nobody watches pay one index
+//! probe of `stowage.feeds` (in the write function's catalog read) and log nothing.
 //!
 //! Watchers share one listening connection per backend, outside the pool. They read the
 //! log when woken, and once a second anyway, so a lost connection or a missed notification

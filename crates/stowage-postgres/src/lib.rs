@@ -22,13 +22,18 @@
 //! - **Pool**: deadpool-postgres over tokio-postgres, each statement prepared once per
 //!   connection. Connections are handed out most recently used first and recycled without
 //!   a round trip (a connection the server closed is dropped when it comes back).
-//! - **Writes** run in two round trips whatever the batch size: `BEGIN`, the collections'
-//!   advisory locks, the catalog rows and the stored rows (`FOR UPDATE`) pipelined; then
-//!   every write and `COMMIT` pipelined. Preconditions and versions are computed between the
-//!   two, so the second trip only writes. A unique index is its B-tree; an expired holder of
-//!   a value gives it up before a live writer takes it. Writes take a shared advisory lock
-//!   on their collection and spec changes an exclusive one, so a write never commits under
-//!   a spec it was not prepared for.
+//! - **Writes** run on the server: each collection has a generated PL/pgSQL function (see
+//!   `writer.rs`), remade with every spec change, that takes a run of a batch's ops as
+//!   arrays and applies them with set-based statements planned once per connection. A
+//!   single write, or a batch in one collection, is one statement and one round trip (its
+//!   own transaction); a batch over several collections is one call per run, pipelined
+//!   between `BEGIN` and `COMMIT` in one round trip. Versions, timestamps and expiry are
+//!   computed there. A unique index is its B-tree; an expired holder of a value gives it up
+//!   before a live writer takes it. Where op order could change the answer inside one
+//!   set-based statement (a unique value handed between records of one batch, which op of
+//!   several failed first), the batch runs again one op per call, which is exact. Writes
+//!   take a shared advisory lock on their collection and spec changes an exclusive one, so
+//!   a write never commits under a spec it was not prepared for.
 //! - **Clock**: PostgreSQL's `now()` decides timestamps and expiry (`clock=database`, the
 //!   default), so instances with skewed clocks agree; `clock=caller` uses the store's clock
 //!   instead (the conformance suite drives time by hand).
@@ -40,16 +45,27 @@
 //! - **Secrets**: the password is kept only inside tokio-postgres's config. It never appears
 //!   in an error, a `Debug` output or a log line: errors are built from the host, port,
 //!   database and user, never from the URL (tested).
-//! - **TLS**: not in this build yet. `sslmode=disable` and `sslmode=prefer` (plain when the
-//!   server offers no TLS) connect in plain text; `sslmode=require` is refused at once with
-//!   `Unsupported`, never silently downgraded.
-//!
+//! - **TLS**: rustls through tokio-postgres-rustls (the `ring` provider the HTTP server
+//!   uses too), with libpq's `sslmode` meanings: `disable`, `prefer` (the default: TLS when
+//!   the server offers it), `require`, `verify-ca` and `verify-full`, the last two against
+//!   `sslrootcert=PATH`. `require` without `sslrootcert` encrypts without authenticating the
+//!   server, as libpq does. See `tls.rs`.
+//! - **Tests that need a server to go down** start their own with
+//!   `testkit::PrivateCluster` (feature `testkit`): never the machine's shared one.
+
 //! # Known limits
 //!
-//! A write costs about seven statements on the server (begin, lock, catalog, row read,
-//! write, log, commit) where a hand-written insert costs one; on a two-core machine that
-//! makes single inserts about 0.4 of raw tokio-postgres, and a batch of 100 writes each
-//! record with its own statement. See the benchmark (`cargo bench -p stowage-postgres`).
+//! A write is one call of a PL/pgSQL function doing an advisory lock, a catalog read and
+//! an `INSERT … ON CONFLICT … RETURNING`, where a hand-written insert is one plain
+//! `INSERT`: on a two-core machine single inserts run at about 0.4 of raw tokio-postgres
+//! (pgbench measured the function alone at about 0.5 of a plain insert, so most of the gap
+//! is on the server). Batches of 100 run at about 0.4 of a raw `unnest` insert, which
+//! returns nothing; Stowage returns each record's version and times. See the benchmark
+//! (`cargo bench -p stowage-postgres`). Isolation between test runs is a database per
+//! store (dropped afterwards) rather than a schema, since a namespace is a schema already.
+//! A batch over several collections may meet another batch over the same records in the
+//! opposite order: PostgreSQL detects the deadlock (after `deadlock_timeout`, 1 s by
+//! default) and the batch is tried again.
 
 #![deny(missing_docs)]
 
