@@ -1,0 +1,41 @@
+-- Stowage on Redis: drops a collection with every key it has, in one script (so nothing of
+-- it outlives the drop, even if a collection of the same name is made at once after). Its
+-- version floor rises to the highest version it gave, and outlives it.
+--
+-- KEYS[1]  the namespace's revisions hash
+-- ARGV[1]  key base; ARGV[2] collection; ARGV[3] change log length; ARGV[4] now ("" = TIME);
+-- ARGV[5…] names of the collection's indexes
+
+local base, c = ARGV[1], ARGV[2]
+if not redis.call('HGET', KEYS[1], c) then return 0 end
+redis.call('HDEL', KEYS[1], c)
+redis.call('HDEL', base .. 'specs', c)
+local highest = tonumber(redis.call('HGET', base .. 'maxver', c) or '0')
+if highest > tonumber(redis.call('HGET', base .. 'floors', c) or '0') then
+  redis.call('HSET', base .. 'floors', c, string.format('%d', highest))
+end
+redis.call('HDEL', base .. 'maxver', c)
+redis.call('HDEL', base .. 'bytes', c)
+local ids = base .. 'ids:' .. c
+while true do
+  local page = redis.call('ZRANGE', ids, 0, 999)
+  if #page == 0 then break end
+  for _, id in ipairs(page) do redis.call('DEL', base .. 'rec:' .. c .. ':' .. id) end
+  redis.call('ZREM', ids, unpack(page))
+end
+-- Records whose hash expired are still in ent: their keys are gone already.
+redis.call('DEL', base .. 'ent:' .. c, base .. 'ttl:' .. c)
+for i = 5, #ARGV do
+  redis.call('DEL', base .. 'ix:' .. c .. ':' .. ARGV[i], base .. 'uq:' .. c .. ':' .. ARGV[i])
+end
+if tonumber(ARGV[3]) > 0 and redis.call('EXISTS', base .. 'feedseq') == 1 then
+  local now = ARGV[4]
+  if now == '' then
+    local t = redis.call('TIME')
+    now = t[1] .. string.format('%06d', tonumber(t[2]))
+  end
+  local token = redis.call('INCR', base .. 'feedseq')
+  redis.call('XADD', base .. 'feed', 'MAXLEN', '~', ARGV[3], token .. '-1',
+    'op', 'drop', 'collection', c, 'at', now)
+end
+return 1

@@ -1,0 +1,292 @@
+-- Stowage on Redis: one atomic batch of writes (see write.rs for the layout and the
+-- argument format). Redis runs a script alone and does not undo what a failed script did,
+-- so the script first checks every op against the records as the ops before it leave them
+-- (pass 1, reads only), and writes only when all pass (pass 2).
+--
+-- KEYS[1]  the namespace's revisions hash (routes the call to the namespace's slot)
+-- ARGV[1]  key base: "<prefix>:{<namespace>}:"
+-- ARGV[2]  the caller's now in microseconds, or "" for the server's TIME
+-- ARGV[3]  change log length (0: no change feed)
+-- ARGV[4]  number of ops, then per op 14 fields and its index entries:
+--          collection, revision, id, action (0 check 1 delete 2 put 3 restore),
+--          precondition (0 none 1 absent 2 exists 3 version), expected version,
+--          body, content type, TTL in microseconds ("" none),
+--          restore version, created_at, updated_at, expires_at ("" none),
+--          number of indexes; per index: name, unique (0/1), number of members, members.
+
+-- Lua numbers are doubles: exact for versions and microsecond times (below 2^53), but Redis
+-- turns a number argument into text with 14 digits. Every number sent to Redis, or
+-- returned, goes through int() first.
+local function int(n) return string.format('%d', n) end
+
+local base = ARGV[1]
+local server_clock = ARGV[2] == ''
+local now
+if server_clock then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[2])
+end
+local log_length = tonumber(ARGV[3])
+
+-- Decode the ops.
+local ops = {}
+local at = 5
+for i = 1, tonumber(ARGV[4]) do
+  local op = {
+    c = ARGV[at], r = ARGV[at + 1], id = ARGV[at + 2], a = tonumber(ARGV[at + 3]),
+    p = tonumber(ARGV[at + 4]), e = tonumber(ARGV[at + 5]), b = ARGV[at + 6],
+    t = ARGV[at + 7], ttl = tonumber(ARGV[at + 8]), mv = tonumber(ARGV[at + 9]),
+    mc = tonumber(ARGV[at + 10]), mu = tonumber(ARGV[at + 11]), mx = tonumber(ARGV[at + 12]),
+    ix = {},
+  }
+  local n = tonumber(ARGV[at + 13])
+  at = at + 14
+  for _ = 1, n do
+    local entry = { name = ARGV[at], unique = ARGV[at + 1] == '1', members = {} }
+    local m = tonumber(ARGV[at + 2])
+    at = at + 3
+    for k = 1, m do
+      entry.members[k] = ARGV[at]
+      at = at + 1
+    end
+    op.ix[#op.ix + 1] = entry
+  end
+  ops[i] = op
+end
+
+local function rec_key(c, id) return base .. 'rec:' .. c .. ':' .. id end
+local function ent_key(c) return base .. 'ent:' .. c end
+local function ix_key(c, name) return base .. 'ix:' .. c .. ':' .. name end
+local function uq_key(c, name) return base .. 'uq:' .. c .. ':' .. name end
+
+-- The stored state of a record: its entry in ent:<c> (version, expiry, index members) and
+-- whether its hash is there and live.
+local function load(c, id)
+  local packed = redis.call('HGET', ent_key(c), id)
+  if not packed then
+    return { present = false, live = false }
+  end
+  local e = cmsgpack.unpack(packed)
+  local s = { present = true, v = e[1], x = e[2], ix = e[3] }
+  if e[2] == false or e[2] == nil then s.x = nil end
+  local h = redis.call('HMGET', rec_key(c, id), 'created_at', 'updated_at')
+  s.created = tonumber(h[1])
+  s.updated = tonumber(h[2])
+  s.live = h[1] ~= false and (s.x == nil or s.x > now)
+  return s
+end
+
+-- Pass 1: check every op in order against the records as the ops before it leave them.
+local revs, floors, state, holders, plan = {}, {}, {}, {}, {}
+
+local function current(c, id)
+  local k = c .. '\0' .. id
+  if state[k] == nil then state[k] = load(c, id) end
+  return state[k]
+end
+
+local function floor_of(c)
+  if floors[c] == nil then
+    floors[c] = { v = tonumber(redis.call('HGET', base .. 'floors', c) or '0'), raised = false }
+  end
+  return floors[c]
+end
+
+local function raise(c, v)
+  local f = floor_of(c)
+  if v and v > f.v then f.v = v; f.raised = true end
+end
+
+-- Who holds unique member m of index name now: an id, or false.
+local function holder(c, name, m)
+  local k = c .. '\0' .. name .. '\0' .. m
+  if holders[k] == nil then holders[k] = redis.call('HGET', uq_key(c, name), m) or false end
+  return holders[k]
+end
+
+local function set_holder(c, name, m, id)
+  holders[c .. '\0' .. name .. '\0' .. m] = id
+end
+
+-- A record lets its unique members go (it is deleted or rewritten).
+local function release(c, id, s)
+  if not s.ix then return end
+  for _, entry in ipairs(s.ix) do
+    if entry[2] then
+      for _, m in ipairs(entry[3]) do
+        if holder(c, entry[1], m) == id then set_holder(c, entry[1], m, false) end
+      end
+    end
+  end
+end
+
+local results = {}
+for i, op in ipairs(ops) do
+  local rev = revs[op.c]
+  if rev == nil then
+    rev = redis.call('HGET', KEYS[1], op.c) or false
+    revs[op.c] = rev
+  end
+  if not rev then return redis.error_reply('STOWAGE_GONE ' .. (i - 1)) end
+  if rev ~= op.r then return redis.error_reply('STOWAGE_STALE ' .. (i - 1)) end
+  local s = current(op.c, op.id)
+  local live_version = s.live and s.v or nil
+  if op.a ~= 3 then
+    local failed = (op.p == 1 and live_version ~= nil)
+      or (op.p == 2 and live_version == nil)
+      or (op.p == 3 and live_version ~= op.e)
+    if failed then
+      return redis.error_reply('STOWAGE_PRECONDITION ' .. (i - 1) .. ' '
+        .. (live_version and int(live_version) or '-'))
+    end
+  end
+  local meta = ''
+  if s.live then
+    meta = int(s.v) .. ':' .. int(s.created) .. ':' .. int(s.updated) .. ':' .. (s.x and int(s.x) or '-')
+  end
+  if op.a == 0 then
+    results[i] = meta
+  elseif op.a == 1 then
+    if s.present then
+      raise(op.c, s.v)
+      release(op.c, op.id, s)
+      plan[#plan + 1] = { op = op, delete = true, live = s.live, v = s.v }
+    end
+    state[op.c .. '\0' .. op.id] = { present = false, live = false }
+    results[i] = meta
+  else
+    local v, created, updated, x
+    if op.a == 3 then
+      if s.present and s.v ~= op.mv then raise(op.c, s.v) end
+      v, created, updated, x = op.mv, op.mc, op.mu, op.mx
+    else
+      if s.live then
+        v, created = s.v + 1, s.created
+      else
+        v, created = math.max(floor_of(op.c).v, s.v or 0) + 1, now
+      end
+      updated = now
+      if op.ttl then x = now + op.ttl end
+    end
+    -- Unique values: a live holder other than this record refuses the op; an expired one
+    -- lets the value go.
+    release(op.c, op.id, s)
+    for _, entry in ipairs(op.ix) do
+      if entry.unique then
+        for _, m in ipairs(entry.members) do
+          local h = holder(op.c, entry.name, m)
+          if h and h ~= op.id and current(op.c, h).live then
+            return redis.error_reply('STOWAGE_UNIQUE ' .. (i - 1) .. ' ' .. entry.name .. ' ' .. h)
+          end
+          set_holder(op.c, entry.name, m, op.id)
+        end
+      end
+    end
+    local ix = {}
+    for k, entry in ipairs(op.ix) do ix[k] = { entry.name, entry.unique, entry.members } end
+    state[op.c .. '\0' .. op.id] = {
+      present = true, v = v, x = x, ix = ix, created = created, updated = updated,
+      live = x == nil or x > now,
+    }
+    plan[#plan + 1] = { op = op, v = v, created = created, updated = updated, x = x, ix = ix }
+    results[i] = int(v) .. ':' .. int(created) .. ':' .. int(updated) .. ':' .. (x and int(x) or '-')
+  end
+end
+
+-- Pass 2: every op passed; write.
+local logged = log_length > 0 and redis.call('EXISTS', base .. 'feedseq') == 1
+local events = {}
+
+-- Bytes of ids and bodies per collection, for stats.
+local sizes = {}
+local function grow(c, n) sizes[c] = (sizes[c] or 0) + n end
+
+-- Removes what the stored record holds: its index members, unique claims and size.
+local function unindex(c, id)
+  local packed = redis.call('HGET', ent_key(c), id)
+  if not packed then return end
+  local e = cmsgpack.unpack(packed)
+  grow(c, -(e[4] or 0))
+  for _, entry in ipairs(e[3]) do
+    local key = ix_key(c, entry[1])
+    for _, m in ipairs(entry[3]) do
+      redis.call('ZREM', key, m .. id)
+      if entry[2] and redis.call('HGET', uq_key(c, entry[1]), m) == id then
+        redis.call('HDEL', uq_key(c, entry[1]), m)
+      end
+    end
+  end
+end
+
+for _, step in ipairs(plan) do
+  local op = step.op
+  local rec = rec_key(op.c, op.id)
+  unindex(op.c, op.id)
+  if step.delete then
+    redis.call('DEL', rec)
+    redis.call('HDEL', ent_key(op.c), op.id)
+    redis.call('ZREM', base .. 'ids:' .. op.c, op.id)
+    redis.call('ZREM', base .. 'ttl:' .. op.c, op.id)
+    if step.live then events[#events + 1] = { 'delete', op.c, op.id, int(step.v) } end
+  else
+    redis.call('DEL', rec)
+    local fields = { 'version', int(step.v), 'created_at', int(step.created),
+      'updated_at', int(step.updated), 'type', op.t, 'body', op.b }
+    if step.x then
+      fields[#fields + 1] = 'expires_at'
+      fields[#fields + 1] = int(step.x)
+    end
+    redis.call('HSET', rec, unpack(fields))
+    if step.x then
+      redis.call('ZADD', base .. 'ttl:' .. op.c, int(step.x), op.id)
+      -- The hash expires by itself where the server's clock decides.
+      if server_clock then redis.call('PEXPIREAT', rec, int(math.floor(step.x / 1000))) end
+    else
+      redis.call('ZREM', base .. 'ttl:' .. op.c, op.id)
+    end
+    redis.call('ZADD', base .. 'ids:' .. op.c, 0, op.id)
+    for _, entry in ipairs(step.ix) do
+      local key = ix_key(op.c, entry[1])
+      for _, m in ipairs(entry[3]) do
+        redis.call('ZADD', key, 0, m .. op.id)
+        if entry[2] then redis.call('HSET', uq_key(op.c, entry[1]), m, op.id) end
+      end
+    end
+    local size = #op.id + #op.b
+    grow(op.c, size)
+    redis.call('HSET', ent_key(op.c), op.id,
+      cmsgpack.pack({ step.v, step.x or false, step.ix, size }))
+    events[#events + 1] = { 'put', op.c, op.id, int(step.v) }
+  end
+end
+
+for c, f in pairs(floors) do
+  if f.raised then redis.call('HSET', base .. 'floors', c, int(f.v)) end
+end
+
+for c, n in pairs(sizes) do
+  if n ~= 0 then redis.call('HINCRBY', base .. 'bytes', c, int(n)) end
+end
+
+-- The highest version each collection has given, for the floor when it is dropped.
+local highest = {}
+for _, step in ipairs(plan) do
+  if not step.delete and (highest[step.op.c] or 0) < step.v then highest[step.op.c] = step.v end
+end
+for c, v in pairs(highest) do
+  if tonumber(redis.call('HGET', base .. 'maxver', c) or '0') < v then
+    redis.call('HSET', base .. 'maxver', c, int(v))
+  end
+end
+
+if logged then
+  for _, e in ipairs(events) do
+    local token = redis.call('INCR', base .. 'feedseq')
+    redis.call('XADD', base .. 'feed', 'MAXLEN', '~', int(log_length), int(token) .. '-1',
+      'op', e[1], 'collection', e[2], 'id', e[3], 'version', e[4], 'at', int(now))
+  end
+end
+
+return results

@@ -1,0 +1,490 @@
+//! Writes: a batch is one call of `write.lua` (by SHA; redis-rs loads the script again when
+//! a restarted server answers `NOSCRIPT`). The script checks every op against the records
+//! as the ops before it leave them, then writes them all — records, index members, unique
+//! claims, TTL and the change log — so no reader ever sees a record without its index
+//! entries or a TTL set after the fact.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use stowage_core::backend::{
+    IndexFill, QueryRequest, RecordMeta, Revision, WriteAction, WriteOp, WriteResult,
+};
+use stowage_core::{ContentType, Error, ErrorKind, Precondition, Result, Timestamp, Version};
+
+use crate::error::redis_error;
+use crate::open::RedisBackend;
+use crate::schema::member;
+
+impl RedisBackend {
+    /// Applies a batch atomically; results in op order.
+    pub(crate) async fn write_batch(
+        &self,
+        ns: &str,
+        ops: &[WriteOp],
+        now: Timestamp,
+    ) -> Result<Vec<WriteResult>> {
+        let keys = self.keys(ns);
+        // Which indexes are unique, from the spec each op was prepared with (an op whose
+        // spec is gone or moved on is refused by the script).
+        let mut unique: HashMap<(&str, Revision), Vec<String>> = HashMap::new();
+        for op in ops {
+            if let Entry::Vacant(slot) = unique.entry((op.collection.as_str(), op.revision)) {
+                let names = self
+                    .spec_at(ns, &op.collection, op.revision)
+                    .await?
+                    .map(|s| {
+                        s.spec
+                            .indexes
+                            .iter()
+                            .filter(|i| i.unique)
+                            .map(|i| i.name.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                slot.insert(names);
+            }
+        }
+        let mut call = self.inner.write_script.key(keys.revs());
+        call.arg(keys.base())
+            .arg(
+                self.caller_now(now)
+                    .map_or(String::new(), |n| n.to_string()),
+            )
+            .arg(self.inner.config.change_log)
+            .arg(ops.len());
+        for op in ops {
+            push_op(
+                &mut call,
+                op,
+                &unique[&(op.collection.as_str(), op.revision)],
+            );
+        }
+        let answer: Vec<String> = match call.invoke_async(&mut self.conn()).await {
+            Ok(a) => a,
+            Err(e) => return Err(self.explain(ns, ops, e)),
+        };
+        if answer.len() != ops.len() {
+            return Err(Error::internal(format!(
+                "redis {}: the write script answered {} results for {} ops",
+                self.inner.target,
+                answer.len(),
+                ops.len()
+            )));
+        }
+        answer
+            .iter()
+            .map(|a| {
+                Ok(WriteResult {
+                    meta: parse_meta(a)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The script's own refusals as Stowage errors; the rest as Redis errors.
+    fn explain(&self, ns: &str, ops: &[WriteOp], e: redis::RedisError) -> Error {
+        let code = e.code().unwrap_or_default().to_owned();
+        let detail = e.detail().unwrap_or_default().to_owned();
+        let mut words = detail.split(' ');
+        let at = words.next().and_then(|w| w.parse::<usize>().ok());
+        let Some((i, op)) = at.and_then(|i| ops.get(i).map(|op| (i, op))) else {
+            return redis_error(e, "writing", &self.inner.target);
+        };
+        match code.as_str() {
+            "STOWAGE_PRECONDITION" => {
+                let live = words.next().and_then(|w| w.parse::<Version>().ok());
+                match op.precondition.check(&op.collection, &op.id, live) {
+                    Err(err) => err.at_op(i),
+                    Ok(()) => Error::internal(format!(
+                        "redis {}: the write script refused op {i} on a precondition that holds",
+                        self.inner.target
+                    )),
+                }
+            }
+            "STOWAGE_UNIQUE" => {
+                let index = words.next().unwrap_or_default();
+                let holder = words.collect::<Vec<_>>().join(" ");
+                Error::unique_violation(&op.collection, index, &holder).at_op(i)
+            }
+            "STOWAGE_STALE" => Error::stale_spec(&op.collection).at_op(i),
+            "STOWAGE_GONE" => Error::collection_not_found(ns, &op.collection).at_op(i),
+            _ => redis_error(e, "writing", &self.inner.target),
+        }
+    }
+}
+
+/// One op's arguments, in the order `write.lua` reads them.
+fn push_op(call: &mut redis::ScriptInvocation<'_>, op: &WriteOp, unique: &[String]) {
+    let (cond, expect) = match op.precondition {
+        Precondition::None => (0, String::new()),
+        Precondition::Absent => (1, String::new()),
+        Precondition::Exists => (2, String::new()),
+        Precondition::Version(v) => (3, v.to_string()),
+    };
+    call.arg(&op.collection)
+        .arg(op.revision.to_string())
+        .arg(&op.id);
+    let none = String::new();
+    match &op.action {
+        WriteAction::Check | WriteAction::Delete => {
+            let action = if matches!(op.action, WriteAction::Check) {
+                0
+            } else {
+                1
+            };
+            call.arg(action).arg(cond).arg(&expect);
+            for _ in 0..7 {
+                call.arg(&none);
+            }
+            call.arg(0);
+        }
+        WriteAction::Put { body, index, ttl } => {
+            call.arg(2)
+                .arg(cond)
+                .arg(&expect)
+                .arg(body.bytes.as_ref())
+                .arg(content_type(body.content_type))
+                .arg(ttl.map_or(none.clone(), |t| t.as_micros().to_string()));
+            for _ in 0..4 {
+                call.arg(&none);
+            }
+            push_entries(call, unique, index);
+        }
+        WriteAction::Restore { meta, body, index } => {
+            call.arg(3)
+                .arg(0)
+                .arg(&none)
+                .arg(body.bytes.as_ref())
+                .arg(content_type(body.content_type))
+                .arg(&none)
+                .arg(meta.version.to_string())
+                .arg(meta.created_at.as_micros().to_string())
+                .arg(meta.updated_at.as_micros().to_string())
+                .arg(
+                    meta.expires_at
+                        .map_or(none.clone(), |t| t.as_micros().to_string()),
+                );
+            push_entries(call, unique, index);
+        }
+    }
+}
+
+/// The record's index entries: per index, its name, whether it is unique, and its members.
+fn push_entries(
+    call: &mut redis::ScriptInvocation<'_>,
+    unique: &[String],
+    entries: &stowage_core::backend::IndexEntries,
+) {
+    call.arg(entries.len());
+    for (index, values) in entries {
+        call.arg(index)
+            .arg(if unique.contains(index) { "1" } else { "0" })
+            .arg(values.len());
+        for v in values {
+            call.arg(member(v));
+        }
+    }
+}
+
+/// The stored name of a content type.
+pub(crate) fn content_type(t: ContentType) -> &'static str {
+    match t {
+        ContentType::Json => "json",
+        _ => "bytes",
+    }
+}
+
+/// `"version:created:updated:expires|-"` (microseconds), or `""` for no record.
+fn parse_meta(text: &str) -> Result<Option<RecordMeta>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Error::new(
+            ErrorKind::Internal,
+            format!("redis: the write script answered {text:?}"),
+        )
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    let [v, c, u, x] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let micros = |s: &str| {
+        s.parse::<i64>()
+            .map(Timestamp::from_micros)
+            .map_err(|_| bad())
+    };
+    Ok(Some(RecordMeta {
+        version: v.parse().map_err(|_| bad())?,
+        created_at: micros(c)?,
+        updated_at: micros(u)?,
+        expires_at: if *x == "-" { None } else { Some(micros(x)?) },
+    }))
+}
+
+/// How many records one removal script takes.
+const REMOVE_CHUNK: usize = 1000;
+
+impl RedisBackend {
+    /// Runs `remove.lua` on `targets` (id, version matched at or `None`); returns (records
+    /// removed, live records removed).
+    #[allow(clippy::too_many_arguments)]
+    async fn remove_ids(
+        &self,
+        ns: &str,
+        collection: &str,
+        revision: Option<Revision>,
+        now: Timestamp,
+        event: &str,
+        event_id: &str,
+        only_expired: bool,
+        targets: &[(String, Option<u64>)],
+    ) -> Result<(u64, u64)> {
+        let keys = self.keys(ns);
+        let mut call = self.inner.remove_script.key(keys.revs());
+        call.arg(keys.base())
+            .arg(collection)
+            .arg(revision.map_or(String::new(), |r| r.to_string()))
+            .arg(
+                self.caller_now(now)
+                    .map_or(String::new(), |n| n.to_string()),
+            )
+            .arg(self.inner.config.change_log)
+            .arg(event)
+            .arg(event_id)
+            .arg(if only_expired { "1" } else { "0" });
+        for (id, version) in targets {
+            call.arg(id)
+                .arg(version.map_or(String::new(), |v| v.to_string()));
+        }
+        let (removed, live): (u64, u64) = match call.invoke_async(&mut self.conn()).await {
+            Ok(r) => r,
+            Err(e) if e.code() == Some("STOWAGE_STALE") => {
+                return Err(Error::stale_spec(collection))
+            }
+            Err(e) if e.code() == Some("STOWAGE_GONE") => {
+                return Err(Error::collection_not_found(ns, collection))
+            }
+            Err(e) => return Err(redis_error(e, "deleting", &self.inner.target)),
+        };
+        Ok((removed, live))
+    }
+
+    /// Deletes up to the request's limit of live records matching its filter.
+    pub(crate) async fn delete_query(
+        &self,
+        ns: &str,
+        request: &QueryRequest,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let want = request
+            .limit
+            .map(|l| l.saturating_add(request.offset as usize));
+        let targets: Vec<(String, Option<u64>)> = self
+            .matching(ns, request, now, want)
+            .await?
+            .into_iter()
+            .skip(request.offset as usize)
+            .take(request.limit.unwrap_or(usize::MAX))
+            .map(|(id, _, entry)| (id, Some(entry.version)))
+            .collect();
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let (_, live) = self
+            .remove_ids(
+                ns,
+                &request.collection,
+                Some(request.revision),
+                now,
+                "delete_where",
+                "",
+                false,
+                &targets,
+            )
+            .await?;
+        Ok(live)
+    }
+
+    /// Deletes every record whose id starts with `prefix`, a chunk per script.
+    pub(crate) async fn delete_id_prefix(
+        &self,
+        ns: &str,
+        collection: &str,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let keys = self.keys(ns);
+        let lo = [&[b'['][..], prefix.as_bytes()].concat();
+        // Ids are UTF-8: no id starting with the prefix has 0xFF after it.
+        let hi = [&[b'('][..], prefix.as_bytes(), &[0xFF]].concat();
+        let mut live = 0;
+        loop {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(keys.ids(collection))
+                .arg(&lo)
+                .arg(&hi)
+                .arg("BYLEX")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(REMOVE_CHUNK)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error(e, "deleting", &self.inner.target))?;
+            if ids.is_empty() {
+                return Ok(live);
+            }
+            let targets: Vec<(String, Option<u64>)> =
+                ids.into_iter().map(|id| (id, None)).collect();
+            let (removed, n) = self
+                .remove_ids(
+                    ns,
+                    collection,
+                    None,
+                    now,
+                    "delete_prefix",
+                    prefix,
+                    false,
+                    &targets,
+                )
+                .await?;
+            live += n;
+            if removed == 0 {
+                return Ok(live);
+            }
+        }
+    }
+
+    /// Removes expired records of every collection of `ns`, a chunk per script. One
+    /// instance purges a namespace at a time (a lock key with an expiry); another finding
+    /// it held leaves the work to it.
+    pub(crate) async fn purge(&self, ns: &str, now: Timestamp) -> Result<u64> {
+        let keys = self.keys(ns);
+        let lock = format!("{}purging", keys.base());
+        let token = format!("{}-{}", std::process::id(), now.as_micros());
+        let mine: Option<String> = redis::cmd("SET")
+            .arg(&lock)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error(e, "purging", &self.inner.target))?;
+        if mine.is_none() {
+            return Ok(0);
+        }
+        let result = self.purge_locked(ns, now).await;
+        // Let go only of a lock still ours.
+        let _: redis::RedisResult<i64> = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        )
+        .key(&lock)
+        .arg(&token)
+        .invoke_async(&mut self.conn())
+        .await;
+        result
+    }
+
+    async fn purge_locked(&self, ns: &str, now: Timestamp) -> Result<u64> {
+        let keys = self.keys(ns);
+        let upto = match self.caller_now(now) {
+            Some(n) => n,
+            None => {
+                let (s, us): (i64, i64) = redis::cmd("TIME")
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(|e| redis_error(e, "purging", &self.inner.target))?;
+                s * 1_000_000 + us
+            }
+        };
+        let mut purged = 0;
+        for (collection, _) in self.list_specs_now(ns).await? {
+            loop {
+                let ids: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(keys.ttl(&collection))
+                    .arg("-inf")
+                    .arg(upto)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(REMOVE_CHUNK)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(|e| redis_error(e, "purging", &self.inner.target))?;
+                if ids.is_empty() {
+                    break;
+                }
+                let targets: Vec<(String, Option<u64>)> =
+                    ids.iter().map(|id| (id.clone(), None)).collect();
+                let (removed, _) = match self
+                    .remove_ids(ns, &collection, None, now, "purge", "", true, &targets)
+                    .await
+                {
+                    Ok(r) => r,
+                    // Dropped meanwhile.
+                    Err(e) if e.kind() == ErrorKind::NotFound => break,
+                    Err(e) => return Err(e),
+                };
+                purged += removed;
+                if removed == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Adds one page of values to the indexes being built.
+    pub(crate) async fn fill_page(
+        &self,
+        ns: &str,
+        collection: &str,
+        revision: Revision,
+        fills: &[IndexFill],
+        now: Timestamp,
+    ) -> Result<()> {
+        let keys = self.keys(ns);
+        let unique: Vec<String> = self
+            .spec_at(ns, collection, revision)
+            .await?
+            .map(|s| {
+                s.spec
+                    .indexes
+                    .iter()
+                    .filter(|i| i.unique)
+                    .map(|i| i.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut call = self.inner.fill_script.key(keys.revs());
+        call.arg(keys.base())
+            .arg(collection)
+            .arg(revision.to_string())
+            .arg(
+                self.caller_now(now)
+                    .map_or(String::new(), |n| n.to_string()),
+            )
+            .arg(fills.len());
+        for fill in fills {
+            call.arg(&fill.id).arg(fill.version.to_string());
+            push_entries(&mut call, &unique, &fill.index);
+        }
+        match call.invoke_async::<i64>(&mut self.conn()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("STOWAGE_STALE") => Err(Error::stale_spec(collection)),
+            Err(e) if e.code() == Some("STOWAGE_GONE") => {
+                Err(Error::collection_not_found(ns, collection))
+            }
+            Err(e) if e.code() == Some("STOWAGE_UNIQUE") => {
+                let detail = e.detail().unwrap_or_default();
+                let mut words = detail.split(' ').skip(1);
+                let index = words.next().unwrap_or_default().to_owned();
+                let holder = words.collect::<Vec<_>>().join(" ");
+                Err(Error::unique_violation(collection, &index, &holder))
+            }
+            Err(e) => Err(redis_error(e, "building an index", &self.inner.target)),
+        }
+    }
+}
