@@ -77,6 +77,15 @@ impl RedisConfig {
         location: &str,
         params: &[(String, String)],
     ) -> Result<Self> {
+        if let Some((k, _)) = params
+            .iter()
+            .find(|(k, _)| !URL_PARAMS.contains(&k.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "{scheme}:// parameter {k:?} is not known (known: namespace, {})",
+                URL_PARAMS.join(", ")
+            )));
+        }
         let (tls, cluster) = match scheme {
             "redis" => (false, false),
             "rediss" => (true, false),

@@ -36,6 +36,7 @@
 //! |---|---|---|
 //! | `memory://` | in process memory, gone with the process | always |
 //! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | PostgreSQL, shared by every instance that opens it: a schema per namespace, a table per collection; `?pool_size=N` (16), `&connect_timeout_ms=N`, `&statement_timeout_ms=N` (30,000; 0 = none), `&application_name=S`, `&sslmode=disable\|prefer`, `&clock=database` (default) or `caller` | `backend-postgres` |
+//! | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), `redis+cluster://HOST:PORT,HOST:PORT` | Redis or Redis Cluster, shared by every instance: a hash per record, sorted sets for indexes, every write one Lua script; `?prefix=NAME` (`stowage`), `&connect_timeout_ms=N`, `&response_timeout_ms=N`, `&clock=server` (default) or `caller`, `&change_log=N` | `backend-redis` |
 //! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N`, `&change_log=N` (changes kept per watched namespace, default 100,000; 0 = no feed) | `backend-redb` (default) |
 //!
 //! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
@@ -231,13 +232,21 @@ fn engines() -> Vec<Engine> {
     engines.push(stowage_redb::engine());
     #[cfg(feature = "backend-postgres")]
     engines.push(stowage_postgres::engine());
+    #[cfg(feature = "backend-redis")]
+    engines.extend(stowage_redis::engines());
     engines
 }
 
 /// Every engine feature of this crate, by scheme: what an error names when the engine is
 /// not compiled in. A test checks it against the manifest's `backend-*` features.
-const ENGINE_FEATURES: &[(&str, &str)] =
-    &[("redb", "backend-redb"), ("postgres", "backend-postgres")];
+const ENGINE_FEATURES: &[(&str, &str)] = &[
+    ("redb", "backend-redb"),
+    ("postgres", "backend-postgres"),
+    ("redis", "backend-redis"),
+    ("rediss", "backend-redis"),
+    ("redis+cluster", "backend-redis"),
+    ("rediss+cluster", "backend-redis"),
+];
 
 async fn connect(url: StoreUrl) -> Result<Arc<dyn Backend>> {
     let scheme = url.engine.scheme.clone();
@@ -376,10 +385,12 @@ mod tests {
         declared.sort_unstable();
         let mut listed: Vec<&str> = ENGINE_FEATURES.iter().map(|(_, f)| *f).collect();
         listed.sort_unstable();
+        listed.dedup();
         assert_eq!(declared, listed);
         for (scheme, _) in ENGINE_FEATURES {
             let on = (*scheme == "redb" && cfg!(feature = "backend-redb"))
-                || (*scheme == "postgres" && cfg!(feature = "backend-postgres"));
+                || (*scheme == "postgres" && cfg!(feature = "backend-postgres"))
+                || (scheme.starts_with("redis") && cfg!(feature = "backend-redis"));
             assert_eq!(
                 on,
                 engines().iter().any(|e| e.scheme == *scheme),
