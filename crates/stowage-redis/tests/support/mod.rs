@@ -88,8 +88,13 @@ pub struct RedisFixture {
 impl RedisFixture {
     /// Stores on the caller's clock (the suite drives time by hand).
     pub fn new() -> Self {
+        Self::with_clock("caller")
+    }
+
+    /// Stores on `clock=…`.
+    pub fn with_clock(clock: &'static str) -> Self {
         RedisFixture {
-            clock: "caller",
+            clock,
             prefixes: Mutex::new(Vec::new()),
         }
     }
