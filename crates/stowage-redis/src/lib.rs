@@ -41,6 +41,8 @@ mod feed;
 mod open;
 mod query;
 mod schema;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod write;
 
 pub use config::{ClockSource, RedisConfig, URL_PARAMS};

@@ -79,22 +79,37 @@ pub async fn open(
     stowage_redis::RedisBackend::connect(config).await
 }
 
-/// The conformance fixture: a prefix per store a test creates, removed with the fixture.
+/// The conformance fixture: a prefix per store a test creates, removed with the fixture
+/// (on the machine's server; a private cluster goes with its processes).
 pub struct RedisFixture {
+    scheme: &'static str,
+    location: String,
     clock: &'static str,
     prefixes: Mutex<Vec<FreshPrefix>>,
 }
 
 impl RedisFixture {
-    /// Stores on the caller's clock (the suite drives time by hand).
+    /// Stores on the machine's Redis and the caller's clock (the suite drives time by hand).
     pub fn new() -> Self {
         Self::with_clock("caller")
     }
 
-    /// Stores on `clock=…`.
+    /// Stores on the machine's Redis and `clock=…`.
     pub fn with_clock(clock: &'static str) -> Self {
         RedisFixture {
+            scheme: "redis",
+            location: SERVER.to_owned(),
             clock,
+            prefixes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Stores on a Redis Cluster reached through `nodes` (`HOST:PORT,…`), caller's clock.
+    pub fn cluster(nodes: String) -> Self {
+        RedisFixture {
+            scheme: "redis+cluster",
+            location: nodes,
+            clock: "caller",
             prefixes: Mutex::new(Vec::new()),
         }
     }
@@ -103,14 +118,27 @@ impl RedisFixture {
 #[async_trait::async_trait]
 impl stowage_core::testkit::Fixture for RedisFixture {
     async fn create(&self) -> stowage_core::Result<(Arc<dyn Backend>, String)> {
-        let prefix = FreshPrefix::new();
-        let location = prefix.0.clone();
-        self.prefixes.lock().unwrap().push(prefix);
-        Ok((self.open(&location).await?, location))
+        let prefix = if self.scheme == "redis" {
+            let p = FreshPrefix::new();
+            let name = p.0.clone();
+            self.prefixes.lock().unwrap().push(p);
+            name
+        } else {
+            fresh_prefix()
+        };
+        Ok((self.open(&prefix).await?, prefix))
     }
 
-    async fn open(&self, location: &str) -> stowage_core::Result<Arc<dyn Backend>> {
-        Ok(Arc::new(open(location, &[("clock", self.clock)]).await?))
+    async fn open(&self, prefix: &str) -> stowage_core::Result<Arc<dyn Backend>> {
+        let params = vec![
+            ("prefix".to_owned(), prefix.to_owned()),
+            ("clock".to_owned(), self.clock.to_owned()),
+        ];
+        let config =
+            stowage_redis::RedisConfig::from_url_parts(self.scheme, &self.location, &params)?;
+        Ok(Arc::new(
+            stowage_redis::RedisBackend::connect(config).await?,
+        ))
     }
 
     async fn open_second(
