@@ -6,16 +6,14 @@
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::{increment, serve, SECRET, STOWAGE};
 use reqwest::{Client, StatusCode};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
-const SECRET: &str = "hunter2-not-shown";
+use tokio::process::Command;
 
 /// A database for this test on the machine's PostgreSQL, dropped at the end.
 struct Database(String);
@@ -42,71 +40,6 @@ impl Drop for Database {
                 .block_on(admin(&sql))
         })
         .join();
-    }
-}
-
-/// Every line a server prints, on stdout or stderr.
-type Output = Arc<Mutex<Vec<String>>>;
-
-/// Starts `stowage serve --url URL` on port 0; the server, its address and its output.
-async fn serve(url: &str) -> (Child, String, Output) {
-    let mut child = Command::new(STOWAGE)
-        .args(["serve", "--url", url, "--addr", "127.0.0.1:0"])
-        .env_remove("STOWAGE_CONFIG")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let output: Output = Arc::default();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    output.lock().unwrap().push(line.clone());
-    let base = line.split(" on ").nth(1).unwrap().trim().to_owned();
-    let out = output.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = stdout.next_line().await {
-            out.lock().unwrap().push(l);
-        }
-    });
-    let out = output.clone();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = stderr.next_line().await {
-            out.lock().unwrap().push(l);
-        }
-    });
-    (child, base, output)
-}
-
-async fn increment(c: &Client, base: &str, times: u32) {
-    let url = format!("{base}/v1/app/counters/records/hits");
-    for _ in 0..times {
-        loop {
-            let r = c.get(&url).send().await.unwrap();
-            assert_eq!(r.status(), StatusCode::OK);
-            let etag = r.headers()["etag"].to_str().unwrap().to_owned();
-            let n = r.json::<serde_json::Value>().await.unwrap()["n"]
-                .as_i64()
-                .unwrap();
-            let put = c
-                .put(&url)
-                .header("if-match", etag)
-                .json(&serde_json::json!({ "n": n + 1 }))
-                .send()
-                .await
-                .unwrap();
-            match put.status() {
-                StatusCode::OK => break,
-                StatusCode::PRECONDITION_FAILED => continue,
-                other => panic!("unexpected {other}: {}", put.text().await.unwrap()),
-            }
-        }
     }
 }
 

@@ -19,15 +19,21 @@ pub struct PrivateRedis {
     dir: PathBuf,
     child: Option<Child>,
     cluster: bool,
+    password: Option<String>,
 }
 
 impl PrivateRedis {
     /// Starts a server on a free port, in a new temporary directory.
     pub fn start() -> Result<Self, ServerError> {
-        Self::start_node(false)
+        Self::start_node(false, None)
     }
 
-    fn start_node(cluster: bool) -> Result<Self, ServerError> {
+    /// As [`PrivateRedis::start`], requiring `password` of every client.
+    pub fn start_with_password(password: &str) -> Result<Self, ServerError> {
+        Self::start_node(false, Some(password.to_owned()))
+    }
+
+    fn start_node(cluster: bool, password: Option<String>) -> Result<Self, ServerError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -44,6 +50,7 @@ impl PrivateRedis {
             dir,
             child: None,
             cluster,
+            password,
         };
         server.start_again()?;
         Ok(server)
@@ -89,6 +96,9 @@ impl PrivateRedis {
             "--dir".into(),
             self.dir.display().to_string(),
         ];
+        if let Some(pw) = &self.password {
+            args.extend(["--requirepass".to_owned(), pw.clone()]);
+        }
         if self.cluster {
             args.extend(
                 [
@@ -123,7 +133,11 @@ impl PrivateRedis {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if redis_cli(self.port, &["ping"]).is_ok_and(|o| o.trim() == "PONG") {
+            let ping = match &self.password {
+                Some(pw) => redis_cli(self.port, &["--no-auth-warning", "-a", pw, "ping"]),
+                None => redis_cli(self.port, &["ping"]),
+            };
+            if ping.is_ok_and(|o| o.trim() == "PONG") {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -150,7 +164,7 @@ impl PrivateCluster {
     /// assigned, waiting until it reports `cluster_state:ok`.
     pub fn start(masters: usize) -> Result<Self, ServerError> {
         let nodes = (0..masters)
-            .map(|_| PrivateRedis::start_node(true))
+            .map(|_| PrivateRedis::start_node(true, None))
             .collect::<Result<Vec<_>, _>>()?;
         let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
         args.extend(nodes.iter().map(PrivateRedis::address));

@@ -1,0 +1,82 @@
+//! What the tests of `stowage serve` over a shared engine have in common: starting a server
+//! process and reading its output, and the `If-Match` increments two servers race on.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `stowage` binary under test.
+pub const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
+/// A password that must never reach any output.
+pub const SECRET: &str = "hunter2-not-shown";
+
+/// Every line a server prints, on stdout or stderr.
+pub type Output = Arc<Mutex<Vec<String>>>;
+
+/// Starts `stowage serve --url URL` on port 0; the server, its address and its output.
+pub async fn serve(url: &str) -> (Child, String, Output) {
+    let mut child = Command::new(STOWAGE)
+        .args(["serve", "--url", url, "--addr", "127.0.0.1:0"])
+        .env_remove("STOWAGE_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output: Output = Arc::default();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    output.lock().unwrap().push(line.clone());
+    let base = line.split(" on ").nth(1).unwrap().trim().to_owned();
+    let out = output.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = stdout.next_line().await {
+            out.lock().unwrap().push(l);
+        }
+    });
+    let out = output.clone();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = stderr.next_line().await {
+            out.lock().unwrap().push(l);
+        }
+    });
+    (child, base, output)
+}
+
+pub async fn increment(c: &Client, base: &str, times: u32) {
+    let url = format!("{base}/v1/app/counters/records/hits");
+    for _ in 0..times {
+        loop {
+            let r = c.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+            let n = r.json::<serde_json::Value>().await.unwrap()["n"]
+                .as_i64()
+                .unwrap();
+            let put = c
+                .put(&url)
+                .header("if-match", etag)
+                .json(&serde_json::json!({ "n": n + 1 }))
+                .send()
+                .await
+                .unwrap();
+            match put.status() {
+                StatusCode::OK => break,
+                StatusCode::PRECONDITION_FAILED => continue,
+                other => panic!("unexpected {other}: {}", put.text().await.unwrap()),
+            }
+        }
+    }
+}

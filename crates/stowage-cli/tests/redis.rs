@@ -1,0 +1,104 @@
+//! `stowage serve` on Redis: two servers over one Redis are two instances of one service,
+//! and the password in the URL never reaches their output or their errors. The Redis is a
+//! private `redis-server` requiring that password.
+
+#![cfg(feature = "backend-redis")]
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{increment, serve, SECRET, STOWAGE};
+use reqwest::{Client, StatusCode};
+use stowage_redis::testkit::PrivateRedis;
+use tokio::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_redis_count_exactly() {
+    let redis = tokio::task::spawn_blocking(|| PrivateRedis::start_with_password(SECRET))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("a private redis-server must start: {e}"));
+    let url = format!("redis://:{SECRET}@{}", redis.address());
+    let (_a, base_a, out_a) = serve(&url).await;
+    let (_b, base_b, out_b) = serve(&url).await;
+    let c = Client::new();
+    let r = c
+        .put(format!("{base_a}/v1/app/collections/counters"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = c
+        .put(format!("{base_a}/v1/app/counters/records/hits"))
+        .json(&serde_json::json!({ "n": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // Written through one, read through the other.
+    let r = c
+        .get(format!("{base_b}/v1/app/counters/records/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // 16 clients split across both servers, 50 If-Match increments each.
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let base = if i % 2 == 0 { &base_a } else { &base_b }.clone();
+            tokio::spawn(async move { increment(&Client::new(), &base, 50).await })
+        })
+        .collect();
+    for t in clients {
+        t.await.unwrap();
+    }
+    let r = c
+        .get(format!("{base_b}/v1/app/counters/records/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["etag"], "\"801\"");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["n"], 800);
+    let ready: serde_json::Value = c
+        .get(format!("{base_a}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["backend"], "redis");
+
+    for out in [out_a, out_b] {
+        let lines = out.lock().unwrap();
+        assert!(lines.len() > 1, "the servers logged: {lines:?}");
+        for l in lines.iter() {
+            assert!(!l.contains(SECRET), "the password reached the output: {l}");
+        }
+    }
+
+    // A wrong password is refused, naming the server and never the password given.
+    let out = Command::new(STOWAGE)
+        .args([
+            "serve",
+            "--url",
+            &format!("redis://:wrong-{SECRET}@{}", redis.address()),
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("STOWAGE_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shown.contains(&redis.address()), "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+}
