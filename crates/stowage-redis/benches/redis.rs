@@ -63,12 +63,9 @@ async fn raw_conn() -> ConnectionManager {
 }
 
 async fn store(prefix: &str) -> Store {
-    let config = RedisConfig::from_url_parts(
-        "redis",
-        &server(),
-        &[("prefix".into(), prefix.to_owned())],
-    )
-    .unwrap();
+    let config =
+        RedisConfig::from_url_parts("redis", &server(), &[("prefix".into(), prefix.to_owned())])
+            .unwrap();
     Store::new(RedisBackend::connect(config).await.unwrap())
 }
 

@@ -7,7 +7,6 @@
 //! the caller's does). Index members of expired records stay until the purge; every read
 //! skips them.
 
-use std::collections::HashMap;
 use std::ops::Bound;
 
 use redis::AsyncCommands;
@@ -108,14 +107,39 @@ fn bytes_of(v: &rmpv::Value) -> Option<&[u8]> {
     }
 }
 
-/// A record hash as a stored record (`None`: no hash, or not a record).
-fn record_of(id: &str, fields: HashMap<String, Vec<u8>>) -> Result<Option<StoredRecord>> {
-    let Some(version) = fields.get("version") else {
+/// The fields of a record hash reads take, in this order.
+const FIELDS: [&str; 6] = [
+    "version",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "type",
+    "body",
+];
+
+/// A record hash's [`FIELDS`] as a stored record (`None`: no hash).
+fn record_of(id: &str, fields: Vec<Option<Vec<u8>>>) -> Result<Option<StoredRecord>> {
+    let [version, created, updated, expires, kind, body]: [Option<Vec<u8>>; 6] =
+        fields.try_into().map_err(|_| {
+            Error::new(
+                ErrorKind::Internal,
+                "redis: a record read answered the wrong fields",
+            )
+        })?;
+    let Some(version) = version else {
         return Ok(None);
     };
-    let field = |name: &str| fields.get(name).map(|v| parse_micros(v)).transpose();
-    let body = fields.get("body").cloned().unwrap_or_default();
-    let body = match fields.get("type").map(Vec::as_slice) {
+    let time = |name: &str, v: Option<Vec<u8>>| -> Result<Timestamp> {
+        let v = v.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!("redis: record {id:?} has no {name}"),
+            )
+        })?;
+        parse_micros(&v).map(Timestamp::from_micros)
+    };
+    let body = body.unwrap_or_default();
+    let body = match kind.as_deref() {
         Some(b"json") => Body::json(String::from_utf8(body).map_err(|_| {
             Error::new(
                 ErrorKind::Corrupted,
@@ -124,20 +148,14 @@ fn record_of(id: &str, fields: HashMap<String, Vec<u8>>) -> Result<Option<Stored
         })?),
         _ => Body::binary(body),
     };
-    let time = |name: &str| -> Result<Timestamp> {
-        field(name)?.map(Timestamp::from_micros).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Corrupted,
-                format!("redis: record {id:?} has no {name}"),
-            )
-        })
-    };
     Ok(Some(StoredRecord {
         id: id.to_owned(),
-        version: parse_micros(version)? as u64,
-        created_at: time("created_at")?,
-        updated_at: time("updated_at")?,
-        expires_at: field("expires_at")?.map(Timestamp::from_micros),
+        version: parse_micros(&version)? as u64,
+        created_at: time("created_at", created)?,
+        updated_at: time("updated_at", updated)?,
+        expires_at: expires
+            .map(|x| parse_micros(&x).map(Timestamp::from_micros))
+            .transpose()?,
         body,
     }))
 }
@@ -211,27 +229,38 @@ impl RedisBackend {
         ids: &[String],
         now: Option<i64>,
     ) -> Result<Vec<Option<StoredRecord>>> {
-        // The collection's revision with the records, in the same round trip: a dropped
-        // collection is NotFound, not empty.
-        let mut pipe = redis::pipe();
-        pipe.hexists(keys.revs(), collection);
-        for id in ids {
-            pipe.hgetall(keys.rec(collection, id));
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut replies: Vec<redis::Value> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error(e, "reading records", &self.inner.target))?;
-        let exists: bool = redis::from_redis_value(replies.remove(0))
-            .map_err(|e| redis_error(e.into(), "reading records", &self.inner.target))?;
-        if !exists {
-            return Err(Error::collection_not_found(keys.namespace(), collection));
+        let failed = |e| redis_error(e, "reading records", &self.inner.target);
+        let hashes: Vec<Vec<Option<Vec<u8>>>> = if let [id] = ids {
+            vec![redis::cmd("HMGET")
+                .arg(keys.rec(collection, id))
+                .arg(&FIELDS[..])
+                .query_async(&mut self.conn())
+                .await
+                .map_err(failed)?]
+        } else {
+            let mut pipe = redis::pipe();
+            for id in ids {
+                pipe.cmd("HMGET")
+                    .arg(keys.rec(collection, id))
+                    .arg(&FIELDS[..]);
+            }
+            pipe.query_async(&mut self.conn()).await.map_err(failed)?
+        };
+        // A dropped collection has no records left (the drop removes them with the spec):
+        // only when a record is missing can the collection be, and it is NotFound then.
+        if hashes.iter().any(|h| h[0].is_none()) {
+            let exists: bool = self
+                .conn()
+                .hexists(keys.revs(), collection)
+                .await
+                .map_err(failed)?;
+            if !exists {
+                return Err(Error::collection_not_found(keys.namespace(), collection));
+            }
         }
-        let hashes = replies
-            .into_iter()
-            .map(redis::from_redis_value::<HashMap<String, Vec<u8>>>)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| redis_error(e.into(), "reading records", &self.inner.target))?;
         ids.iter()
             .zip(hashes)
             .map(|(id, fields)| {

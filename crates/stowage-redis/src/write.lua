@@ -63,12 +63,18 @@ local function uq_key(c, name) return base .. 'uq:' .. c .. ':' .. name end
 
 -- The stored state of a record: its entry in ent:<c> (version, expiry, index members) and
 -- whether its hash is there and live.
+-- The entries as they were before the script (false: none), by collection and id: pass 2
+-- starts from them instead of reading them again.
+local loaded = {}
+
 local function load(c, id)
   local packed = redis.call('HGET', ent_key(c), id)
   if not packed then
+    loaded[c .. '\0' .. id] = false
     return { present = false, live = false }
   end
   local e = cmsgpack.unpack(packed)
+  loaded[c .. '\0' .. id] = e
   local s = { present = true, v = e[1], x = e[2], ix = e[3] }
   if e[2] == false or e[2] == nil then s.x = nil end
   local h = redis.call('HMGET', rec_key(c, id), 'created_at', 'updated_at')
@@ -203,11 +209,16 @@ local events = {}
 local sizes = {}
 local function grow(c, n) sizes[c] = (sizes[c] or 0) + n end
 
+-- What is stored now, as pass 2 goes: an entry, or false.
+local stored = {}
+local function stored_of(c, id)
+  local k = c .. '\0' .. id
+  if stored[k] == nil then stored[k] = loaded[k] or false end
+  return stored[k]
+end
+
 -- Removes what the stored record holds: its index members, unique claims and size.
-local function unindex(c, id)
-  local packed = redis.call('HGET', ent_key(c), id)
-  if not packed then return end
-  local e = cmsgpack.unpack(packed)
+local function unindex(c, id, e)
   grow(c, -(e[4] or 0))
   for _, entry in ipairs(e[3]) do
     local key = ix_key(c, entry[1])
@@ -223,15 +234,17 @@ end
 for _, step in ipairs(plan) do
   local op = step.op
   local rec = rec_key(op.c, op.id)
-  unindex(op.c, op.id)
+  local old = stored_of(op.c, op.id)
+  local had_ttl = old and old[2] ~= false and old[2] ~= nil
+  if old then unindex(op.c, op.id, old) end
   if step.delete then
     redis.call('DEL', rec)
     redis.call('HDEL', ent_key(op.c), op.id)
     redis.call('ZREM', base .. 'ids:' .. op.c, op.id)
-    redis.call('ZREM', base .. 'ttl:' .. op.c, op.id)
+    if had_ttl then redis.call('ZREM', base .. 'ttl:' .. op.c, op.id) end
+    stored[op.c .. '\0' .. op.id] = false
     if step.live then events[#events + 1] = { 'delete', op.c, op.id, int(step.v) } end
   else
-    redis.call('DEL', rec)
     local fields = { 'version', int(step.v), 'created_at', int(step.created),
       'updated_at', int(step.updated), 'type', op.t, 'body', op.b }
     if step.x then
@@ -243,10 +256,12 @@ for _, step in ipairs(plan) do
       redis.call('ZADD', base .. 'ttl:' .. op.c, int(step.x), op.id)
       -- The hash expires by itself where the server's clock decides.
       if server_clock then redis.call('PEXPIREAT', rec, int(math.floor(step.x / 1000))) end
-    else
+    elseif had_ttl then
+      redis.call('HDEL', rec, 'expires_at')
+      redis.call('PERSIST', rec)
       redis.call('ZREM', base .. 'ttl:' .. op.c, op.id)
     end
-    redis.call('ZADD', base .. 'ids:' .. op.c, 0, op.id)
+    if not old then redis.call('ZADD', base .. 'ids:' .. op.c, 0, op.id) end
     for _, entry in ipairs(step.ix) do
       local key = ix_key(op.c, entry[1])
       for _, m in ipairs(entry[3]) do
@@ -256,8 +271,9 @@ for _, step in ipairs(plan) do
     end
     local size = #op.id + #op.b
     grow(op.c, size)
-    redis.call('HSET', ent_key(op.c), op.id,
-      cmsgpack.pack({ step.v, step.x or false, step.ix, size }))
+    local e = { step.v, step.x or false, step.ix, size }
+    redis.call('HSET', ent_key(op.c), op.id, cmsgpack.pack(e))
+    stored[op.c .. '\0' .. op.id] = e
     events[#events + 1] = { 'put', op.c, op.id, int(step.v) }
   end
 end
