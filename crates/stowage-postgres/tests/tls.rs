@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use stowage_core::testkit::Item;
+use stowage_core::testkit::{make_certificates, Item};
 use stowage_core::{ErrorKind, Store};
-use stowage_postgres::testkit::{make_certificates, PrivateCluster};
+use stowage_postgres::testkit::PrivateCluster;
 use stowage_postgres::{PostgresBackend, PostgresConfig};
 use tokio_postgres::NoTls;
 

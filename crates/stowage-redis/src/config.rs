@@ -7,7 +7,8 @@
 //!   Redis Cluster, reached through any of the nodes named.
 //!
 //! Parameters: `prefix` (the first part of every key, default `stowage`: two stores with two
-//! prefixes share a server without seeing each other), `connect_timeout_ms`,
+//! prefixes share a server without seeing each other), `cacert=PATH` (with `rediss`: the
+//! certificate authorities to trust instead of the system's), `connect_timeout_ms`,
 //! `response_timeout_ms`, `clock=server|caller` and `change_log` (entries kept per
 //! namespace's stream; 0: no change feed).
 
@@ -21,6 +22,7 @@ use stowage_core::{validate_name, Error, Result};
 /// The URL parameters `redis://` takes besides `namespace`.
 pub const URL_PARAMS: &[&str] = &[
     "prefix",
+    "cacert",
     "connect_timeout_ms",
     "response_timeout_ms",
     "clock",
@@ -53,6 +55,9 @@ pub struct RedisConfig {
     /// How many changes each namespace's stream keeps for watchers that resume (`0`: no
     /// change feed).
     pub change_log: u64,
+    /// `cacert`: a PEM file of the certificate authorities a `rediss://` server's
+    /// certificate must chain to, instead of the system's.
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Whose clock decides timestamps and expiry (URL parameter `clock`).
@@ -132,6 +137,7 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(30),
             clock: ClockSource::Server,
             change_log: 100_000,
+            ca_cert: None,
         };
         for (k, v) in params {
             let number = || EngineUrl::number(scheme, k, v);
@@ -147,6 +153,12 @@ impl RedisConfig {
                     config.response_timeout = Duration::from_millis(number()?.max(1))
                 }
                 "change_log" => config.change_log = number()?,
+                "cacert" if tls => config.ca_cert = Some(v.into()),
+                "cacert" => {
+                    return Err(Error::invalid(format!(
+                        "{scheme}:// cacert is for TLS: use rediss:// (or rediss+cluster://)"
+                    )))
+                }
                 "clock" => {
                     config.clock = match v.as_str() {
                         "server" => ClockSource::Server,
@@ -206,6 +218,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("clock", &self.clock)
             .field("change_log", &self.change_log)
+            .field("cacert", &self.ca_cert)
             .finish()
     }
 }

@@ -117,17 +117,35 @@ impl RedisBackend {
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let target = config.target();
         let failed = |e| redis_error(e, "connecting", &target);
+        let certs = match &config.ca_cert {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| {
+                    stowage_core::Error::invalid(format!(
+                        "redis cacert {} cannot be read: {e}",
+                        path.display()
+                    ))
+                })?),
+            }),
+            None => None,
+        };
         let connector = match &config.target {
-            Target::Server(info) => {
-                Connector::Server(redis::Client::open(info.clone()).map_err(failed)?)
-            }
-            Target::Cluster(nodes) => Connector::Cluster(
-                ClusterClientBuilder::new(nodes.clone())
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .build()
-                    .map_err(failed)?,
+            Target::Server(info) => Connector::Server(
+                match certs {
+                    Some(certs) => redis::Client::build_with_tls(info.clone(), certs),
+                    None => redis::Client::open(info.clone()),
+                }
+                .map_err(failed)?,
             ),
+            Target::Cluster(nodes) => {
+                let mut builder = ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout);
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                Connector::Cluster(builder.build().map_err(failed)?)
+            }
         };
         let conn = connector
             .connect(config.connect_timeout, config.response_timeout)

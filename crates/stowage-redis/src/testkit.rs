@@ -20,6 +20,8 @@ pub struct PrivateRedis {
     child: Option<Child>,
     cluster: bool,
     password: Option<String>,
+    /// Serves TLS only, with a certificate signed by a CA of its own.
+    tls: bool,
 }
 
 impl PrivateRedis {
@@ -28,12 +30,28 @@ impl PrivateRedis {
         Self::start_node(false, None)
     }
 
+    /// As [`PrivateRedis::start`], serving TLS only (no plain port), with a certificate for
+    /// `127.0.0.1` signed by a certificate authority of its own
+    /// ([`PrivateRedis::ca_certificate`]); made with the `openssl` command.
+    pub fn start_with_tls() -> Result<Self, ServerError> {
+        Self::make(false, None, true)
+    }
+
+    /// The PEM file of the certificate authority that signed a TLS server's certificate.
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
     /// As [`PrivateRedis::start`], requiring `password` of every client.
     pub fn start_with_password(password: &str) -> Result<Self, ServerError> {
         Self::start_node(false, Some(password.to_owned()))
     }
 
     fn start_node(cluster: bool, password: Option<String>) -> Result<Self, ServerError> {
+        Self::make(cluster, password, false)
+    }
+
+    fn make(cluster: bool, password: Option<String>, tls: bool) -> Result<Self, ServerError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -51,7 +69,11 @@ impl PrivateRedis {
             child: None,
             cluster,
             password,
+            tls,
         };
+        if tls {
+            stowage_core::testkit::make_certificates(&server.dir)?;
+        }
         server.start_again()?;
         Ok(server)
     }
@@ -82,7 +104,11 @@ impl PrivateRedis {
     pub fn start_again(&mut self) -> Result<(), ServerError> {
         let mut args: Vec<String> = vec![
             "--port".into(),
-            self.port.to_string(),
+            if self.tls {
+                "0".to_owned()
+            } else {
+                self.port.to_string()
+            },
             "--bind".into(),
             "127.0.0.1".into(),
             // Every write on disk before it is acknowledged: a crash loses nothing, as on a
@@ -98,6 +124,17 @@ impl PrivateRedis {
         ];
         if let Some(pw) = &self.password {
             args.extend(["--requirepass".to_owned(), pw.clone()]);
+        }
+        if self.tls {
+            for (flag, file) in [
+                ("--tls-cert-file", "server.crt"),
+                ("--tls-key-file", "server.key"),
+                ("--tls-ca-cert-file", "ca.crt"),
+            ] {
+                args.extend([flag.to_owned(), self.dir.join(file).display().to_string()]);
+            }
+            args.extend(["--tls-auth-clients".to_owned(), "no".to_owned()]);
+            args.extend(["--tls-port".to_owned(), self.port.to_string()]);
         }
         if self.cluster {
             args.extend(
@@ -133,10 +170,16 @@ impl PrivateRedis {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            let ping = match &self.password {
-                Some(pw) => redis_cli(self.port, &["--no-auth-warning", "-a", pw, "ping"]),
-                None => redis_cli(self.port, &["ping"]),
-            };
+            let ca = self.ca_certificate().display().to_string();
+            let mut flags: Vec<&str> = Vec::new();
+            if let Some(pw) = &self.password {
+                flags.extend(["--no-auth-warning", "-a", pw]);
+            }
+            if self.tls {
+                flags.extend(["--tls", "--cacert", &ca]);
+            }
+            flags.push("ping");
+            let ping = redis_cli(self.port, &flags);
             if ping.is_ok_and(|o| o.trim() == "PONG") {
                 return Ok(());
             }

@@ -32,6 +32,7 @@ use crate::{
 pub mod batch;
 pub mod capabilities;
 pub mod catalog;
+mod certificates;
 pub mod copy;
 pub mod covering;
 pub mod crud;
@@ -48,6 +49,8 @@ pub mod values;
 pub mod versions;
 pub mod watch;
 pub mod workload;
+
+pub use certificates::make_certificates;
 
 /// How the suite gets stores of the backend under test.
 #[async_trait]
