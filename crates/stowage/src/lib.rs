@@ -35,8 +35,8 @@
 //! | URL | backend | cargo feature |
 //! |---|---|---|
 //! | `memory://` | in process memory, gone with the process | always |
-//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | PostgreSQL, shared by every instance that opens it: a schema per namespace, a table per collection; `?pool_size=N` (16), `&connect_timeout_ms=N`, `&statement_timeout_ms=N` (30,000; 0 = none), `&application_name=S`, `&sslmode=disable\|prefer`, `&clock=database` (default) or `caller` | `backend-postgres` |
-//! | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), `redis+cluster://HOST:PORT,HOST:PORT` | Redis or Redis Cluster, shared by every instance: a hash per record, sorted sets for indexes, every write one Lua script; `?prefix=NAME` (`stowage`), `&connect_timeout_ms=N`, `&response_timeout_ms=N`, `&clock=server` (default) or `caller`, `&change_log=N` | `backend-redis` |
+//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | PostgreSQL, shared by every instance that opens it: a schema per namespace, a table per collection; `?pool_size=N` (16), `&connect_timeout_ms=N`, `&statement_timeout_ms=N` (30,000; 0 = none), `&application_name=S`, `&sslmode=disable\|prefer\|require\|verify-ca\|verify-full` with `&sslrootcert=PATH`, `&clock=database` (default) or `caller` | `backend-postgres` |
+//! | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), `redis+cluster://HOST:PORT,HOST:PORT` | Redis or Redis Cluster, shared by every instance: a hash per record, sorted sets for indexes, every write one Lua script; `?prefix=NAME` (`stowage`), `&cacert=PATH` (rediss), `&connect_timeout_ms=N`, `&response_timeout_ms=N`, `&clock=server` (default) or `caller`, `&change_log=N` | `backend-redis` |
 //! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N`, `&change_log=N` (changes kept per watched namespace, default 100,000; 0 = no feed) | `backend-redb` (default) |
 //!
 //! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
