@@ -61,20 +61,54 @@ local function ent_key(c) return base .. 'ent:' .. c end
 local function ix_key(c, name) return base .. 'ix:' .. c .. ':' .. name end
 local function uq_key(c, name) return base .. 'uq:' .. c .. ':' .. name end
 
+-- Calls with many arguments go in chunks: Lua's stack takes a few thousand values at once.
+local CHUNK = 1000
+local function call_chunked(command, key, args, per)
+  for from = 1, #args, CHUNK * per do
+    local part = {}
+    for k = from, math.min(from + CHUNK * per - 1, #args) do part[#part + 1] = args[k] end
+    redis.call(command, key, unpack(part))
+  end
+end
+
+-- The entries as they were before the script (false: none), by collection and id, read
+-- with one HMGET per collection: pass 1 checks against them, pass 2 starts from them.
+local loaded = {}
+do
+  local wanted, seen = {}, {}
+  for _, op in ipairs(ops) do
+    local k = op.c .. '\0' .. op.id
+    if not seen[k] then
+      seen[k] = true
+      wanted[op.c] = wanted[op.c] or {}
+      local list = wanted[op.c]
+      list[#list + 1] = op.id
+    end
+  end
+  for c, ids in pairs(wanted) do
+    for from = 1, #ids, CHUNK do
+      local part = {}
+      for k = from, math.min(from + CHUNK - 1, #ids) do part[#part + 1] = ids[k] end
+      local packed = redis.call('HMGET', ent_key(c), unpack(part))
+      for k, id in ipairs(part) do
+        loaded[c .. '\0' .. id] = packed[k] and cmsgpack.unpack(packed[k]) or false
+      end
+    end
+  end
+end
+
 -- The stored state of a record: its entry in ent:<c> (version, expiry, index members) and
 -- whether its hash is there and live.
--- The entries as they were before the script (false: none), by collection and id: pass 2
--- starts from them instead of reading them again.
-local loaded = {}
-
 local function load(c, id)
-  local packed = redis.call('HGET', ent_key(c), id)
-  if not packed then
-    loaded[c .. '\0' .. id] = false
+  local k = c .. '\0' .. id
+  if loaded[k] == nil then
+    local packed = redis.call('HGET', ent_key(c), id)
+    loaded[k] = packed and cmsgpack.unpack(packed) or false
+  end
+  local e = loaded[k]
+  if not e then
     return { present = false, live = false }
   end
-  local e = cmsgpack.unpack(packed)
-  loaded[c .. '\0' .. id] = e
   local s = { present = true, v = e[1], x = e[2], ix = e[3] }
   if e[2] == false or e[2] == nil then s.x = nil end
   local h = redis.call('HMGET', rec_key(c, id), 'created_at', 'updated_at')
@@ -231,18 +265,20 @@ local function unindex(c, id, e)
   end
 end
 
+-- Keys of records touched, for the bookkeeping done once per collection at the end.
+local touched = {}
+
 for _, step in ipairs(plan) do
   local op = step.op
   local rec = rec_key(op.c, op.id)
+  local k = op.c .. '\0' .. op.id
   local old = stored_of(op.c, op.id)
   local had_ttl = old and old[2] ~= false and old[2] ~= nil
   if old then unindex(op.c, op.id, old) end
+  touched[k] = { c = op.c, id = op.id }
   if step.delete then
     redis.call('DEL', rec)
-    redis.call('HDEL', ent_key(op.c), op.id)
-    redis.call('ZREM', base .. 'ids:' .. op.c, op.id)
-    if had_ttl then redis.call('ZREM', base .. 'ttl:' .. op.c, op.id) end
-    stored[op.c .. '\0' .. op.id] = false
+    stored[k] = false
     if step.live then events[#events + 1] = { 'delete', op.c, op.id, int(step.v) } end
   else
     local fields = { 'version', int(step.v), 'created_at', int(step.created),
@@ -253,15 +289,12 @@ for _, step in ipairs(plan) do
     end
     redis.call('HSET', rec, unpack(fields))
     if step.x then
-      redis.call('ZADD', base .. 'ttl:' .. op.c, int(step.x), op.id)
       -- The hash expires by itself where the server's clock decides.
       if server_clock then redis.call('PEXPIREAT', rec, int(math.floor(step.x / 1000))) end
     elseif had_ttl then
       redis.call('HDEL', rec, 'expires_at')
       redis.call('PERSIST', rec)
-      redis.call('ZREM', base .. 'ttl:' .. op.c, op.id)
     end
-    if not old then redis.call('ZADD', base .. 'ids:' .. op.c, 0, op.id) end
     for _, entry in ipairs(step.ix) do
       local key = ix_key(op.c, entry[1])
       for _, m in ipairs(entry[3]) do
@@ -271,11 +304,50 @@ for _, step in ipairs(plan) do
     end
     local size = #op.id + #op.b
     grow(op.c, size)
-    local e = { step.v, step.x or false, step.ix, size }
-    redis.call('HSET', ent_key(op.c), op.id, cmsgpack.pack(e))
-    stored[op.c .. '\0' .. op.id] = e
+    stored[k] = { step.v, step.x or false, step.ix, size }
     events[#events + 1] = { 'put', op.c, op.id, int(step.v) }
   end
+end
+
+-- Per collection, from where each touched record started to where it ended: its entry,
+-- its place in the ids set and in the TTL set, each in one call (or a few, chunked).
+local per = {}
+for k, t in pairs(touched) do
+  local before, after = loaded[k] or false, stored[k] or false
+  local p = per[t.c]
+  if not p then
+    p = { ent_set = {}, ent_del = {}, ids_add = {}, ids_rem = {}, ttl_add = {}, ttl_rem = {} }
+    per[t.c] = p
+  end
+  if after then
+    p.ent_set[#p.ent_set + 1] = t.id
+    p.ent_set[#p.ent_set + 1] = cmsgpack.pack(after)
+    if not before then
+      p.ids_add[#p.ids_add + 1] = '0'
+      p.ids_add[#p.ids_add + 1] = t.id
+    end
+  else
+    if before then
+      p.ent_del[#p.ent_del + 1] = t.id
+      p.ids_rem[#p.ids_rem + 1] = t.id
+    end
+  end
+  local x_after = after and after[2] or false
+  local x_before = before and before[2] or false
+  if x_after then
+    p.ttl_add[#p.ttl_add + 1] = int(x_after)
+    p.ttl_add[#p.ttl_add + 1] = t.id
+  elseif x_before then
+    p.ttl_rem[#p.ttl_rem + 1] = t.id
+  end
+end
+for c, p in pairs(per) do
+  call_chunked('HSET', ent_key(c), p.ent_set, 2)
+  call_chunked('HDEL', ent_key(c), p.ent_del, 1)
+  call_chunked('ZADD', base .. 'ids:' .. c, p.ids_add, 2)
+  call_chunked('ZREM', base .. 'ids:' .. c, p.ids_rem, 1)
+  call_chunked('ZADD', base .. 'ttl:' .. c, p.ttl_add, 2)
+  call_chunked('ZREM', base .. 'ttl:' .. c, p.ttl_rem, 1)
 end
 
 for c, f in pairs(floors) do
