@@ -214,7 +214,8 @@ async fn a_server_crashed_mid_load_fails_calls_cleanly_and_the_store_recovers() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ok_before = load.ok.load(Ordering::Relaxed);
     server.crash();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Down long enough that the connection's own quick reconnects give up on some calls.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     server.start_again().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ok, unavailable) = load.finish().await;
