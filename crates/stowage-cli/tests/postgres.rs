@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{increment, serve, SECRET, STOWAGE};
+use common::{count_across, serve, SECRET, STOWAGE};
 use reqwest::{Client, StatusCode};
 use tokio::process::Command;
 
@@ -51,46 +51,8 @@ async fn two_servers_on_one_database_count_exactly() {
     let url = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/{}", db.0);
     let (_a, base_a, out_a) = serve(&url).await;
     let (_b, base_b, out_b) = serve(&url).await;
+    count_across(&base_a, &base_b).await;
     let c = Client::new();
-    let r = c
-        .put(format!("{base_a}/v1/app/collections/counters"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let r = c
-        .put(format!("{base_a}/v1/app/counters/records/hits"))
-        .json(&serde_json::json!({ "n": 0 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    // Written through one, read through the other.
-    let r = c
-        .get(format!("{base_b}/v1/app/counters/records/hits"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-
-    // 16 clients split across both servers, 50 If-Match increments each.
-    let clients: Vec<_> = (0..16)
-        .map(|i| {
-            let base = if i % 2 == 0 { &base_a } else { &base_b }.clone();
-            tokio::spawn(async move { increment(&Client::new(), &base, 50).await })
-        })
-        .collect();
-    for t in clients {
-        t.await.unwrap();
-    }
-    let r = c
-        .get(format!("{base_b}/v1/app/counters/records/hits"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["etag"], "\"801\"");
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["n"], 800);
     // Ready, with the database's latency.
     let ready: serde_json::Value = c
         .get(format!("{base_a}/readyz"))

@@ -39,6 +39,44 @@ pub enum ChangeOp {
     Gap,
 }
 
+impl ChangeOp {
+    /// Every op, for [`ChangeOp::from_name`].
+    const ALL: [ChangeOp; 8] = [
+        ChangeOp::Put,
+        ChangeOp::Delete,
+        ChangeOp::DeletePrefix,
+        ChangeOp::DeleteWhere,
+        ChangeOp::Purge,
+        ChangeOp::Drop,
+        ChangeOp::Spec,
+        ChangeOp::Gap,
+    ];
+
+    /// The stable snake_case name (`put`, `delete_prefix`, …), as on the wire and in the
+    /// engines' change logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeOp::Put => "put",
+            ChangeOp::Delete => "delete",
+            ChangeOp::DeletePrefix => "delete_prefix",
+            ChangeOp::DeleteWhere => "delete_where",
+            ChangeOp::Purge => "purge",
+            ChangeOp::Drop => "drop",
+            ChangeOp::Spec => "spec",
+            ChangeOp::Gap => "gap",
+        }
+    }
+
+    /// The op a name stands for; an unknown name (a log written by a newer build) is a gap,
+    /// so the reader resynchronizes rather than misreads.
+    pub fn from_name(name: &str) -> ChangeOp {
+        ChangeOp::ALL
+            .into_iter()
+            .find(|op| op.name() == name)
+            .unwrap_or(ChangeOp::Gap)
+    }
+}
+
 /// One change, as watchers receive it. Bodies are not in events: read the record when the
 /// body matters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,5 +280,22 @@ impl Feed {
         self.recent.push_back(e.clone());
         // No receiver is not an error: nobody watches.
         let _ = self.live.send(e);
+    }
+}
+
+#[cfg(test)]
+mod op_names {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_match_serde() {
+        for op in ChangeOp::ALL {
+            assert_eq!(ChangeOp::from_name(op.name()), op);
+            assert_eq!(
+                serde_json::to_value(op).ok(),
+                Some(serde_json::Value::from(op.name()))
+            );
+        }
+        assert_eq!(ChangeOp::from_name("renamed_later"), ChangeOp::Gap);
     }
 }

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use stowage_core::testkit::workload::{
-    batches, bench_n, id_of, insert_all, print_table, rate, score_query, workload, Plain, Rng, Row,
-    User,
+    batches, bench_n, gets, id_of, insert_all, print_table, rate, score_query, workload, Plain,
+    Rng, Row, User,
 };
-use stowage_core::{Collection, Store};
+use stowage_core::Store;
 use stowage_postgres::{PostgresBackend, PostgresConfig};
 use tokio_postgres::NoTls;
 
@@ -153,24 +153,6 @@ async fn raw_gets(pool: &Pool, table: &str, ids: &Arc<Vec<String>>, tasks: usize
                     let row = client.query_one(&stmt, &[id]).await.unwrap();
                     let u: User = serde_json::from_str(row.get(0)).unwrap();
                     std::hint::black_box(u);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.unwrap();
-    }
-    start.elapsed()
-}
-
-async fn gets(coll: &Collection<Plain>, ids: &Arc<Vec<String>>, tasks: usize) -> Duration {
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (coll, ids) = (coll.clone(), ids.clone());
-            tokio::spawn(async move {
-                for id in ids.iter().skip(t).step_by(tasks) {
-                    std::hint::black_box(coll.get(id).await.unwrap().unwrap());
                 }
             })
         })

@@ -63,32 +63,6 @@ impl Pending {
     }
 }
 
-fn op_name(op: ChangeOp) -> &'static str {
-    match op {
-        ChangeOp::Put => "put",
-        ChangeOp::Delete => "delete",
-        ChangeOp::DeletePrefix => "delete_prefix",
-        ChangeOp::DeleteWhere => "delete_where",
-        ChangeOp::Purge => "purge",
-        ChangeOp::Drop => "drop",
-        ChangeOp::Spec => "spec",
-        _ => "gap",
-    }
-}
-
-fn op_of(name: &str) -> ChangeOp {
-    match name {
-        "put" => ChangeOp::Put,
-        "delete" => ChangeOp::Delete,
-        "delete_prefix" => ChangeOp::DeletePrefix,
-        "delete_where" => ChangeOp::DeleteWhere,
-        "purge" => ChangeOp::Purge,
-        "drop" => ChangeOp::Drop,
-        "spec" => ChangeOp::Spec,
-        _ => ChangeOp::Gap,
-    }
-}
-
 /// The statement that appends `events` to the log of `ns` if it is watched, numbered in
 /// commit order, and wakes watchers at commit. `now` is the caller's clock (`None`: the
 /// database's). Run it last in the transaction: it holds the namespace's log row until
@@ -107,7 +81,7 @@ pub(crate) fn append(
     let ops = p.push(
         events
             .iter()
-            .map(|e| op_name(e.op).to_owned())
+            .map(|e| e.op.name().to_owned())
             .collect::<Vec<_>>(),
     );
     let colls = p.push(
@@ -238,7 +212,7 @@ impl PostgresBackend {
             .iter()
             .map(|r| ChangeEvent {
                 token: r.get::<_, i64>(0) as ChangeToken,
-                op: op_of(r.get(1)),
+                op: ChangeOp::from_name(r.get(1)),
                 collection: r.get(2),
                 id: r.get(3),
                 version: r.get::<_, Option<i64>>(4).map(|v| v as Version),

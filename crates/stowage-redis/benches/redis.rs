@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use stowage_core::testkit::workload::{
-    batches, bench_n, id_of, print_table, rate, score_query, workload, Plain, Rng, Row, User,
+    batches, bench_n, gets, id_of, print_table, rate, score_query, workload, Plain, Rng, Row, User,
 };
 use stowage_core::{Collection, Store};
 use stowage_redis::{RedisBackend, RedisConfig};
@@ -124,24 +124,6 @@ async fn raw_gets(
                     let body: String = conn.get(format!("{prefix}raw:{id}")).await.unwrap();
                     let u: User = serde_json::from_str(&body).unwrap();
                     std::hint::black_box(u);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.unwrap();
-    }
-    start.elapsed()
-}
-
-async fn gets(coll: &Collection<Plain>, ids: &Arc<Vec<String>>, tasks: usize) -> Duration {
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (coll, ids) = (coll.clone(), ids.clone());
-            tokio::spawn(async move {
-                for id in ids.iter().skip(t).step_by(tasks) {
-                    std::hint::black_box(coll.get(id).await.unwrap().unwrap());
                 }
             })
         })

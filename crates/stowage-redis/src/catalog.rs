@@ -133,8 +133,7 @@ impl RedisBackend {
             },
             None => Vec::new(),
         };
-        let script = redis::Script::new(include_str!("spec.lua"));
-        let mut call = script.key(keys.revs());
+        let mut call = self.inner.spec_script.key(keys.revs());
         call.arg(keys.base())
             .arg(collection)
             .arg(update.expected.map_or(String::new(), |r| r.to_string()))
@@ -184,8 +183,7 @@ impl RedisBackend {
             return Ok(false);
         };
         let keys = self.keys(ns);
-        let script = redis::Script::new(include_str!("drop.lua"));
-        let mut call = script.key(keys.revs());
+        let mut call = self.inner.drop_script.key(keys.revs());
         call.arg(keys.base())
             .arg(collection)
             .arg(self.inner.config.change_log)

@@ -12,7 +12,7 @@ redis.call('HDEL', KEYS[1], c)
 redis.call('HDEL', base .. 'specs', c)
 local highest = tonumber(redis.call('HGET', base .. 'maxver', c) or '0')
 if highest > tonumber(redis.call('HGET', base .. 'floors', c) or '0') then
-  redis.call('HSET', base .. 'floors', c, string.format('%d', highest))
+  redis.call('HSET', base .. 'floors', c, int(highest))
 end
 redis.call('HDEL', base .. 'maxver', c)
 redis.call('HDEL', base .. 'bytes', c)
@@ -28,14 +28,7 @@ redis.call('DEL', base .. 'ent:' .. c, base .. 'ttl:' .. c)
 for i = 5, #ARGV do
   redis.call('DEL', base .. 'ix:' .. c .. ':' .. ARGV[i], base .. 'uq:' .. c .. ':' .. ARGV[i])
 end
-if tonumber(ARGV[3]) > 0 and redis.call('EXISTS', base .. 'feedseq') == 1 then
-  local now = ARGV[4]
-  if now == '' then
-    local t = redis.call('TIME')
-    now = t[1] .. string.format('%06d', tonumber(t[2]))
-  end
-  local token = redis.call('INCR', base .. 'feedseq')
-  redis.call('XADD', base .. 'feed', 'MAXLEN', '~', ARGV[3], token .. '-1',
-    'op', 'drop', 'collection', c, 'at', now)
+if watched(base, ARGV[3]) then
+  append(base, ARGV[3], { 'op', 'drop', 'collection', c, 'at', int(clock(ARGV[4])) })
 end
 return 1

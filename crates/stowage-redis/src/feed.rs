@@ -27,19 +27,6 @@ const BLOCK_MS: usize = 1000;
 /// How many events one read takes.
 const READ_BATCH: usize = 512;
 
-fn op_of(name: &str) -> ChangeOp {
-    match name {
-        "put" => ChangeOp::Put,
-        "delete" => ChangeOp::Delete,
-        "delete_prefix" => ChangeOp::DeletePrefix,
-        "delete_where" => ChangeOp::DeleteWhere,
-        "purge" => ChangeOp::Purge,
-        "drop" => ChangeOp::Drop,
-        "spec" => ChangeOp::Spec,
-        _ => ChangeOp::Gap,
-    }
-}
-
 /// The token of a stream id `<token>-1`.
 fn token_of(id: &str) -> Option<ChangeToken> {
     id.split('-').next()?.parse().ok()
@@ -50,7 +37,7 @@ fn event_of(id: &redis::streams::StreamId) -> Option<ChangeEvent> {
     let number = |name: &str| text(name).and_then(|t| t.parse::<i64>().ok());
     Some(ChangeEvent {
         token: token_of(&id.id)?,
-        op: op_of(&text("op")?),
+        op: ChangeOp::from_name(&text("op")?),
         collection: text("collection"),
         id: text("id"),
         version: number("version").map(|v| v as Version),

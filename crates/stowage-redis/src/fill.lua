@@ -11,13 +11,7 @@ local base, c = ARGV[1], ARGV[2]
 local revision = redis.call('HGET', KEYS[1], c)
 if not revision then return redis.error_reply('STOWAGE_GONE 0') end
 if revision ~= ARGV[3] then return redis.error_reply('STOWAGE_STALE 0') end
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
+local now = clock(ARGV[4])
 local ent = base .. 'ent:' .. c
 
 local function live(id)

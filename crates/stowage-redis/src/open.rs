@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     pub write_script: redis::Script,
     pub remove_script: redis::Script,
     pub fill_script: redis::Script,
+    pub spec_script: redis::Script,
+    pub drop_script: redis::Script,
     /// Specs by (namespace, collection, revision): see `catalog.rs`.
     pub specs: parking_lot::Mutex<HashMap<(String, String, Revision), Arc<StoredSpec>>>,
 }
@@ -157,9 +159,26 @@ impl RedisBackend {
                 connector,
                 target,
                 config,
-                write_script: redis::Script::new(include_str!("write.lua")),
-                remove_script: redis::Script::new(include_str!("remove.lua")),
-                fill_script: redis::Script::new(include_str!("fill.lua")),
+                write_script: redis::Script::new(concat!(
+                    include_str!("prelude.lua"),
+                    include_str!("write.lua")
+                )),
+                remove_script: redis::Script::new(concat!(
+                    include_str!("prelude.lua"),
+                    include_str!("remove.lua")
+                )),
+                fill_script: redis::Script::new(concat!(
+                    include_str!("prelude.lua"),
+                    include_str!("fill.lua")
+                )),
+                spec_script: redis::Script::new(concat!(
+                    include_str!("prelude.lua"),
+                    include_str!("spec.lua")
+                )),
+                drop_script: redis::Script::new(concat!(
+                    include_str!("prelude.lua"),
+                    include_str!("drop.lua")
+                )),
                 specs: parking_lot::Mutex::new(HashMap::new()),
             }),
         };

@@ -10,18 +10,11 @@
 -- ARGV[9…] pairs: id, the version it was matched at ("" = any)
 -- Returns {records removed, live records removed}.
 
-local function int(n) return string.format('%d', n) end
 local base, c = ARGV[1], ARGV[2]
 local revision = redis.call('HGET', KEYS[1], c)
 if not revision then return redis.error_reply('STOWAGE_GONE 0') end
 if ARGV[3] ~= '' and revision ~= ARGV[3] then return redis.error_reply('STOWAGE_STALE 0') end
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
+local now = clock(ARGV[4])
 local only_expired = ARGV[8] == '1'
 local ent = base .. 'ent:' .. c
 local removed, live_removed, size, highest = 0, 0, 0, 0
@@ -61,8 +54,7 @@ if highest > tonumber(redis.call('HGET', base .. 'floors', c) or '0') then
 end
 local count = live_removed
 if only_expired then count = removed end
-if count > 0 and tonumber(ARGV[5]) > 0 and redis.call('EXISTS', base .. 'feedseq') == 1 then
-  local token = redis.call('INCR', base .. 'feedseq')
+if count > 0 and watched(base, ARGV[5]) then
   local fields = { 'op', ARGV[6], 'count', int(count), 'at', int(now) }
   if ARGV[6] ~= 'purge' then
     fields[#fields + 1] = 'collection'
@@ -72,6 +64,6 @@ if count > 0 and tonumber(ARGV[5]) > 0 and redis.call('EXISTS', base .. 'feedseq
     fields[#fields + 1] = 'id'
     fields[#fields + 1] = ARGV[7]
   end
-  redis.call('XADD', base .. 'feed', 'MAXLEN', '~', ARGV[5], int(token) .. '-1', unpack(fields))
+  append(base, ARGV[5], fields)
 end
 return { removed, live_removed }

@@ -18,14 +18,7 @@ redis.call('HSET', base .. 'specs', c, ARGV[4])
 for i = 7, #ARGV do
   redis.call('DEL', base .. 'ix:' .. c .. ':' .. ARGV[i], base .. 'uq:' .. c .. ':' .. ARGV[i])
 end
-if tonumber(ARGV[5]) > 0 and redis.call('EXISTS', base .. 'feedseq') == 1 then
-  local now = ARGV[6]
-  if now == '' then
-    local t = redis.call('TIME')
-    now = t[1] .. string.format('%06d', tonumber(t[2]))
-  end
-  local token = redis.call('INCR', base .. 'feedseq')
-  redis.call('XADD', base .. 'feed', 'MAXLEN', '~', ARGV[5], token .. '-1',
-    'op', 'spec', 'collection', c, 'at', now)
+if watched(base, ARGV[5]) then
+  append(base, ARGV[5], { 'op', 'spec', 'collection', c, 'at', int(clock(ARGV[6])) })
 end
 return revision

@@ -14,20 +14,9 @@
 --          restore version, created_at, updated_at, expires_at ("" none),
 --          number of indexes; per index: name, unique (0/1), number of members, members.
 
--- Lua numbers are doubles: exact for versions and microsecond times (below 2^53), but Redis
--- turns a number argument into text with 14 digits. Every number sent to Redis, or
--- returned, goes through int() first.
-local function int(n) return string.format('%d', n) end
-
 local base = ARGV[1]
 local server_clock = ARGV[2] == ''
-local now
-if server_clock then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[2])
-end
+local now = clock(ARGV[2])
 local log_length = tonumber(ARGV[3])
 
 -- Decode the ops.
@@ -236,7 +225,7 @@ for i, op in ipairs(ops) do
 end
 
 -- Pass 2: every op passed; write.
-local logged = log_length > 0 and redis.call('EXISTS', base .. 'feedseq') == 1
+local logged = watched(base, log_length)
 local events = {}
 
 -- Bytes of ids and bodies per collection, for stats.
@@ -371,9 +360,8 @@ end
 
 if logged then
   for _, e in ipairs(events) do
-    local token = redis.call('INCR', base .. 'feedseq')
-    redis.call('XADD', base .. 'feed', 'MAXLEN', '~', int(log_length), int(token) .. '-1',
-      'op', e[1], 'collection', e[2], 'id', e[3], 'version', e[4], 'at', int(now))
+    append(base, log_length,
+      { 'op', e[1], 'collection', e[2], 'id', e[3], 'version', e[4], 'at', int(now) })
   end
 end
 

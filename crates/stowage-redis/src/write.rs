@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use stowage_core::backend::{
     IndexFill, QueryRequest, RecordMeta, Revision, WriteAction, WriteOp, WriteResult,
 };
-use stowage_core::{ContentType, Error, ErrorKind, Precondition, Result, Timestamp, Version};
+use stowage_core::{
+    ChangeOp, ContentType, Error, ErrorKind, Precondition, Result, Timestamp, Version,
+};
 
 use crate::error::redis_error;
 use crate::open::RedisBackend;
@@ -82,34 +84,70 @@ impl RedisBackend {
             .collect()
     }
 
-    /// The script's own refusals as Stowage errors; the rest as Redis errors.
+    /// The script's own refusals as Stowage errors naming their op; the rest as Redis
+    /// errors.
     fn explain(&self, ns: &str, ops: &[WriteOp], e: redis::RedisError) -> Error {
-        let code = e.code().unwrap_or_default().to_owned();
-        let detail = e.detail().unwrap_or_default().to_owned();
-        let mut words = detail.split(' ');
-        let at = words.next().and_then(|w| w.parse::<usize>().ok());
-        let Some((i, op)) = at.and_then(|i| ops.get(i).map(|op| (i, op))) else {
+        let Some((refusal, op)) = Refusal::of(&e).and_then(|r| Some((r, ops.get(r.at)?))) else {
             return redis_error(e, "writing", &self.inner.target);
         };
-        match code.as_str() {
-            "STOWAGE_PRECONDITION" => {
-                let live = words.next().and_then(|w| w.parse::<Version>().ok());
-                match op.precondition.check(&op.collection, &op.id, live) {
-                    Err(err) => err.at_op(i),
-                    Ok(()) => Error::internal(format!(
-                        "redis {}: the write script refused op {i} on a precondition that holds",
-                        self.inner.target
-                    )),
-                }
-            }
-            "STOWAGE_UNIQUE" => {
-                let index = words.next().unwrap_or_default();
-                let holder = words.collect::<Vec<_>>().join(" ");
-                Error::unique_violation(&op.collection, index, &holder).at_op(i)
-            }
-            "STOWAGE_STALE" => Error::stale_spec(&op.collection).at_op(i),
-            "STOWAGE_GONE" => Error::collection_not_found(ns, &op.collection).at_op(i),
-            _ => redis_error(e, "writing", &self.inner.target),
+        let at = refusal.at;
+        if refusal.code == "STOWAGE_PRECONDITION" {
+            let live = refusal
+                .words
+                .first()
+                .and_then(|w| w.parse::<Version>().ok());
+            return match op.precondition.check(&op.collection, &op.id, live) {
+                Err(err) => err.at_op(at),
+                Ok(()) => Error::internal(format!(
+                    "redis {}: the write script refused op {at} on a precondition that holds",
+                    self.inner.target
+                )),
+            };
+        }
+        match refusal.error(ns, &op.collection) {
+            Some(err) => err.at_op(at),
+            None => redis_error(e, "writing", &self.inner.target),
+        }
+    }
+}
+
+/// A refusal of one of the scripts: an error reply `STOWAGE_<WHAT> <op> <words…>`.
+#[derive(Debug, Clone, Copy)]
+struct Refusal<'a> {
+    code: &'a str,
+    /// The op (or fill) it is about.
+    at: usize,
+    words: [&'a str; 2],
+}
+
+impl<'a> Refusal<'a> {
+    fn of(e: &'a redis::RedisError) -> Option<Self> {
+        let code = e.code()?;
+        if !code.starts_with("STOWAGE_") {
+            return None;
+        }
+        let mut words = e.detail().unwrap_or_default().splitn(3, ' ');
+        let at = words.next()?.parse().ok()?;
+        Some(Refusal {
+            code,
+            at,
+            words: [words.next().unwrap_or(""), words.next().unwrap_or("")],
+        })
+    }
+
+    /// What the refusal means on `collection`, for every code but a precondition (which
+    /// needs the op's own precondition to say which error it is).
+    fn error(&self, ns: &str, collection: &str) -> Option<Error> {
+        match self.code {
+            "STOWAGE_STALE" => Some(Error::stale_spec(collection)),
+            "STOWAGE_GONE" => Some(Error::collection_not_found(ns, collection)),
+            // Index names cannot hold a space; the holder's id may.
+            "STOWAGE_UNIQUE" => Some(Error::unique_violation(
+                collection,
+                self.words[0],
+                self.words[1],
+            )),
+            _ => None,
         }
     }
 }
@@ -258,17 +296,11 @@ impl RedisBackend {
             call.arg(id)
                 .arg(version.map_or(String::new(), |v| v.to_string()));
         }
-        let (removed, live): (u64, u64) = match call.invoke_async(&mut self.conn()).await {
-            Ok(r) => r,
-            Err(e) if e.code() == Some("STOWAGE_STALE") => {
-                return Err(Error::stale_spec(collection))
-            }
-            Err(e) if e.code() == Some("STOWAGE_GONE") => {
-                return Err(Error::collection_not_found(ns, collection))
-            }
-            Err(e) => return Err(redis_error(e, "deleting", &self.inner.target)),
-        };
-        Ok((removed, live))
+        call.invoke_async(&mut self.conn()).await.map_err(|e| {
+            Refusal::of(&e)
+                .and_then(|r| r.error(ns, collection))
+                .unwrap_or_else(|| redis_error(e, "deleting", &self.inner.target))
+        })
     }
 
     /// Deletes up to the request's limit of live records matching its filter.
@@ -298,7 +330,7 @@ impl RedisBackend {
                 &request.collection,
                 Some(request.revision),
                 now,
-                "delete_where",
+                ChangeOp::DeleteWhere.name(),
                 "",
                 false,
                 &targets,
@@ -343,7 +375,7 @@ impl RedisBackend {
                     collection,
                     None,
                     now,
-                    "delete_prefix",
+                    ChangeOp::DeletePrefix.name(),
                     prefix,
                     false,
                     &targets,
@@ -419,7 +451,16 @@ impl RedisBackend {
                 let targets: Vec<(String, Option<u64>)> =
                     ids.iter().map(|id| (id.clone(), None)).collect();
                 let (removed, _) = match self
-                    .remove_ids(ns, &collection, None, now, "purge", "", true, &targets)
+                    .remove_ids(
+                        ns,
+                        &collection,
+                        None,
+                        now,
+                        ChangeOp::Purge.name(),
+                        "",
+                        true,
+                        &targets,
+                    )
                     .await
                 {
                     Ok(r) => r,
@@ -471,20 +512,13 @@ impl RedisBackend {
             call.arg(&fill.id).arg(fill.version.to_string());
             push_entries(&mut call, &unique, &fill.index);
         }
-        match call.invoke_async::<i64>(&mut self.conn()).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("STOWAGE_STALE") => Err(Error::stale_spec(collection)),
-            Err(e) if e.code() == Some("STOWAGE_GONE") => {
-                Err(Error::collection_not_found(ns, collection))
-            }
-            Err(e) if e.code() == Some("STOWAGE_UNIQUE") => {
-                let detail = e.detail().unwrap_or_default();
-                let mut words = detail.split(' ').skip(1);
-                let index = words.next().unwrap_or_default().to_owned();
-                let holder = words.collect::<Vec<_>>().join(" ");
-                Err(Error::unique_violation(collection, &index, &holder))
-            }
-            Err(e) => Err(redis_error(e, "building an index", &self.inner.target)),
-        }
+        call.invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(drop)
+            .map_err(|e| {
+                Refusal::of(&e)
+                    .and_then(|r| r.error(ns, collection))
+                    .unwrap_or_else(|| redis_error(e, "building an index", &self.inner.target))
+            })
     }
 }

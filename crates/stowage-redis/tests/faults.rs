@@ -6,75 +6,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use stowage_core::testkit::faults::WriteLoad;
 use stowage_core::testkit::Item;
-use stowage_core::{Collection, ErrorKind, Put, Record, Store};
+use stowage_core::{Collection, ErrorKind, Record, Store};
 use stowage_redis::testkit::PrivateRedis;
 use stowage_redis::{RedisBackend, RedisConfig};
-
-/// Four writers upserting and deleting until stopped: (succeeded, Unavailable) counts.
-struct WriteLoad {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    unavailable: Arc<AtomicU64>,
-    writers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl WriteLoad {
-    fn start(items: &Collection<Item>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, unavailable) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let writers = (0..4)
-            .map(|w| {
-                let (items, stop, ok, unavailable) =
-                    (items.clone(), stop.clone(), ok.clone(), unavailable.clone());
-                tokio::spawn(async move {
-                    let mut i = 0i64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let id = format!("w{w}-{}", i % 50);
-                        let r = if i % 3 != 0 {
-                            items
-                                .put(&id, &Item::new(&id, i), Put::upsert())
-                                .await
-                                .map(drop)
-                        } else {
-                            items.delete(&id).await.map(drop)
-                        };
-                        match r {
-                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                            Err(e) if e.kind() == ErrorKind::Unavailable => {
-                                tokio::time::sleep(Duration::from_millis(5)).await;
-                                unavailable.fetch_add(1, Ordering::Relaxed)
-                            }
-                            Err(e) => panic!("a lost server must give Unavailable: {e}"),
-                        };
-                        i += 1;
-                    }
-                })
-            })
-            .collect();
-        WriteLoad {
-            stop,
-            ok,
-            unavailable,
-            writers,
-        }
-    }
-
-    async fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in self.writers {
-            w.await.unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.unavailable.load(Ordering::Relaxed),
-        )
-    }
-}
 
 async fn store(server: &PrivateRedis) -> Store {
     let config = RedisConfig::from_url_parts(
@@ -212,7 +150,7 @@ async fn a_server_crashed_mid_load_fails_calls_cleanly_and_the_store_recovers() 
     let items = store.collection::<Item>().await.unwrap();
     let load = WriteLoad::start(&items);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ok_before = load.ok.load(Ordering::Relaxed);
+    let ok_before = load.succeeded();
     server.crash();
     // Down long enough that the connection's own quick reconnects give up on some calls.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -80,3 +80,49 @@ pub async fn increment(c: &Client, base: &str, times: u32) {
         }
     }
 }
+
+/// Two servers over one shared store are two instances of one service: a record written
+/// through one is read through the other, and 16 clients split across both, doing 50
+/// `If-Match` increments each, end at exactly 800.
+pub async fn count_across(base_a: &str, base_b: &str) {
+    let c = Client::new();
+    let r = c
+        .put(format!("{base_a}/v1/app/collections/counters"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = c
+        .put(format!("{base_a}/v1/app/counters/records/hits"))
+        .json(&serde_json::json!({ "n": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // Written through one, read through the other.
+    let r = c
+        .get(format!("{base_b}/v1/app/counters/records/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // 16 clients split across both servers, 50 If-Match increments each.
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let base = if i % 2 == 0 { base_a } else { base_b }.to_owned();
+            tokio::spawn(async move { increment(&Client::new(), &base, 50).await })
+        })
+        .collect();
+    for t in clients {
+        t.await.unwrap();
+    }
+    let r = c
+        .get(format!("{base_b}/v1/app/counters/records/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["etag"], "\"801\"");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["n"], 800);
+}

@@ -36,6 +36,7 @@ mod certificates;
 pub mod copy;
 pub mod covering;
 pub mod crud;
+pub mod faults;
 pub mod indexes;
 pub mod instances;
 pub mod invalid;

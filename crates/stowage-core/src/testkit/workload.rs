@@ -209,3 +209,26 @@ pub async fn insert_all(coll: &Collection<Plain>, users: &[User], writers: usize
     }
     start.elapsed()
 }
+
+/// Gets every id of `ids` from `tasks` concurrent tasks (each id once); how long it took.
+pub async fn gets(
+    coll: &Collection<Plain>,
+    ids: &std::sync::Arc<Vec<String>>,
+    tasks: usize,
+) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (coll, ids) = (coll.clone(), ids.clone());
+            tokio::spawn(async move {
+                for id in ids.iter().skip(t).step_by(tasks) {
+                    std::hint::black_box(coll.get(id).await.unwrap().unwrap());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
