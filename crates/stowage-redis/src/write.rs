@@ -32,19 +32,7 @@ impl RedisBackend {
         let mut unique: HashMap<(&str, Revision), Vec<String>> = HashMap::new();
         for op in ops {
             if let Entry::Vacant(slot) = unique.entry((op.collection.as_str(), op.revision)) {
-                let names = self
-                    .spec_at(ns, &op.collection, op.revision)
-                    .await?
-                    .map(|s| {
-                        s.spec
-                            .indexes
-                            .iter()
-                            .filter(|i| i.unique)
-                            .map(|i| i.name.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                slot.insert(names);
+                slot.insert(self.unique_indexes(ns, &op.collection, op.revision).await?);
             }
         }
         let mut call = self.inner.write_script.key(keys.revs());
@@ -82,6 +70,28 @@ impl RedisBackend {
                 })
             })
             .collect()
+    }
+
+    /// The unique indexes of `collection` at `revision` (none when the collection is gone
+    /// or moved on: the script then refuses the call).
+    async fn unique_indexes(
+        &self,
+        ns: &str,
+        collection: &str,
+        revision: Revision,
+    ) -> Result<Vec<String>> {
+        Ok(self
+            .spec_at(ns, collection, revision)
+            .await?
+            .map(|s| {
+                s.spec
+                    .indexes
+                    .iter()
+                    .filter(|i| i.unique)
+                    .map(|i| i.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// The script's own refusals as Stowage errors naming their op; the rest as Redis
@@ -487,18 +497,7 @@ impl RedisBackend {
         now: Timestamp,
     ) -> Result<()> {
         let keys = self.keys(ns);
-        let unique: Vec<String> = self
-            .spec_at(ns, collection, revision)
-            .await?
-            .map(|s| {
-                s.spec
-                    .indexes
-                    .iter()
-                    .filter(|i| i.unique)
-                    .map(|i| i.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let unique = self.unique_indexes(ns, collection, revision).await?;
         let mut call = self.inner.fill_script.key(keys.revs());
         call.arg(keys.base())
             .arg(collection)
