@@ -17,6 +17,9 @@
 local base = ARGV[1]
 local server_clock = ARGV[2] == ''
 local now = clock(ARGV[2])
+local now_s = int(now)
+-- A time as text: most are now, which is formatted once.
+local function time_s(t) if t == now then return now_s end return int(t) end
 local log_length = tonumber(ARGV[3])
 
 -- Decode the ops.
@@ -30,6 +33,7 @@ for i = 1, tonumber(ARGV[4]) do
     mc = tonumber(ARGV[at + 10]), mu = tonumber(ARGV[at + 11]), mx = tonumber(ARGV[at + 12]),
     ix = {},
   }
+  op.k = op.c .. '\0' .. op.id
   local n = tonumber(ARGV[at + 13])
   at = at + 14
   for _ = 1, n do
@@ -219,8 +223,10 @@ for i, op in ipairs(ops) do
       present = true, v = v, x = x, ix = ix, created = created, updated = updated,
       live = x == nil or x > now,
     }
-    plan[#plan + 1] = { op = op, v = v, created = created, updated = updated, x = x, ix = ix }
-    results[i] = int(v) .. ':' .. int(created) .. ':' .. int(updated) .. ':' .. (x and int(x) or '-')
+    local step = { op = op, v = v, created = created, updated = updated, x = x, ix = ix,
+      sv = int(v), sc = time_s(created), su = time_s(updated), sx = x and int(x) or nil }
+    plan[#plan + 1] = step
+    results[i] = step.sv .. ':' .. step.sc .. ':' .. step.su .. ':' .. (step.sx or '-')
   end
 end
 
@@ -260,7 +266,7 @@ local touched = {}
 for _, step in ipairs(plan) do
   local op = step.op
   local rec = rec_key(op.c, op.id)
-  local k = op.c .. '\0' .. op.id
+  local k = op.k
   local old = stored_of(op.c, op.id)
   local had_ttl = old and old[2] ~= false and old[2] ~= nil
   if old then unindex(op.c, op.id, old) end
@@ -268,13 +274,13 @@ for _, step in ipairs(plan) do
   if step.delete then
     redis.call('DEL', rec)
     stored[k] = false
-    if step.live then events[#events + 1] = { 'delete', op.c, op.id, int(step.v) } end
+    if logged and step.live then events[#events + 1] = { 'delete', op.c, op.id, int(step.v) } end
   else
-    local fields = { 'version', int(step.v), 'created_at', int(step.created),
-      'updated_at', int(step.updated), 'type', op.t, 'body', op.b }
+    local fields = { 'version', step.sv, 'created_at', step.sc,
+      'updated_at', step.su, 'type', op.t, 'body', op.b }
     if step.x then
       fields[#fields + 1] = 'expires_at'
-      fields[#fields + 1] = int(step.x)
+      fields[#fields + 1] = step.sx
     end
     redis.call('HSET', rec, unpack(fields))
     if step.x then
@@ -294,7 +300,7 @@ for _, step in ipairs(plan) do
     local size = #op.id + #op.b
     grow(op.c, size)
     stored[k] = { step.v, step.x or false, step.ix, size }
-    events[#events + 1] = { 'put', op.c, op.id, int(step.v) }
+    if logged then events[#events + 1] = { 'put', op.c, op.id, step.sv } end
   end
 end
 
@@ -361,7 +367,7 @@ end
 if logged then
   for _, e in ipairs(events) do
     append(base, log_length,
-      { 'op', e[1], 'collection', e[2], 'id', e[3], 'version', e[4], 'at', int(now) })
+      { 'op', e[1], 'collection', e[2], 'id', e[3], 'version', e[4], 'at', now_s })
   end
 end
 
