@@ -5,9 +5,22 @@
 //!
 //! # Layout (readable with redis-cli)
 //!
-//! Every key of a namespace starts with `<prefix>:{<namespace>}:`; a record is a hash
-//! (`HGETALL stowage:{app}:rec:incidents:i-1`); indexes are sorted sets of
-//! `value ‖ id` members walked with `ZRANGE … BYLEX`; see `schema.rs` for every key.
+//! Every key of a namespace starts with `<prefix>:{<namespace>}:`; a record is a hash,
+//! indexes are sorted sets of `value ‖ id` members walked with `ZRANGE … BYLEX`; see
+//! `schema.rs` for every key. The incidents example, seen with redis-cli:
+//!
+//! ```text
+//! $ redis-cli HGETALL 'stowage:{default}:rec:incidents:inc-0001'
+//! type        json
+//! created_at  1795944877746770
+//! version     4
+//! updated_at  1795944877840886
+//! body        {"id":"inc-0001","title":"incident number 1","severity":"P1",…}
+//! $ redis-cli ZRANGE 'stowage:{default}:ix:incidents:severity' 0 2
+//! P0\x00\x00inc-0000   P0\x00\x00inc-0005   P0\x00\x00inc-0010
+//! ```
+//!
+//! (A string value is stored in the sortable encoding: its bytes, `00 00`, then the id.)
 //!
 //! # Decisions
 //!
