@@ -22,29 +22,34 @@ local now_s = int(now)
 local function time_s(t) if t == now then return now_s end return int(t) end
 local log_length = tonumber(ARGV[3])
 
--- Decode the ops.
+local call = redis.call
+
+-- Shared empty values: a script runs thousands of ops, and Lua in Redis pays for every table
+-- it makes (they are never changed).
+local NO_INDEXES = {}
+local ABSENT = { present = false, live = false }
+
+-- Decode the ops. An op keeps where its fields start (`at`); fields that only some ops use
+-- (expected version, TTL, restored times) are read from ARGV when needed. Index entries are
+-- kept as they are stored: { name, unique, members }.
 local ops = {}
 local at = 5
 for i = 1, tonumber(ARGV[4]) do
-  local op = {
-    c = ARGV[at], r = ARGV[at + 1], id = ARGV[at + 2], a = tonumber(ARGV[at + 3]),
-    p = tonumber(ARGV[at + 4]), e = tonumber(ARGV[at + 5]), b = ARGV[at + 6],
-    t = ARGV[at + 7], ttl = tonumber(ARGV[at + 8]), mv = tonumber(ARGV[at + 9]),
-    mc = tonumber(ARGV[at + 10]), mu = tonumber(ARGV[at + 11]), mx = tonumber(ARGV[at + 12]),
-    ix = {},
-  }
-  op.k = op.c .. '\0' .. op.id
-  local n = tonumber(ARGV[at + 13])
+  local c, id = ARGV[at], ARGV[at + 2]
+  local op = { c = c, r = ARGV[at + 1], id = id, k = c .. '\0' .. id, a = ARGV[at + 3],
+    p = ARGV[at + 4], at = at, ix = NO_INDEXES }
+  local n = ARGV[at + 13]
   at = at + 14
-  for _ = 1, n do
-    local entry = { name = ARGV[at], unique = ARGV[at + 1] == '1', members = {} }
-    local m = tonumber(ARGV[at + 2])
-    at = at + 3
-    for k = 1, m do
-      entry.members[k] = ARGV[at]
-      at = at + 1
+  if n ~= '0' then
+    local ix = {}
+    for k = 1, tonumber(n) do
+      local last = at + 2 + tonumber(ARGV[at + 2])
+      local members = {}
+      for j = at + 3, last do members[#members + 1] = ARGV[j] end
+      ix[k] = { ARGV[at], ARGV[at + 1] == '1', members }
+      at = last + 1
     end
-    op.ix[#op.ix + 1] = entry
+    op.ix = ix
   end
   ops[i] = op
 end
@@ -60,7 +65,7 @@ local function call_chunked(command, key, args, per)
   for from = 1, #args, CHUNK * per do
     local part = {}
     for k = from, math.min(from + CHUNK * per - 1, #args) do part[#part + 1] = args[k] end
-    redis.call(command, key, unpack(part))
+    call(command, key, unpack(part))
   end
 end
 
@@ -82,7 +87,7 @@ do
     for from = 1, #ids, CHUNK do
       local part = {}
       for k = from, math.min(from + CHUNK - 1, #ids) do part[#part + 1] = ids[k] end
-      local packed = redis.call('HMGET', ent_key(c), unpack(part))
+      local packed = call('HMGET', ent_key(c), unpack(part))
       for k, id in ipairs(part) do
         loaded[c .. '\0' .. id] = packed[k] and cmsgpack.unpack(packed[k]) or false
       end
@@ -95,16 +100,16 @@ end
 local function load(c, id)
   local k = c .. '\0' .. id
   if loaded[k] == nil then
-    local packed = redis.call('HGET', ent_key(c), id)
+    local packed = call('HGET', ent_key(c), id)
     loaded[k] = packed and cmsgpack.unpack(packed) or false
   end
   local e = loaded[k]
   if not e then
-    return { present = false, live = false }
+    return ABSENT
   end
   local s = { present = true, v = e[1], x = e[2], ix = e[3] }
   if e[2] == false or e[2] == nil then s.x = nil end
-  local h = redis.call('HMGET', rec_key(c, id), 'created_at', 'updated_at')
+  local h = call('HMGET', rec_key(c, id), 'created_at', 'updated_at')
   s.created = tonumber(h[1])
   s.updated = tonumber(h[2])
   s.live = h[1] ~= false and (s.x == nil or s.x > now)
@@ -122,7 +127,7 @@ end
 
 local function floor_of(c)
   if floors[c] == nil then
-    floors[c] = { v = tonumber(redis.call('HGET', base .. 'floors', c) or '0'), raised = false }
+    floors[c] = { v = tonumber(call('HGET', base .. 'floors', c) or '0'), raised = false }
   end
   return floors[c]
 end
@@ -135,7 +140,7 @@ end
 -- Who holds unique member m of index name now: an id, or false.
 local function holder(c, name, m)
   local k = c .. '\0' .. name .. '\0' .. m
-  if holders[k] == nil then holders[k] = redis.call('HGET', uq_key(c, name), m) or false end
+  if holders[k] == nil then holders[k] = call('HGET', uq_key(c, name), m) or false end
   return holders[k]
 end
 
@@ -155,78 +160,85 @@ local function release(c, id, s)
   end
 end
 
+-- The stored times of a live record as the script answers them: version:created:updated:expiry.
+local function meta_of(s)
+  if not s.live then return '' end
+  return int(s.v) .. ':' .. int(s.created) .. ':' .. int(s.updated) .. ':' .. (s.x and int(s.x) or '-')
+end
+
+-- Pass 1 leaves on each op that writes what pass 2 needs: `del` (a delete, with `was_live`
+-- and the version `v` it removes), or the new version and times (numbers, and as text).
 local results = {}
 for i, op in ipairs(ops) do
-  local rev = revs[op.c]
+  local c, a, at = op.c, op.a, op.at
+  local rev = revs[c]
   if rev == nil then
-    rev = redis.call('HGET', KEYS[1], op.c) or false
-    revs[op.c] = rev
+    rev = call('HGET', KEYS[1], c) or false
+    revs[c] = rev
   end
   if not rev then return redis.error_reply('STOWAGE_GONE ' .. (i - 1)) end
   if rev ~= op.r then return redis.error_reply('STOWAGE_STALE ' .. (i - 1)) end
-  local s = current(op.c, op.id)
+  local s = current(c, op.id)
   local live_version = s.live and s.v or nil
-  if op.a ~= 3 then
-    local failed = (op.p == 1 and live_version ~= nil)
-      or (op.p == 2 and live_version == nil)
-      or (op.p == 3 and live_version ~= op.e)
+  if a ~= '3' then
+    local p = op.p
+    local failed = (p == '1' and live_version ~= nil)
+      or (p == '2' and live_version == nil)
+      or (p == '3' and live_version ~= tonumber(ARGV[at + 5]))
     if failed then
       return redis.error_reply('STOWAGE_PRECONDITION ' .. (i - 1) .. ' '
         .. (live_version and int(live_version) or '-'))
     end
   end
-  local meta = ''
-  if s.live then
-    meta = int(s.v) .. ':' .. int(s.created) .. ':' .. int(s.updated) .. ':' .. (s.x and int(s.x) or '-')
-  end
-  if op.a == 0 then
-    results[i] = meta
-  elseif op.a == 1 then
+  if a == '0' then
+    results[i] = meta_of(s)
+  elseif a == '1' then
+    results[i] = meta_of(s)
     if s.present then
-      raise(op.c, s.v)
-      release(op.c, op.id, s)
-      plan[#plan + 1] = { op = op, delete = true, live = s.live, v = s.v }
+      raise(c, s.v)
+      release(c, op.id, s)
+      op.del, op.was_live, op.v = true, s.live, s.v
+      plan[#plan + 1] = op
     end
-    state[op.c .. '\0' .. op.id] = { present = false, live = false }
-    results[i] = meta
+    state[op.k] = ABSENT
   else
     local v, created, updated, x
-    if op.a == 3 then
-      if s.present and s.v ~= op.mv then raise(op.c, s.v) end
-      v, created, updated, x = op.mv, op.mc, op.mu, op.mx
+    if a == '3' then
+      v, created, updated = tonumber(ARGV[at + 9]), tonumber(ARGV[at + 10]), tonumber(ARGV[at + 11])
+      x = tonumber(ARGV[at + 12])
+      if s.present and s.v ~= v then raise(c, s.v) end
     else
       if s.live then
         v, created = s.v + 1, s.created
       else
-        v, created = math.max(floor_of(op.c).v, s.v or 0) + 1, now
+        v, created = math.max(floor_of(c).v, s.v or 0) + 1, now
       end
       updated = now
-      if op.ttl then x = now + op.ttl end
+      local ttl = ARGV[at + 8]
+      if ttl ~= '' then x = now + tonumber(ttl) end
     end
     -- Unique values: a live holder other than this record refuses the op; an expired one
     -- lets the value go.
-    release(op.c, op.id, s)
+    release(c, op.id, s)
     for _, entry in ipairs(op.ix) do
-      if entry.unique then
-        for _, m in ipairs(entry.members) do
-          local h = holder(op.c, entry.name, m)
-          if h and h ~= op.id and current(op.c, h).live then
-            return redis.error_reply('STOWAGE_UNIQUE ' .. (i - 1) .. ' ' .. entry.name .. ' ' .. h)
+      if entry[2] then
+        for _, m in ipairs(entry[3]) do
+          local h = holder(c, entry[1], m)
+          if h and h ~= op.id and current(c, h).live then
+            return redis.error_reply('STOWAGE_UNIQUE ' .. (i - 1) .. ' ' .. entry[1] .. ' ' .. h)
           end
-          set_holder(op.c, entry.name, m, op.id)
+          set_holder(c, entry[1], m, op.id)
         end
       end
     end
-    local ix = {}
-    for k, entry in ipairs(op.ix) do ix[k] = { entry.name, entry.unique, entry.members } end
-    state[op.c .. '\0' .. op.id] = {
-      present = true, v = v, x = x, ix = ix, created = created, updated = updated,
+    state[op.k] = {
+      present = true, v = v, x = x, ix = op.ix, created = created, updated = updated,
       live = x == nil or x > now,
     }
-    local step = { op = op, v = v, created = created, updated = updated, x = x, ix = ix,
-      sv = int(v), sc = time_s(created), su = time_s(updated), sx = x and int(x) or nil }
-    plan[#plan + 1] = step
-    results[i] = step.sv .. ':' .. step.sc .. ':' .. step.su .. ':' .. (step.sx or '-')
+    op.v, op.created, op.updated, op.x = v, created, updated, x
+    op.sv, op.sc, op.su, op.sx = int(v), time_s(created), time_s(updated), x and int(x) or nil
+    plan[#plan + 1] = op
+    results[i] = op.sv .. ':' .. op.sc .. ':' .. op.su .. ':' .. (op.sx or '-')
   end
 end
 
@@ -252,9 +264,9 @@ local function unindex(c, id, e)
   for _, entry in ipairs(e[3]) do
     local key = ix_key(c, entry[1])
     for _, m in ipairs(entry[3]) do
-      redis.call('ZREM', key, m .. id)
-      if entry[2] and redis.call('HGET', uq_key(c, entry[1]), m) == id then
-        redis.call('HDEL', uq_key(c, entry[1]), m)
+      call('ZREM', key, m .. id)
+      if entry[2] and call('HGET', uq_key(c, entry[1]), m) == id then
+        call('HDEL', uq_key(c, entry[1]), m)
       end
     end
   end
@@ -263,44 +275,43 @@ end
 -- Keys of records touched, for the bookkeeping done once per collection at the end.
 local touched = {}
 
-for _, step in ipairs(plan) do
-  local op = step.op
-  local rec = rec_key(op.c, op.id)
-  local k = op.k
-  local old = stored_of(op.c, op.id)
+for _, op in ipairs(plan) do
+  local c, id, k = op.c, op.id, op.k
+  local rec = rec_key(c, id)
+  local old = stored_of(c, id)
   local had_ttl = old and old[2] ~= false and old[2] ~= nil
-  if old then unindex(op.c, op.id, old) end
-  touched[k] = { c = op.c, id = op.id }
-  if step.delete then
-    redis.call('DEL', rec)
+  if old then unindex(c, id, old) end
+  touched[k] = op
+  if op.del then
+    call('DEL', rec)
     stored[k] = false
-    if logged and step.live then events[#events + 1] = { 'delete', op.c, op.id, int(step.v) } end
+    if logged and op.was_live then events[#events + 1] = { 'delete', c, id, int(op.v) } end
   else
-    local fields = { 'version', step.sv, 'created_at', step.sc,
-      'updated_at', step.su, 'type', op.t, 'body', op.b }
-    if step.x then
-      fields[#fields + 1] = 'expires_at'
-      fields[#fields + 1] = step.sx
-    end
-    redis.call('HSET', rec, unpack(fields))
-    if step.x then
+    local body = ARGV[op.at + 6]
+    if op.x then
+      call('HSET', rec, 'version', op.sv, 'created_at', op.sc, 'updated_at', op.su,
+        'type', ARGV[op.at + 7], 'body', body, 'expires_at', op.sx)
       -- The hash expires by itself where the server's clock decides.
-      if server_clock then redis.call('PEXPIREAT', rec, int(math.floor(step.x / 1000))) end
-    elseif had_ttl then
-      redis.call('HDEL', rec, 'expires_at')
-      redis.call('PERSIST', rec)
-    end
-    for _, entry in ipairs(step.ix) do
-      local key = ix_key(op.c, entry[1])
-      for _, m in ipairs(entry[3]) do
-        redis.call('ZADD', key, 0, m .. op.id)
-        if entry[2] then redis.call('HSET', uq_key(op.c, entry[1]), m, op.id) end
+      if server_clock then call('PEXPIREAT', rec, int(math.floor(op.x / 1000))) end
+    else
+      call('HSET', rec, 'version', op.sv, 'created_at', op.sc, 'updated_at', op.su,
+        'type', ARGV[op.at + 7], 'body', body)
+      if had_ttl then
+        call('HDEL', rec, 'expires_at')
+        call('PERSIST', rec)
       end
     end
-    local size = #op.id + #op.b
-    grow(op.c, size)
-    stored[k] = { step.v, step.x or false, step.ix, size }
-    if logged then events[#events + 1] = { 'put', op.c, op.id, step.sv } end
+    for _, entry in ipairs(op.ix) do
+      local key = ix_key(c, entry[1])
+      for _, m in ipairs(entry[3]) do
+        call('ZADD', key, 0, m .. id)
+        if entry[2] then call('HSET', uq_key(c, entry[1]), m, id) end
+      end
+    end
+    local size = #id + #body
+    grow(c, size)
+    stored[k] = { op.v, op.x or false, op.ix, size }
+    if logged then events[#events + 1] = { 'put', c, id, op.sv } end
   end
 end
 
@@ -346,21 +357,21 @@ for c, p in pairs(per) do
 end
 
 for c, f in pairs(floors) do
-  if f.raised then redis.call('HSET', base .. 'floors', c, int(f.v)) end
+  if f.raised then call('HSET', base .. 'floors', c, int(f.v)) end
 end
 
 for c, n in pairs(sizes) do
-  if n ~= 0 then redis.call('HINCRBY', base .. 'bytes', c, int(n)) end
+  if n ~= 0 then call('HINCRBY', base .. 'bytes', c, int(n)) end
 end
 
 -- The highest version each collection has given, for the floor when it is dropped.
 local highest = {}
-for _, step in ipairs(plan) do
-  if not step.delete and (highest[step.op.c] or 0) < step.v then highest[step.op.c] = step.v end
+for _, op in ipairs(plan) do
+  if not op.del and (highest[op.c] or 0) < op.v then highest[op.c] = op.v end
 end
 for c, v in pairs(highest) do
-  if tonumber(redis.call('HGET', base .. 'maxver', c) or '0') < v then
-    redis.call('HSET', base .. 'maxver', c, int(v))
+  if tonumber(call('HGET', base .. 'maxver', c) or '0') < v then
+    call('HSET', base .. 'maxver', c, int(v))
   end
 end
 
