@@ -53,6 +53,8 @@ mod memory;
 mod query;
 mod record;
 mod spec;
+#[cfg(feature = "sql")]
+pub mod sql;
 mod store;
 mod transaction;
 mod value;

@@ -1,0 +1,393 @@
+//! The writer thread: every write runs on one thread that owns the write connection, and
+//! concurrent writes share commits (group commit).
+//!
+//! Callers queue jobs; the thread takes every job queued (up to [`MAX_GROUP`]) into one
+//! transaction (`BEGIN IMMEDIATE` … `COMMIT`), each job inside a savepoint of its own, so a
+//! job that fails — a precondition, a unique clash — is rolled back alone and the others
+//! commit. While one commit is being fsynced, the next jobs queue up and go together in the
+//! next: 32 durable writers share a few fsyncs instead of paying 32. A job hears its result
+//! only after its commit is durable (as `synchronous` says), and changes reach watchers
+//! only after the commit.
+//!
+//! Async callers never block the runtime: they wait on a oneshot channel.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use stowage_core::backend::{Revision, StoredSpec};
+use stowage_core::{ChangeEvent, ChangeHub, CollectionSpec, Error, ErrorKind, Result, Version};
+use tokio::sync::oneshot;
+
+use crate::error::sqlite_error;
+use crate::schema::Layout;
+
+/// The most jobs one transaction takes.
+const MAX_GROUP: usize = 256;
+
+type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+type WriteJob = Box<dyn FnOnce(&mut Txn<'_>) -> (bool, Finish) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Msg {
+    Write(WriteJob),
+    /// A read on the writer's connection (an in-memory database has no other).
+    Read(ReadJob),
+}
+
+/// The handle to the writer thread. Dropping it lets the thread finish what is queued,
+/// close the connection and exit; drop waits for that.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    sender: Option<mpsc::Sender<Msg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread over `conn`.
+    pub fn start(conn: Connection, hub: Arc<ChangeHub>, target: String) -> Result<Self> {
+        let (sender, receiver) = mpsc::channel::<Msg>();
+        let thread = std::thread::Builder::new()
+            .name("stowage-sqlite-writer".into())
+            .spawn(move || run(conn, receiver, &hub, &target))
+            .map_err(|e| Error::internal("cannot start the SQLite writer thread").with_source(e))?;
+        Ok(Writer {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` in a write transaction shared with the writes queued beside it; its result
+    /// once the transaction is committed. An error from `f` undoes what `f` did, and only
+    /// that.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |t| {
+            let r = f(t);
+            let ok = r.is_ok();
+            let finish: Finish = Box::new(move |commit: Result<()>| {
+                let _ = tx.send(r.and_then(|v| commit.map(|()| v)));
+            });
+            (ok, finish)
+        });
+        self.send(Msg::Write(job))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on the writer's connection outside any transaction of the writer's.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Read(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        })))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    fn send(&self, msg: Msg) -> Result<()> {
+        self.sender
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(msg)
+            .map_err(|_| stopped())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop once the queue is empty.
+        self.sender.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The same failure for another waiter (errors are not Clone: sources are not).
+fn copy(e: &Error) -> Error {
+    Error::new(e.kind(), e.message())
+}
+
+fn stopped() -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "the SQLite writer thread has stopped",
+    )
+}
+
+/// The thread's loop.
+fn run(conn: Connection, receiver: mpsc::Receiver<Msg>, hub: &ChangeHub, target: &str) {
+    while let Ok(first) = receiver.recv() {
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        match first {
+            Msg::Write(job) => writes.push(job),
+            Msg::Read(job) => reads.push(job),
+        }
+        while writes.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(Msg::Write(job)) => writes.push(job),
+                Ok(Msg::Read(job)) => reads.push(job),
+                Err(_) => break,
+            }
+        }
+        if !writes.is_empty() {
+            commit_group(&conn, writes, hub, target);
+        }
+        for read in reads {
+            read(&conn);
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction, each in a savepoint, and commits.
+fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target: &str) {
+    let failed = |e: rusqlite::Error, doing: &str| sqlite_error(e, doing, target);
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = failed(e, "starting a write transaction");
+        for job in jobs {
+            // The job never runs: its caller gets the error.
+            let mut never = Txn::new(conn, target);
+            never.broken = Some(copy(&e));
+            let (_, finish) = job(&mut never);
+            finish(Err(copy(&e)));
+        }
+        return;
+    }
+    let mut t = Txn::new(conn, target);
+    let mut finishes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let marked = t.events.len();
+        let saved = conn.execute_batch("SAVEPOINT job");
+        let (ok, finish) = job(&mut t);
+        let undone = if ok && saved.is_ok() {
+            conn.execute_batch("RELEASE job")
+        } else {
+            t.events.truncate(marked);
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = saved.and(undone) {
+            // A savepoint that cannot be released or undone leaves the transaction in a
+            // state nobody can vouch for: give it up.
+            let e = failed(e, "ending a write's savepoint");
+            let _ = conn.execute_batch("ROLLBACK");
+            finish(Err(copy(&e)));
+            for f in finishes {
+                let f: Finish = f;
+                f(Err(copy(&e)));
+            }
+            return;
+        }
+        finishes.push(finish);
+    }
+    let events = std::mem::take(&mut t.events);
+    drop(t);
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for (ns, batch) in group_by_namespace(events) {
+                hub.publish_numbered(&ns, batch);
+            }
+            for f in finishes {
+                f(Ok(()));
+            }
+        }
+        Err(e) => {
+            let e = failed(e, "committing");
+            let _ = conn.execute_batch("ROLLBACK");
+            for f in finishes {
+                f(Err(copy(&e)));
+            }
+        }
+    }
+}
+
+fn group_by_namespace(events: Vec<(String, ChangeEvent)>) -> Vec<(String, Vec<ChangeEvent>)> {
+    let mut out: Vec<(String, Vec<ChangeEvent>)> = Vec::new();
+    for (ns, e) in events {
+        match out.iter_mut().find(|(n, _)| *n == ns) {
+            Some((_, batch)) => batch.push(e),
+            None => out.push((ns, vec![e])),
+        }
+    }
+    out
+}
+
+/// A job's view of the shared write transaction.
+pub(crate) struct Txn<'c> {
+    pub conn: &'c Connection,
+    target: &'c str,
+    /// Logged changes, published after the commit.
+    events: Vec<(String, ChangeEvent)>,
+    /// Set when the transaction could not start: every call fails with it.
+    broken: Option<Error>,
+}
+
+impl<'c> Txn<'c> {
+    fn new(conn: &'c Connection, target: &'c str) -> Self {
+        Txn {
+            conn,
+            target,
+            events: Vec::new(),
+            broken: None,
+        }
+    }
+
+    /// A SQLite error while doing `doing`.
+    pub fn err(&self, doing: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        let doing = doing.to_owned();
+        move |e| sqlite_error(e, &doing, self.target)
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.broken {
+            Some(e) => Err(copy(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The layout of a collection as stored now, if it exists.
+    pub fn layout(&self, ns: &str, coll: &str) -> Result<Option<Layout>> {
+        self.check()?;
+        read_layout(self.conn, ns, coll).map_err(self.err("reading the catalog"))
+    }
+
+    /// The next spec revision of the store.
+    pub fn next_revision(&self) -> Result<Revision> {
+        self.check()?;
+        let r: i64 = self
+            .conn
+            .query_row(
+                "INSERT INTO stowage_meta (key, value) VALUES ('revision', 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err("numbering a spec"))?;
+        Ok(r as Revision)
+    }
+
+    /// The version floor of a collection.
+    pub fn floor(&self, ns: &str, coll: &str) -> Result<Version> {
+        self.check()?;
+        let f: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT floor FROM stowage_floors WHERE namespace = ?1 AND collection = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![ns, coll], |r| r.get(0)).optional())
+            .map_err(self.err("reading a version floor"))?;
+        Ok(f.unwrap_or(0) as Version)
+    }
+
+    /// Raises the version floor of a collection to `v` (a record of that version is gone).
+    pub fn raise_floor(&self, ns: &str, coll: &str, v: Version) -> Result<()> {
+        self.check()?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO stowage_floors (namespace, collection, floor) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (namespace, collection) DO UPDATE SET floor = max(floor, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![ns, coll, v as i64]))
+            .map_err(self.err("raising a version floor"))?;
+        Ok(())
+    }
+
+    /// Whether `ns`'s changes are logged (someone has watched it).
+    pub fn logs_changes(&self, ns: &str) -> Result<bool> {
+        self.check()?;
+        self.conn
+            .prepare_cached("SELECT 1 FROM stowage_log_heads WHERE namespace = ?1")
+            .and_then(|mut s| s.exists(params![ns]))
+            .map_err(self.err("reading the change log"))
+    }
+
+    /// Logs `ns`'s changes from now on.
+    pub fn start_log(&self, ns: &str) -> Result<()> {
+        self.check()?;
+        self.conn
+            .execute(
+                "INSERT INTO stowage_log_heads (namespace, last) VALUES (?1, 0) \
+                 ON CONFLICT (namespace) DO NOTHING",
+                params![ns],
+            )
+            .map_err(self.err("starting the change log"))?;
+        Ok(())
+    }
+
+    /// Appends `event` to `ns`'s change log when it is watched, numbered in commit order,
+    /// keeping about `keep` events; watchers hear it after the commit.
+    pub fn log(&mut self, ns: &str, mut event: ChangeEvent, keep: u64) -> Result<()> {
+        self.check()?;
+        let token: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "UPDATE stowage_log_heads SET last = last + 1 WHERE namespace = ?1 RETURNING last",
+            )
+            .and_then(|mut s| s.query_row(params![ns], |r| r.get(0)).optional())
+            .map_err(self.err("numbering a change"))?;
+        let Some(token) = token else {
+            return Ok(());
+        };
+        event.token = token as u64;
+        let text = serde_json::to_string(&event)
+            .map_err(|e| Error::internal("encoding a change event").with_source(e))?;
+        self.conn
+            .prepare_cached("INSERT INTO stowage_log (namespace, token, event) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![ns, token, text]))
+            .map_err(self.err("logging a change"))?;
+        // Trim in steps of 1 % so most writes delete nothing.
+        let keep = keep.max(1) as i64;
+        if token % (keep / 100).max(1) == 0 {
+            self.conn
+                .prepare_cached("DELETE FROM stowage_log WHERE namespace = ?1 AND token <= ?2")
+                .and_then(|mut s| s.execute(params![ns, token - keep]))
+                .map_err(self.err("trimming the change log"))?;
+        }
+        self.events.push((ns.to_owned(), event));
+        Ok(())
+    }
+}
+
+/// The stored spec of a collection and its table name, read from the catalog.
+pub(crate) fn read_layout(
+    conn: &Connection,
+    ns: &str,
+    coll: &str,
+) -> rusqlite::Result<Option<Layout>> {
+    let row: Option<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT revision, spec, building FROM stowage_collections \
+             WHERE namespace = ?1 AND collection = ?2",
+        )?
+        .query_row(params![ns, coll], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((revision, spec, building)) = row else {
+        return Ok(None);
+    };
+    let stored = decode_spec(revision, &spec, &building)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    Ok(Some(Layout::new(ns, coll, stored)))
+}
+
+/// A stored spec from its catalog columns.
+pub(crate) fn decode_spec(revision: i64, spec: &str, building: &str) -> Result<StoredSpec> {
+    let corrupt = |what: &str, e: serde_json::Error| {
+        Error::new(
+            ErrorKind::Corrupted,
+            format!("the catalog holds a {what} that does not decode: {e}"),
+        )
+    };
+    let spec: CollectionSpec = serde_json::from_str(spec).map_err(|e| corrupt("spec", e))?;
+    let building: Vec<String> =
+        serde_json::from_str(building).map_err(|e| corrupt("building list", e))?;
+    Ok(StoredSpec {
+        spec,
+        revision: revision as Revision,
+        building,
+    })
+}
