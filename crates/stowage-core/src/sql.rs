@@ -216,6 +216,7 @@ mod tests {
         assert_eq!(prefix_upper("ab").as_deref(), Some("ac"));
         assert_eq!(prefix_upper("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper(""), None);
         // The surrogate gap is skipped: U+D7FF is followed by U+E000.
         assert_eq!(prefix_upper("\u{D7FF}").as_deref(), Some("\u{E000}"));
     }

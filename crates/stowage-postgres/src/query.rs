@@ -9,14 +9,12 @@
 //! one the caller prepared it with; when nothing comes back, a second look says whether the
 //! collection is gone, the spec changed, or nothing matched.
 
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use stowage_core::backend::{
-    CollectionStats, Order, Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest,
-};
-use stowage_core::{Error, ErrorKind, IndexValue, Result, StoredRecord, Timestamp};
+use stowage_core::backend::{CollectionStats, Order, QueryHit, QueryRequest, ScanRequest};
+use stowage_core::sql::{self, Dialect, SqlLayout, SqlParam, SqlParams};
+use stowage_core::{Error, ErrorKind, IndexType, IndexValue, Result, StoredRecord, Timestamp};
 use tokio_postgres::error::SqlState;
 
 use crate::catalog::list_entries;
@@ -24,8 +22,7 @@ use crate::error::pg_error;
 use crate::open::PostgresBackend;
 use crate::pool::Conn;
 use crate::schema::{
-    cast_type, now_sql, prefix_upper, read_record, typed_array, Layout, Params, SqlValue,
-    RECORD_COLUMNS,
+    cast_type, now_sql, read_record, typed_array, Layout, Params, SqlValue, RECORD_COLUMNS,
 };
 
 /// A query as SQL: the `WHERE` clause (live records matching the filter, after the
@@ -38,122 +35,76 @@ pub(crate) struct QuerySql {
     pub order_column: Option<String>,
 }
 
-/// Builds the SQL of a query's filter, order and cursor.
+/// PostgreSQL's way of writing what differs between SQL dialects: `$n` placeholders cast
+/// to the column's type, lists as one typed array (`= ANY($n::bigint[])`), and now as the
+/// caller's time or the server's `now()`.
+struct Postgres;
+
+impl Dialect for Postgres {
+    fn placeholder(&self, n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn typed(&self, n: usize, t: IndexType) -> Result<String> {
+        Ok(format!("${n}::{}", cast_type(t)?))
+    }
+
+    fn any_of(
+        &self,
+        expr: &str,
+        t: IndexType,
+        values: &[IndexValue],
+        params: &mut SqlParams,
+    ) -> Result<String> {
+        let n = params.push(SqlParam::Values(t, values.to_vec()));
+        Ok(format!("{expr} = ANY(${n}::{}[])", cast_type(t)?))
+    }
+
+    fn now(&self, n: usize) -> String {
+        now_sql(&format!("${n}"))
+    }
+}
+
+impl SqlLayout for Layout {
+    fn column(&self, index: &str) -> Option<(&str, IndexType)> {
+        Layout::column(self, index).map(|c| (c.column.as_str(), c.index_type))
+    }
+
+    fn side(&self, index: &str) -> Option<(&str, IndexType)> {
+        Layout::side(self, index).map(|s| (s.table.as_str(), s.index_type))
+    }
+}
+
+/// Builds the SQL of a query's filter, order and cursor (`stowage_core::sql`, shared with
+/// SQLite), with its parameters as PostgreSQL binds them. `now` is the caller's time, or
+/// `None` for the server's.
 pub(crate) fn query_sql(
     layout: &Layout,
     req: &QueryRequest,
     now: Option<SystemTime>,
 ) -> Result<QuerySql> {
+    let q = sql::query_sql(&Postgres, layout, req, None)?;
     let mut params = Params::default();
-    let now_at = params.push(now);
-    let mut conditions = vec![format!(
-        "(t.expires_at IS NULL OR t.expires_at > {})",
-        now_sql(&now_at)
-    )];
-    for p in &req.filter {
-        conditions.push(predicate_sql(layout, p, &mut params)?);
+    for p in q.params.0 {
+        match p {
+            SqlParam::Value(v) => params.push(SqlValue(v)),
+            SqlParam::Values(t, vs) => {
+                params.push_boxed(typed_array(t, vs.into_iter().map(Some).collect()))
+            }
+            SqlParam::Id(id) => params.push(id),
+            SqlParam::Now(_) => params.push(now),
+            other => {
+                return Err(Error::internal(format!(
+                    "postgres cannot bind query parameter {other:?}"
+                )))
+            }
+        };
     }
-    let dir = if req.order.descending { "DESC" } else { "ASC" };
-    let cmp = if req.order.descending { "<" } else { ">" };
-    let (order_by, order_column) = match &req.order {
-        Order {
-            index: Some(index), ..
-        } => {
-            let c = layout
-                .column(index)
-                .ok_or_else(|| Error::invalid(format!("index {index:?} cannot order a query")))?;
-            let ty = cast_type(c.index_type)?;
-            let col = format!("t.{}", c.column);
-            conditions.push(format!("{col} IS NOT NULL"));
-            if let Some(after) = &req.after {
-                if let Some(v) = &after.value {
-                    let v = params.push(SqlValue(v.clone()));
-                    let id = params.push(after.id.clone());
-                    conditions.push(format!("({col}, t.id) {cmp} ({v}::{ty}, {id})"));
-                }
-            }
-            (format!("{col} {dir}, t.id {dir}"), Some(col))
-        }
-        _ => {
-            if let Some(after) = &req.after {
-                let id = params.push(after.id.clone());
-                conditions.push(format!("t.id {cmp} {id}"));
-            }
-            (format!("t.id {dir}"), None)
-        }
-    };
     Ok(QuerySql {
         params,
-        conditions,
-        order_by,
-        order_column,
-    })
-}
-
-/// One predicate as SQL, on the index's column or through its side table.
-fn predicate_sql(layout: &Layout, p: &Predicate, params: &mut Params) -> Result<String> {
-    let (expr, ty, index_type, side) = if let Some(c) = layout.column(&p.index) {
-        (
-            format!("t.{}", c.column),
-            cast_type(c.index_type)?,
-            c.index_type,
-            None,
-        )
-    } else if let Some(s) = layout.side(&p.index) {
-        (
-            "s.value".to_owned(),
-            cast_type(s.index_type)?,
-            s.index_type,
-            Some(&s.table),
-        )
-    } else {
-        return Err(Error::invalid(format!(
-            "index {:?} is not queryable in this spec",
-            p.index
-        )));
-    };
-    let mut value = |v: &IndexValue| format!("{}::{ty}", params.push(SqlValue(v.clone())));
-    let test = match &p.op {
-        PredicateOp::Eq(v) => format!("{expr} = {}", value(v)),
-        PredicateOp::In(vs) => {
-            let array = params.push_boxed(typed_array(
-                index_type,
-                vs.iter().cloned().map(Some).collect(),
-            ));
-            format!("{expr} = ANY({array}::{ty}[])")
-        }
-        PredicateOp::Range(lo, hi) => {
-            let mut parts = Vec::new();
-            match lo {
-                Bound::Included(v) => parts.push(format!("{expr} >= {}", value(v))),
-                Bound::Excluded(v) => parts.push(format!("{expr} > {}", value(v))),
-                Bound::Unbounded => {}
-            }
-            match hi {
-                Bound::Included(v) => parts.push(format!("{expr} <= {}", value(v))),
-                Bound::Excluded(v) => parts.push(format!("{expr} < {}", value(v))),
-                Bound::Unbounded => {}
-            }
-            if parts.is_empty() {
-                format!("{expr} IS NOT NULL")
-            } else {
-                parts.join(" AND ")
-            }
-        }
-        PredicateOp::Prefix(prefix) => {
-            let lo = value(&IndexValue::String(prefix.clone()));
-            match prefix_upper(prefix) {
-                Some(upper) => format!(
-                    "{expr} >= {lo} AND {expr} < {}",
-                    value(&IndexValue::String(upper))
-                ),
-                None => format!("{expr} >= {lo}"),
-            }
-        }
-    };
-    Ok(match side {
-        None => test,
-        Some(table) => format!("EXISTS (SELECT 1 FROM {table} s WHERE s.id = t.id AND {test})"),
+        conditions: q.conditions,
+        order_by: q.order_by,
+        order_column: q.order_column,
     })
 }
 
@@ -450,7 +401,7 @@ pub(crate) fn prefix_conditions(column: &str, prefix: &str, params: &mut Params)
         return Vec::new();
     }
     let mut c = vec![format!("{column} >= {}", params.push(prefix.to_owned()))];
-    if let Some(upper) = prefix_upper(prefix) {
+    if let Some(upper) = sql::prefix_upper(prefix) {
         c.push(format!("{column} < {}", params.push(upper)));
     }
     c

@@ -458,21 +458,6 @@ pub(crate) fn read_record(row: &Row, at: usize) -> StoredRecord {
     }
 }
 
-/// The smallest string greater than every string starting with `prefix` (`None`: there is
-/// none, every string from `prefix` on starts with it). Strings compare by code point
-/// (`COLLATE "C"`), so a prefix becomes the range `[prefix, upper)`, which a B-tree walks.
-pub(crate) fn prefix_upper(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
-        if let Some(c) = next {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// Statement parameters, numbered as they are pushed.
 #[derive(Default)]
 pub(crate) struct Params(pub Vec<Param>);
@@ -537,15 +522,5 @@ mod tests {
             assert_ne!(s, reserved);
         }
         assert_ne!(schema_name("public"), schema_name("ns_public"));
-    }
-
-    #[test]
-    fn prefix_ranges_end_at_the_next_string() {
-        assert_eq!(prefix_upper("ab").as_deref(), Some("ac"));
-        assert_eq!(prefix_upper("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper("\u{10FFFF}"), None);
-        assert_eq!(prefix_upper(""), None);
-        // Surrogates are not characters: the next one after U+D7FF is U+E000.
-        assert_eq!(prefix_upper("\u{D7FF}").as_deref(), Some("\u{E000}"));
     }
 }
