@@ -144,6 +144,11 @@ async fn main() -> Result<()> {
         url.split(':').next().unwrap_or("?")
     );
 
+    // A second run finds what the first wrote (39: one is deleted below).
+    println!(
+        "found {} incidents from an earlier run",
+        store.count_incidents(&IncidentFilter::default()).await?
+    );
     for n in 0..40 {
         store.save_incident(&incident(n)).await?;
     }

@@ -75,6 +75,19 @@ impl SqliteBackend {
             Location::File(path) => {
                 let path = path.clone();
                 prepare_dir(&path)?;
+                let mut open = OPEN.lock();
+                let map = open.get_or_insert_with(HashMap::new);
+                // Already open here: share it. This comes before opening the file below,
+                // because closing any descriptor of a database file drops the POSIX locks
+                // the process's SQLite connections hold on it.
+                if let Some(inner) = path
+                    .canonicalize()
+                    .ok()
+                    .and_then(|c| map.get(&c))
+                    .and_then(Weak::upgrade)
+                {
+                    return Ok(SqliteBackend { inner });
+                }
                 // Create the file so it can be canonicalized and locked.
                 let lock = std::fs::OpenOptions::new()
                     .read(true)
@@ -89,11 +102,6 @@ impl SqliteBackend {
                         )
                     })?;
                 let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
-                let mut open = OPEN.lock();
-                let map = open.get_or_insert_with(HashMap::new);
-                if let Some(inner) = map.get(&canonical).and_then(Weak::upgrade) {
-                    return Ok(SqliteBackend { inner });
-                }
                 // An advisory lock (flock) on the database file: SQLite's own locks are
                 // fcntl locks, which it takes and drops per transaction; this one says the
                 // file belongs to this process while the store is open. The file stays

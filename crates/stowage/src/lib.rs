@@ -37,6 +37,7 @@
 //! | `memory://` | in process memory, gone with the process | always |
 //! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | PostgreSQL, shared by every instance that opens it: a schema per namespace, a table per collection; `?pool_size=N` (16), `&connect_timeout_ms=N`, `&statement_timeout_ms=N` (30,000; 0 = none), `&application_name=S`, `&sslmode=disable\|prefer\|require\|verify-ca\|verify-full` with `&sslrootcert=PATH`, `&clock=database` (default) or `caller` | `backend-postgres` |
 //! | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), `redis+cluster://HOST:PORT,HOST:PORT` | Redis or Redis Cluster, shared by every instance: a hash per record, sorted sets for indexes, every write one Lua script; `?prefix=NAME` (`stowage`), `&cacert=PATH` (rediss), `&connect_timeout_ms=N`, `&response_timeout_ms=N`, `&clock=server` (default) or `caller`, `&change_log=N` | `backend-redis` |
+//! | `sqlite://PATH`, `sqlite::memory:` | one SQLite file, created if missing (WAL; a table per collection with typed index columns), or a private in-memory database; `?synchronous=full` (default) or `normal`, `&readers=N` (8), `&change_log=N` | `backend-sqlite` |
 //! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N`, `&change_log=N` (changes kept per watched namespace, default 100,000; 0 = no feed) | `backend-redb` (default) |
 //!
 //! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
@@ -190,6 +191,15 @@ struct StoreUrl {
 
 impl StoreUrl {
     fn parse(raw: &str) -> Result<StoreUrl> {
+        // SQLite's own spelling of an in-memory database.
+        let spelled;
+        let raw = match raw.strip_prefix("sqlite::memory:") {
+            Some(rest) => {
+                spelled = format!("sqlite://:memory:{rest}");
+                spelled.as_str()
+            }
+            None => raw,
+        };
         // Never echo the URL in an error: it may hold a password.
         let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
             Error::invalid("store URL is not valid: it must look like SCHEME://LOCATION, as in memory:// or redb://./data.redb")
@@ -234,6 +244,8 @@ fn engines() -> Vec<Engine> {
     engines.push(stowage_postgres::engine());
     #[cfg(feature = "backend-redis")]
     engines.extend(stowage_redis::engines());
+    #[cfg(feature = "backend-sqlite")]
+    engines.push(stowage_sqlite::engine());
     engines
 }
 
@@ -246,6 +258,7 @@ const ENGINE_FEATURES: &[(&str, &str)] = &[
     ("rediss", "backend-redis"),
     ("redis+cluster", "backend-redis"),
     ("rediss+cluster", "backend-redis"),
+    ("sqlite", "backend-sqlite"),
 ];
 
 async fn connect(url: StoreUrl) -> Result<Arc<dyn Backend>> {
@@ -355,6 +368,44 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 
+    #[cfg(feature = "backend-sqlite")]
+    #[tokio::test]
+    async fn sqlite_urls_open_a_file_that_keeps_its_data_or_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}/nested/store.db?namespace=svc",
+            dir.path().display()
+        );
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(
+            (store.backend_name(), store.namespace_name()),
+            ("sqlite", "svc")
+        );
+        let kv = store
+            .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
+            .await
+            .unwrap();
+        kv.put("k", &serde_json::json!({"v": 1}), Put::insert())
+            .await
+            .unwrap();
+        drop((kv, store));
+        let again = Store::open(&url).await.unwrap();
+        let kv = again
+            .existing_collection::<serde_json::Value>("kv")
+            .await
+            .unwrap();
+        assert_eq!(kv.get("k").await.unwrap().unwrap().value["v"], 1);
+        for memory in ["sqlite::memory:", "sqlite://:memory:?namespace=t"] {
+            let store = Store::open(memory).await.unwrap();
+            assert_eq!(store.backend_name(), "sqlite");
+            assert!(!store.capabilities().persistent, "{memory}");
+        }
+        let e = Store::open("sqlite://x.db?synchronous=sometimes")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+
     #[tokio::test]
     async fn disabled_engines_name_their_feature() {
         for (scheme, feature) in ENGINE_FEATURES {
@@ -390,7 +441,8 @@ mod tests {
         for (scheme, _) in ENGINE_FEATURES {
             let on = (*scheme == "redb" && cfg!(feature = "backend-redb"))
                 || (*scheme == "postgres" && cfg!(feature = "backend-postgres"))
-                || (scheme.starts_with("redis") && cfg!(feature = "backend-redis"));
+                || (scheme.starts_with("redis") && cfg!(feature = "backend-redis"))
+                || (*scheme == "sqlite" && cfg!(feature = "backend-sqlite"));
             assert_eq!(
                 on,
                 engines().iter().any(|e| e.scheme == *scheme),

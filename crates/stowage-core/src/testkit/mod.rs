@@ -35,6 +35,7 @@ pub mod catalog;
 mod certificates;
 pub mod copy;
 pub mod covering;
+pub mod crash;
 pub mod crud;
 pub mod faults;
 pub mod indexes;
