@@ -11,6 +11,7 @@
 //!
 //! Async callers never block the runtime: they wait on a oneshot channel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ enum Msg {
 #[derive(Debug)]
 pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Msg>>,
+    commits: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -47,12 +49,15 @@ impl Writer {
     /// Starts the thread over `conn`.
     pub fn start(conn: Connection, hub: Arc<ChangeHub>, target: String) -> Result<Self> {
         let (sender, receiver) = mpsc::channel::<Msg>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         let thread = std::thread::Builder::new()
             .name("stowage-sqlite-writer".into())
-            .spawn(move || run(conn, receiver, &hub, &target))
+            .spawn(move || run(conn, receiver, &hub, &target, &counted))
             .map_err(|e| Error::internal("cannot start the SQLite writer thread").with_source(e))?;
         Ok(Writer {
             sender: Some(sender),
+            commits,
             thread: Some(thread),
         })
     }
@@ -75,6 +80,11 @@ impl Writer {
         });
         self.send(Msg::Write(job))?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// How many write transactions have committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the writer's connection outside any transaction of the writer's.
@@ -121,7 +131,13 @@ fn stopped() -> Error {
 }
 
 /// The thread's loop.
-fn run(conn: Connection, receiver: mpsc::Receiver<Msg>, hub: &ChangeHub, target: &str) {
+fn run(
+    conn: Connection,
+    receiver: mpsc::Receiver<Msg>,
+    hub: &ChangeHub,
+    target: &str,
+    commits: &AtomicU64,
+) {
     while let Ok(first) = receiver.recv() {
         let mut writes = Vec::new();
         let mut reads = Vec::new();
@@ -137,7 +153,9 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Msg>, hub: &ChangeHub, target:
             }
         }
         if !writes.is_empty() {
-            commit_group(&conn, writes, hub, target);
+            if commit_group(&conn, writes, hub, target) {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for read in reads {
             read(&conn);
@@ -145,8 +163,8 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Msg>, hub: &ChangeHub, target:
     }
 }
 
-/// Runs `jobs` in one transaction, each in a savepoint, and commits.
-fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target: &str) {
+/// Runs `jobs` in one transaction, each in a savepoint, and commits; whether it committed.
+fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target: &str) -> bool {
     let failed = |e: rusqlite::Error, doing: &str| sqlite_error(e, doing, target);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = failed(e, "starting a write transaction");
@@ -157,7 +175,7 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
             let (_, finish) = job(&mut never);
             finish(Err(copy(&e)));
         }
-        return;
+        return false;
     }
     let mut t = Txn::new(conn, target);
     let mut finishes = Vec::with_capacity(jobs.len());
@@ -181,7 +199,7 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
                 let f: Finish = f;
                 f(Err(copy(&e)));
             }
-            return;
+            return false;
         }
         finishes.push(finish);
     }
@@ -195,6 +213,7 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
             for f in finishes {
                 f(Ok(()));
             }
+            true
         }
         Err(e) => {
             let e = failed(e, "committing");
@@ -202,6 +221,7 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
             for f in finishes {
                 f(Err(copy(&e)));
             }
+            false
         }
     }
 }

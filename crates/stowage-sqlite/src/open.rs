@@ -138,7 +138,12 @@ impl SqliteBackend {
             Location::File(p) => p.display().to_string(),
         };
         let conn = connect(&config, &target, true)?;
-        check_and_migrate(&conn, &target)?;
+        // Check before anything is written: WAL mode rewrites the file header.
+        check_format(&conn, &target)?;
+        if config.location != Location::Memory {
+            enable_wal(&conn, &target)?;
+        }
+        migrate(&conn, &target)?;
         let changes = Arc::new(ChangeHub::default());
         let writer = Writer::start(conn, changes.clone(), target.clone())?;
         Ok(SqliteBackend {
@@ -160,6 +165,12 @@ impl SqliteBackend {
             Location::File(p) => Some(p),
             _ => None,
         }
+    }
+
+    /// How many write transactions this store has committed. With concurrent writers it is
+    /// far below the number of writes: they share commits.
+    pub fn commits(&self) -> u64 {
+        self.inner.writer.commits()
     }
 
     /// Runs `f` on a read connection, off the async threads; in memory, on the writer's
@@ -204,7 +215,7 @@ fn prepare_dir(path: &Path) -> Result<()> {
 
 /// Opens a connection with the store's pragmas: the writer's (`write`) or a reader's.
 fn connect(config: &SqliteConfig, target: &str, write: bool) -> Result<Connection> {
-    let failed = |e| sqlite_error(e, "opening the database", target);
+    let failed = |e| refused_or(e, "opening the database", target);
     let conn = match &config.location {
         Location::Memory => Connection::open_in_memory().map_err(failed)?,
         Location::File(path) => {
@@ -220,29 +231,6 @@ fn connect(config: &SqliteConfig, target: &str, write: bool) -> Result<Connectio
     conn.busy_timeout(config.busy_timeout()).map_err(failed)?;
     // Enough prepared statements for every collection's reads and writes.
     conn.set_prepared_statement_cache_capacity(256);
-    if write && config.location != Location::Memory {
-        // WAL: readers read while the writer commits. A file that is not a database fails
-        // here, before anything is written to it.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::NotADatabase =>
-                {
-                    Error::invalid(format!(
-                        "{target} is not a Stowage store: it is not a SQLite database (left \
-                         untouched)"
-                    ))
-                }
-                e => failed(e),
-            })?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                format!("{target}: SQLite refused write-ahead logging (journal mode {mode})"),
-            ));
-        }
-    }
     let synchronous = match config.synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
@@ -259,9 +247,35 @@ fn connect(config: &SqliteConfig, target: &str, write: bool) -> Result<Connectio
 /// `stowage_migrations`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "the catalog and the change log", CATALOG_DDL)];
 
-/// Refuses a database that is not a Stowage store or is of a newer format; applies the
-/// migrations it lacks.
-fn check_and_migrate(conn: &Connection, target: &str) -> Result<()> {
+/// A file that is not a database is refused as such; other errors say what failed.
+fn refused_or(e: rusqlite::Error, doing: &str, target: &str) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+            Error::invalid(format!(
+                "{target} is not a Stowage store: it is not a SQLite database (left untouched)"
+            ))
+        }
+        e => sqlite_error(e, doing, target),
+    }
+}
+
+/// WAL: readers read while the writer commits.
+fn enable_wal(conn: &Connection, target: &str) -> Result<()> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| sqlite_error(e, "turning on write-ahead logging", target))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("{target}: SQLite refused write-ahead logging (journal mode {mode})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses, without writing to it, a database that is not a Stowage store or is of a newer
+/// format.
+fn check_format(conn: &Connection, target: &str) -> Result<()> {
     let failed = |e| sqlite_error(e, "reading the catalog", target);
     let has_meta: bool = conn
         .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'stowage_meta'")
@@ -304,6 +318,17 @@ fn check_and_migrate(conn: &Connection, target: &str) -> Result<()> {
             )));
         }
     }
+    Ok(())
+}
+
+/// Applies the migrations the store lacks, each in a transaction, recorded in
+/// `stowage_migrations`.
+fn migrate(conn: &Connection, target: &str) -> Result<()> {
+    let failed = |e| sqlite_error(e, "reading the catalog", target);
+    let has_meta: bool = conn
+        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'stowage_meta'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(failed)?;
     let applied: i64 = if has_meta {
         conn.query_row(
             "SELECT coalesce(max(version), 0) FROM stowage_migrations",
