@@ -152,10 +152,8 @@ fn run(
                 Err(_) => break,
             }
         }
-        if !writes.is_empty() {
-            if commit_group(&conn, writes, hub, target) {
-                commits.fetch_add(1, Ordering::Relaxed);
-            }
+        if !writes.is_empty() && commit_group(&conn, writes, hub, target) {
+            commits.fetch_add(1, Ordering::Relaxed);
         }
         for read in reads {
             read(&conn);
