@@ -105,7 +105,7 @@ impl Backend for SqliteBackend {
         now: Timestamp,
     ) -> Result<Vec<Option<StoredRecord>>> {
         let (ns, coll, ids) = (ns.to_owned(), collection.to_owned(), ids.to_vec());
-        self.read(move |conn, target| get_records(conn, target, &ns, &coll, &ids, now))
+        self.read_point(move |conn, target| get_records(conn, target, &ns, &coll, &ids, now))
             .await
     }
 

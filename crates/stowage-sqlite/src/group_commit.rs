@@ -11,6 +11,8 @@
 //!
 //! Async callers never block the runtime: they wait on a oneshot channel.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -177,15 +179,33 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
     }
     let mut t = Txn::new(conn, target);
     let mut finishes = Vec::with_capacity(jobs.len());
+    // A job alone needs no savepoint: if it fails, the whole transaction is rolled back.
+    let alone = jobs.len() == 1;
     for job in jobs {
         let marked = t.events.len();
-        let saved = conn.execute_batch("SAVEPOINT job");
+        t.floors.borrow_mut().clear();
+        if alone {
+            let (ok, finish) = job(&mut t);
+            if !ok {
+                let _ = conn.execute_batch("ROLLBACK");
+                // The job's own error is its result.
+                finish(Ok(()));
+                return false;
+            }
+            finishes.push(finish);
+            continue;
+        }
+        let saved = conn
+            .prepare_cached("SAVEPOINT job")
+            .and_then(|mut s| s.execute([]));
         let (ok, finish) = job(&mut t);
         let undone = if ok && saved.is_ok() {
-            conn.execute_batch("RELEASE job")
+            conn.prepare_cached("RELEASE job")
+                .and_then(|mut s| s.execute([]))
         } else {
             t.events.truncate(marked);
             conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                .map(|()| 0)
         };
         if let Err(e) = saved.and(undone) {
             // A savepoint that cannot be released or undone leaves the transaction in a
@@ -243,6 +263,9 @@ pub(crate) struct Txn<'c> {
     events: Vec<(String, ChangeEvent)>,
     /// Set when the transaction could not start: every call fails with it.
     broken: Option<Error>,
+    /// Version floors read or raised by the running job (cleared between jobs: a job that
+    /// is undone takes its raises with it).
+    floors: RefCell<HashMap<(String, String), Version>>,
 }
 
 impl<'c> Txn<'c> {
@@ -252,6 +275,7 @@ impl<'c> Txn<'c> {
             target,
             events: Vec::new(),
             broken: None,
+            floors: RefCell::new(HashMap::new()),
         }
     }
 
@@ -292,6 +316,10 @@ impl<'c> Txn<'c> {
     /// The version floor of a collection.
     pub fn floor(&self, ns: &str, coll: &str) -> Result<Version> {
         self.check()?;
+        let key = (ns.to_owned(), coll.to_owned());
+        if let Some(f) = self.floors.borrow().get(&key) {
+            return Ok(*f);
+        }
         let f: Option<i64> = self
             .conn
             .prepare_cached(
@@ -299,12 +327,23 @@ impl<'c> Txn<'c> {
             )
             .and_then(|mut s| s.query_row(params![ns, coll], |r| r.get(0)).optional())
             .map_err(self.err("reading a version floor"))?;
-        Ok(f.unwrap_or(0) as Version)
+        let f = f.unwrap_or(0) as Version;
+        self.floors.borrow_mut().insert(key, f);
+        Ok(f)
     }
 
     /// Raises the version floor of a collection to `v` (a record of that version is gone).
     pub fn raise_floor(&self, ns: &str, coll: &str, v: Version) -> Result<()> {
         self.check()?;
+        // A floor this job has read rises with the write; one it has not is read from the
+        // database when needed.
+        if let Some(f) = self
+            .floors
+            .borrow_mut()
+            .get_mut(&(ns.to_owned(), coll.to_owned()))
+        {
+            *f = (*f).max(v);
+        }
         self.conn
             .prepare_cached(
                 "INSERT INTO stowage_floors (namespace, collection, floor) VALUES (?1, ?2, ?3) \

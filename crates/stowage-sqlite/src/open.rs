@@ -184,20 +184,39 @@ impl SqliteBackend {
             return self.inner.writer.read(move |conn| f(conn, &target)).await;
         }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = match inner.readers.lock().pop() {
-                Some(c) => c,
-                None => connect(&inner.config, &inner.target, false)?,
-            };
-            let r = f(&conn, &inner.target);
-            let mut readers = inner.readers.lock();
-            if readers.len() < inner.config.readers {
-                readers.push(conn);
-            }
-            r
-        })
-        .await
-        .map_err(|e| Error::internal("a SQLite read panicked").with_source(e))?
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| Error::internal("a SQLite read panicked").with_source(e))?
+    }
+
+    /// Runs a point read on the caller's thread. In WAL mode a reader never waits for the
+    /// writer, and a point read is a few B-tree pages (as on redb, whose reads run on the
+    /// caller's thread too): a hop to a blocking thread would cost several times the read.
+    /// Queries, scans and counts, whose size has no bound, go through [`Self::read`].
+    pub(crate) async fn read_point<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        if self.inner.config.location == Location::Memory {
+            return self.read(f).await;
+        }
+        self.inner.with_reader(f)
+    }
+}
+
+impl Inner {
+    /// Runs `f` on a pooled read connection (opened when the pool is empty).
+    fn with_reader<R>(&self, f: impl FnOnce(&Connection, &str) -> Result<R>) -> Result<R> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => connect(&self.config, &self.target, false)?,
+        };
+        let r = f(&conn, &self.target);
+        let mut readers = self.readers.lock();
+        if readers.len() < self.config.readers {
+            readers.push(conn);
+        }
+        r
     }
 }
 
@@ -237,7 +256,7 @@ fn connect(config: &SqliteConfig, target: &str, write: bool) -> Result<Connectio
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; \
-         PRAGMA cache_size = -65536;"
+         PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;"
     ))
     .map_err(failed)?;
     Ok(conn)
