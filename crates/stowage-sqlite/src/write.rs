@@ -9,8 +9,8 @@
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 use stowage_core::backend::{
-    entry_values, first_version, IndexEntries, IndexFill, RecordMeta, Revision, WriteAction,
-    WriteOp, WriteResult,
+    entry_values, first_version, IndexEntries, IndexFill, Precondition, RecordMeta, Revision,
+    WriteAction, WriteOp, WriteResult,
 };
 use stowage_core::sql::prefix_upper;
 use stowage_core::{ChangeEvent, ChangeOp, Error, Result, Timestamp, Version};
@@ -26,6 +26,8 @@ pub(crate) struct WriteColl {
     pub layout: Layout,
     select_meta: String,
     upsert: String,
+    /// The insert of a new record: writes nothing when the id is taken.
+    insert_new: String,
 }
 
 /// A stored row's metadata.
@@ -84,6 +86,11 @@ impl WriteColl {
                 columns.join(", "),
                 placeholders.join(", "),
                 updates.join(", ")
+            ),
+            insert_new: format!(
+                "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+                columns.join(", "),
+                placeholders.join(", "),
             ),
             layout,
         })
@@ -216,7 +223,22 @@ impl WriteColl {
         index: &IndexEntries,
         replacing: bool,
     ) -> Result<()> {
-        let failed = t.err("writing a record");
+        self.write_row(t, &self.upsert, id, meta, body, index)
+            .map_err(t.err("writing a record"))?;
+        self.write_sides(t, id, index, replacing)
+    }
+
+    /// Runs `sql` (the upsert or the insert of a new record) with the row's values; how
+    /// many rows it wrote.
+    fn write_row(
+        &self,
+        t: &Txn<'_>,
+        sql: &str,
+        id: &str,
+        meta: RecordMeta,
+        body: &stowage_core::Body,
+        index: &IndexEntries,
+    ) -> rusqlite::Result<usize> {
         let (text, blob) = body_columns(body);
         let mut values: Vec<rusqlite::types::ToSqlOutput<'_>> = vec![
             id.into(),
@@ -238,9 +260,19 @@ impl WriteColl {
             ));
         }
         t.conn
-            .prepare_cached(&self.upsert)
+            .prepare_cached(sql)
             .and_then(|mut s| s.execute(params_from_iter(values)))
-            .map_err(&failed)?;
+    }
+
+    /// The side rows of the multi-valued indexes (`replacing`: drop the old ones first).
+    fn write_sides(
+        &self,
+        t: &Txn<'_>,
+        id: &str,
+        index: &IndexEntries,
+        replacing: bool,
+    ) -> Result<()> {
+        let failed = t.err("writing a record");
         for side in &self.layout.sides {
             if replacing {
                 t.conn
@@ -261,10 +293,54 @@ impl WriteColl {
         Ok(())
     }
 
+    /// An insert where no row has the id: one statement, its unique values checked by the
+    /// unique B-trees. `None` when the id or a unique value is taken (live or expired):
+    /// then the full path decides, in the order every engine keeps.
+    fn insert_new(
+        &self,
+        t: &Txn<'_>,
+        id: &str,
+        body: &stowage_core::Body,
+        index: &IndexEntries,
+        ttl: Option<std::time::Duration>,
+        now: Timestamp,
+    ) -> Result<Option<RecordMeta>> {
+        // A unique side table would be checked after the row is in: not this path.
+        if self.layout.sides.iter().any(|s| s.unique) {
+            return Ok(None);
+        }
+        let meta = RecordMeta {
+            version: first_version(t.floor(&self.ns, &self.name)?, None),
+            created_at: now,
+            updated_at: now,
+            expires_at: ttl.map(|d| now.saturating_add(d)),
+        };
+        match self.write_row(t, &self.insert_new, id, meta, body, index) {
+            Ok(1) => {
+                self.write_sides(t, id, index, false)?;
+                Ok(Some(meta))
+            }
+            Ok(_) => Ok(None),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(t.err("writing a record")(e)),
+        }
+    }
+
     /// Applies one op: revision, then precondition, then unique indexes (the order every
     /// engine keeps, so errors agree).
     fn apply(&self, t: &Txn<'_>, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
         self.check_revision(op.revision)?;
+        if let (Precondition::Absent, WriteAction::Put { body, index, ttl }) =
+            (&op.precondition, &op.action)
+        {
+            if let Some(meta) = self.insert_new(t, &op.id, body, index, *ttl, now)? {
+                return Ok(WriteResult { meta: Some(meta) });
+            }
+        }
         let stored = self.stored(t, &op.id)?;
         let live = stored.and_then(|s| s.live(now));
         match op.action {
