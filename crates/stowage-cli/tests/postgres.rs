@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{count_across, serve, SECRET, STOWAGE};
+use common::{count_across, ready, serve, SECRET, STOWAGE};
 use reqwest::{Client, StatusCode};
 use tokio::process::Command;
 
@@ -52,16 +52,8 @@ async fn two_servers_on_one_database_count_exactly() {
     let (_a, base_a, out_a) = serve(&url).await;
     let (_b, base_b, out_b) = serve(&url).await;
     count_across(&base_a, &base_b).await;
-    let c = Client::new();
     // Ready, with the database's latency.
-    let ready: serde_json::Value = c
-        .get(format!("{base_a}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = ready(&base_a).await;
     assert_eq!(ready["backend"], "postgres");
     assert!(ready["latency_ms"].as_f64().unwrap() > 0.0, "{ready}");
 

@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{count_across, serve, SECRET, STOWAGE};
-use reqwest::Client;
+use common::{count_across, ready, serve, SECRET, STOWAGE};
 use stowage_redis::testkit::PrivateRedis;
 use tokio::process::Command;
 
@@ -23,16 +22,7 @@ async fn two_servers_on_one_redis_count_exactly() {
     let (_a, base_a, out_a) = serve(&url).await;
     let (_b, base_b, out_b) = serve(&url).await;
     count_across(&base_a, &base_b).await;
-    let c = Client::new();
-    let ready: serde_json::Value = c
-        .get(format!("{base_a}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["backend"], "redis");
+    assert_eq!(ready(&base_a).await["backend"], "redis");
 
     for out in [out_a, out_b] {
         let lines = out.lock().unwrap();

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{increment, serve, STOWAGE};
+use common::{increment, ready, serve, start_counter, STOWAGE};
 use reqwest::{Client, StatusCode};
 use tokio::process::Command;
 
@@ -19,21 +19,7 @@ async fn serve_keeps_its_data_across_a_kill_and_owns_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/data/store.db", dir.path().display());
     let (mut first, base, _out) = serve(&url).await;
-    let c = Client::new();
-    let r = c
-        .put(format!("{base}/v1/app/collections/counters"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let r = c
-        .put(format!("{base}/v1/app/counters/records/hits"))
-        .json(&serde_json::json!({ "n": 0 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    start_counter(&base).await;
     let clients: Vec<_> = (0..8)
         .map(|_| {
             let base = base.clone();
@@ -65,7 +51,7 @@ async fn serve_keeps_its_data_across_a_kill_and_owns_its_file() {
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let (_second, base, _out) = serve(&url).await;
-    let r = c
+    let r = Client::new()
         .get(format!("{base}/v1/app/counters/records/hits"))
         .send()
         .await
@@ -73,13 +59,5 @@ async fn serve_keeps_its_data_across_a_kill_and_owns_its_file() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["etag"], "\"201\"");
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["n"], 200);
-    let ready: serde_json::Value = c
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["backend"], "sqlite");
+    assert_eq!(ready(&base).await["backend"], "sqlite");
 }

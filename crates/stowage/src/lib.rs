@@ -335,18 +335,14 @@ mod tests {
         assert!(!secret.contains("hunter2"), "{secret}");
     }
 
-    #[cfg(feature = "backend-redb")]
-    #[tokio::test]
-    async fn redb_url_opens_a_file_that_keeps_its_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "redb://{}/nested/store.redb?namespace=svc",
-            dir.path().display()
-        );
-        let store = Store::open(&url).await.unwrap();
+    /// `url` opens a store of `backend` in namespace `svc`, and a second open finds what the
+    /// first wrote.
+    #[allow(dead_code)]
+    async fn opens_and_keeps_its_data(url: &str, backend: &str) {
+        let store = Store::open(url).await.unwrap();
         assert_eq!(
             (store.backend_name(), store.namespace_name()),
-            ("redb", "svc")
+            (backend, "svc")
         );
         let kv = store
             .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
@@ -356,12 +352,23 @@ mod tests {
             .await
             .unwrap();
         drop((kv, store));
-        let again = Store::open(&url).await.unwrap();
+        let again = Store::open(url).await.unwrap();
         let kv = again
             .existing_collection::<serde_json::Value>("kv")
             .await
             .unwrap();
         assert_eq!(kv.get("k").await.unwrap().unwrap().value["v"], 1);
+    }
+
+    #[cfg(feature = "backend-redb")]
+    #[tokio::test]
+    async fn redb_url_opens_a_file_that_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "redb://{}/nested/store.redb?namespace=svc",
+            dir.path().display()
+        );
+        opens_and_keeps_its_data(&url, "redb").await;
         let e = Store::open("redb://?durability=sometimes")
             .await
             .unwrap_err();
@@ -376,25 +383,7 @@ mod tests {
             "sqlite://{}/nested/store.db?namespace=svc",
             dir.path().display()
         );
-        let store = Store::open(&url).await.unwrap();
-        assert_eq!(
-            (store.backend_name(), store.namespace_name()),
-            ("sqlite", "svc")
-        );
-        let kv = store
-            .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
-            .await
-            .unwrap();
-        kv.put("k", &serde_json::json!({"v": 1}), Put::insert())
-            .await
-            .unwrap();
-        drop((kv, store));
-        let again = Store::open(&url).await.unwrap();
-        let kv = again
-            .existing_collection::<serde_json::Value>("kv")
-            .await
-            .unwrap();
-        assert_eq!(kv.get("k").await.unwrap().unwrap().value["v"], 1);
+        opens_and_keeps_its_data(&url, "sqlite").await;
         for memory in ["sqlite::memory:", "sqlite://:memory:?namespace=t"] {
             let store = Store::open(memory).await.unwrap();
             assert_eq!(store.backend_name(), "sqlite");

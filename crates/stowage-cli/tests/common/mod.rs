@@ -81,25 +81,43 @@ pub async fn increment(c: &Client, base: &str, times: u32) {
     }
 }
 
-/// Two servers over one shared store are two instances of one service: a record written
-/// through one is read through the other, and 16 clients split across both, doing 50
-/// `If-Match` increments each, end at exactly 800.
-pub async fn count_across(base_a: &str, base_b: &str) {
+/// Declares collection `counters` of namespace `app` and writes its record `hits` at 0.
+pub async fn start_counter(base: &str) {
     let c = Client::new();
     let r = c
-        .put(format!("{base_a}/v1/app/collections/counters"))
+        .put(format!("{base}/v1/app/collections/counters"))
         .body("{}")
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let r = c
-        .put(format!("{base_a}/v1/app/counters/records/hits"))
+        .put(format!("{base}/v1/app/counters/records/hits"))
         .json(&serde_json::json!({ "n": 0 }))
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
+}
+
+/// What `/readyz` answers.
+pub async fn ready(base: &str) -> serde_json::Value {
+    Client::new()
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Two servers over one shared store are two instances of one service: a record written
+/// through one is read through the other, and 16 clients split across both, doing 50
+/// `If-Match` increments each, end at exactly 800.
+pub async fn count_across(base_a: &str, base_b: &str) {
+    let c = Client::new();
+    start_counter(base_a).await;
     // Written through one, read through the other.
     let r = c
         .get(format!("{base_b}/v1/app/counters/records/hits"))
