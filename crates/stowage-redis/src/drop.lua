@@ -10,7 +10,19 @@ local base, c = ARGV[1], ARGV[2]
 if not redis.call('HGET', KEYS[1], c) then return 0 end
 redis.call('HDEL', KEYS[1], c)
 redis.call('HDEL', base .. 'specs', c)
+-- The highest version it gave: removed records raised the floor already, so the stored
+-- entries hold the rest (stores written by earlier builds kept it in `maxver` too).
+local ent = base .. 'ent:' .. c
 local highest = tonumber(redis.call('HGET', base .. 'maxver', c) or '0')
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', ent, cursor, 'COUNT', 1000)
+  cursor = page[1]
+  for i = 2, #page[2], 2 do
+    local v = cmsgpack.unpack(page[2][i])[1]
+    if v > highest then highest = v end
+  end
+until cursor == '0'
 if highest > tonumber(redis.call('HGET', base .. 'floors', c) or '0') then
   redis.call('HSET', base .. 'floors', c, int(highest))
 end

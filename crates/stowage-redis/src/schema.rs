@@ -18,7 +18,7 @@
 //! | `…:uq:<c>:<index>` | hash | `member(value)` → id, for a unique index |
 //! | `…:ent:<c>` | hash | id → the record's version, expiry, index members and size (msgpack), kept after its hash expires until purged |
 //! | `…:ttl:<c>` | sorted set | id → `expires_at`, for records with a TTL |
-//! | `…:maxver`, `…:bytes` | hash | collection → highest version given, bytes of ids and bodies |
+//! | `…:bytes` | hash | collection → bytes of ids and bodies |
 //! | `…:feed` / `…:feedseq` | stream / string | the change log and its last token, once someone watches |
 //!
 //! Sorted-set scores are doubles, which cannot order integers beyond 2^53: index members

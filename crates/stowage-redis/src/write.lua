@@ -364,17 +364,6 @@ for c, n in pairs(sizes) do
   if n ~= 0 then call('HINCRBY', base .. 'bytes', c, int(n)) end
 end
 
--- The highest version each collection has given, for the floor when it is dropped.
-local highest = {}
-for _, op in ipairs(plan) do
-  if not op.del and (highest[op.c] or 0) < op.v then highest[op.c] = op.v end
-end
-for c, v in pairs(highest) do
-  if tonumber(call('HGET', base .. 'maxver', c) or '0') < v then
-    call('HSET', base .. 'maxver', c, int(v))
-  end
-end
-
 if logged then
   for _, e in ipairs(events) do
     append(base, log_length,

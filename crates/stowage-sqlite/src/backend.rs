@@ -46,12 +46,8 @@ impl Backend for SqliteBackend {
 
     async fn load_spec(&self, ns: &str, collection: &str) -> Result<Option<StoredSpec>> {
         let (ns, coll) = (ns.to_owned(), collection.to_owned());
-        self.read(move |conn, target| {
-            Ok(read_layout(conn, &ns, &coll)
-                .map_err(|e| sqlite_error(e, "reading the catalog", target))?
-                .map(|l| l.stored))
-        })
-        .await
+        self.read(move |conn, target| Ok(read_layout(conn, &ns, &coll, target)?.map(|l| l.stored)))
+            .await
     }
 
     async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>> {

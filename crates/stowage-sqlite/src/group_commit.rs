@@ -29,7 +29,8 @@ use crate::schema::Layout;
 const MAX_GROUP: usize = 256;
 
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
-type WriteJob = Box<dyn FnOnce(&mut Txn<'_>) -> (bool, Finish) + Send>;
+/// A write: run on the transaction, or told why there is none (then `f` never runs).
+type WriteJob = Box<dyn FnOnce(std::result::Result<&mut Txn<'_>, Error>) -> (bool, Finish) + Send>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 enum Msg {
@@ -73,7 +74,7 @@ impl Writer {
     ) -> Result<R> {
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |t| {
-            let r = f(t);
+            let r = t.and_then(f);
             let ok = r.is_ok();
             let finish: Finish = Box::new(move |commit: Result<()>| {
                 let _ = tx.send(r.and_then(|v| commit.map(|()| v)));
@@ -169,11 +170,10 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = failed(e, "starting a write transaction");
         for job in jobs {
-            // The job never runs: its caller gets the error.
-            let mut never = Txn::new(conn, target);
-            never.broken = Some(copy(&e));
-            let (_, finish) = job(&mut never);
-            finish(Err(copy(&e)));
+            // The job never runs (outside a transaction its statements would commit one by
+            // one): its caller gets the error.
+            let (_, finish) = job(Err(copy(&e)));
+            finish(Ok(()));
         }
         return false;
     }
@@ -185,7 +185,7 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
         let marked = t.events.len();
         t.floors.borrow_mut().clear();
         if alone {
-            let (ok, finish) = job(&mut t);
+            let (ok, finish) = job(Ok(&mut t));
             if !ok {
                 let _ = conn.execute_batch("ROLLBACK");
                 // The job's own error is its result.
@@ -198,7 +198,7 @@ fn commit_group(conn: &Connection, jobs: Vec<WriteJob>, hub: &ChangeHub, target:
         let saved = conn
             .prepare_cached("SAVEPOINT job")
             .and_then(|mut s| s.execute([]));
-        let (ok, finish) = job(&mut t);
+        let (ok, finish) = job(Ok(&mut t));
         let undone = if ok && saved.is_ok() {
             conn.prepare_cached("RELEASE job")
                 .and_then(|mut s| s.execute([]))
@@ -261,8 +261,6 @@ pub(crate) struct Txn<'c> {
     target: &'c str,
     /// Logged changes, published after the commit.
     events: Vec<(String, ChangeEvent)>,
-    /// Set when the transaction could not start: every call fails with it.
-    broken: Option<Error>,
     /// Version floors read or raised by the running job (cleared between jobs: a job that
     /// is undone takes its raises with it).
     floors: RefCell<HashMap<(String, String), Version>>,
@@ -274,7 +272,6 @@ impl<'c> Txn<'c> {
             conn,
             target,
             events: Vec::new(),
-            broken: None,
             floors: RefCell::new(HashMap::new()),
         }
     }
@@ -285,22 +282,13 @@ impl<'c> Txn<'c> {
         move |e| sqlite_error(e, &doing, self.target)
     }
 
-    fn check(&self) -> Result<()> {
-        match &self.broken {
-            Some(e) => Err(copy(e)),
-            None => Ok(()),
-        }
-    }
-
     /// The layout of a collection as stored now, if it exists.
     pub fn layout(&self, ns: &str, coll: &str) -> Result<Option<Layout>> {
-        self.check()?;
-        read_layout(self.conn, ns, coll).map_err(self.err("reading the catalog"))
+        read_layout(self.conn, ns, coll, self.target)
     }
 
     /// The next spec revision of the store.
     pub fn next_revision(&self) -> Result<Revision> {
-        self.check()?;
         let r: i64 = self
             .conn
             .query_row(
@@ -315,7 +303,6 @@ impl<'c> Txn<'c> {
 
     /// The version floor of a collection.
     pub fn floor(&self, ns: &str, coll: &str) -> Result<Version> {
-        self.check()?;
         let key = (ns.to_owned(), coll.to_owned());
         if let Some(f) = self.floors.borrow().get(&key) {
             return Ok(*f);
@@ -334,7 +321,6 @@ impl<'c> Txn<'c> {
 
     /// Raises the version floor of a collection to `v` (a record of that version is gone).
     pub fn raise_floor(&self, ns: &str, coll: &str, v: Version) -> Result<()> {
-        self.check()?;
         // A floor this job has read rises with the write; one it has not is read from the
         // database when needed.
         if let Some(f) = self
@@ -356,7 +342,6 @@ impl<'c> Txn<'c> {
 
     /// Whether `ns`'s changes are logged (someone has watched it).
     pub fn logs_changes(&self, ns: &str) -> Result<bool> {
-        self.check()?;
         self.conn
             .prepare_cached("SELECT 1 FROM stowage_log_heads WHERE namespace = ?1")
             .and_then(|mut s| s.exists(params![ns]))
@@ -365,7 +350,6 @@ impl<'c> Txn<'c> {
 
     /// Logs `ns`'s changes from now on.
     pub fn start_log(&self, ns: &str) -> Result<()> {
-        self.check()?;
         self.conn
             .execute(
                 "INSERT INTO stowage_log_heads (namespace, last) VALUES (?1, 0) \
@@ -379,7 +363,6 @@ impl<'c> Txn<'c> {
     /// Appends `event` to `ns`'s change log when it is watched, numbered in commit order,
     /// keeping about `keep` events; watchers hear it after the commit.
     pub fn log(&mut self, ns: &str, mut event: ChangeEvent, keep: u64) -> Result<()> {
-        self.check()?;
         let token: Option<i64> = self
             .conn
             .prepare_cached(
@@ -410,24 +393,28 @@ impl<'c> Txn<'c> {
     }
 }
 
-/// The stored spec of a collection and its table name, read from the catalog.
+/// The layout of a collection as its catalog row says (`None`: no such collection). A row
+/// that does not decode is Corrupted.
 pub(crate) fn read_layout(
     conn: &Connection,
     ns: &str,
     coll: &str,
-) -> rusqlite::Result<Option<Layout>> {
+    target: &str,
+) -> Result<Option<Layout>> {
     let row: Option<(i64, String, String)> = conn
         .prepare_cached(
             "SELECT revision, spec, building FROM stowage_collections \
              WHERE namespace = ?1 AND collection = ?2",
-        )?
-        .query_row(params![ns, coll], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+        )
+        .and_then(|mut s| {
+            s.query_row(params![ns, coll], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(|e| sqlite_error(e, "reading the catalog", target))?;
     let Some((revision, spec, building)) = row else {
         return Ok(None);
     };
-    let stored = decode_spec(revision, &spec, &building)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let stored = decode_spec(revision, &spec, &building)?;
     Ok(Some(Layout::new(ns, coll, stored)))
 }
 

@@ -126,8 +126,7 @@ fn layout_at(
     coll: &str,
     revision: u64,
 ) -> Result<Layout> {
-    let layout = read_layout(conn, ns, coll)
-        .map_err(|e| sqlite_error(e, "reading the catalog", target))?
+    let layout = read_layout(conn, ns, coll, target)?
         .ok_or_else(|| Error::collection_not_found(ns, coll))?;
     if layout.stored.revision != revision {
         return Err(Error::stale_spec(coll));
