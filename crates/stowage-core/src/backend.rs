@@ -122,6 +122,13 @@ pub struct Capabilities {
     pub change_feed: ChangeFeed,
     /// The largest encoded body, in bytes.
     pub max_body_bytes: usize,
+    /// An acknowledged write was fsynced (or the server's equivalent) before it was
+    /// acknowledged, so it survives a power failure, not only a crash of the process. False
+    /// for memory, for relaxed durability, and for sled (its flush issues `sync_file_range`).
+    pub fsync: bool,
+    /// A query, a count or a scan page reads one consistent state. When false, each record
+    /// returned is as of when it was read, and still matches the query then.
+    pub snapshot_reads: bool,
 }
 
 /// How far an atomic batch may reach.

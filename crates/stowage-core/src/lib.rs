@@ -48,6 +48,8 @@ mod collection;
 mod copy;
 mod error;
 mod feed;
+#[cfg(feature = "kv")]
+pub mod kv;
 pub mod layer;
 mod memory;
 mod query;

@@ -107,6 +107,7 @@ impl MemoryBackend {
             binary_bodies: true,
             change_feed: ChangeFeed::Live,
             max_body_bytes: 64 << 20,
+            snapshot_reads: true,
             ..Capabilities::default()
         }
     }

@@ -33,6 +33,9 @@ impl Backend for PostgresBackend {
         // PostgreSQL takes up to 1 GiB in a field; 64 MiB keeps one write's memory sane, as
         // on the embedded engines.
         c.max_body_bytes = 64 << 20;
+        // As the server is configured: PostgreSQL's default (fsync, synchronous_commit on).
+        c.fsync = true;
+        c.snapshot_reads = true;
         c
     }
 

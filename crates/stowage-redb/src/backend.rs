@@ -9,9 +9,10 @@ use stowage_core::backend::{
 use stowage_core::{ChangeStream, ChangeToken, Error, ErrorKind, Result, StoredRecord, Timestamp};
 
 use crate::open::RedbBackend;
-use crate::query::{open_ro, read_live, read_spec, Collect};
 use crate::schema;
-use crate::write::{
+use crate::Durability;
+use stowage_core::kv::query::{self as kv, Collect, KvRead};
+use stowage_core::kv::write::{
     apply_spec_job, delete_found_job, delete_prefix_job, drop_job, fill_job, purge_job, write_job,
 };
 
@@ -33,19 +34,21 @@ impl Backend for RedbBackend {
         }
         // redb's limit on one value is far above this; 64 MiB keeps one write's memory sane.
         c.max_body_bytes = 64 << 20;
+        c.fsync = self.inner.durability == Durability::Immediate;
+        c.snapshot_reads = true;
         c
     }
 
     async fn list_namespaces(&self) -> Result<Vec<String>> {
-        self.namespaces()
+        kv::namespaces(&self.read()?)
     }
 
     async fn load_spec(&self, ns: &str, collection: &str) -> Result<Option<StoredSpec>> {
-        read_spec(&self.read()?, ns, collection)
+        kv::read_spec(&self.read()?, ns, collection)
     }
 
     async fn list_specs(&self, ns: &str) -> Result<Vec<(String, StoredSpec)>> {
-        self.specs(ns)
+        kv::specs(&self.read()?, ns)
     }
 
     async fn apply_spec(
@@ -91,7 +94,8 @@ impl Backend for RedbBackend {
         id: &str,
         now: Timestamp,
     ) -> Result<Option<StoredRecord>> {
-        read_live(&self.records(ns, collection)?, id, now)
+        let r = self.read()?;
+        kv::read_live(&r, &kv::records(&r, ns, collection)?, id, now)
     }
 
     async fn get_many(
@@ -101,8 +105,11 @@ impl Backend for RedbBackend {
         ids: &[String],
         now: Timestamp,
     ) -> Result<Vec<Option<StoredRecord>>> {
-        let records = self.records(ns, collection)?;
-        ids.iter().map(|id| read_live(&records, id, now)).collect()
+        let r = self.read()?;
+        let records = kv::records(&r, ns, collection)?;
+        ids.iter()
+            .map(|id| kv::read_live(&r, &records, id, now))
+            .collect()
     }
 
     async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
@@ -114,7 +121,7 @@ impl Backend for RedbBackend {
     }
 
     async fn query(&self, ns: &str, req: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
-        Ok(self.run_query(ns, req, now, Collect::Page)?.hits)
+        Ok(kv::run_query(&self.read()?, ns, req, now, Collect::Page)?.hits)
     }
 
     async fn count(&self, ns: &str, req: &QueryRequest, now: Timestamp) -> Result<u64> {
@@ -124,13 +131,13 @@ impl Backend for RedbBackend {
             limit: None,
             ..req.clone()
         };
-        Ok(self.run_query(ns, &all, now, Collect::Count)?.count)
+        Ok(kv::run_query(&self.read()?, ns, &all, now, Collect::Count)?.count)
     }
 
     async fn delete_matching(&self, ns: &str, req: &QueryRequest, now: Timestamp) -> Result<u64> {
         // Found in a read transaction, deleted in a write job at the versions found: the
         // walk never holds the writer.
-        let found = self.run_query(ns, req, now, Collect::Ids)?.ids;
+        let found = kv::run_query(&self.read()?, ns, req, now, Collect::Ids)?.ids;
         if found.is_empty() {
             return Ok(0);
         }
@@ -142,7 +149,7 @@ impl Backend for RedbBackend {
     }
 
     async fn scan(&self, ns: &str, req: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
-        self.scan_page(ns, req, now)
+        kv::scan_page(&self.read()?, ns, req, now)
     }
 
     async fn delete_prefix(
@@ -160,7 +167,10 @@ impl Backend for RedbBackend {
     }
 
     async fn purge_expired(&self, ns: &str, now: Timestamp) -> Result<u64> {
-        let colls: Vec<String> = self.specs(ns)?.into_iter().map(|(n, _)| n).collect();
+        let colls: Vec<String> = kv::specs(&self.read()?, ns)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let ns = ns.to_owned();
         self.inner
             .writer
@@ -169,7 +179,7 @@ impl Backend for RedbBackend {
     }
 
     async fn stats(&self, ns: &str) -> Result<Vec<CollectionStats>> {
-        self.collection_stats(ns)
+        kv::collection_stats(&self.read()?, ns)
     }
 
     async fn watch(
@@ -187,14 +197,14 @@ impl Backend for RedbBackend {
         // The namespace's changes are logged from now on (and stay logged across restarts).
         let owned = ns.to_owned();
         self.inner.writer.run(move |t| t.start_log(&owned)).await?;
-        self.inner
-            .changes
-            .watch_with(ns, after, |after| self.changes_after(ns, after, now))
+        self.inner.changes.watch_with(ns, after, |after| {
+            kv::changes_after(&self.read()?, ns, after, now)
+        })
     }
 
     async fn ping(&self) -> Result<()> {
-        let rtx = self.read()?;
-        open_ro(&rtx, schema::META)?
+        self.read()?
+            .table(schema::META)?
             .ok_or_else(|| Error::new(ErrorKind::Corrupted, "the Stowage format marker is gone"))?;
         Ok(())
     }

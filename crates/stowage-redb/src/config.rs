@@ -1,28 +1,10 @@
 //! Options of a redb store, from code or from a `redb://` URL.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use stowage_core::backend::EngineUrl;
+pub use stowage_core::kv::Durability;
+use stowage_core::kv::UrlOptions;
 use stowage_core::{Error, Result};
-
-/// When an acknowledged write is on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Every acknowledged write is on disk: its commit was fsynced before the caller was
-    /// answered. Concurrent writers share commits (group commit), so throughput grows with
-    /// concurrency instead of paying one fsync per write. The default.
-    Immediate,
-    /// Commits are not fsynced; a durable commit runs every `flush_interval` while writes
-    /// arrive. A crash of the process or the machine loses the writes acknowledged since the
-    /// last durable commit — up to `flush_interval` of them — but never leaves a torn or
-    /// inconsistent file: records, indexes and TTLs stay in agreement.
-    Relaxed {
-        /// How often a durable commit bounds the loss.
-        flush_interval: Duration,
-    },
-}
 
 /// How to open a redb store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +20,7 @@ pub struct RedbConfig {
 }
 
 /// The URL parameters `redb://` takes besides `namespace`.
-pub const URL_PARAMS: &[&str] = &["durability", "flush_ms", "cache_mb", "change_log"];
+pub use stowage_core::kv::URL_PARAMS;
 
 impl RedbConfig {
     /// Durable writes to `path`, with redb's default 1 GiB page cache (memory is taken as pages are read, not up front).
@@ -60,49 +42,21 @@ impl RedbConfig {
                 "redb:// needs a file path, as in redb://./stowage-data/stowage.redb",
             ));
         }
-        let mut config = RedbConfig::new(path);
-        let mut relaxed = false;
-        let mut flush = Duration::from_secs(1);
-        for (k, v) in params {
-            let number = || EngineUrl::number("redb", k, v);
-            match k.as_str() {
-                "durability" => {
-                    relaxed = match v.as_str() {
-                        "immediate" => false,
-                        "relaxed" => true,
-                        _ => {
-                            return Err(Error::invalid(format!(
-                                "redb:// durability must be immediate or relaxed, not {v:?}"
-                            )))
-                        }
-                    }
-                }
-                "flush_ms" => flush = Duration::from_millis(number()?.max(1)),
-                "change_log" => config.change_log = number()?,
-                "cache_mb" => {
-                    config.cache_bytes =
-                        usize::try_from(number()?).unwrap_or(usize::MAX / (1 << 20)) << 20
-                }
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "redb:// parameter {k:?} is not known (known: namespace, {})",
-                        URL_PARAMS.join(", ")
-                    )))
-                }
-            }
-        }
-        if relaxed {
-            config.durability = Durability::Relaxed {
-                flush_interval: flush,
-            };
-        }
-        Ok(config)
+        let options = UrlOptions::parse("redb", params)?;
+        let defaults = RedbConfig::new(path);
+        Ok(RedbConfig {
+            durability: options.durability,
+            cache_bytes: options.cache_bytes.unwrap_or(defaults.cache_bytes),
+            change_log: options.change_log,
+            ..defaults
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
         p.iter()

@@ -39,11 +39,6 @@ pub(crate) fn open_error(path: &Path, e: DatabaseError) -> Error {
     }
 }
 
-/// A stored id that is not UTF-8.
-pub(crate) fn bad_id() -> Error {
-    Error::new(ErrorKind::Corrupted, "a stored id is not UTF-8")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,7 @@
 //! # Durability and group commit
 //!
 //! By default ([`Durability::Immediate`]) a write is acknowledged only after the commit that
-//! holds it is fsynced. Concurrent writes share commits (see `group_commit.rs`): whoever
+//! holds it is fsynced. Concurrent writes share commits (see [`stowage_core::kv::group_commit`]): whoever
 //! commits — a lone writer on its own thread, or the store's writer thread while a commit is
 //! under way — takes every queued write into one transaction and one fsync, so 32
 //! concurrent writers pay far less than 32 fsyncs. A write whose precondition fails inside
@@ -79,7 +79,6 @@
 mod backend;
 mod config;
 mod error;
-mod group_commit;
 mod open;
 mod query;
 pub mod schema;

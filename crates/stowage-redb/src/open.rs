@@ -6,16 +6,18 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-};
+use redb::{Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable};
 use stowage_core::backend::StoredSpec;
 use stowage_core::{ChangeHub, Error, ErrorKind, Result};
 
 use crate::config::RedbConfig;
 use crate::error::{open_error, storage_error};
-use crate::group_commit::GroupCommit;
-use crate::query::open_ro;
+use stowage_core::kv::GroupCommit;
+
+use crate::write::RedbEngine;
+use stowage_core::kv::query::KvRead;
+
+use crate::query::Snapshot;
 use crate::schema::{
     self, decode_spec_v1, decode_u64, encode_spec, FORMAT_KEY, FORMAT_VERSION, REVISION_KEY,
 };
@@ -43,6 +45,7 @@ pub(crate) struct Inner {
     pub(crate) changes: Arc<ChangeHub>,
     /// The change log's retention per namespace (0: no feed).
     pub(crate) change_log: u64,
+    pub(crate) durability: crate::Durability,
     path: PathBuf,
 }
 
@@ -91,7 +94,7 @@ impl RedbBackend {
         let db = Arc::new(db);
         let changes = Arc::new(ChangeHub::default());
         let writer = GroupCommit::start(
-            db.clone(),
+            RedbEngine { db: db.clone() },
             config.durability,
             changes.clone(),
             config.change_log,
@@ -102,6 +105,7 @@ impl RedbBackend {
                 db,
                 changes,
                 change_log: config.change_log,
+                durability: config.durability,
                 path,
             }),
         })
@@ -118,8 +122,12 @@ impl RedbBackend {
         self.inner.writer.commits()
     }
 
-    pub(crate) fn read(&self) -> Result<ReadTransaction> {
-        self.inner.db.begin_read().map_err(storage_error)
+    pub(crate) fn read(&self) -> Result<Snapshot> {
+        self.inner
+            .db
+            .begin_read()
+            .map(Snapshot)
+            .map_err(storage_error)
     }
 }
 
@@ -150,9 +158,9 @@ enum Format {
 }
 
 fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<Format> {
-    let rtx = db.begin_read().map_err(storage_error)?;
-    let Some(meta) = open_ro(&rtx, schema::META)? else {
-        let tables = rtx.list_tables().map_err(storage_error)?.count();
+    let snapshot = Snapshot(db.begin_read().map_err(storage_error)?);
+    let Some(meta) = snapshot.table(schema::META)? else {
+        let tables = snapshot.0.list_tables().map_err(storage_error)?.count();
         if tables > 0 {
             return Err(Error::invalid(format!(
                 "{} is a redb file but not a Stowage store: it holds {tables} other table(s) \

@@ -34,6 +34,8 @@ impl Backend for SqliteBackend {
         // SQLite's default limit on one value is 1 GB; 64 MiB keeps one write's memory
         // sane, as on redb.
         c.max_body_bytes = 64 << 20;
+        c.fsync = self.inner.config.synchronous == crate::Synchronous::Full;
+        c.snapshot_reads = true;
         c
     }
 

@@ -1,4 +1,5 @@
-//! Group commit: one write transaction for every write waiting at the same moment.
+//! Group commit: one write transaction for every write waiting at the same moment, on any
+//! ordered key-value engine ([`KvEngine`]).
 //!
 //! Callers queue jobs and wait for their answer. Whoever commits — the calling task itself
 //! when no commit is under way, or the store's writer thread otherwise — takes every job in
@@ -23,14 +24,11 @@ use std::thread;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
-use redb::{Database, ReadableTable, Table, WriteTransaction};
-use stowage_core::backend::{Revision, StoredSpec};
-use stowage_core::{ChangeEvent, ChangeHub, Error, ErrorKind, Result, Version};
 use tokio::sync::oneshot;
 
-use crate::config::Durability;
-use crate::error::storage_error;
-use crate::schema::{self, decode_spec, decode_u64, encode_spec};
+use super::schema::{self, decode_spec, decode_u64, encode_spec};
+use crate::backend::{Revision, StoredSpec};
+use crate::{ChangeEvent, ChangeHub, Error, ErrorKind, Result, Version};
 
 /// The most jobs one commit takes, so that one commit's latency stays bounded.
 const MAX_GROUP: usize = 512;
@@ -59,11 +57,13 @@ struct Shared {
     writer: Mutex<Writer>,
     closed: AtomicBool,
     commits: AtomicU64,
+    /// The engine's name, for messages.
+    engine: &'static str,
 }
 
 /// The handle to the commit machinery. Dropping the last handle stops the writer thread
 /// after everything queued has committed.
-pub(crate) struct GroupCommit {
+pub struct GroupCommit {
     shared: Arc<Shared>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
@@ -79,24 +79,29 @@ impl std::fmt::Debug for GroupCommit {
 impl GroupCommit {
     /// Starts the writer; `changes` receives what commits, `keep` is the change log's
     /// retention per namespace.
-    pub(crate) fn start(
-        db: Arc<Database>,
+    pub fn start<E: KvEngine>(
+        engine: E,
         durability: Durability,
         changes: Arc<ChangeHub>,
         keep: u64,
     ) -> Result<Self> {
+        let engine_name = engine.name();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
             queued: Condvar::new(),
-            writer: Mutex::new(Writer::new(db, durability, changes, keep)),
+            writer: Mutex::new(Writer::new(Box::new(engine), durability, changes, keep)),
+            engine: engine_name,
             closed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
         });
         let background = shared.clone();
         let thread = thread::Builder::new()
-            .name("stowage-redb-writer".into())
+            .name(format!("stowage-{engine_name}-writer"))
             .spawn(move || writer_thread(&background))
-            .map_err(|e| Error::internal("cannot start the redb writer thread").with_source(e))?;
+            .map_err(|e| {
+                Error::internal(format!("cannot start the {engine_name} writer thread"))
+                    .with_source(e)
+            })?;
         Ok(GroupCommit {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -104,13 +109,13 @@ impl GroupCommit {
     }
 
     /// How many write transactions have committed.
-    pub(crate) fn commits(&self) -> u64 {
+    pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `work` in the next shared transaction and answers once that transaction is
     /// committed. If `work` fails, its writes are undone and the others' still commit.
-    pub(crate) async fn run<R, F>(&self, work: F) -> Result<R>
+    pub async fn run<R, F>(&self, work: F) -> Result<R>
     where
         R: Send + 'static,
         F: for<'t> FnOnce(&mut Txn<'t>) -> Result<R> + Send + 'static,
@@ -125,7 +130,7 @@ impl GroupCommit {
             if self.shared.closed.load(Ordering::SeqCst) {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
-                    "the redb store is closed",
+                    format!("the {} store is closed", self.shared.engine),
                 ));
             }
             queue.push(job);
@@ -147,14 +152,14 @@ impl GroupCommit {
         }
         let out = answer
             .await
-            .map_err(|_| Error::internal("the redb writer stopped before answering"))??;
+            .map_err(|_| Error::internal("the writer thread stopped before answering"))??;
         out.downcast::<R>()
             .map(|b| *b)
-            .map_err(|_| Error::internal("a redb job answered with the wrong type"))
+            .map_err(|_| Error::internal("a write job answered with the wrong type"))
     }
 
     /// Stops the writer thread after everything queued has committed.
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         {
             let _queue = self.shared.queue.lock();
             self.shared.closed.store(true, Ordering::SeqCst);
@@ -218,14 +223,13 @@ struct Undo {
 
 /// A table opened by a transaction, by slot number, so that hot paths neither hash nor copy
 /// table names.
-pub(crate) type TableId = usize;
+pub type TableId = usize;
 
-/// One write transaction as jobs see it: tables opened once and kept, and every change
-/// logged so that a failing job can be undone alone.
-pub(crate) struct Txn<'t> {
-    txn: &'t WriteTransaction,
-    tables: Vec<Option<Table<'t, &'static [u8], &'static [u8]>>>,
-    slots: HashMap<String, TableId>,
+/// One write transaction as jobs see it: the engine's tables, and every change logged so
+/// that a failing job can be undone alone.
+#[allow(missing_debug_implementations)] // it holds the engine's open tables
+pub struct Txn<'t> {
+    tables: &'t mut dyn KvTables,
     undo: Vec<Undo>,
     specs: &'t mut SpecCache,
     // Spec cache changes made by the running job, undone with it.
@@ -242,46 +246,18 @@ pub(crate) struct Txn<'t> {
 
 impl<'t> Txn<'t> {
     /// The slot of a table, opening (and creating) it on first use.
-    pub(crate) fn open(&mut self, name: &str) -> Result<TableId> {
-        if let Some(&id) = self.slots.get(name) {
-            return Ok(id);
-        }
-        let t = self
-            .txn
-            .open_table(schema::table(name))
-            .map_err(storage_error)?;
-        self.tables.push(Some(t));
-        let id = self.tables.len() - 1;
-        self.slots.insert(name.to_owned(), id);
-        Ok(id)
+    pub fn open(&mut self, name: &str) -> Result<TableId> {
+        self.tables.open(name)
     }
 
-    fn at(&mut self, id: TableId) -> Result<&mut Table<'t, &'static [u8], &'static [u8]>> {
-        self.tables
-            .get_mut(id)
-            .and_then(Option::as_mut)
-            .ok_or_else(|| Error::internal("a table was used after it was deleted"))
-    }
-
-    pub(crate) fn get(&mut self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = self.at(table)?;
-        Ok(t.get(key)
-            .map_err(storage_error)?
-            .map(|v| v.value().to_vec()))
+    /// The value under `key`.
+    pub fn get(&mut self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.tables.get(table, key)
     }
 
     /// Stores `value` and returns what the key held before.
-    pub(crate) fn put(
-        &mut self,
-        table: TableId,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
-        let prev = self
-            .at(table)?
-            .insert(key, value)
-            .map_err(storage_error)?
-            .map(|v| v.value().to_vec());
+    pub fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
+        let prev = self.tables.insert(table, key, value)?;
         self.undo.push(Undo {
             table,
             key: key.to_vec(),
@@ -290,57 +266,36 @@ impl<'t> Txn<'t> {
         Ok(prev)
     }
 
-    pub(crate) fn remove(&mut self, table: TableId, key: &[u8]) -> Result<()> {
-        let prev = self
-            .at(table)?
-            .remove(key)
-            .map_err(storage_error)?
-            .map(|v| v.value().to_vec());
-        if prev.is_some() {
+    /// Removes `key`, if present.
+    pub fn remove(&mut self, table: TableId, key: &[u8]) -> Result<()> {
+        if let Some(prev) = self.tables.remove(table, key)? {
             self.undo.push(Undo {
                 table,
                 key: key.to_vec(),
-                prev,
+                prev: Some(prev),
             });
         }
         Ok(())
     }
 
     /// Deletes a whole table. Not undoable: jobs call it only after all their checks passed.
-    pub(crate) fn delete_table(&mut self, name: &str) -> Result<()> {
-        if let Some(id) = self.slots.remove(name) {
-            self.tables[id] = None;
-        }
-        self.txn
-            .delete_table(schema::table(name))
-            .map_err(storage_error)?;
-        Ok(())
+    pub fn delete_table(&mut self, name: &str) -> Result<()> {
+        self.tables.delete_table(name)
     }
 
     /// Up to `limit` keys and values of `table` after `after` (or from `from`), in order.
-    pub(crate) fn page(
+    pub fn page(
         &mut self,
         table: TableId,
         from: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = self.at(table)?;
-        let range = match after {
-            Some(a) => t.range::<&[u8]>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            None => t.range::<&[u8]>(from..),
-        }
-        .map_err(storage_error)?;
-        let mut out = Vec::new();
-        for item in range.take(limit) {
-            let (k, v) = item.map_err(storage_error)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.tables.page(table, from, after, limit)
     }
 
     /// The spec of a collection, from the cache or the catalog.
-    pub(crate) fn spec(&mut self, ns: &str, coll: &str) -> Result<Option<Arc<StoredSpec>>> {
+    pub fn spec(&mut self, ns: &str, coll: &str) -> Result<Option<Arc<StoredSpec>>> {
         let key = (ns.to_owned(), coll.to_owned());
         if let Some(s) = self.specs.get(&key) {
             return Ok(Some(s.clone()));
@@ -355,12 +310,7 @@ impl<'t> Txn<'t> {
     }
 
     /// Records a collection's new spec (`None`: dropped) in the catalog and the cache.
-    pub(crate) fn set_spec(
-        &mut self,
-        ns: &str,
-        coll: &str,
-        spec: Option<&StoredSpec>,
-    ) -> Result<()> {
+    pub fn set_spec(&mut self, ns: &str, coll: &str, spec: Option<&StoredSpec>) -> Result<()> {
         let key = schema::catalog_key(ns, coll);
         let catalog = self.open(schema::CATALOG)?;
         match spec {
@@ -377,7 +327,7 @@ impl<'t> Txn<'t> {
     }
 
     /// A new spec revision, one above the last given (kept in the meta table).
-    pub(crate) fn next_revision(&mut self) -> Result<Revision> {
+    pub fn next_revision(&mut self) -> Result<Revision> {
         let meta = self.open(schema::META)?;
         let next = decode_u64(self.get(meta, schema::REVISION_KEY)?.as_deref()) + 1;
         self.put(meta, schema::REVISION_KEY, &next.to_le_bytes())?;
@@ -386,7 +336,7 @@ impl<'t> Txn<'t> {
 
     /// A collection's version floor (0 when none was kept), from the cache or the table:
     /// inserts read it, so it is remembered across transactions like specs.
-    pub(crate) fn floor(&mut self, ns: &str, coll: &str) -> Result<Version> {
+    pub fn floor(&mut self, ns: &str, coll: &str) -> Result<Version> {
         let key = (ns.to_owned(), coll.to_owned());
         if let Some(f) = self.floors.get(&key) {
             return Ok(*f);
@@ -398,7 +348,7 @@ impl<'t> Txn<'t> {
     }
 
     /// Raises a collection's version floor to `version` if it is lower.
-    pub(crate) fn raise_floor(&mut self, ns: &str, coll: &str, version: Version) -> Result<()> {
+    pub fn raise_floor(&mut self, ns: &str, coll: &str, version: Version) -> Result<()> {
         let before = self.floor(ns, coll)?;
         if version > before {
             let table = self.open(schema::FLOORS)?;
@@ -424,8 +374,8 @@ impl<'t> Txn<'t> {
             None => None,
             Some(_) => {
                 let log = self.open(&schema::changes_table(ns))?;
-                let last = self.at(log)?.last().map_err(storage_error)?;
-                Some(last.map_or(0, |(k, _)| schema::decode_token(k.value())))
+                let last = self.tables.last_key(log)?;
+                Some(last.map_or(0, |k| schema::decode_token(&k)))
             }
         };
         self.logs.insert(ns.to_owned(), state);
@@ -433,29 +383,29 @@ impl<'t> Txn<'t> {
     }
 
     /// From now on, `ns`'s changes are logged (a watcher asked for them).
-    pub(crate) fn start_log(&mut self, ns: &str) -> Result<()> {
+    pub fn start_log(&mut self, ns: &str) -> Result<()> {
         if self.keep == 0 || self.log_state(ns)?.is_some() {
             return Ok(());
         }
         let marks = self.open(schema::LOGGED)?;
         self.put(marks, ns.as_bytes(), &[])?;
         let log = self.open(&schema::changes_table(ns))?;
-        let last = self.at(log)?.last().map_err(storage_error)?;
-        let last = last.map_or(0, |(k, _)| schema::decode_token(k.value()));
+        let last = self.tables.last_key(log)?;
+        let last = last.map_or(0, |k| schema::decode_token(&k));
         self.log_undo.push((ns.to_owned(), Some(None)));
         self.logs.insert(ns.to_owned(), Some(last));
         Ok(())
     }
 
     /// Whether `ns`'s changes are logged: callers skip building changes nobody logs.
-    pub(crate) fn logs_changes(&mut self, ns: &str) -> Result<bool> {
+    pub fn logs_changes(&mut self, ns: &str) -> Result<bool> {
         Ok(self.log_state(ns)?.is_some())
     }
 
     /// Logs one change of `ns` in this transaction, if its changes are logged: numbered
     /// after the last, the oldest beyond the retention trimmed, and published after the
     /// commit (never if the job fails).
-    pub(crate) fn log(&mut self, ns: &str, mut change: ChangeEvent) -> Result<()> {
+    pub fn log(&mut self, ns: &str, mut change: ChangeEvent) -> Result<()> {
         let Some(last) = self.log_state(ns)? else {
             return Ok(());
         };
@@ -477,12 +427,9 @@ impl<'t> Txn<'t> {
 
     fn rollback(&mut self) -> Result<()> {
         while let Some(Undo { table, key, prev }) = self.undo.pop() {
-            let t = self.at(table)?;
             match prev {
-                Some(v) => t
-                    .insert(key.as_slice(), v.as_slice())
-                    .map_err(storage_error)?,
-                None => t.remove(key.as_slice()).map_err(storage_error)?,
+                Some(v) => self.tables.insert(table, &key, &v)?,
+                None => self.tables.remove(table, &key)?,
             };
         }
         while let Some((k, prev)) = self.spec_undo.pop() {
@@ -509,7 +456,7 @@ impl<'t> Txn<'t> {
 }
 
 struct Writer {
-    db: Arc<Database>,
+    engine: Box<dyn KvEngine>,
     durability: Durability,
     // Only the commit right's holder changes specs and floors, so these caches are always
     // current.
@@ -523,9 +470,14 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(db: Arc<Database>, durability: Durability, changes: Arc<ChangeHub>, keep: u64) -> Self {
+    fn new(
+        engine: Box<dyn KvEngine>,
+        durability: Durability,
+        changes: Arc<ChangeHub>,
+        keep: u64,
+    ) -> Self {
         Writer {
-            db,
+            engine,
             durability,
             specs: HashMap::new(),
             floors: HashMap::new(),
@@ -579,17 +531,12 @@ impl Writer {
         }
     }
 
-    /// An empty durable commit: makes every earlier non-durable commit durable.
+    /// Makes every earlier non-durable commit durable.
     fn flush_if_dirty(&mut self) {
         if self.dirty_since.is_none() {
             return;
         }
-        let flushed = self
-            .db
-            .begin_write()
-            .map_err(storage_error)
-            .and_then(|txn| txn.commit().map_err(storage_error));
-        if flushed.is_ok() {
+        if self.engine.flush().is_ok() {
             self.dirty_since = None;
         }
     }
@@ -621,29 +568,25 @@ impl Writer {
         durable: bool,
         answers: &mut Vec<(oneshot::Sender<Result<Output>>, Result<Output>)>,
     ) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(storage_error)?;
-        if !durable {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| Error::internal("cannot relax durability").with_source(e))?;
-        }
-        let mut failure = None;
         let mut committed: Vec<(String, ChangeEvent)> = Vec::new();
-        {
+        let (specs, floors, logs, keep) =
+            (&mut self.specs, &mut self.floors, &mut self.logs, self.keep);
+        let mut jobs = Some(jobs);
+        let outcome = self.engine.transact(durable, &mut |tables| {
+            let mut failure = None;
             let mut t = Txn {
-                txn: &txn,
-                tables: Vec::new(),
-                slots: HashMap::new(),
+                tables,
                 undo: Vec::new(),
-                specs: &mut self.specs,
+                specs: &mut *specs,
                 spec_undo: Vec::new(),
-                floors: &mut self.floors,
+                floors: &mut *floors,
                 floor_undo: Vec::new(),
-                logs: &mut self.logs,
+                logs: &mut *logs,
                 log_undo: Vec::new(),
-                keep: self.keep,
+                keep,
                 job_changes: Vec::new(),
             };
-            for job in jobs {
+            for job in jobs.take().into_iter().flatten() {
                 if failure.is_some() {
                     answers.push((job.reply, Err(Error::internal("aborted"))));
                     continue;
@@ -663,12 +606,15 @@ impl Writer {
                 committed.append(&mut t.job_changes);
                 answers.push((job.reply, result));
             }
-        }
-        if let Some(e) = failure {
-            let _ = txn.abort();
+            failure.map_or(Ok(()), Err)
+        });
+        if let Err(e) = outcome {
+            // A transaction that could not start ran no job: each still needs its answer.
+            for job in jobs.into_iter().flatten() {
+                answers.push((job.reply, Err(Error::new(e.kind(), e.message().to_owned()))));
+            }
             return Err(e);
         }
-        txn.commit().map_err(storage_error)?;
         // Only now are the changes committed (durable, unless durability is relaxed).
         let mut by_ns: Vec<(String, Vec<ChangeEvent>)> = Vec::new();
         for (ns, change) in committed {
@@ -682,6 +628,69 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// One engine's raw operations on its tables inside one write transaction. Keys and values
+/// are bytes; tables are created on first use.
+pub trait KvTables {
+    /// The slot of a table, opening (and creating) it on first use.
+    fn open(&mut self, name: &str) -> Result<TableId>;
+    /// The value under `key`.
+    fn get(&mut self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Stores `value`; returns what the key held before.
+    fn insert(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Removes `key`; returns what it held.
+    fn remove(&mut self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Deletes a whole table (its slot is unusable afterwards).
+    fn delete_table(&mut self, name: &str) -> Result<()>;
+    /// Up to `limit` keys and values of `table` after `after` (or from `from`), in order.
+    fn page(
+        &mut self,
+        table: TableId,
+        from: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The highest key of `table`.
+    fn last_key(&mut self, table: TableId) -> Result<Option<Vec<u8>>>;
+}
+
+/// An ordered key-value engine under the group commit: it runs one write transaction at a
+/// time, from the writer that holds the commit right.
+pub trait KvEngine: Send + 'static {
+    /// The engine's name, for thread names and messages ("redb").
+    fn name(&self) -> &'static str;
+
+    /// Runs `body` over the tables of one write transaction and commits it if `body`
+    /// returns Ok — durably (fsynced, or what the engine's flush promises) when `durable`
+    /// — else discards it. Ok only once the transaction committed. `body` runs at most
+    /// once.
+    fn transact(
+        &mut self,
+        durable: bool,
+        body: &mut dyn FnMut(&mut dyn KvTables) -> Result<()>,
+    ) -> Result<()>;
+
+    /// Makes every earlier non-durable commit durable.
+    fn flush(&mut self) -> Result<()>;
+}
+
+/// When an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every acknowledged write is on disk: its commit was made durable before the caller
+    /// was answered. Concurrent writers share commits (group commit), so throughput grows
+    /// with concurrency instead of paying one sync per write. The default.
+    Immediate,
+    /// Commits are not synced; a durable commit runs every `flush_interval` while writes
+    /// arrive. A crash of the process or the machine loses the writes acknowledged since the
+    /// last durable commit — up to `flush_interval` of them — but never leaves a torn or
+    /// inconsistent store: records, indexes and TTLs stay in agreement.
+    Relaxed {
+        /// How often a durable commit bounds the loss.
+        flush_interval: std::time::Duration,
+    },
 }
 
 /// Errors that leave the transaction unusable, as opposed to a job's own refusal.

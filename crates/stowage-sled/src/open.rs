@@ -1,0 +1,149 @@
+//! Opening a store: the folder checks that refuse foreign and newer stores, and the
+//! [`SledBackend`] handle.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use sled::{Db, Tree};
+use stowage_core::kv::GroupCommit;
+use stowage_core::{ChangeHub, Error, ErrorKind, Result};
+
+use crate::config::SledConfig;
+use crate::error::{open_error, storage_error};
+use crate::query::Reader;
+use crate::schema::{self, FORMAT_KEY, FORMAT_VERSION};
+use crate::write::SledEngine;
+
+/// Records in one sled database: a tree per collection, a tree per index, an expiry tree per
+/// collection, and the catalog. Every write call is one multi-tree transaction, shared with
+/// the concurrent writers of the same moment (group commit).
+///
+/// Cloning shares the open database. It is closed when the last clone is dropped, after the
+/// writer has committed everything it was given.
+#[derive(Debug, Clone)]
+pub struct SledBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    // Field order matters: the writer stops (and commits) before the database closes.
+    pub(crate) writer: GroupCommit,
+    pub(crate) db: Db,
+    /// Trees readers have found, by name. Trees are never dropped (see `write.rs`), so a
+    /// handle stays right for as long as the store is open.
+    pub(crate) trees: RwLock<HashMap<String, Tree>>,
+    /// Where committed changes go to watchers.
+    pub(crate) changes: Arc<ChangeHub>,
+    /// The change log's retention per namespace (0: no feed).
+    pub(crate) change_log: u64,
+    path: PathBuf,
+}
+
+impl SledBackend {
+    /// Opens (or creates) the store in the folder `config.path`. Blocking: async callers run
+    /// it with `spawn_blocking` (the facade does).
+    ///
+    /// A path that is a file, a sled database that is not a Stowage store (trees of its own
+    /// and no Stowage format marker) and a store written by a newer format are refused with
+    /// InvalidInput. A folder another process holds open is refused with Unavailable at
+    /// once, without waiting.
+    pub fn open(config: SledConfig) -> Result<Self> {
+        let path = config.path.clone();
+        if path.is_file() {
+            return Err(Error::invalid(format!(
+                "{} is a file: a sled store is a folder",
+                path.display()
+            )));
+        }
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_bytes as u64)
+            // The group commit decides when to flush: after each group (immediate), or
+            // every flush interval (relaxed).
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| open_error(&path, e))?;
+        check_format(&db, &path)?;
+        let changes = Arc::new(ChangeHub::default());
+        let engine = SledEngine {
+            db: db.clone(),
+            trees: HashMap::new(),
+        };
+        let writer = GroupCommit::start(
+            engine,
+            config.durability,
+            changes.clone(),
+            config.change_log,
+        )?;
+        Ok(SledBackend {
+            inner: Arc::new(Inner {
+                writer,
+                db,
+                trees: RwLock::new(HashMap::new()),
+                changes,
+                change_log: config.change_log,
+                path,
+            }),
+        })
+    }
+
+    /// The database folder.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How many write transactions this handle has committed. With concurrent writers it
+    /// is far below the number of writes: they share commits.
+    pub fn commits(&self) -> u64 {
+        self.inner.writer.commits()
+    }
+
+    pub(crate) fn read(&self) -> Reader<'_> {
+        Reader(&self.inner)
+    }
+}
+
+/// Refuses a foreign or newer store; marks a new one.
+fn check_format(db: &Db, path: &Path) -> Result<()> {
+    let names = db.tree_names();
+    let has_meta = names.iter().any(|n| n.as_ref() == schema::META.as_bytes());
+    if !has_meta {
+        // sled's default tree always exists; anything else is someone else's data.
+        let foreign = names.len() > 1 || !db.is_empty();
+        if foreign {
+            return Err(Error::invalid(format!(
+                "{} is a sled database but not a Stowage store: it holds data and no Stowage \
+                 format marker",
+                path.display()
+            )));
+        }
+        let meta = db.open_tree(schema::META).map_err(storage_error)?;
+        meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_le_bytes())
+            .map_err(storage_error)?;
+        db.open_tree(schema::CATALOG).map_err(storage_error)?;
+        db.flush().map_err(storage_error)?;
+        return Ok(());
+    }
+    let meta = db.open_tree(schema::META).map_err(storage_error)?;
+    let version = meta
+        .get(FORMAT_KEY)
+        .map_err(storage_error)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u32::from_le_bytes))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!("{}: Stowage format marker is unreadable", path.display()),
+            )
+        })?;
+    if version > FORMAT_VERSION {
+        return Err(Error::invalid(format!(
+            "{} was written by a newer Stowage (store format {version}; this build reads up to \
+             {FORMAT_VERSION}): upgrade Stowage to open it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
