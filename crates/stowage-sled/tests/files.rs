@@ -1,0 +1,435 @@
+//! Folders: reopening, foreign and newer stores, a folder held by another owner, the group
+//! commit, the change log across restarts, and queries while records move (sled reads are
+//! not snapshots).
+
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stowage_core::{
+    CollectionSpec, ErrorKind, Filter, IndexSpec, ManualClock, Put, Query, Store, Timestamp,
+};
+use stowage_sled::{SledBackend, SledConfig};
+
+fn open(path: &Path) -> stowage_core::Result<SledBackend> {
+    SledBackend::open(SledConfig::new(path))
+}
+
+fn spec() -> CollectionSpec {
+    CollectionSpec::new()
+        .index(IndexSpec::float("score", "/score"))
+        .index(IndexSpec::string("tags", "/tags").multi())
+        .index(IndexSpec::string("email", "/email").unique())
+}
+
+#[tokio::test]
+async fn reopen_finds_every_record_index_entry_and_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sled");
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let store = |b: SledBackend| {
+        Store::builder(Arc::new(b))
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    {
+        let s = store(open(&path).unwrap());
+        let c = s
+            .collection_with_spec::<serde_json::Value>("c", spec())
+            .await
+            .unwrap();
+        for i in 0..500 {
+            let body = json!({"score": i as f64 / 10.0, "tags": [format!("t{}", i % 5)], "email": format!("u{i}@x")});
+            let put = if i % 2 == 0 {
+                Put::insert().ttl(Duration::from_secs(60))
+            } else {
+                Put::insert()
+            };
+            c.put(&format!("k{i:04}"), &body, put).await.unwrap();
+        }
+    }
+    let s = store(open(&path).unwrap());
+    let c = s
+        .existing_collection::<serde_json::Value>("c")
+        .await
+        .unwrap();
+    assert_eq!(c.spec(), spec());
+    for i in [0, 1, 250, 499] {
+        let r = c.get(&format!("k{i:04}")).await.unwrap().unwrap();
+        assert_eq!(r.value["email"], format!("u{i}@x"));
+        assert_eq!(r.expires_at.is_some(), i % 2 == 0);
+    }
+    let page = c
+        .query(&Query::new().gte("score", 10.0).lt("score", 11.0))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 10);
+    assert_eq!(c.count(&Filter::new().eq("tags", "t3")).await.unwrap(), 100);
+    let e = c
+        .put("dup", &json!({"email": "u7@x"}), Put::insert())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind(), e.index()),
+        (ErrorKind::AlreadyExists, Some("email"))
+    );
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        c.count(&Filter::new()).await.unwrap(),
+        250,
+        "TTLs survived the reopen"
+    );
+    assert_eq!(s.purge_expired().await.unwrap(), 250);
+    assert_eq!(c.count(&Filter::new().eq("tags", "t3")).await.unwrap(), 50);
+}
+
+#[test]
+fn a_file_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, b"notes").unwrap();
+    let e = open(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("is a file"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"notes");
+}
+
+#[test]
+fn a_sled_database_of_another_program_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.sled");
+    {
+        let db = sled::open(&path).unwrap();
+        db.open_tree("incidents")
+            .unwrap()
+            .insert("i1", "down")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let e = open(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("not a Stowage store"), "{e}");
+    let db = sled::open(&path).unwrap();
+    let tree = db.open_tree("incidents").unwrap();
+    assert_eq!(tree.get("i1").unwrap().unwrap(), "down");
+    assert!(!db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == b"stowage/meta"));
+}
+
+#[test]
+fn a_store_of_a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.sled");
+    drop(open(&path).unwrap());
+    {
+        let db = sled::open(&path).unwrap();
+        let meta = db.open_tree(stowage_sled::schema::META).unwrap();
+        meta.insert(stowage_sled::schema::FORMAT_KEY, &99u32.to_le_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let e = open(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("newer Stowage"), "{e}");
+}
+
+#[test]
+fn a_folder_held_by_another_owner_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.sled");
+    let first = open(&path).unwrap();
+    // sled's lock is an flock on its file: a second open — here from the same process,
+    // through another descriptor, exactly as another process would — is refused.
+    let started = Instant::now();
+    let e = open(&path).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "not a hang");
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("already open"), "{e}");
+    drop(first);
+    drop(open(&path).unwrap());
+}
+
+#[tokio::test]
+async fn relaxed_durability_keeps_everything_across_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relaxed.sled");
+    let relaxed = || {
+        let mut c = SledConfig::new(&path);
+        c.durability = stowage_sled::Durability::Relaxed {
+            flush_interval: Duration::from_millis(20),
+        };
+        SledBackend::open(c).unwrap()
+    };
+    {
+        let store = Store::new(relaxed());
+        let c = store
+            .collection_with_spec::<serde_json::Value>("c", spec())
+            .await
+            .unwrap();
+        for i in 0..300 {
+            let body = json!({"score": i as f64, "tags": ["x"], "email": format!("{i}@x")});
+            c.put(&format!("k{i}"), &body, Put::insert()).await.unwrap();
+            if i == 150 {
+                // Let an interval pass so a durable flush happens mid-stream.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let store = Store::new(relaxed());
+    let c = store
+        .existing_collection::<serde_json::Value>("c")
+        .await
+        .unwrap();
+    assert_eq!(c.count(&Filter::new().eq("tags", "x")).await.unwrap(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_share_commits_and_a_failing_write_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(&dir.path().join("group.sled")).unwrap();
+    let store = Store::new(backend.clone());
+    let c = store
+        .collection_with_spec::<serde_json::Value>("c", spec())
+        .await
+        .unwrap();
+    c.put("taken", &json!({"email": "taken@x"}), Put::insert())
+        .await
+        .unwrap();
+    let before = backend.commits();
+    // 64 writers at once: even ones insert fresh records, odd ones clash on the unique
+    // email or insert an existing id, so their failures land inside shared commits.
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let (id, email) = match i % 4 {
+                    1 => (format!("k{i}"), "taken@x".to_owned()),
+                    3 => ("taken".to_owned(), format!("{i}@x")),
+                    _ => (format!("k{i}"), format!("{i}@x")),
+                };
+                c.put(
+                    &id,
+                    &json!({"email": email, "score": i as f64}),
+                    Put::insert(),
+                )
+                .await
+                .map(|m| m.version)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match (i % 2, t.await.unwrap()) {
+            (0, Ok(1)) => ok += 1,
+            (1, Err(e)) => assert_eq!(e.kind(), ErrorKind::AlreadyExists),
+            (_, other) => panic!("writer {i}: {other:?}"),
+        }
+    }
+    assert_eq!(ok, 32);
+    let commits = backend.commits() - before;
+    assert!(
+        commits < 64,
+        "64 writes took {commits} commits: they were not grouped"
+    );
+    assert_eq!(
+        c.count(&Filter::new()).await.unwrap(),
+        33,
+        "every successful write is there, no failed one"
+    );
+    assert_eq!(
+        c.count(&Filter::new().eq("email", "taken@x"))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_collection_is_gone_and_comes_back_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drop.sled");
+    let s = Store::new(open(&path).unwrap());
+    let c = s
+        .collection_with_spec::<serde_json::Value>("c", spec())
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let body = json!({"score": i as f64, "tags": ["x"], "email": format!("{i}@x")});
+        c.put(&format!("k{i}"), &body, Put::insert()).await.unwrap();
+    }
+    assert!(s.drop_collection("c").await.unwrap());
+    let e = c.get("k1").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    drop((c, s));
+    let s = Store::new(open(&path).unwrap());
+    assert!(s.collections().await.unwrap().is_empty());
+    let c = s
+        .collection_with_spec::<serde_json::Value>("c", spec())
+        .await
+        .unwrap();
+    assert_eq!(c.count(&Filter::new()).await.unwrap(), 0);
+    assert_eq!(c.count(&Filter::new().eq("tags", "x")).await.unwrap(), 0);
+    // The unique values of the dropped records are free again, and versions do not repeat.
+    let meta = c
+        .put("k1", &json!({"email": "1@x"}), Put::insert())
+        .await
+        .unwrap();
+    assert!(meta.version > 1, "version {} repeats", meta.version);
+}
+
+/// sled reads are not snapshots: records move while a query walks an index. Whatever it
+/// returns must match the query as the record was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_under_moving_records_return_only_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::new(open(&dir.path().join("moving.sled")).unwrap());
+    let c = s
+        .collection_with_spec::<serde_json::Value>("c", spec())
+        .await
+        .unwrap();
+    for i in 0..400 {
+        let body = json!({"score": (i % 100) as f64, "tags": [format!("t{}", i % 4)]});
+        c.put(&format!("k{i:03}"), &body, Put::insert())
+            .await
+            .unwrap();
+    }
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for round in 0..30 {
+                for i in (0..400).step_by(7) {
+                    let body = json!({"score": ((i + round * 13) % 100) as f64, "tags": [format!("t{}", (i + round) % 4)]});
+                    c.put(&format!("k{i:03}"), &body, Put::upsert())
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    };
+    let mut walks = 0;
+    while !writer.is_finished() {
+        let by_score = c
+            .query(
+                &Query::new()
+                    .gte("score", 20.0)
+                    .lt("score", 40.0)
+                    .order_by("score"),
+            )
+            .await
+            .unwrap();
+        for item in &by_score.items {
+            let score = item.value["score"].as_f64().unwrap();
+            assert!(
+                (20.0..40.0).contains(&score),
+                "{} has score {score}",
+                item.id
+            );
+        }
+        let by_tag = c
+            .query(&Query::new().eq("tags", "t1").gte("score", 50.0))
+            .await
+            .unwrap();
+        for item in &by_tag.items {
+            assert_eq!(item.value["tags"], json!(["t1"]), "{}", item.id);
+            assert!(item.value["score"].as_f64().unwrap() >= 50.0, "{}", item.id);
+        }
+        walks += 1;
+    }
+    writer.await.unwrap();
+    assert!(walks > 0);
+}
+
+async fn next_change(s: &mut stowage_core::ChangeStream) -> stowage_core::ChangeEvent {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_watcher_resumes_after_a_restart_from_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sled");
+    let token = {
+        let s = Store::new(open(&path).unwrap());
+        let c = s
+            .collection_with_spec::<serde_json::Value>("c", CollectionSpec::new())
+            .await
+            .unwrap();
+        let mut w = c.watch(None).await.unwrap();
+        c.put("a", &json!(1), Put::insert()).await.unwrap();
+        let e = next_change(&mut w).await;
+        assert_eq!(e.id.as_deref(), Some("a"));
+        e.token
+    };
+    // Nobody watches while these happen, across a restart.
+    {
+        let s = Store::new(open(&path).unwrap());
+        let c = s
+            .existing_collection::<serde_json::Value>("c")
+            .await
+            .unwrap();
+        c.put("b", &json!(2), Put::insert()).await.unwrap();
+        c.put("a", &json!(3), Put::upsert()).await.unwrap();
+        assert!(c.delete("b").await.unwrap());
+    }
+    let s = Store::new(open(&path).unwrap());
+    let mut w = s.watch(Some(token)).await.unwrap();
+    let missed: Vec<_> = [
+        next_change(&mut w).await,
+        next_change(&mut w).await,
+        next_change(&mut w).await,
+    ]
+    .into_iter()
+    .map(|e| (e.op, e.id.unwrap(), e.version.unwrap(), e.token))
+    .collect();
+    use stowage_core::ChangeOp::{Delete, Put as Wrote};
+    assert_eq!(
+        missed,
+        vec![
+            (Wrote, "b".to_owned(), 1, token + 1),
+            (Wrote, "a".to_owned(), 2, token + 2),
+            (Delete, "b".to_owned(), 1, token + 3),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_older_than_the_log_gets_a_gap_then_what_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SledConfig::new(dir.path().join("s.sled"));
+    config.change_log = 50;
+    let s = Store::new(SledBackend::open(config).unwrap());
+    let c = s
+        .collection_with_spec::<serde_json::Value>("c", CollectionSpec::new())
+        .await
+        .unwrap();
+    let mut w = s.watch(None).await.unwrap();
+    for i in 0..120 {
+        c.put(&format!("k{i:03}"), &json!(i), Put::insert())
+            .await
+            .unwrap();
+    }
+    let first = next_change(&mut w).await.token;
+    drop(w);
+    let mut again = s.watch(Some(first)).await.unwrap();
+    let gap = next_change(&mut again).await;
+    assert_eq!(gap.op, stowage_core::ChangeOp::Gap);
+    let mut tokens = Vec::new();
+    for _ in 0..50 {
+        let e = next_change(&mut again).await;
+        assert_eq!(e.op, stowage_core::ChangeOp::Put);
+        tokens.push(e.token);
+    }
+    let last = first + 119;
+    assert_eq!(tokens, ((last - 49)..=last).collect::<Vec<_>>());
+}
