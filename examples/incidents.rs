@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run -p stowage --example incidents                          # redb://./stowage-data/incidents.redb
 //! cargo run -p stowage --example incidents -- memory://
+//! cargo run -p stowage --features backend-sled --example incidents -- sled://./stowage-data/incidents.sled
 //! ```
 
 use serde::{Deserialize, Serialize};

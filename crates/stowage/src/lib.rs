@@ -38,6 +38,7 @@
 //! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` | PostgreSQL, shared by every instance that opens it: a schema per namespace, a table per collection; `?pool_size=N` (16), `&connect_timeout_ms=N`, `&statement_timeout_ms=N` (30,000; 0 = none), `&application_name=S`, `&sslmode=disable\|prefer\|require\|verify-ca\|verify-full` with `&sslrootcert=PATH`, `&clock=database` (default) or `caller` | `backend-postgres` |
 //! | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), `redis+cluster://HOST:PORT,HOST:PORT` | Redis or Redis Cluster, shared by every instance: a hash per record, sorted sets for indexes, every write one Lua script; `?prefix=NAME` (`stowage`), `&cacert=PATH` (rediss), `&connect_timeout_ms=N`, `&response_timeout_ms=N`, `&clock=server` (default) or `caller`, `&change_log=N` | `backend-redis` |
 //! | `sqlite://PATH`, `sqlite::memory:` | one SQLite file, created if missing (WAL; a table per collection with typed index columns), or a private in-memory database; `?synchronous=full` (default) or `normal`, `&readers=N` (8), `&change_log=N` | `backend-sqlite` |
+//! | `sled://PATH` | one sled folder, created if missing (a tree per collection and per index); sled's flush is `sync_file_range`, not `fsync` (see `stowage_sled`); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N` (256), `&change_log=N` | `backend-sled` |
 //! | `redb://PATH` | one redb file, created if missing (`redb://./stowage-data/stowage.redb` relative, `redb:///srv/stowage.redb` absolute); `?durability=immediate` (default) or `relaxed` with `&flush_ms=N`, `&cache_mb=N`, `&change_log=N` (changes kept per watched namespace, default 100,000; 0 = no feed) | `backend-redb` (default) |
 //!
 //! Every URL takes `?namespace=NAME` (default `default`): the namespace handles start in.
@@ -246,6 +247,8 @@ fn engines() -> Vec<Engine> {
     engines.extend(stowage_redis::engines());
     #[cfg(feature = "backend-sqlite")]
     engines.push(stowage_sqlite::engine());
+    #[cfg(feature = "backend-sled")]
+    engines.push(stowage_sled::engine());
     engines
 }
 
@@ -259,6 +262,7 @@ const ENGINE_FEATURES: &[(&str, &str)] = &[
     ("redis+cluster", "backend-redis"),
     ("rediss+cluster", "backend-redis"),
     ("sqlite", "backend-sqlite"),
+    ("sled", "backend-sled"),
 ];
 
 async fn connect(url: StoreUrl) -> Result<Arc<dyn Backend>> {
@@ -395,6 +399,23 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 
+    #[cfg(feature = "backend-sled")]
+    #[tokio::test]
+    async fn sled_urls_open_a_folder_that_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sled://{}/nested/store.sled?namespace=svc",
+            dir.path().display()
+        );
+        opens_and_keeps_its_data(&url, "sled").await;
+        let store = Store::open(&url).await.unwrap();
+        assert!(!store.capabilities().fsync, "sled's flush is not an fsync");
+        let e = Store::open("sled://x.sled?durability=sometimes")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+
     #[tokio::test]
     async fn disabled_engines_name_their_feature() {
         for (scheme, feature) in ENGINE_FEATURES {
@@ -431,7 +452,8 @@ mod tests {
             let on = (*scheme == "redb" && cfg!(feature = "backend-redb"))
                 || (*scheme == "postgres" && cfg!(feature = "backend-postgres"))
                 || (scheme.starts_with("redis") && cfg!(feature = "backend-redis"))
-                || (*scheme == "sqlite" && cfg!(feature = "backend-sqlite"));
+                || (*scheme == "sqlite" && cfg!(feature = "backend-sqlite"))
+                || (*scheme == "sled" && cfg!(feature = "backend-sled"));
             assert_eq!(
                 on,
                 engines().iter().any(|e| e.scheme == *scheme),
