@@ -402,4 +402,3 @@ fn main() {
     );
     println!("command: cargo bench -p stowage-sled   (STOWAGE_BENCH_N={n})");
 }
-

@@ -96,8 +96,8 @@ impl Backend for SledBackend {
         id: &str,
         now: Timestamp,
     ) -> Result<Option<StoredRecord>> {
-        let r = self.read();
-        kv::read_live(&r, &r.records(ns, collection)?, id, now)
+        let found = self.read().get_live(ns, collection, &[id], now)?;
+        Ok(found.into_iter().next().flatten())
     }
 
     async fn get_many(
@@ -107,11 +107,8 @@ impl Backend for SledBackend {
         ids: &[String],
         now: Timestamp,
     ) -> Result<Vec<Option<StoredRecord>>> {
-        let r = self.read();
-        let records = r.records(ns, collection)?;
-        ids.iter()
-            .map(|id| kv::read_live(&r, &records, id, now))
-            .collect()
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.read().get_live(ns, collection, &ids, now)
     }
 
     async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {

@@ -6,8 +6,8 @@
 use std::ops::Bound;
 
 use sled::{IVec, Tree};
-use stowage_core::kv::query::{KvPairs, KvRead};
-use stowage_core::{Error, Result};
+use stowage_core::kv::query::{read_live, KvPairs, KvRead};
+use stowage_core::{Error, Result, StoredRecord, Timestamp};
 
 use crate::error::storage_error;
 use crate::open::Inner;
@@ -17,19 +17,40 @@ use crate::schema;
 pub(crate) struct Reader<'a>(pub(crate) &'a Inner);
 
 impl Reader<'_> {
-    /// The records tree of a collection that exists (its trees outlive a drop, emptied: the
-    /// catalog says whether it exists).
-    pub(crate) fn records(&self, ns: &str, coll: &str) -> Result<Tree> {
-        let exists = match self.table(schema::CATALOG)? {
-            Some(catalog) => catalog
-                .contains_key(schema::catalog_key(ns, coll))
-                .map_err(storage_error)?,
-            None => false,
-        };
-        if !exists {
+    /// The live records with these ids; NotFound when the collection does not exist.
+    ///
+    /// A collection's trees outlive its drop, emptied, so the catalog says whether it
+    /// exists — but only a missing record needs to ask: a drop empties the records tree in
+    /// the same transaction as it removes the catalog entry, so a record found means the
+    /// collection existed when it was read.
+    pub(crate) fn get_live(
+        &self,
+        ns: &str,
+        coll: &str,
+        ids: &[&str],
+        now: Timestamp,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        // Its records tree is created with the collection: none, no collection.
+        let records = self
+            .table(&schema::records_table(ns, coll))?
+            .ok_or_else(|| Error::collection_not_found(ns, coll))?;
+        let found = ids
+            .iter()
+            .map(|id| read_live(self, &records, id, now))
+            .collect::<Result<Vec<_>>>()?;
+        if found.iter().any(Option::is_none) && !self.exists(ns, coll)? {
             return Err(Error::collection_not_found(ns, coll));
         }
-        stowage_core::kv::query::records(self, ns, coll)
+        Ok(found)
+    }
+
+    fn exists(&self, ns: &str, coll: &str) -> Result<bool> {
+        match self.table(schema::CATALOG)? {
+            Some(catalog) => catalog
+                .contains_key(schema::catalog_key(ns, coll))
+                .map_err(storage_error),
+            None => Ok(false),
+        }
     }
 }
 

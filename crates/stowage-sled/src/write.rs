@@ -45,37 +45,25 @@ impl KvEngine for SledEngine {
             names: HashMap::new(),
         };
         body(&mut tables)?;
-        let mut trees = Vec::new();
-        let mut batches = Vec::new();
-        for slot in tables.slots {
-            if slot.writes.is_empty() {
-                continue;
-            }
-            let mut batch = Batch::default();
-            for (k, v) in slot.writes {
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
+        let mut written: Vec<Slot> = tables
+            .slots
+            .into_iter()
+            .filter(|s| !s.writes.is_empty())
+            .collect();
+        match written.as_mut_slice() {
+            [] => return Ok(()),
+            // One key in one tree: sled writes a key atomically by itself, and a transaction
+            // would cost a second log write (it rolls sled's I/O buffer before and after).
+            [slot] if slot.writes.len() == 1 => {
+                if let Some((key, value)) = slot.writes.pop_first() {
+                    match value {
+                        Some(v) => drop(slot.tree.insert(key, v).map_err(storage_error)?),
+                        None => drop(slot.tree.remove(key).map_err(storage_error)?),
+                    }
                 }
             }
-            trees.push(slot.tree);
-            batches.push(batch);
+            _ => apply_together(written)?,
         }
-        if trees.is_empty() {
-            return Ok(());
-        }
-        let refs: Vec<&Tree> = trees.iter().collect();
-        refs.as_slice()
-            .transaction(|views| {
-                for (view, batch) in views.iter().zip(&batches) {
-                    view.apply_batch(batch)?;
-                }
-                Ok(())
-            })
-            .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Storage(e) => storage_error(e),
-                TransactionError::Abort(()) => Error::internal("a sled transaction aborted"),
-            })?;
         if durable {
             self.db.flush().map_err(storage_error)?;
         }
@@ -85,6 +73,41 @@ impl KvEngine for SledEngine {
     fn flush(&mut self) -> Result<()> {
         self.db.flush().map(drop).map_err(storage_error)
     }
+}
+
+/// Applies every slot's writes at once: one atomic batch, or one multi-tree sled
+/// transaction applying a batch per tree.
+fn apply_together(slots: Vec<Slot>) -> Result<()> {
+    let mut trees = Vec::with_capacity(slots.len());
+    let mut batches = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let mut batch = Batch::default();
+        for (k, v) in slot.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        trees.push(slot.tree);
+        batches.push(batch);
+    }
+    if let ([tree], [_]) = (trees.as_slice(), batches.as_slice()) {
+        // One tree: its own atomic batch, without a transaction's per-key bookkeeping.
+        let batch = batches.pop().unwrap_or_default();
+        return tree.apply_batch(batch).map_err(storage_error);
+    }
+    let refs: Vec<&Tree> = trees.iter().collect();
+    refs.as_slice()
+        .transaction(|views| {
+            for (view, batch) in views.iter().zip(&batches) {
+                view.apply_batch(batch)?;
+            }
+            Ok(())
+        })
+        .map_err(|e: TransactionError<()>| match e {
+            TransactionError::Storage(e) => storage_error(e),
+            TransactionError::Abort(()) => Error::internal("a sled transaction aborted"),
+        })
 }
 
 /// One tree as the running group sees it: its committed state and the group's writes.

@@ -5,12 +5,12 @@
 use std::ops::Bound;
 
 use super::schema::{
-    self, decode_entries, decode_header, decode_record, decode_spec, index_key, typed_entries,
-    utf8_id, Tables,
+    self, decode_entries, decode_header, decode_record, decode_spec, entries_hold, index_key,
+    typed_entries, utf8_id, Tables,
 };
 use crate::backend::{
-    entry_values, filter_matches, walk_bound, CollectionStats, Predicate, PredicateOp, QueryHit,
-    QueryRequest, ScanRequest, StoredSpec,
+    filter_matches, walk_bound, CollectionStats, Predicate, PredicateOp, QueryHit, QueryRequest,
+    ScanRequest, StoredSpec,
 };
 use crate::{
     ChangeEvent, ChangeToken, Error, IndexValue, Result, StoredRecord, Timestamp, Version,
@@ -266,29 +266,40 @@ struct QueryRun<'a, R: KvRead> {
     limit: usize,
     collect: Collect,
     found: Found,
-    /// Without a snapshot: the index being walked, whose value each record must still hold.
+    /// Without a snapshot: the index whose entries lead to records — each record visited
+    /// must still hold the value of the entry that led to it.
     walked: Option<String>,
 }
 
 impl<R: KvRead> QueryRun<'_, R> {
-    /// Adds the record with this id if it is live and matches `rest` (the predicates the
-    /// walk has not already established); false once the page is full.
-    fn visit(
+    /// Visits one match of an index, whose entry held `value` (sortable) for record `id`:
+    /// the copy a covering index holds (`stored`), or the record looked up by id. Adds the
+    /// record if it is live and matches `rest` (the predicates the walk has not already
+    /// established); false once the page is full.
+    fn visit_entry(
         &mut self,
         id: &[u8],
+        value: &[u8],
+        stored: Option<&[u8]>,
         order_value: Option<IndexValue>,
         rest: &[Predicate],
     ) -> Result<bool> {
-        let Some(bytes) = self.r.get(self.records, id)? else {
-            return Ok(true);
-        };
-        self.visit_stored(id, bytes.as_ref(), order_value, rest)
+        match stored {
+            Some(bytes) => self.visit_stored(id, value, bytes, order_value, rest),
+            None => {
+                let Some(bytes) = self.r.get(self.records, id)? else {
+                    return Ok(true);
+                };
+                self.visit_stored(id, value, bytes.as_ref(), order_value, rest)
+            }
+        }
     }
 
-    /// [`QueryRun::visit`] for a record already in hand (from a covering index).
+    /// [`QueryRun::visit_entry`] with the record in hand.
     fn visit_stored(
         &mut self,
         id: &[u8],
+        value: &[u8],
         bytes: &[u8],
         order_value: Option<IndexValue>,
         rest: &[Predicate],
@@ -296,16 +307,18 @@ impl<R: KvRead> QueryRun<'_, R> {
         if decode_header(bytes)?.is_expired(self.now) {
             return Ok(true);
         }
+        // Without a snapshot the record may have moved since its entry was read: it still
+        // holds the value, so the predicates the entry passed still pass, or it is skipped.
+        if let Some(index) = &self.walked {
+            if !entries_hold(bytes, index, value)? {
+                return Ok(true);
+            }
+        }
         // Decoding a record's index entries costs more than the lookup: only when needed.
-        if !rest.is_empty() || self.walked.is_some() {
+        if !rest.is_empty() {
             let entries = typed_entries(&self.stored.spec, decode_entries(bytes)?)?;
             if !filter_matches(rest, &entries) {
                 return Ok(true);
-            }
-            if let (Some(index), Some(v)) = (&self.walked, &order_value) {
-                if !entry_values(&entries, index).contains(v) {
-                    return Ok(true);
-                }
             }
         }
         self.emit(id, bytes, order_value)
@@ -366,12 +379,9 @@ impl<R: KvRead> QueryRun<'_, R> {
         let bound = walk_bound(&req.filter, index);
         // The walked index holds one value per record (ordering by a multi-valued index is
         // refused), so its own predicates are tested on the key; the rest on the record.
-        let (on_index, mut rest): (Vec<Predicate>, Vec<Predicate>) =
+        let (on_index, rest): (Vec<Predicate>, Vec<Predicate>) =
             req.filter.iter().cloned().partition(|p| p.index == index);
         if !R::SNAPSHOT {
-            // The record may have moved since its entry was read: it must still hold the
-            // walked value and pass every predicate.
-            rest = req.filter.clone();
             self.walked = Some(index.to_owned());
         }
         let passes = |v: &IndexValue| on_index.iter().all(|p| p.op.test(v));
@@ -401,8 +411,15 @@ impl<R: KvRead> QueryRun<'_, R> {
                 if bound.is_some_and(|op| op.is_past_upper(&v)) {
                     break;
                 }
+                let value = &k.as_ref()[..k.as_ref().len() - id.len()];
                 if passes(&v)
-                    && !self.visit_entry(id, covering.then(|| stored.as_ref()), Some(v), &rest)?
+                    && !self.visit_entry(
+                        id,
+                        value,
+                        covering.then(|| stored.as_ref()),
+                        Some(v),
+                        &rest,
+                    )?
                 {
                     break;
                 }
@@ -419,29 +436,21 @@ impl<R: KvRead> QueryRun<'_, R> {
                 if bound.is_some_and(|op| op.is_below_lower(&v)) {
                     break;
                 }
+                let value = &k.as_ref()[..k.as_ref().len() - id.len()];
                 if passes(&v)
-                    && !self.visit_entry(id, covering.then(|| stored.as_ref()), Some(v), &rest)?
+                    && !self.visit_entry(
+                        id,
+                        value,
+                        covering.then(|| stored.as_ref()),
+                        Some(v),
+                        &rest,
+                    )?
                 {
                     break;
                 }
             }
         }
         Ok(())
-    }
-
-    /// Visits one match of a walked index: the copy a covering index holds, or the record
-    /// looked up by id.
-    fn visit_entry(
-        &mut self,
-        id: &[u8],
-        stored: Option<&[u8]>,
-        order_value: Option<IndexValue>,
-        rest: &[Predicate],
-    ) -> Result<bool> {
-        match stored {
-            Some(bytes) => self.visit_stored(id, bytes, order_value, rest),
-            None => self.visit(id, order_value, rest),
-        }
     }
 
     /// The entries the index holds under values that pass `op` (in index order, possibly
@@ -490,7 +499,11 @@ impl<R: KvRead> QueryRun<'_, R> {
                     stored: covering.then_some(stored),
                 });
             } else {
-                out.push(Candidate::Id(id.to_vec()));
+                let id_at = key.as_ref().len() - id.len();
+                out.push(Candidate::Copied {
+                    key: key.as_ref().to_vec(),
+                    id_at,
+                });
             }
         }
         Ok(())
@@ -520,15 +533,12 @@ impl<R: KvRead> QueryRun<'_, R> {
             } else {
                 Box::new(found.into_iter().filter(in_range))
             };
-            // Every candidate passed the first predicate already — as of when its entry was
-            // read: without a snapshot, the record is tested again.
-            let rest = if R::SNAPSHOT {
-                &req.filter[1..]
-            } else {
-                &req.filter[..]
-            };
+            // Every candidate passed the first predicate already.
+            if !R::SNAPSHOT {
+                self.walked = Some(p.index.clone());
+            }
             for c in ordered {
-                if !self.visit_entry(c.id(), c.stored(), None, rest)? {
+                if !self.visit_entry(c.id(), c.value(), c.stored(), None, &req.filter[1..])? {
                     break;
                 }
             }
@@ -554,8 +564,8 @@ impl<R: KvRead> QueryRun<'_, R> {
 }
 
 /// How many index entries a query holds in place while it sorts what its index found.
-/// Each pins its page (and a covering entry its record copy); past this, ids are copied
-/// out and their records looked up, so memory stays near 40 bytes per further match.
+/// Each pins its page (and a covering entry its record copy); past this, keys are copied
+/// out and their records looked up, so memory stays near 60 bytes per further match.
 const MAX_HELD_ENTRIES: usize = 16_384;
 
 /// A match an index walk found, to be sorted by id before it is visited.
@@ -567,16 +577,27 @@ enum Candidate<B> {
         id_at: usize,
         stored: Option<B>,
     },
-    /// An id copied out, past [`MAX_HELD_ENTRIES`].
-    Id(Vec<u8>),
+    /// A key (value ‖ id) copied out, past [`MAX_HELD_ENTRIES`].
+    Copied { key: Vec<u8>, id_at: usize },
 }
 
 impl<B: AsRef<[u8]>> Candidate<B> {
-    fn id(&self) -> &[u8] {
+    fn key(&self) -> (&[u8], usize) {
         match self {
-            Candidate::Held { key, id_at, .. } => &key.as_ref()[*id_at..],
-            Candidate::Id(id) => id,
+            Candidate::Held { key, id_at, .. } => (key.as_ref(), *id_at),
+            Candidate::Copied { key, id_at } => (key, *id_at),
         }
+    }
+
+    fn id(&self) -> &[u8] {
+        let (key, id_at) = self.key();
+        &key[id_at..]
+    }
+
+    /// The index value (sortable) of the entry.
+    fn value(&self) -> &[u8] {
+        let (key, id_at) = self.key();
+        &key[..id_at]
     }
 
     fn stored(&self) -> Option<&[u8]> {

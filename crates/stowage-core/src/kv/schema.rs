@@ -401,6 +401,38 @@ pub fn decode_entries(bytes: &[u8]) -> Result<StoredEntries> {
     Ok(out)
 }
 
+/// Whether a stored record holds `value` (a sortable encoding) in index `index` — read in
+/// place, for checking a record against the index entry that led to it.
+pub fn entries_hold(bytes: &[u8], index: &str, value: &[u8]) -> Result<bool> {
+    let (start, end) = entries_range(bytes)?;
+    let mut e = &bytes[start..end];
+    let trunc = || corrupted("a stored record's index entries are truncated");
+    fn take<'b>(e: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+        let head = e.get(..n)?;
+        *e = &e[n..];
+        Some(head)
+    }
+    let take_u32 =
+        |e: &mut &[u8]| take(e, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    while !e.is_empty() {
+        let n = take(&mut e, 1).ok_or_else(trunc)?[0] as usize;
+        let name = take(&mut e, n).ok_or_else(trunc)?;
+        let count = take_u32(&mut e).ok_or_else(trunc)?;
+        let wanted = name == index.as_bytes();
+        for _ in 0..count {
+            let len = take_u32(&mut e).ok_or_else(trunc)?;
+            let v = take(&mut e, len).ok_or_else(trunc)?;
+            if wanted && v == value {
+                return Ok(true);
+            }
+        }
+        if wanted {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
 /// Decodes stored entries back into typed values, for filtering: indexes the spec no
 /// longer has are skipped.
 pub fn typed_entries(spec: &CollectionSpec, raw: StoredEntries) -> Result<IndexEntries> {
@@ -477,6 +509,16 @@ mod tests {
         let bytes = encode_record(&rec, &entries);
         assert_eq!(decode_record("k1", &bytes).unwrap(), rec);
         assert_eq!(decode_entries(&bytes).unwrap(), entries);
+        let b = |v: IndexValue| {
+            let mut out = Vec::new();
+            v.encode_sortable(&mut out);
+            out
+        };
+        assert!(entries_hold(&bytes, "tags", &b(IndexValue::String("b\0".into()))).unwrap());
+        assert!(entries_hold(&bytes, "n", &b(IndexValue::Integer(3))).unwrap());
+        assert!(!entries_hold(&bytes, "n", &b(IndexValue::Integer(4))).unwrap());
+        assert!(!entries_hold(&bytes, "tags", &b(IndexValue::Integer(3))).unwrap());
+        assert!(!entries_hold(&bytes, "other", &b(IndexValue::Integer(3))).unwrap());
         let h = decode_header(&bytes).unwrap();
         assert!(
             h.is_expired(Timestamp::from_micros(99)) && !h.is_expired(Timestamp::from_micros(98))
