@@ -85,7 +85,7 @@ pub mod schema;
 mod write;
 
 pub use config::{Durability, RedbConfig, URL_PARAMS};
-pub use open::RedbBackend;
+pub use open::{RedbBackend, RedbStore};
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use stowage_core::{ChangeHub, Error, ErrorKind, Result};
 
 use crate::config::RedbConfig;
 use crate::error::{open_error, storage_error};
-use stowage_core::kv::GroupCommit;
+use stowage_core::kv::{GroupCommit, KvBackend};
 
 use crate::write::RedbEngine;
 use stowage_core::kv::query::KvRead;
@@ -31,13 +31,11 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 ///
 /// Cloning shares the open file. The file is closed when the last clone is dropped, after
 /// the writer has committed everything it was given.
-#[derive(Debug, Clone)]
-pub struct RedbBackend {
-    pub(crate) inner: Arc<Inner>,
-}
+pub type RedbBackend = KvBackend<RedbStore>;
 
+/// An open redb file: what [`RedbBackend`] runs on, and where its own methods live.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub struct RedbStore {
     // Field order matters: the writer stops (and commits) before the database closes.
     pub(crate) writer: GroupCommit,
     pub(crate) db: Arc<Database>,
@@ -49,14 +47,14 @@ pub(crate) struct Inner {
     path: PathBuf,
 }
 
-impl RedbBackend {
-    /// Opens (or creates) the store at `config.path`.
+impl RedbStore {
+    /// Opens (or creates) the store at `config.path` ([`RedbBackend::open`]).
     ///
     /// A file that is not a Stowage store — not a redb file, or a redb file without Stowage's
     /// format marker — and a store written by a newer format are refused with InvalidInput,
     /// and the file is not modified. A store of an older format is upgraded in place. A
     /// file another process holds open is refused with Unavailable at once, without waiting.
-    pub fn open(config: RedbConfig) -> Result<Self> {
+    pub(crate) fn open_file(config: RedbConfig) -> Result<Self> {
         let path = config.path.clone();
         let existing = std::fs::metadata(&path)
             .map(|m| m.len() > 0)
@@ -99,35 +97,29 @@ impl RedbBackend {
             changes.clone(),
             config.change_log,
         )?;
-        Ok(RedbBackend {
-            inner: Arc::new(Inner {
-                writer,
-                db,
-                changes,
-                change_log: config.change_log,
-                durability: config.durability,
-                path,
-            }),
+        Ok(RedbStore {
+            writer,
+            db,
+            changes,
+            change_log: config.change_log,
+            durability: config.durability,
+            path,
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.path
     }
 
     /// How many write transactions this handle has committed. With concurrent writers it
     /// is far below the number of writes: they share commits.
     pub fn commits(&self) -> u64 {
-        self.inner.writer.commits()
+        self.writer.commits()
     }
 
     pub(crate) fn read(&self) -> Result<Snapshot> {
-        self.inner
-            .db
-            .begin_read()
-            .map(Snapshot)
-            .map_err(storage_error)
+        self.db.begin_read().map(Snapshot).map_err(storage_error)
     }
 }
 

@@ -15,7 +15,13 @@ use crate::schema;
 pub(crate) type RoTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// A key or value in place on its page.
-pub(crate) struct Guard(AccessGuard<'static, &'static [u8]>);
+pub struct Guard(AccessGuard<'static, &'static [u8]>);
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Guard").field(&self.as_ref()).finish()
+    }
+}
 
 impl AsRef<[u8]> for Guard {
     fn as_ref(&self) -> &[u8] {
@@ -24,7 +30,8 @@ impl AsRef<[u8]> for Guard {
 }
 
 /// One read transaction: every read through it sees the same commit.
-pub(crate) struct Snapshot(pub(crate) ReadTransaction);
+#[derive(Debug)]
+pub struct Snapshot(pub(crate) ReadTransaction);
 
 impl KvRead for Snapshot {
     type Table = RoTable;

@@ -75,7 +75,7 @@ pub mod schema;
 mod write;
 
 pub use config::{Durability, SledConfig, URL_PARAMS};
-pub use open::SledBackend;
+pub use open::{SledBackend, SledStore};
 
 use std::sync::Arc;
 

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use sled::{Db, Tree};
-use stowage_core::kv::GroupCommit;
+use stowage_core::kv::{GroupCommit, KvBackend};
 use stowage_core::{ChangeHub, Error, ErrorKind, Result};
 
 use crate::config::SledConfig;
 use crate::error::{open_error, storage_error};
-use crate::query::Reader;
 use crate::schema::{self, FORMAT_KEY, FORMAT_VERSION};
 use crate::write::SledEngine;
 
@@ -22,13 +21,11 @@ use crate::write::SledEngine;
 ///
 /// Cloning shares the open database. It is closed when the last clone is dropped, after the
 /// writer has committed everything it was given.
-#[derive(Debug, Clone)]
-pub struct SledBackend {
-    pub(crate) inner: Arc<Inner>,
-}
+pub type SledBackend = KvBackend<SledStore>;
 
+/// An open sled database: what [`SledBackend`] runs on, and where its own methods live.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub struct SledStore {
     // Field order matters: the writer stops (and commits) before the database closes.
     pub(crate) writer: GroupCommit,
     pub(crate) db: Db,
@@ -42,15 +39,15 @@ pub(crate) struct Inner {
     path: PathBuf,
 }
 
-impl SledBackend {
-    /// Opens (or creates) the store in the folder `config.path`. Blocking: async callers run
+impl SledStore {
+    /// Opens (or creates) the store in the folder `config.path` ([`SledBackend::open`]). Blocking: async callers run
     /// it with `spawn_blocking` (the facade does).
     ///
     /// A path that is a file, a sled database that is not a Stowage store (trees of its own
     /// and no Stowage format marker) and a store written by a newer format are refused with
     /// InvalidInput. A folder another process holds open is refused with Unavailable at
     /// once, without waiting.
-    pub fn open(config: SledConfig) -> Result<Self> {
+    pub(crate) fn open_folder(config: SledConfig) -> Result<Self> {
         let path = config.path.clone();
         if path.is_file() {
             return Err(Error::invalid(format!(
@@ -78,31 +75,25 @@ impl SledBackend {
             changes.clone(),
             config.change_log,
         )?;
-        Ok(SledBackend {
-            inner: Arc::new(Inner {
-                writer,
-                db,
-                trees: RwLock::new(HashMap::new()),
-                changes,
-                change_log: config.change_log,
-                path,
-            }),
+        Ok(SledStore {
+            writer,
+            db,
+            trees: RwLock::new(HashMap::new()),
+            changes,
+            change_log: config.change_log,
+            path,
         })
     }
 
     /// The database folder.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.path
     }
 
     /// How many write transactions this handle has committed. With concurrent writers it
     /// is far below the number of writes: they share commits.
     pub fn commits(&self) -> u64 {
-        self.inner.writer.commits()
-    }
-
-    pub(crate) fn read(&self) -> Reader<'_> {
-        Reader(&self.inner)
+        self.writer.commits()
     }
 }
 

@@ -10,11 +10,12 @@ use stowage_core::kv::query::{read_live, KvPairs, KvRead};
 use stowage_core::{Error, Result, StoredRecord, Timestamp};
 
 use crate::error::storage_error;
-use crate::open::Inner;
+use crate::open::SledStore;
 use crate::schema;
 
 /// Reads of one store, each at the latest commit.
-pub(crate) struct Reader<'a>(pub(crate) &'a Inner);
+#[derive(Debug)]
+pub struct Reader<'a>(pub(crate) &'a SledStore);
 
 impl Reader<'_> {
     /// The live records with these ids; NotFound when the collection does not exist.
@@ -23,7 +24,7 @@ impl Reader<'_> {
     /// exists — but only a missing record needs to ask: a drop empties the records tree in
     /// the same transaction as it removes the catalog entry, so a record found means the
     /// collection existed when it was read.
-    pub(crate) fn get_live(
+    pub(crate) fn live(
         &self,
         ns: &str,
         coll: &str,

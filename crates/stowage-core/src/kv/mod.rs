@@ -6,11 +6,13 @@
 //! An engine crate provides [`KvEngine`] — how to run one write transaction over its
 //! tables, and how to make commits durable — and its own reads.
 
+mod backend;
 pub mod group_commit;
 pub mod query;
 pub mod schema;
 pub mod write;
 
+pub use backend::{KvBackend, KvStore};
 pub use group_commit::{Durability, GroupCommit, KvEngine, KvTables, TableId, Txn};
 
 use crate::backend::EngineUrl;
