@@ -1,5 +1,6 @@
-//! What the tests of `stowage serve` over a shared engine have in common: starting a server
-//! process and reading its output, and the `If-Match` increments two servers race on.
+//! What the tests of `stowage serve` have in common: starting a server
+//! process and reading its output, the `If-Match` increments two servers race on, and the
+//! kill test of the embedded stores.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -143,4 +144,58 @@ pub async fn count_across(base_a: &str, base_b: &str) {
         .unwrap();
     assert_eq!(r.headers()["etag"], "\"801\"");
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["n"], 800);
+}
+
+/// `stowage serve` on an embedded store at `url` (one owner process): it serves 200
+/// increments from 8 clients, a second process is refused the store at once with a message
+/// holding `refused`, and after a SIGKILL a new server finds every acknowledged increment
+/// and reports `backend`.
+pub async fn serve_keeps_its_data_across_a_kill_and_owns_its_store(
+    url: &str,
+    refused: &str,
+    backend: &str,
+) {
+    let url = url.to_owned();
+    let (mut first, base, _out) = serve(&url).await;
+    start_counter(&base).await;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move { increment(&Client::new(), &base, 25).await })
+        })
+        .collect();
+    for t in clients {
+        t.await.unwrap();
+    }
+
+    // Another process cannot open the file while the server has it: refused at once.
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(STOWAGE)
+            .args(["serve", "--url", &url, "--addr", "127.0.0.1:0"])
+            .env_remove("STOWAGE_CONFIG")
+            .output(),
+    )
+    .await
+    .expect("a second process must be refused, not left waiting")
+    .unwrap();
+    assert!(!out.status.success());
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(shown.contains(refused), "{shown}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // SIGKILL: no shutdown, no checkpoint. Every acknowledged write was made durable.
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let (_second, base, _out) = serve(&url).await;
+    let r = Client::new()
+        .get(format!("{base}/v1/app/counters/records/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["etag"], "\"201\"");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["n"], 200);
+    assert_eq!(ready(&base).await["backend"], backend);
 }
