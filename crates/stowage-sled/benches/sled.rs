@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use stowage_core::testkit::workload::{
-    batches, bench_n, id_of, insert_all, print_table, rate, score_query, workload, Plain, Rng, Row,
-    User,
+    batches, bench_n, id_of, insert_all, print_feed_latency, print_table, rate, score_query,
+    watcher_rows, workload, Plain, Rng, Row, User,
 };
 use stowage_core::{CollectionSpec, IndexSpec, Record, Store};
 use stowage_sled::{SledBackend, SledConfig};
@@ -173,6 +173,7 @@ fn main() {
     // `STOWAGE_BENCH_SKIP_FSYNC=1` leaves out the two fsync-bound rows (for quick runs).
     let fsync_rows = std::env::var("STOWAGE_BENCH_SKIP_FSYNC").is_err();
     let (mut single, mut concurrent) = (f64::NAN, f64::NAN);
+    let mut feed_latency: Option<Vec<Duration>> = None;
     if fsync_rows {
         // Durable single inserts, one writer. fsync latency drifts on shared machines, so
         // the two sides alternate in rounds and their times are summed.
@@ -230,6 +231,11 @@ fn main() {
             raw: Some(raw),
         });
         concurrent = ours;
+        let store = bench.store();
+        let (watch_rows, latencies) = rt.block_on(watcher_rows(&store, few));
+        drop(store);
+        rows.extend(watch_rows);
+        feed_latency = Some(latencies);
     }
 
     // Batches of 100, no indexes; reads use the same files afterwards.
@@ -400,5 +406,8 @@ fn main() {
         "\n32 concurrent writers / 1 writer (Stowage): {:.1}x",
         concurrent / single
     );
+    if let Some(latencies) = feed_latency {
+        print_feed_latency(latencies);
+    }
     println!("command: cargo bench -p stowage-sled   (STOWAGE_BENCH_N={n})");
 }

@@ -232,3 +232,101 @@ pub async fn gets(
     }
     start.elapsed()
 }
+
+/// Durable inserts into a watched namespace of `store` against an unwatched one, in
+/// alternating rounds (the "raw" column is the unwatched rate), then the feed's latency:
+/// one write per millisecond, each timed from the write call to its event's arrival.
+pub async fn watcher_rows(store: &Store, users: &[User]) -> (Vec<Row>, Vec<Duration>) {
+    use futures_util::StreamExt;
+    let quiet = store.namespace("quiet").unwrap();
+    let watched = store.namespace("watched").unwrap();
+    let quiet = quiet.collection::<Plain>().await.unwrap();
+    let watched = watched.collection::<Plain>().await.unwrap();
+    // The watcher drains every event, as a consumer would.
+    let mut stream = watched.watch(None).await.unwrap();
+    let drain = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some(e) = stream.next().await {
+            e.unwrap();
+            n += 1;
+        }
+        n
+    });
+    let (first, second) = users.split_at(users.len() / 2);
+    let mut rows = Vec::new();
+    for (name, writers, part) in [
+        (
+            "durable single insert, 1 writer, 1 watcher (raw: no watcher)",
+            1,
+            first,
+        ),
+        (
+            "durable inserts, 32 writers, 1 watcher (raw: no watcher)",
+            32,
+            second,
+        ),
+    ] {
+        let (mut quiet_time, mut watched_time) = (Duration::ZERO, Duration::ZERO);
+        for round in part.chunks(part.len().div_ceil(4)) {
+            quiet_time += insert_all(&quiet, round, writers).await;
+            watched_time += insert_all(&watched, round, writers).await;
+        }
+        rows.push(Row {
+            name,
+            n: part.len(),
+            stowage: rate(part.len(), watched_time),
+            raw: Some(rate(part.len(), quiet_time)),
+        });
+    }
+    drain.abort();
+
+    let paced = store.namespace("paced").unwrap();
+    let coll = paced.collection::<Plain>().await.unwrap();
+    let mut events = coll.watch(None).await.unwrap();
+    let arrivals = tokio::spawn(async move {
+        let mut at = std::collections::HashMap::new();
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            if let Some(id) = e.id {
+                at.insert(id, Instant::now());
+            }
+            if at.len() == 2_000 {
+                break;
+            }
+        }
+        at
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sent = Vec::new();
+    for u in users.iter().cycle().take(2_000) {
+        tick.tick().await;
+        let p = Plain(User {
+            id: u.id + 1_000_000 * sent.len() as u64,
+            ..u.clone()
+        });
+        let id = p.id();
+        let start = Instant::now();
+        coll.insert(&p).await.unwrap();
+        sent.push((id, start));
+    }
+    let at = arrivals.await.unwrap();
+    let latencies = sent
+        .into_iter()
+        .map(|(id, start)| at[&id].duration_since(start))
+        .collect();
+    (rows, latencies)
+}
+
+/// Prints the change feed's latency from [`watcher_rows`]: p50 and p99.
+pub fn print_feed_latency(mut latencies: Vec<Duration>) {
+    latencies.sort();
+    let l = &latencies;
+    let at = |q: f64| l[((l.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    println!(
+        "change feed latency, write call to a collection watcher, 1 write/ms, {} writes: \
+         p50 {:.2} ms, p99 {:.2} ms",
+        l.len(),
+        at(0.5),
+        at(0.99)
+    );
+}
