@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use stowage_core::testkit::embedded;
 use stowage_core::{
     CollectionSpec, ErrorKind, Filter, IndexSpec, ManualClock, Put, Query, Store, Timestamp,
 };
@@ -160,95 +161,26 @@ fn a_folder_held_by_another_owner_is_refused_at_once() {
 async fn relaxed_durability_keeps_everything_across_a_clean_close() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relaxed.sled");
-    let relaxed = || {
+    embedded::relaxed_durability_keeps_everything_across_a_clean_close(|| {
         let mut c = SledConfig::new(&path);
         c.durability = stowage_sled::Durability::Relaxed {
             flush_interval: Duration::from_millis(20),
         };
-        SledBackend::open(c).unwrap()
-    };
-    {
-        let store = Store::new(relaxed());
-        let c = store
-            .collection_with_spec::<serde_json::Value>("c", spec())
-            .await
-            .unwrap();
-        for i in 0..300 {
-            let body = json!({"score": i as f64, "tags": ["x"], "email": format!("{i}@x")});
-            c.put(&format!("k{i}"), &body, Put::insert()).await.unwrap();
-            if i == 150 {
-                // Let an interval pass so a durable flush happens mid-stream.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    let store = Store::new(relaxed());
-    let c = store
-        .existing_collection::<serde_json::Value>("c")
-        .await
-        .unwrap();
-    assert_eq!(c.count(&Filter::new().eq("tags", "x")).await.unwrap(), 300);
+        Arc::new(SledBackend::open(c).unwrap())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_share_commits_and_a_failing_write_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let backend = open(&dir.path().join("group.sled")).unwrap();
-    let store = Store::new(backend.clone());
-    let c = store
-        .collection_with_spec::<serde_json::Value>("c", spec())
-        .await
-        .unwrap();
-    c.put("taken", &json!({"email": "taken@x"}), Put::insert())
-        .await
-        .unwrap();
-    let before = backend.commits();
-    // 64 writers at once: even ones insert fresh records, odd ones clash on the unique
-    // email or insert an existing id, so their failures land inside shared commits.
-    let tasks: Vec<_> = (0..64)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move {
-                let (id, email) = match i % 4 {
-                    1 => (format!("k{i}"), "taken@x".to_owned()),
-                    3 => ("taken".to_owned(), format!("{i}@x")),
-                    _ => (format!("k{i}"), format!("{i}@x")),
-                };
-                c.put(
-                    &id,
-                    &json!({"email": email, "score": i as f64}),
-                    Put::insert(),
-                )
-                .await
-                .map(|m| m.version)
-            })
-        })
-        .collect();
-    let mut ok = 0;
-    for (i, t) in tasks.into_iter().enumerate() {
-        match (i % 2, t.await.unwrap()) {
-            (0, Ok(1)) => ok += 1,
-            (1, Err(e)) => assert_eq!(e.kind(), ErrorKind::AlreadyExists),
-            (_, other) => panic!("writer {i}: {other:?}"),
-        }
-    }
-    assert_eq!(ok, 32);
-    let commits = backend.commits() - before;
-    assert!(
-        commits < 64,
-        "64 writes took {commits} commits: they were not grouped"
-    );
-    assert_eq!(
-        c.count(&Filter::new()).await.unwrap(),
-        33,
-        "every successful write is there, no failed one"
-    );
-    assert_eq!(
-        c.count(&Filter::new().eq("email", "taken@x"))
-            .await
-            .unwrap(),
-        1
-    );
+    let commits = backend.clone();
+    embedded::concurrent_writers_share_commits_and_a_failing_write_fails_alone(
+        Arc::new(backend),
+        move || commits.commits(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -346,61 +278,12 @@ async fn queries_under_moving_records_return_only_matches() {
     assert!(walks > 0);
 }
 
-async fn next_change(s: &mut stowage_core::ChangeStream) -> stowage_core::ChangeEvent {
-    use futures_util::StreamExt;
-    tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_watcher_resumes_after_a_restart_from_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.sled");
-    let token = {
-        let s = Store::new(open(&path).unwrap());
-        let c = s
-            .collection_with_spec::<serde_json::Value>("c", CollectionSpec::new())
-            .await
-            .unwrap();
-        let mut w = c.watch(None).await.unwrap();
-        c.put("a", &json!(1), Put::insert()).await.unwrap();
-        let e = next_change(&mut w).await;
-        assert_eq!(e.id.as_deref(), Some("a"));
-        e.token
-    };
-    // Nobody watches while these happen, across a restart.
-    {
-        let s = Store::new(open(&path).unwrap());
-        let c = s
-            .existing_collection::<serde_json::Value>("c")
-            .await
-            .unwrap();
-        c.put("b", &json!(2), Put::insert()).await.unwrap();
-        c.put("a", &json!(3), Put::upsert()).await.unwrap();
-        assert!(c.delete("b").await.unwrap());
-    }
-    let s = Store::new(open(&path).unwrap());
-    let mut w = s.watch(Some(token)).await.unwrap();
-    let missed: Vec<_> = [
-        next_change(&mut w).await,
-        next_change(&mut w).await,
-        next_change(&mut w).await,
-    ]
-    .into_iter()
-    .map(|e| (e.op, e.id.unwrap(), e.version.unwrap(), e.token))
-    .collect();
-    use stowage_core::ChangeOp::{Delete, Put as Wrote};
-    assert_eq!(
-        missed,
-        vec![
-            (Wrote, "b".to_owned(), 1, token + 1),
-            (Wrote, "a".to_owned(), 2, token + 2),
-            (Delete, "b".to_owned(), 1, token + 3),
-        ]
-    );
+    embedded::a_watcher_resumes_after_a_restart_from_its_token(|| Arc::new(open(&path).unwrap()))
+        .await;
 }
 
 #[tokio::test]
@@ -408,28 +291,8 @@ async fn a_token_older_than_the_log_gets_a_gap_then_what_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = SledConfig::new(dir.path().join("s.sled"));
     config.change_log = 50;
-    let s = Store::new(SledBackend::open(config).unwrap());
-    let c = s
-        .collection_with_spec::<serde_json::Value>("c", CollectionSpec::new())
-        .await
-        .unwrap();
-    let mut w = s.watch(None).await.unwrap();
-    for i in 0..120 {
-        c.put(&format!("k{i:03}"), &json!(i), Put::insert())
-            .await
-            .unwrap();
-    }
-    let first = next_change(&mut w).await.token;
-    drop(w);
-    let mut again = s.watch(Some(first)).await.unwrap();
-    let gap = next_change(&mut again).await;
-    assert_eq!(gap.op, stowage_core::ChangeOp::Gap);
-    let mut tokens = Vec::new();
-    for _ in 0..50 {
-        let e = next_change(&mut again).await;
-        assert_eq!(e.op, stowage_core::ChangeOp::Put);
-        tokens.push(e.token);
-    }
-    let last = first + 119;
-    assert_eq!(tokens, ((last - 49)..=last).collect::<Vec<_>>());
+    embedded::a_token_older_than_the_log_gets_a_gap_then_what_is_kept(Arc::new(
+        SledBackend::open(config).unwrap(),
+    ))
+    .await;
 }

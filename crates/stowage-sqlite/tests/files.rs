@@ -7,10 +7,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::json;
+use stowage_core::testkit::embedded;
 use stowage_core::{CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query, Store};
 use stowage_sqlite::{table_of, SqliteBackend, SqliteConfig};
 
@@ -193,82 +194,29 @@ fn a_file_open_in_another_process_is_refused_at_once() {
 async fn concurrent_writers_share_commits_and_a_failing_write_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let backend = open(&dir.path().join("g.db")).unwrap();
-    let s = Store::new(backend.clone());
-    let c = s
-        .collection_with_spec::<serde_json::Value>(
-            "c",
-            CollectionSpec::new().index(IndexSpec::string("email", "/email").unique()),
-        )
-        .await
-        .unwrap();
-    c.put("taken", &json!({"email": "taken@x"}), Put::insert())
-        .await
-        .unwrap();
-    let before = backend.commits();
-    // 64 writers at once: the odd ones fail (an id or an email already taken).
-    let tasks: Vec<_> = (0..64)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move {
-                let (id, email) = match i % 4 {
-                    1 => (format!("k{i}"), "taken@x".to_owned()),
-                    3 => ("taken".to_owned(), format!("{i}@x")),
-                    _ => (format!("k{i}"), format!("{i}@x")),
-                };
-                c.put(&id, &json!({"email": email}), Put::insert())
-                    .await
-                    .map(|m| m.version)
-            })
-        })
-        .collect();
-    let mut ok = 0;
-    for (i, t) in tasks.into_iter().enumerate() {
-        match (i % 2, t.await.unwrap()) {
-            (0, Ok(1)) => ok += 1,
-            (1, Err(e)) => assert_eq!(e.kind(), ErrorKind::AlreadyExists),
-            (_, other) => panic!("writer {i}: {other:?}"),
-        }
-    }
-    assert_eq!(ok, 32);
-    let commits = backend.commits() - before;
-    assert!(
-        commits < 64,
-        "64 writes took {commits} commits: they were not grouped"
-    );
-    assert_eq!(c.count(&Filter::new()).await.unwrap(), 33);
-    assert_eq!(
-        c.count(&Filter::new().eq("email", "taken@x"))
-            .await
-            .unwrap(),
-        1
-    );
+    let commits = backend.clone();
+    embedded::concurrent_writers_share_commits_and_a_failing_write_fails_alone(
+        Arc::new(backend),
+        move || commits.commits(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_watcher_resumes_after_a_restart_from_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.db");
-    let token = {
-        let s = Store::new(open(&path).unwrap());
-        let c = s
-            .collection_with_spec::<serde_json::Value>("c", CollectionSpec::new())
-            .await
-            .unwrap();
-        let mut feed = s.watch(None).await.unwrap();
-        c.put("a", &json!({}), Put::insert()).await.unwrap();
-        let first = feed.next().await.unwrap().unwrap();
-        c.put("b", &json!({}), Put::insert()).await.unwrap();
-        c.put("c", &json!({}), Put::insert()).await.unwrap();
-        first.token
-    };
-    let s = Store::new(open(&path).unwrap());
-    let mut feed = s.watch(Some(token)).await.unwrap();
-    let ids: Vec<_> = [
-        feed.next().await.unwrap().unwrap(),
-        feed.next().await.unwrap().unwrap(),
-    ]
-    .into_iter()
-    .map(|e| e.id.unwrap())
-    .collect();
-    assert_eq!(ids, ["b", "c"]);
+    embedded::a_watcher_resumes_after_a_restart_from_its_token(|| Arc::new(open(&path).unwrap()))
+        .await;
+}
+
+#[tokio::test]
+async fn a_token_older_than_the_log_gets_a_gap_then_what_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SqliteConfig::new(dir.path().join("gap.db"));
+    config.change_log = 50;
+    embedded::a_token_older_than_the_log_gets_a_gap_then_what_is_kept(Arc::new(
+        SqliteBackend::open(config).unwrap(),
+    ))
+    .await;
 }

@@ -37,6 +37,7 @@ pub mod copy;
 pub mod covering;
 pub mod crash;
 pub mod crud;
+pub mod embedded;
 pub mod faults;
 pub mod indexes;
 pub mod instances;
