@@ -1,6 +1,7 @@
 //! The benchmark workload of `shared/benchmarks.md`, shared by every engine's benchmark:
 //! the seeded records, their shuffled order, and the table every benchmark prints.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -329,4 +330,313 @@ pub fn print_feed_latency(mut latencies: Vec<Duration>) {
         at(0.5),
         at(0.99)
     );
+}
+
+/// The raw engine side of [`compare_embedded`]: the same work done by hand — records as JSON
+/// under their ids, writes made durable as the engine's best allows.
+pub trait RawEngine: Send + Sync + 'static {
+    /// Inserts `users`, `per_txn` per durable commit; how long it took.
+    fn insert(&self, users: &[User], per_txn: usize) -> Duration;
+    /// Reads and decodes one record.
+    fn get(&self, id: &str) -> User;
+    /// The 1 % query as a full scan decoding every record and filtering on score.
+    fn scan(&self, lo: f64) -> usize;
+    /// Builds a score index by hand (score's order-preserving bits ‖ id).
+    fn add_score_index(&self, users: &[User]);
+    /// The 1 % query by hand: the score index walked, its ids sorted and looked up — the
+    /// floor for any query that reads its records from the records table.
+    fn indexed_query(&self, lo: f64) -> usize;
+}
+
+/// A raw score index key: the score's bits made order-preserving, then the id.
+pub fn raw_score_key(score: f64, id: &str) -> Vec<u8> {
+    let bits = score.to_bits();
+    let sortable = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
+    let mut k = sortable.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The indexed collection with a covering score index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Covered(pub User);
+
+impl Record for Covered {
+    const COLLECTION: &'static str = "users_covering";
+    fn spec() -> CollectionSpec {
+        CollectionSpec::new()
+            .index(IndexSpec::float("score", "/score").covering())
+            .index(IndexSpec::string("tags", "/tags").multi())
+    }
+    fn id(&self) -> String {
+        id_of(self.0.id)
+    }
+}
+
+/// An embedded engine's benchmark, in one run, on the rows of `shared/benchmarks.md`:
+/// durable single inserts, 32 concurrent writers, the same two with a watcher, batches of
+/// 100 (plain, 2 indexes, covering), point gets sequential and 64 at once, and the 1 %
+/// query against a full scan and against the raw engine's own index walk. Each Stowage row
+/// next to `raw_engine()`'s, in alternating rounds where drift could favour one side;
+/// `new_store()` opens a new empty store of the engine. Prints a markdown table.
+///
+/// `STOWAGE_BENCH_N` scales the record count (default 100,000; the durable-per-write rows
+/// use 2,000), `STOWAGE_BENCH_SKIP_FSYNC=1` leaves those out, `STOWAGE_BENCH_QUERIES` sets
+/// the queries per round.
+pub fn compare_embedded<R: RawEngine>(
+    engine: &str,
+    durability: &str,
+    mut raw_engine: impl FnMut() -> R,
+    mut new_store: impl FnMut() -> Store,
+) {
+    let n = bench_n();
+    let n_fsync = 2_000.min(n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let users = workload(n as u64, 42);
+    let few = &users[..n_fsync];
+    let mut rows = Vec::new();
+    // `STOWAGE_BENCH_SKIP_FSYNC=1` leaves out the two fsync-bound rows (for quick runs).
+    let fsync_rows = std::env::var("STOWAGE_BENCH_SKIP_FSYNC").is_err();
+    let (mut single, mut concurrent) = (f64::NAN, f64::NAN);
+    let mut feed_latency: Option<Vec<Duration>> = None;
+    if fsync_rows {
+        // Durable single inserts, one writer. fsync latency drifts on shared machines, so
+        // the two sides alternate in rounds and their times are summed.
+        let raw_db = Arc::new(raw_engine());
+        let store = new_store();
+        let (raw_time, ours_time) = rt.block_on(async {
+            let coll = store.collection::<Plain>().await.unwrap();
+            let (mut raw_time, mut ours_time) = (Duration::ZERO, Duration::ZERO);
+            for round in few.chunks(n_fsync.div_ceil(4)) {
+                raw_time += raw_db.insert(round, 1);
+                let start = Instant::now();
+                for u in round {
+                    coll.insert(&Plain(u.clone())).await.unwrap();
+                }
+                ours_time += start.elapsed();
+            }
+            (raw_time, ours_time)
+        });
+        drop((store, raw_db));
+        single = rate(n_fsync, ours_time);
+        rows.push(Row {
+            name: "durable single insert, 1 writer",
+            n: n_fsync,
+            stowage: single,
+            raw: Some(rate(n_fsync, raw_time)),
+        });
+
+        // Durable inserts from 32 concurrent writers.
+        let db = Arc::new(raw_engine());
+        let raw = rt.block_on(async {
+            let start = Instant::now();
+            let tasks: Vec<_> = few
+                .chunks(n_fsync.div_ceil(32))
+                .map(|c| {
+                    let (db, c) = (db.clone(), c.to_vec());
+                    tokio::task::spawn_blocking(move || db.insert(&c, 1))
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            rate(n_fsync, start.elapsed())
+        });
+        drop(db);
+        let store = new_store();
+        let ours = rt.block_on(async {
+            let coll = store.collection::<Plain>().await.unwrap();
+            rate(n_fsync, insert_all(&coll, few, 32).await)
+        });
+        drop(store);
+        rows.push(Row {
+            name: "durable inserts, 32 concurrent writers",
+            n: n_fsync,
+            stowage: ours,
+            raw: Some(raw),
+        });
+        concurrent = ours;
+        let store = new_store();
+        let (watch_rows, latencies) = rt.block_on(watcher_rows(&store, few));
+        drop(store);
+        rows.extend(watch_rows);
+        feed_latency = Some(latencies);
+    }
+
+    // Batches of 100, no indexes; reads use the same files afterwards.
+    let raw_db = Arc::new(raw_engine());
+    let raw = rate(n, raw_db.insert(&users, 100));
+    let store = new_store();
+    let plain: Vec<Plain> = users.iter().cloned().map(Plain).collect();
+    let (ours, coll) = rt.block_on(batches(&store, &plain));
+    rows.push(Row {
+        name: "batch of 100, no indexes",
+        n,
+        stowage: ours,
+        raw: Some(raw),
+    });
+
+    // Batches of 100 with 2 indexes (score, tags multi).
+    let (ours, indexed) = rt.block_on(batches(&store, &users));
+    rows.push(Row {
+        name: "batch of 100, 2 indexes",
+        n,
+        stowage: ours,
+        raw: None,
+    });
+    let covered_users: Vec<Covered> = users.iter().cloned().map(Covered).collect();
+    let (ours, covered) = rt.block_on(batches(&store, &covered_users));
+    drop(covered_users);
+    rows.push(Row {
+        name: "batch of 100, 2 indexes, score covering",
+        n,
+        stowage: ours,
+        raw: None,
+    });
+
+    // Point gets of every id in a second shuffled order, the two sides alternating in
+    // rounds so that drift on a shared machine hits both alike.
+    let mut ids: Vec<String> = users.iter().map(|u| id_of(u.id)).collect();
+    Rng(7).shuffle(&mut ids);
+    let (raw_time, ours_time) = rt.block_on(async {
+        let (mut raw_time, mut ours_time) = (Duration::ZERO, Duration::ZERO);
+        for round in ids.chunks(ids.len().div_ceil(4)) {
+            let start = Instant::now();
+            for id in round {
+                std::hint::black_box(raw_db.get(id));
+            }
+            raw_time += start.elapsed();
+            let start = Instant::now();
+            for id in round {
+                std::hint::black_box(coll.get(id).await.unwrap().unwrap());
+            }
+            ours_time += start.elapsed();
+        }
+        (raw_time, ours_time)
+    });
+    rows.push(Row {
+        name: "point get, typed",
+        n,
+        stowage: rate(n, ours_time),
+        raw: Some(rate(n, raw_time)),
+    });
+
+    // 64 concurrent gets.
+    let ids = Arc::new(ids);
+    let raw = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let (db, ids) = (raw_db.clone(), ids.clone());
+                tokio::spawn(async move {
+                    for id in ids.iter().skip(t).step_by(64) {
+                        std::hint::black_box(db.get(id));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rate(n, start.elapsed())
+    });
+    let ours = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let (coll, ids) = (coll.clone(), ids.clone());
+                tokio::spawn(async move {
+                    for id in ids.iter().skip(t).step_by(64) {
+                        std::hint::black_box(coll.get(id).await.unwrap().unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rate(n, start.elapsed())
+    });
+    rows.push(Row {
+        name: "64 concurrent gets",
+        n,
+        stowage: ours,
+        raw: Some(raw),
+    });
+
+    // A query matching 1% (a score range of width 1.0 of 0..100) against a full scan with
+    // a filter, the way the seed's sled store answered queries, and against the same query
+    // by hand on the raw engine. The four alternate in rounds so that drift hits all alike.
+    // `STOWAGE_BENCH_QUERIES` sets the queries per round (for profiling).
+    let per_round: usize = std::env::var("STOWAGE_BENCH_QUERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let rounds = 5;
+    raw_db.add_score_index(&users);
+    let mut times = [Duration::ZERO; 4];
+    let (mut matched, mut matched_covering) = (0, 0);
+    for round in 0..rounds {
+        let los = || (0..per_round).map(move |q| ((round * per_round + q) % 99) as f64);
+        let start = Instant::now();
+        std::hint::black_box(raw_db.scan((round % 99) as f64));
+        times[0] += start.elapsed();
+        let start = Instant::now();
+        for lo in los() {
+            std::hint::black_box(raw_db.indexed_query(lo));
+        }
+        times[1] += start.elapsed();
+        let start = Instant::now();
+        for lo in los() {
+            matched += rt.block_on(score_query(&indexed, lo));
+        }
+        times[2] += start.elapsed();
+        let start = Instant::now();
+        for lo in los() {
+            matched_covering += rt.block_on(score_query(&covered, lo));
+        }
+        times[3] += start.elapsed();
+    }
+    let queries = rounds * per_round;
+    let raw = rate(rounds, times[0]);
+    let raw_indexed = rate(queries, times[1]);
+    let ours = rate(queries, times[2]);
+    let ours_covering = rate(queries, times[3]);
+    let (matched, matched_covering) = (matched / queries, matched_covering / queries);
+    rows.push(Row {
+        name: "indexed query, 1% (vs full scan + filter)",
+        n: matched,
+        stowage: ours,
+        raw: Some(raw),
+    });
+    rows.push(Row {
+        name: "indexed query, 1%, covering index (vs full scan + filter)",
+        n: matched_covering,
+        stowage: ours_covering,
+        raw: Some(raw),
+    });
+    rows.push(Row {
+        name: "indexed query, 1% (vs raw: index walk + sorted gets)",
+        n: matched,
+        stowage: ours,
+        raw: Some(raw_indexed),
+    });
+
+    println!("\nStowage on {engine} vs raw {engine}, durability: {durability} on both sides\n");
+    print_table(&rows);
+    println!(
+        "\n32 concurrent writers / 1 writer (Stowage): {:.1}x",
+        concurrent / single
+    );
+    if let Some(latencies) = feed_latency {
+        print_feed_latency(latencies);
+    }
+    println!("command: cargo bench -p stowage-{engine}   (STOWAGE_BENCH_N={n})");
 }
