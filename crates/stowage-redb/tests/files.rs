@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
 use stowage_core::testkit::embedded;
-use stowage_core::{
-    CollectionSpec, ErrorKind, Filter, IndexSpec, ManualClock, Put, Query, Store, Timestamp,
-};
+use stowage_core::{CollectionSpec, ErrorKind, IndexSpec, Put, Query, Store};
 use stowage_redb::{RedbBackend, RedbConfig};
 
 fn open(path: &Path) -> stowage_core::Result<RedbBackend> {
@@ -32,62 +30,8 @@ fn spec() -> CollectionSpec {
 async fn reopen_finds_every_record_index_entry_and_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
-    let clock = Arc::new(ManualClock::new(Timestamp::now()));
-    let store = |b: RedbBackend| {
-        Store::builder(Arc::new(b))
-            .clock(clock.clone())
-            .build()
-            .unwrap()
-    };
-    {
-        let s = store(open(&path).unwrap());
-        let c = s
-            .collection_with_spec::<serde_json::Value>("c", spec())
-            .await
-            .unwrap();
-        for i in 0..500 {
-            let body = json!({"score": i as f64 / 10.0, "tags": [format!("t{}", i % 5)], "email": format!("u{i}@x")});
-            let put = if i % 2 == 0 {
-                Put::insert().ttl(Duration::from_secs(60))
-            } else {
-                Put::insert()
-            };
-            c.put(&format!("k{i:04}"), &body, put).await.unwrap();
-        }
-    }
-    let s = store(open(&path).unwrap());
-    let c = s
-        .existing_collection::<serde_json::Value>("c")
-        .await
-        .unwrap();
-    assert_eq!(c.spec(), spec());
-    for i in [0, 1, 250, 499] {
-        let r = c.get(&format!("k{i:04}")).await.unwrap().unwrap();
-        assert_eq!(r.value["email"], format!("u{i}@x"));
-        assert_eq!(r.expires_at.is_some(), i % 2 == 0);
-    }
-    let page = c
-        .query(&Query::new().gte("score", 10.0).lt("score", 11.0))
-        .await
-        .unwrap();
-    assert_eq!(page.items.len(), 10);
-    assert_eq!(c.count(&Filter::new().eq("tags", "t3")).await.unwrap(), 100);
-    let e = c
-        .put("dup", &json!({"email": "u7@x"}), Put::insert())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.kind(), e.index()),
-        (ErrorKind::AlreadyExists, Some("email"))
-    );
-    clock.advance(Duration::from_secs(61));
-    assert_eq!(
-        c.count(&Filter::new()).await.unwrap(),
-        250,
-        "TTLs survived the reopen"
-    );
-    assert_eq!(s.purge_expired().await.unwrap(), 250);
-    assert_eq!(c.count(&Filter::new().eq("tags", "t3")).await.unwrap(), 50);
+    embedded::reopen_finds_every_record_index_entry_and_ttl(|| Arc::new(open(&path).unwrap()))
+        .await;
 }
 
 fn assert_untouched(path: &Path, before: &[u8]) {
