@@ -59,6 +59,18 @@ impl KvStore for SledStore {
     }
 
     /// A get asks the catalog only when a record is missing (see [`Reader::live`]).
+    fn get_one(
+        &self,
+        r: &Reader<'_>,
+        ns: &str,
+        coll: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRecord>> {
+        Ok(r.live(ns, coll, &[id], now)?.pop().flatten())
+    }
+
+    /// As [`KvStore::get_one`], for many ids.
     fn get_live(
         &self,
         r: &Reader<'_>,

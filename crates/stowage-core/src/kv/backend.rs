@@ -49,6 +49,18 @@ pub trait KvStore: Send + Sync + Debug + 'static {
     /// How many changes a watched namespace's log keeps (0: no change feed).
     fn change_log(&self) -> u64;
 
+    /// The live record with this id; NotFound when the collection does not exist.
+    fn get_one(
+        &self,
+        r: &Self::Reader<'_>,
+        ns: &str,
+        coll: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredRecord>> {
+        kv::read_live(r, &kv::records(r, ns, coll)?, id, now)
+    }
+
     /// The live records with these ids; NotFound when the collection does not exist.
     fn get_live(
         &self,
@@ -155,10 +167,7 @@ impl<S: KvStore> Backend for KvBackend<S> {
         id: &str,
         now: Timestamp,
     ) -> Result<Option<StoredRecord>> {
-        let found = self
-            .0
-            .get_live(&self.0.reader()?, ns, collection, &[id], now)?;
-        Ok(found.into_iter().next().flatten())
+        self.0.get_one(&self.0.reader()?, ns, collection, id, now)
     }
 
     async fn get_many(
