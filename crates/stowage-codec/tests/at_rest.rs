@@ -1,0 +1,59 @@
+//! What reaches the engine: read back raw from a redb file, an encrypted body leaves no
+//! trace of its plaintext, while the same body stored plainly does (so the check can fail).
+
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use serde_json::json;
+use stowage_codec::{CodecConfig, CodecLayer, KeyRing};
+use stowage_core::{CollectionSpec, Put, Store};
+use stowage_redb::{RedbBackend, RedbConfig};
+
+const MARKER: &str = "patient-record-7f3a9c";
+
+async fn write_through(path: &std::path::Path, config: Option<CodecConfig>) {
+    let backend: Arc<dyn stowage_core::backend::Backend> =
+        Arc::new(RedbBackend::open(RedbConfig::new(path)).unwrap());
+    let mut builder = Store::builder(backend);
+    if let Some(config) = config {
+        builder = builder.layer(move |inner| Arc::new(CodecLayer::new(inner, config).unwrap()));
+    }
+    let store = builder.build().unwrap();
+    let c = store
+        .collection_with_spec::<serde_json::Value>("notes", CollectionSpec::new())
+        .await
+        .unwrap();
+    let body = json!({"text": format!("{MARKER} {}", "lorem ipsum ".repeat(50))});
+    c.put("n1", &body, Put::insert()).await.unwrap();
+    assert_eq!(c.get("n1").await.unwrap().unwrap().value, body);
+}
+
+fn file_holds(path: &std::path::Path, text: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_body_leaves_no_plaintext_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.redb");
+    write_through(&plain, Some(CodecConfig::new().no_compression())).await;
+    assert!(
+        file_holds(&plain, MARKER),
+        "the control must find the marker"
+    );
+    let compressed = dir.path().join("compressed.redb");
+    write_through(&compressed, Some(CodecConfig::new())).await;
+    assert!(!file_holds(
+        &compressed,
+        "lorem ipsum lorem ipsum lorem ipsum"
+    ));
+    let sealed = dir.path().join("sealed.redb");
+    let config = CodecConfig::new()
+        .no_compression()
+        .encrypt(KeyRing::generate());
+    write_through(&sealed, Some(config)).await;
+    assert!(!file_holds(&sealed, MARKER), "plaintext reached the file");
+}
