@@ -329,9 +329,10 @@ pub enum WriteAction {
     Delete,
     /// Write nothing: only the precondition counts. The read side of a transaction.
     Check,
-    /// Store the record exactly as given — version, timestamps, expiry, body — whatever was
-    /// there: what copy and restore write. Writing the same record twice changes nothing,
-    /// so a copy can resume. The precondition is ignored.
+    /// Store the record exactly as given — version, timestamps, expiry, body — replacing
+    /// whatever was there: what copy and restore write (with no precondition). Writing the
+    /// same record twice changes nothing, so a copy can resume. The precondition is checked
+    /// as for any op: a rewrite that must not overwrite a newer write gives `Version`.
     Restore {
         /// The metadata to store.
         meta: RecordMeta,

@@ -234,13 +234,31 @@ where
     /// them. Writing the same record again changes nothing. Its index values are those of
     /// this collection's spec.
     pub async fn restore(&self, record: &StoredRecord) -> Result<RecordMeta> {
-        self.write_one(|loaded| self.prepare_restore(loaded, record))
+        self.write_one(|loaded| self.prepare_restore(loaded, record, Precondition::None))
             .await?
             .ok_or_else(|| Error::internal("backend returned no metadata for a restore"))
     }
 
     /// [`Collection::restore`] for several records, as one atomic batch.
     pub async fn restore_all(&self, records: &[StoredRecord]) -> Result<Vec<RecordMeta>> {
+        self.restore_batch(records, |_| Precondition::None).await
+    }
+
+    /// Stores each record again exactly as given — version, timestamps, expiry, body —
+    /// where the live record still has that version, as one atomic batch: Conflict, and
+    /// nothing written, when any of them was changed, deleted or expired since it was read.
+    /// A layer that changes how bodies are stored (the codec layer's rekey) rewrites records
+    /// with it: no version, time or ETag moves, and no concurrent write is lost.
+    pub async fn rewrite_all(&self, records: &[StoredRecord]) -> Result<Vec<RecordMeta>> {
+        self.restore_batch(records, |r| Precondition::Version(r.version))
+            .await
+    }
+
+    async fn restore_batch(
+        &self,
+        records: &[StoredRecord],
+        precondition: impl Fn(&StoredRecord) -> Precondition,
+    ) -> Result<Vec<RecordMeta>> {
         let results = self
             .store
             .write_prepared(&[&self.entry], None, || {
@@ -248,7 +266,10 @@ where
                 records
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| self.prepare_restore(&loaded, r).map_err(|e| e.at_op(i)))
+                    .map(|(i, r)| {
+                        self.prepare_restore(&loaded, r, precondition(r))
+                            .map_err(|e| e.at_op(i))
+                    })
                     .collect()
             })
             .await?;
@@ -666,7 +687,12 @@ where
     }
 
     /// Checks and encodes a restore: the record as given, indexed under this spec.
-    fn prepare_restore(&self, loaded: &Loaded, rec: &StoredRecord) -> Result<WriteOp> {
+    fn prepare_restore(
+        &self,
+        loaded: &Loaded,
+        rec: &StoredRecord,
+        precondition: Precondition,
+    ) -> Result<WriteOp> {
         validate_id(&rec.id)?;
         self.check_body(&rec.id, &rec.body)?;
         if rec.expires_at.is_some() && !self.store.capabilities().ttl {
@@ -688,7 +714,7 @@ where
             collection: self.name().to_owned(),
             revision: loaded.stored.revision,
             id: rec.id.clone(),
-            precondition: Precondition::None,
+            precondition,
             action: WriteAction::Restore {
                 meta: RecordMeta::of(rec),
                 body: rec.body.clone(),

@@ -452,6 +452,7 @@ impl Namespace {
                 Ok(WriteResult { meta: live })
             }
             WriteAction::Restore { meta, body, index } => {
+                check(live)?;
                 coll.check_unique(&op.collection, &op.id, &index, now)?;
                 let floor = coll.floor;
                 let prev = coll.remove(&op.id);

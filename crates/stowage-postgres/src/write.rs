@@ -503,10 +503,8 @@ fn segment_params(
             ),
         };
         actions.push(action);
-        // A restore's precondition is ignored (see `WriteAction::Restore`).
-        let restores = action == writer::ACTION_RESTORE;
-        conds.push(if restores { writer::COND_NONE } else { cond });
-        expects.push(if restores { None } else { expect });
+        conds.push(cond);
+        expects.push(expect);
         let (text, blob) = match body {
             Some(b) if b.content_type == ContentType::Json => (
                 Some(String::from_utf8(b.bytes.to_vec()).map_err(|_| {

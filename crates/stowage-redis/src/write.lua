@@ -180,15 +180,13 @@ for i, op in ipairs(ops) do
   if rev ~= op.r then return redis.error_reply('STOWAGE_STALE ' .. (i - 1)) end
   local s = current(c, op.id)
   local live_version = s.live and s.v or nil
-  if a ~= '3' then
-    local p = op.p
-    local failed = (p == '1' and live_version ~= nil)
-      or (p == '2' and live_version == nil)
-      or (p == '3' and live_version ~= tonumber(ARGV[at + 5]))
-    if failed then
-      return redis.error_reply('STOWAGE_PRECONDITION ' .. (i - 1) .. ' '
-        .. (live_version and int(live_version) or '-'))
-    end
+  local p = op.p
+  local failed = (p == '1' and live_version ~= nil)
+    or (p == '2' and live_version == nil)
+    or (p == '3' and live_version ~= tonumber(ARGV[at + 5]))
+  if failed then
+    return redis.error_reply('STOWAGE_PRECONDITION ' .. (i - 1) .. ' '
+      .. (live_version and int(live_version) or '-'))
   end
   if a == '0' then
     results[i] = meta_of(s)

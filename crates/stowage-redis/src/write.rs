@@ -201,8 +201,8 @@ fn push_op(call: &mut redis::ScriptInvocation<'_>, op: &WriteOp, unique: &[Strin
         }
         WriteAction::Restore { meta, body, index } => {
             call.arg(3)
-                .arg(0)
-                .arg(&none)
+                .arg(cond)
+                .arg(&expect)
                 .arg(body.bytes.as_ref())
                 .arg(content_type(body.content_type))
                 .arg(&none)

@@ -382,6 +382,8 @@ impl WriteColl {
                 Ok(WriteResult { meta: Some(meta) })
             }
             WriteAction::Restore { meta, body, index } => {
+                op.precondition
+                    .check(&self.name, &op.id, live.map(|m| m.version))?;
                 self.check_unique(t, &op.id, &index, now)?;
                 if let Some(s) = stored {
                     // Replacing another version forgets it: the floor keeps it from coming

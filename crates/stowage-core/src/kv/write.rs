@@ -220,9 +220,14 @@ impl WriteColl {
                 },
             ),
             WriteAction::Restore { meta, body, index } => {
+                let stored = t.get(self.records, op.id.as_bytes())?;
+                if op.precondition != Precondition::None {
+                    let live = live_meta(stored.as_deref(), now)?;
+                    op.precondition
+                        .check(&self.name, &op.id, live.map(|m| m.version))?;
+                }
                 let encoded = sortable_entries(&index);
                 self.check_unique(t, &op.id, &encoded, now)?;
-                let stored = t.get(self.records, op.id.as_bytes())?;
                 if let Some(b) = &stored {
                     let replaced = decode_header(b)?.version;
                     // Replacing another version forgets it: the floor keeps it from

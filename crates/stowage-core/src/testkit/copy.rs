@@ -121,3 +121,62 @@ pub async fn copy_keeps_every_record_exactly(f: Arc<dyn Fixture>) {
         assert_eq!(a, shown(copied.query(&q).await.unwrap()));
     }
 }
+
+/// A rewrite stores records again exactly as read — version, times, expiry kept, the body
+/// as given, indexes following it — only where the live record still has the version read:
+/// a batch holding one record updated, deleted or expired since is Conflict and writes
+/// nothing.
+pub async fn rewrite_only_where_unchanged(f: Arc<dyn Fixture>) {
+    let ctx = Ctx::new(f).await;
+    let items = ctx.items().await;
+    fill(&items, &ctx.store, "r", 4).await;
+    let read: Vec<StoredRecord> = items.scan_stored(None).try_collect().await.unwrap();
+    assert_eq!(read.len(), 4);
+    // Bodies as another layer might store them: same records, new bytes.
+    let moved = |rec: &StoredRecord, n: i64| {
+        let mut rec = rec.clone();
+        rec.body = crate::Body::json(serde_json::to_vec(&Item::new(rec.id.clone(), n)).unwrap());
+        rec
+    };
+    let metas = items
+        .rewrite_all(&[moved(&read[0], 500), moved(&read[1], 501)])
+        .await
+        .unwrap();
+    assert_eq!(metas[0], crate::backend::RecordMeta::of(&read[0]));
+    let again: Vec<StoredRecord> = items.scan_stored(None).try_collect().await.unwrap();
+    assert_eq!(
+        (again[0].version, again[0].created_at, again[0].updated_at),
+        (read[0].version, read[0].created_at, read[0].updated_at),
+        "a rewrite moves no version or time"
+    );
+    assert_eq!(items.get(&read[1].id).await.unwrap().unwrap().value.n, 501);
+    let by_n = items.query(&Query::new().eq("n", 500)).await.unwrap();
+    assert_eq!(by_n.items.len(), 1, "the index follows the rewritten body");
+
+    // Record 2 is updated and record 3 deleted after they were read.
+    items
+        .upsert(&Item::new(read[2].id.clone(), 900))
+        .await
+        .unwrap();
+    items.delete(&read[3].id).await.unwrap();
+    for stale in [&read[2], &read[3]] {
+        let e = items
+            .rewrite_all(&[moved(&read[0], 600), moved(stale, 601)])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Conflict, "{e}");
+    }
+    assert_eq!(
+        items.get(&read[0].id).await.unwrap().unwrap().value.n,
+        500,
+        "a batch with a stale record writes nothing"
+    );
+    assert_eq!(items.get(&read[2].id).await.unwrap().unwrap().value.n, 900);
+    assert!(items.get(&read[3].id).await.unwrap().is_none());
+    // A plain restore still replaces whatever is there.
+    items.restore(&read[2]).await.unwrap();
+    assert_eq!(
+        items.get(&read[2].id).await.unwrap().unwrap().version,
+        read[2].version
+    );
+}
