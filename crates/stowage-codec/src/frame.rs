@@ -78,6 +78,13 @@ impl Place<'_> {
     }
 }
 
+/// The key that sealed a stored frame, read from its header (`None`: not a sealed frame).
+pub(crate) fn sealed_with(stored: &Body) -> Option<u32> {
+    let b = &stored.bytes[..];
+    let sealed = b.starts_with(&MAGIC) && b.len() > MAGIC.len() + 4 && b[MAGIC.len()] & SEALED != 0;
+    sealed.then(|| u32::from_le_bytes([b[5], b[6], b[7], b[8]]))
+}
+
 impl Codec {
     /// The frame of `body` stored at `place`.
     pub(crate) fn encode(&self, place: Place<'_>, body: &Body) -> Result<Body> {

@@ -61,6 +61,11 @@ impl CodecConfig {
         self.ring = Some(ring);
         self
     }
+
+    /// The key new writes are sealed with (`None`: not encrypting).
+    pub fn newest_key(&self) -> Option<u32> {
+        self.ring.as_ref().and_then(KeyRing::newest_id)
+    }
 }
 
 /// A layer that stores every body as a frame (see the crate docs): compressed above a

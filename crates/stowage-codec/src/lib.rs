@@ -46,6 +46,8 @@
 mod frame;
 mod keyring;
 mod layer;
+mod rekey;
 
 pub use keyring::KeyRing;
 pub use layer::{CodecConfig, CodecLayer};
+pub use rekey::{keys_in_use, rekey, RekeyCheckpoint, RekeyReport};
