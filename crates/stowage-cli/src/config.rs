@@ -30,6 +30,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7070";
 /// key = "key.pem"
 /// [maintenance]
 /// purge_every_seconds = 60
+/// # bodies sealed with the ring's newest key (and compressed); or compress = true alone
+/// keyring = "/etc/stowage/keyring"
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +43,9 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub tls: Option<TlsConfig>,
     pub maintenance: Option<Maintenance>,
+    pub keyring: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub compress: bool,
 }
 
 impl FileConfig {
@@ -55,6 +60,7 @@ impl FileConfig {
 #[derive(Debug)]
 pub struct Resolved {
     pub url: String,
+    pub codec: Option<stowage::CodecConfig>,
     pub addr: SocketAddr,
     pub server: ServerConfig,
 }

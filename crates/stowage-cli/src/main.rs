@@ -2,14 +2,15 @@
 
 mod config;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
-use stowage::{Put, Query, Result, Store};
+use stowage::codec::{keys_in_use, RekeyCheckpoint};
+use stowage::{CodecConfig, KeyRing, Put, Query, Result, Store};
 
 use crate::config::{parse_addr, parse_tokens, FileConfig, Resolved, DEFAULT_ADDR, DEFAULT_URL};
 
@@ -64,6 +65,71 @@ enum Command {
         /// The token.
         token: String,
     },
+    /// Make, rotate and retire the keys of a key-ring file.
+    Keyring {
+        #[command(subcommand)]
+        command: KeyringCommand,
+    },
+    /// Rewrite every record under the key ring's newest key (versions, times, TTLs and ETags
+    /// kept); resumes from its checkpoint file after an interruption.
+    Rekey {
+        /// The store's URL.
+        #[arg(long, env = "STOWAGE_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// The key-ring file.
+        #[arg(long, env = "STOWAGE_KEYRING")]
+        keyring: PathBuf,
+        /// Where progress is saved [default: the key ring's path with `.rekey` added].
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyringCommand {
+    /// Create a key-ring file holding one new key (never overwrites a file).
+    New {
+        /// The file to create (written with mode 0600).
+        file: PathBuf,
+    },
+    /// Add a new key: writes are sealed with it from the next start on.
+    Rotate {
+        /// The key-ring file.
+        file: PathBuf,
+    },
+    /// Remove a key no record needs any more (after `stowage rekey`).
+    Retire {
+        /// The key-ring file.
+        file: PathBuf,
+        /// The key's id.
+        id: u32,
+    },
+    /// Print the ids of the keys in a ring (never the keys).
+    List {
+        /// The key-ring file.
+        file: PathBuf,
+    },
+}
+
+/// How bodies are stored: `--keyring` seals them (and compresses), `--compress` only
+/// compresses. A store written with either must always be opened with the same.
+#[derive(Debug, Args)]
+struct CodecArgs {
+    /// A key-ring file: bodies are encrypted with its newest key, and compressed.
+    #[arg(long, env = "STOWAGE_KEYRING")]
+    keyring: Option<PathBuf>,
+    /// Compress bodies of 256 bytes or more with zstd (implied by --keyring).
+    #[arg(long, env = "STOWAGE_COMPRESS")]
+    compress: bool,
+}
+
+/// The codec a key ring and a compression flag ask for.
+fn codec_config(keyring: Option<&Path>, compress: bool) -> Result<Option<CodecConfig>> {
+    Ok(match keyring {
+        Some(path) => Some(CodecConfig::new().encrypt(KeyRing::load(path)?)),
+        None if compress => Some(CodecConfig::new()),
+        None => None,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +140,8 @@ struct StoreArgs {
     /// The namespace.
     #[arg(long, default_value = "default")]
     namespace: String,
+    #[command(flatten)]
+    codec: CodecArgs,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +180,8 @@ struct ServeArgs {
     /// How log lines look on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, env = "STOWAGE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    codec: CodecArgs,
 }
 
 /// How `stowage serve` writes its log lines.
@@ -171,7 +241,9 @@ impl ServeArgs {
             .addr
             .or(file.addr)
             .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let keyring = self.codec.keyring.or(file.keyring);
         Ok(Resolved {
+            codec: codec_config(keyring.as_deref(), self.codec.compress || file.compress)?,
             url: self
                 .url
                 .or(file.url)
@@ -223,8 +295,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let cfg = args.resolve()?;
     cfg.server.check(cfg.addr)?;
     // Backend operations are counted and timed below the typed API, for /metrics.
-    let store = Store::builder()
-        .url(cfg.url.clone())
+    let mut builder = Store::builder().url(cfg.url.clone());
+    if let Some(codec) = cfg.codec {
+        builder = builder.codec(codec);
+    }
+    let store = builder
         .layer(|backend| Arc::new(stowage::layer::MetricsLayer::new(backend)))
         .layer(|backend| Arc::new(stowage::layer::TracingLayer::new(backend)))
         .open()
@@ -254,11 +329,147 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn open(args: &StoreArgs) -> Result<Store> {
-    Store::builder()
+    let mut builder = Store::builder()
         .url(args.url.clone())
-        .namespace(args.namespace.clone())
-        .open()
-        .await
+        .namespace(args.namespace.clone());
+    if let Some(codec) = codec_config(args.codec.keyring.as_deref(), args.codec.compress)? {
+        builder = builder.codec(codec);
+    }
+    builder.open().await
+}
+
+fn keyring(command: KeyringCommand) -> Result<()> {
+    match command {
+        KeyringCommand::New { file } => {
+            KeyRing::create(&file)?;
+            println!("created {} with key 1", file.display());
+        }
+        KeyringCommand::Rotate { file } => {
+            let mut ring = KeyRing::load(&file)?;
+            let id = ring.rotate();
+            ring.save(&file)?;
+            println!(
+                "key {id} added to {}: restart every instance with it, then run `stowage rekey` \
+                 to move older records onto it",
+                file.display()
+            );
+        }
+        KeyringCommand::Retire { file, id } => {
+            let mut ring = KeyRing::load(&file)?;
+            if ring.newest_id() == Some(id) {
+                return Err(stowage::Error::invalid(format!(
+                    "key {id} is the newest: new writes are sealed with it (rotate first)"
+                )));
+            }
+            if !ring.retire(id) {
+                return Err(stowage::Error::not_found("key ring", &id.to_string()));
+            }
+            ring.save(&file)?;
+            println!("key {id} retired from {}", file.display());
+        }
+        KeyringCommand::List { file } => {
+            let ring = KeyRing::load(&file)?;
+            for id in ring.ids() {
+                let newest = if ring.newest_id() == Some(id) {
+                    " (newest: seals new writes)"
+                } else {
+                    ""
+                };
+                println!("key {id}{newest}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file whole or not at all (a temporary file renamed over it).
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, bytes)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| stowage::Error::internal(format!("cannot write {}: {e}", path.display())))
+}
+
+async fn rekey(url: &str, keyring: &Path, checkpoint: Option<PathBuf>) -> Result<()> {
+    let ring = KeyRing::load(keyring)?;
+    let checkpoint = checkpoint.unwrap_or_else(|| {
+        let mut p = keyring.as_os_str().to_owned();
+        p.push(".rekey");
+        PathBuf::from(p)
+    });
+    let resume: Option<RekeyCheckpoint> = match std::fs::read(&checkpoint) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            stowage::Error::invalid(format!(
+                "{} is not a rekey checkpoint: {e}",
+                checkpoint.display()
+            ))
+        })?),
+        Err(_) => None,
+    };
+    if let Some(at) = &resume {
+        eprintln!(
+            "rekey: resuming after {}/{}/{} ({} records done)",
+            at.namespace,
+            at.collection,
+            at.after.as_deref().unwrap_or(""),
+            at.records + at.changed_meanwhile
+        );
+    }
+    // The engine itself: the rekey puts its own codec layer over it.
+    let engine = Store::open(url).await?.backend().clone();
+    let mut saved: Result<()> = Ok(());
+    let mut last_line = std::time::Instant::now();
+    let report = stowage::codec::rekey(
+        engine.clone(),
+        CodecConfig::new().encrypt(ring),
+        resume,
+        |at| {
+            if saved.is_ok() {
+                saved = serde_json::to_vec(at)
+                    .map_err(|e| stowage::Error::internal(e.to_string()))
+                    .and_then(|json| write_atomically(&checkpoint, &json));
+            }
+            if last_line.elapsed() >= Duration::from_secs(1) {
+                last_line = std::time::Instant::now();
+                eprintln!(
+                    "rekey: {} records rewritten, now in {}/{}",
+                    at.records, at.namespace, at.collection
+                );
+            }
+        },
+    )
+    .await?;
+    saved?;
+    let _ = std::fs::remove_file(&checkpoint);
+    println!(
+        "rekey: {} records rewritten under key {} ({} changed by other writers meanwhile)",
+        report.records, report.key, report.changed_meanwhile
+    );
+    let usage = keys_in_use(&engine).await?;
+    let older: Vec<String> = usage
+        .iter()
+        .filter(|(k, _)| **k != report.key)
+        .map(|(k, n)| match k {
+            0 => format!("{n} unsealed"),
+            k => format!("{n} under key {k}"),
+        })
+        .collect();
+    if older.is_empty() {
+        println!(
+            "every record is sealed with key {}: older keys can be retired (stowage keyring retire)",
+            report.key
+        );
+        Ok(())
+    } else {
+        Err(stowage::Error::new(
+            stowage::ErrorKind::Conflict,
+            format!(
+                "records still sealed otherwise: {} (an instance with an older ring is writing?); \
+                 run stowage rekey again",
+                older.join(", ")
+            ),
+        ))
+    }
 }
 
 fn json(text: &str, what: &str) -> Result<Value> {
@@ -343,6 +554,12 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", stowage_server::hash_token(&token));
             Ok(())
         }
+        Command::Keyring { command } => keyring(command),
+        Command::Rekey {
+            url,
+            keyring,
+            checkpoint,
+        } => rekey(&url, &keyring, checkpoint).await,
     }
 }
 

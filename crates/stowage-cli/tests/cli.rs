@@ -17,9 +17,13 @@ const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
 
 /// Starts `stowage serve` on port 0 and returns it with the address it printed.
 async fn serve(dir: &Path, extra: &[&str]) -> (Child, String) {
-    let url = format!("redb://{}/store.redb", dir.display());
+    serve_url(&format!("redb://{}/store.redb", dir.display()), extra).await
+}
+
+/// Starts `stowage serve --url URL` on port 0 and returns it with the address it printed.
+async fn serve_url(url: &str, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(STOWAGE)
-        .args(["serve", "--url", &url, "--addr", "127.0.0.1:0"])
+        .args(["serve", "--url", url, "--addr", "127.0.0.1:0"])
         .args(extra)
         .env_remove("STOWAGE_CONFIG")
         .stdout(Stdio::piped())
@@ -255,4 +259,117 @@ async fn request_logs_name_routes_not_paths() {
         "{lines:?}"
     );
     assert!(!lines.iter().any(|l| l.contains("secret")), "{lines:?}");
+}
+
+/// The key ring from the shell: `keyring new`, records put through `--keyring` reach the
+/// file sealed, `serve --keyring` reads them, `keyring rotate`, `rekey` (resuming from a
+/// checkpoint file left by an interrupted run), `keyring retire`, and everything still
+/// reads; without the ring nothing is shown in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_rotate_rekey_and_retire_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sealed.redb");
+    let url = format!("redb://{}", db.display());
+    let ring = dir.path().join("ring");
+    let ring_s = ring.to_str().unwrap().to_owned();
+    let run = |args: Vec<String>| async move {
+        let out = Command::new(STOWAGE)
+            .args(&args)
+            .env_remove("STOWAGE_KEYRING")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let a = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (ok, out, _) = run(a(&["keyring", "new", &ring_s])).await;
+    assert!(ok && out.contains("with key 1"), "{out}");
+    let (ok, _, err) = run(a(&["keyring", "new", &ring_s])).await;
+    assert!(!ok && err.contains("never overwritten"), "{err}");
+    for i in 0..3 {
+        let body = format!(r#"{{"secret":"plaintext-marker-{i}"}}"#);
+        let id = format!("n{i}");
+        let (ok, out, err) = run(a(&[
+            "put",
+            "--url",
+            &url,
+            "--keyring",
+            &ring_s,
+            "notes",
+            &id,
+            &body,
+        ]))
+        .await;
+        assert!(ok && out.contains("version 1"), "{out} {err}");
+    }
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(!bytes.windows(17).any(|w| w == b"plaintext-marker-"));
+    let (ok, out, _) = run(a(&["get", "--url", &url, "notes", "n1"])).await;
+    assert!(!out.contains("plaintext-marker"), "{ok} {out}");
+
+    // `serve --keyring` opens the sealed records.
+    let (mut child, base) = serve_url(&url, &["--keyring", &ring_s]).await;
+    let got: serde_json::Value = Client::new()
+        .get(format!("{base}/v1/default/notes/records/n2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["secret"], "plaintext-marker-2");
+    sigterm(&child);
+    child.wait().await.unwrap();
+
+    let (ok, out, _) = run(a(&["keyring", "rotate", &ring_s])).await;
+    assert!(ok && out.contains("key 2 added"), "{out}");
+    let (ok, out, _) = run(a(&["keyring", "list", &ring_s])).await;
+    assert!(
+        ok && out.contains("key 1\n") && out.contains("key 2 (newest"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&ring).unwrap();
+    assert!(!out.contains(text.lines().last().unwrap().split(' ').nth(2).unwrap()));
+    // A checkpoint an interrupted run left: the rekey resumes after n0.
+    let checkpoint = format!("{ring_s}.rekey");
+    std::fs::write(
+        &checkpoint,
+        r#"{"key":2,"namespace":"default","collection":"notes","after":"n0","records":1,"changed_meanwhile":0}"#,
+    )
+    .unwrap();
+    let (ok, out, err) = run(a(&["rekey", "--url", &url, "--keyring", &ring_s])).await;
+    assert!(err.contains("resuming after default/notes/n0"), "{err}");
+    // n0 was skipped (the checkpoint says it was done): the check at the end finds it.
+    assert!(out.contains("3 records rewritten under key 2"), "{out}");
+    assert!(!ok && err.contains("1 under key 1"), "{out} {err}");
+    let (ok, out, err) = run(a(&["rekey", "--url", &url, "--keyring", &ring_s])).await;
+    assert!(ok, "{out} {err}");
+    assert!(out.contains("3 records rewritten under key 2"), "{out}");
+    assert!(out.contains("every record is sealed with key 2"), "{out}");
+    assert!(!Path::new(&checkpoint).exists());
+    let (ok, _, err) = run(a(&["keyring", "retire", &ring_s, "2"])).await;
+    assert!(!ok && err.contains("newest"), "{err}");
+    let (ok, out, _) = run(a(&["keyring", "retire", &ring_s, "1"])).await;
+    assert!(ok && out.contains("key 1 retired"), "{out}");
+    for i in 0..3 {
+        let id = format!("n{i}");
+        let (ok, out, err) = run(a(&[
+            "get",
+            "--url",
+            &url,
+            "--keyring",
+            &ring_s,
+            "notes",
+            &id,
+        ]))
+        .await;
+        assert!(
+            ok && out.contains(&format!("plaintext-marker-{i}")),
+            "{out} {err}"
+        );
+    }
 }

@@ -20,6 +20,9 @@ const REKEY_PAGE: usize = 256;
 /// stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RekeyCheckpoint {
+    /// The key the records are being rewritten under: a checkpoint of a rekey to another
+    /// key is not resumed (the run starts over).
+    pub key: u32,
     /// The namespace being rewritten.
     pub namespace: String,
     /// The collection being rewritten.
@@ -73,7 +76,12 @@ pub async fn rekey(
     })?;
     let layer: Arc<dyn Backend> = Arc::new(CodecLayer::new(engine, config)?);
     let store = Store::from_backend(layer.clone());
-    let mut at = resume.unwrap_or_default();
+    let mut at = resume
+        .filter(|at| at.key == key)
+        .unwrap_or_else(|| RekeyCheckpoint {
+            key,
+            ..RekeyCheckpoint::default()
+        });
     let mut report = RekeyReport {
         records: at.records,
         changed_meanwhile: at.changed_meanwhile,

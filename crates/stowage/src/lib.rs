@@ -60,6 +60,9 @@ pub use stowage_core::{
     MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 
+#[cfg(feature = "codec")]
+pub use stowage_codec::{self as codec, CodecConfig, KeyRing};
+
 use stowage_core::backend::{Backend, Engine, EngineUrl};
 
 /// A store opened by URL: every method of [`stowage_core::Store`] (collections, batches,
@@ -118,6 +121,8 @@ pub struct StoreBuilder {
     url: Option<String>,
     namespace: Option<String>,
     clock: Option<Arc<dyn Clock>>,
+    #[cfg(feature = "codec")]
+    codec: Option<CodecConfig>,
     layers: Vec<Wrap>,
 }
 
@@ -152,6 +157,16 @@ impl StoreBuilder {
         self
     }
 
+    /// Stores every body through the codec layer (compressed, encrypted with a key ring,
+    /// checksummed; see [`stowage_codec`]), directly over the engine: the layers added with
+    /// [`StoreBuilder::layer`] see plain bodies. A store written with a codec must always
+    /// be opened with one (and a ring holding its keys).
+    #[cfg(feature = "codec")]
+    pub fn codec(mut self, config: CodecConfig) -> Self {
+        self.codec = Some(config);
+        self
+    }
+
     /// Wraps the engine in a layer (see [`stowage_core::layer`]); the first added is the
     /// innermost.
     pub fn layer(
@@ -169,7 +184,12 @@ impl StoreBuilder {
             .ok_or_else(|| Error::invalid("no store URL given (try memory://)"))?;
         let target = StoreUrl::parse(&url)?;
         let namespace = self.namespace.or(target.namespace.clone());
-        let backend = connect(target).await?;
+        #[allow(unused_mut)]
+        let mut backend = connect(target).await?;
+        #[cfg(feature = "codec")]
+        if let Some(config) = self.codec {
+            backend = Arc::new(stowage_codec::CodecLayer::new(backend, config)?);
+        }
         let mut b = stowage_core::Store::builder(backend);
         for wrap in self.layers {
             b = b.layer(wrap);
@@ -414,6 +434,62 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+
+    /// `StoreBuilder::codec` puts the codec directly over the engine: the file holds no
+    /// plaintext, a store opened with the ring reads, one opened without sees only frames.
+    #[cfg(all(feature = "codec", feature = "backend-redb"))]
+    #[tokio::test]
+    async fn codec_seals_what_reaches_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealed.redb");
+        let url = format!("redb://{}", path.display());
+        let ring = KeyRing::generate();
+        let open = |codec: Option<CodecConfig>| {
+            let url = url.clone();
+            async move {
+                let mut b = Store::builder().url(url);
+                if let Some(c) = codec {
+                    b = b.codec(c);
+                }
+                b.open().await.unwrap()
+            }
+        };
+        let store = open(Some(CodecConfig::new().encrypt(ring.clone()))).await;
+        let kv = store
+            .collection_with_spec::<serde_json::Value>("kv", CollectionSpec::new())
+            .await
+            .unwrap();
+        kv.put(
+            "k",
+            &serde_json::json!({"v": "marker-in-plaintext"}),
+            Put::insert(),
+        )
+        .await
+        .unwrap();
+        drop((kv, store));
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(19).any(|w| w == b"marker-in-plaintext"));
+        let plain = open(None).await;
+        let raw = plain
+            .existing_collection::<serde_json::Value>("kv")
+            .await
+            .unwrap()
+            .get_raw("k")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(raw.value.starts_with(b"SWC"));
+        drop(plain);
+        let sealed = open(Some(CodecConfig::new().encrypt(ring))).await;
+        let kv = sealed
+            .existing_collection::<serde_json::Value>("kv")
+            .await
+            .unwrap();
+        assert_eq!(
+            kv.get("k").await.unwrap().unwrap().value["v"],
+            "marker-in-plaintext"
+        );
     }
 
     #[tokio::test]
