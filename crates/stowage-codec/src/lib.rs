@@ -47,6 +47,8 @@ mod frame;
 mod keyring;
 mod layer;
 mod rekey;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use keyring::KeyRing;
 pub use layer::{CodecConfig, CodecLayer};

@@ -8,55 +8,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use stowage_codec::{CodecConfig, CodecLayer, KeyRing};
+use stowage_codec::testkit::Sealed;
 use stowage_core::backend::Backend;
 use stowage_core::testkit::{Fixture, MemoryFixture};
 use stowage_core::Result;
 use stowage_redb::{RedbBackend, RedbConfig};
-
-/// The backends of `F`, each wrapped in a codec layer that compresses and encrypts.
-struct Codec<F> {
-    inner: F,
-    ring: KeyRing,
-}
-
-impl<F> Codec<F> {
-    fn new(inner: F) -> Self {
-        Codec {
-            inner,
-            ring: KeyRing::generate(),
-        }
-    }
-
-    fn wrap(&self, backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
-        let config = CodecConfig::new()
-            .compress_from(16)
-            .encrypt(self.ring.clone());
-        Ok(Arc::new(CodecLayer::new(backend, config)?))
-    }
-}
-
-#[async_trait]
-impl<F: Fixture> Fixture for Codec<F> {
-    async fn create(&self) -> Result<(Arc<dyn Backend>, String)> {
-        let (backend, location) = self.inner.create().await?;
-        Ok((self.wrap(backend)?, location))
-    }
-
-    async fn open(&self, location: &str) -> Result<Arc<dyn Backend>> {
-        self.wrap(self.inner.open(location).await?)
-    }
-
-    async fn open_second(
-        &self,
-        location: &str,
-        first: &Arc<dyn Backend>,
-    ) -> Result<Arc<dyn Backend>> {
-        // The first is already wrapped; a second instance shares it as the engine does.
-        let _ = location;
-        Ok(first.clone())
-    }
-}
 
 /// redb files in one temporary folder.
 struct Redb {
@@ -85,13 +41,13 @@ impl Fixture for Redb {
 mod memory {
     use super::*;
 
-    stowage_core::conformance_tests!(Codec::new(MemoryFixture::new()));
+    stowage_core::conformance_tests!(Sealed::new(MemoryFixture::new()));
 }
 
 mod redb {
     use super::*;
 
-    stowage_core::conformance_tests!(Codec::new(Redb {
+    stowage_core::conformance_tests!(Sealed::new(Redb {
         dir: tempfile::tempdir().unwrap(),
         next: Default::default(),
     }));

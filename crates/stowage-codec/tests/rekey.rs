@@ -103,17 +103,17 @@ async fn rekey_under_writes(engine: Arc<dyn Backend>) {
 
     // The first run dies (a panic in its task, as a killed process would) after its third
     // batch; the second resumes from the checkpoint it reported.
-    let saved = Arc::new(parking_lot::Mutex::new(None::<RekeyCheckpoint>));
+    let saved = Arc::new(std::sync::Mutex::new(None::<RekeyCheckpoint>));
     let config = CodecConfig::new().compress_from(64).encrypt(ring.clone());
     let first = {
         let saved = saved.clone();
         tokio::spawn(rekey(engine.clone(), config.clone(), None, move |at| {
-            *saved.lock() = Some(at.clone());
+            *saved.lock().unwrap() = Some(at.clone());
             assert!(at.records < 3 * 256, "interrupted on purpose");
         }))
     };
     assert!(first.await.unwrap_err().is_panic());
-    let checkpoint = saved.lock().clone().unwrap();
+    let checkpoint = saved.lock().unwrap().clone().unwrap();
     assert!(checkpoint.records >= 768, "{checkpoint:?}");
     let mut calls = 0;
     let report = rekey(engine.clone(), config, Some(checkpoint), |_| calls += 1)

@@ -3,8 +3,17 @@
 //! afterwards.
 //!
 //! The suite drives time with a manual clock, so its stores run with `clock=caller`; the
-//! database's clock (the default) is tested in `tests/clock.rs`.
+//! database's clock (the default) is tested in `tests/clock.rs`. It runs twice: on the
+//! engine, and through the codec layer (every body compressed and sealed).
 
 mod support;
 
 stowage_core::conformance_tests!(support::PostgresFixture::new());
+
+mod sealed {
+    use super::*;
+
+    stowage_core::conformance_tests!(stowage_codec::testkit::Sealed::new(
+        support::PostgresFixture::new()
+    ));
+}

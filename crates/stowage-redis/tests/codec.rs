@@ -1,0 +1,91 @@
+//! What reaches Redis through the codec layer: read back with plain commands, a sealed
+//! store's record hashes hold no plaintext body; a ciphertext moved onto another record
+//! does not open and a flipped bit is `Corrupted`, naming the record.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use stowage_codec::{CodecConfig, CodecLayer, KeyRing};
+use stowage_core::{CollectionSpec, ErrorKind, IndexSpec, Put, Store};
+use support::FreshPrefix;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_hold_no_plaintext_and_damage_is_refused() {
+    let prefix = FreshPrefix::new();
+    let engine = support::open(&prefix.0, &[]).await.unwrap();
+    let config = CodecConfig::new().encrypt(KeyRing::generate());
+    let store = Store::from_backend(Arc::new(CodecLayer::new(Arc::new(engine), config).unwrap()));
+    let notes = store
+        .collection_with_spec::<Value>(
+            "notes",
+            CollectionSpec::new().index(IndexSpec::integer("n", "/n")),
+        )
+        .await
+        .unwrap();
+    for (id, n) in [("a", 1), ("b", 2)] {
+        let body = json!({"n": n, "text": format!("secret-body-{id} {}", "words ".repeat(80))});
+        notes.put(id, &body, Put::insert()).await.unwrap();
+    }
+
+    let client = redis::Client::open(format!("redis://{}", support::SERVER)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = |id: &str| format!("{}:{{default}}:rec:notes:{id}", prefix.0);
+    // Every key of the store, every value: no plaintext anywhere.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", prefix.0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.contains(&key("a")), "{keys:?}");
+    for k in &keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!dump.windows(11).any(|w| w == b"secret-body"), "{k}");
+    }
+    let body: Vec<u8> = redis::cmd("HGET")
+        .arg(key("a"))
+        .arg("body")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        body.starts_with(b"SWC") && body.len() < 200,
+        "{}",
+        body.len()
+    );
+
+    // a's ciphertext copied onto b: a valid frame, but bound to a.
+    let _: () = redis::cmd("HSET")
+        .arg(key("b"))
+        .arg("body")
+        .arg(&body)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = notes.get("b").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    assert!(
+        e.message().contains("\"b\"") && e.message().contains("notes"),
+        "{e}"
+    );
+    // One flipped bit in a.
+    let mut flipped = body.clone();
+    flipped[40] ^= 1;
+    let _: () = redis::cmd("HSET")
+        .arg(key("a"))
+        .arg("body")
+        .arg(&flipped)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = notes.get("a").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    assert!(e.message().contains("checksum"), "{e}");
+}
