@@ -83,6 +83,18 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
+    /// Destroy a namespace's data keys, so none of its encrypted records can be read again
+    /// — here or in any copy of them — then drop its collections.
+    Shred {
+        /// The store's URL.
+        #[arg(long, env = "STOWAGE_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// The namespace.
+        namespace: String,
+        /// Keep the (unreadable) records instead of dropping the collections.
+        #[arg(long)]
+        keep_records: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,6 +394,26 @@ fn keyring(command: KeyringCommand) -> Result<()> {
     Ok(())
 }
 
+async fn shred(url: &str, ns: &str, keep_records: bool) -> Result<()> {
+    // The engine itself: shredding needs no key ring.
+    let engine = Store::open(url).await?.backend().clone();
+    if !stowage::codec::shred(&engine, ns).await? {
+        return Err(stowage::Error::new(
+            stowage::ErrorKind::NotFound,
+            format!("namespace {ns:?} has no data keys (never encrypted, or already shredded)"),
+        ));
+    }
+    println!("namespace {ns} shredded: its data keys are destroyed");
+    if !keep_records {
+        let specs = engine.list_specs(ns).await?;
+        for (collection, _) in &specs {
+            engine.drop_collection(ns, collection).await?;
+        }
+        println!("{} collections of {ns} dropped", specs.len());
+    }
+    Ok(())
+}
+
 /// Writes a file whole or not at all (a temporary file renamed over it).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = path.with_extension("tmp");
@@ -560,6 +592,11 @@ async fn run(cli: Cli) -> Result<()> {
             keyring,
             checkpoint,
         } => rekey(&url, &keyring, checkpoint).await,
+        Command::Shred {
+            url,
+            namespace,
+            keep_records,
+        } => shred(&url, &namespace, keep_records).await,
     }
 }
 

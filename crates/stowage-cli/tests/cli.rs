@@ -372,4 +372,52 @@ async fn keyring_rotate_rekey_and_retire_from_the_shell() {
             "{out} {err}"
         );
     }
+
+    // Shredding one namespace: its records are gone for good, the others read.
+    let (ok, _, err) = run(a(&[
+        "put",
+        "--url",
+        &url,
+        "--keyring",
+        &ring_s,
+        "--namespace",
+        "tenant",
+        "notes",
+        "t1",
+        r#"{"x":1}"#,
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(a(&["shred", "--url", &url, "tenant"])).await;
+    assert!(
+        ok && out.contains("namespace tenant shredded"),
+        "{out} {err}"
+    );
+    assert!(out.contains("1 collections of tenant dropped"), "{out}");
+    let (ok, _, err) = run(a(&["shred", "--url", &url, "tenant"])).await;
+    assert!(!ok && err.contains("no data keys"), "{err}");
+    let (ok, _, err) = run(a(&[
+        "get",
+        "--url",
+        &url,
+        "--keyring",
+        &ring_s,
+        "--namespace",
+        "tenant",
+        "notes",
+        "t1",
+    ]))
+    .await;
+    assert!(!ok && err.contains("not"), "{err}");
+    let (ok, out, _) = run(a(&[
+        "get",
+        "--url",
+        &url,
+        "--keyring",
+        &ring_s,
+        "notes",
+        "n0",
+    ]))
+    .await;
+    assert!(ok && out.contains("plaintext-marker-0"), "{out}");
 }

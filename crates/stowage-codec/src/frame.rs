@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 4 | `SWC` and the frame version (1) |
 //! | 1 | flags: 1 compressed (zstd), 2 sealed (XChaCha20-Poly1305), 4 the body is JSON |
-//! | 4 + 24 | sealed only: the key id (u32 LE) and the nonce |
+//! | 4 + 24 | sealed only: the id of the namespace's data key (u32 LE; see `keys.rs`) and the nonce |
 //! | n | the payload: the body, compressed if flagged, then sealed if flagged (with its 16-byte tag) |
 //! | 4 | CRC-32 (LE) of everything before it |
 //!
@@ -18,7 +18,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use stowage_core::{Body, ContentType, Error, ErrorKind, Result};
 
-use crate::keyring::KeyRing;
+use crate::keyring::KeyBytes;
 
 const MAGIC: [u8; 4] = *b"SWC\x01";
 const COMPRESSED: u8 = 1;
@@ -38,8 +38,6 @@ pub(crate) struct Codec {
     pub(crate) compress_from: Option<usize>,
     /// zstd's level.
     pub(crate) level: i32,
-    /// Bodies are sealed with the ring's newest key (`None`: not encrypted).
-    pub(crate) ring: Option<KeyRing>,
     /// The largest body a frame may open to, so a damaged or hostile frame cannot make a
     /// read allocate without bound.
     pub(crate) max_body: usize,
@@ -86,8 +84,13 @@ pub(crate) fn sealed_with(stored: &Body) -> Option<u32> {
 }
 
 impl Codec {
-    /// The frame of `body` stored at `place`.
-    pub(crate) fn encode(&self, place: Place<'_>, body: &Body) -> Result<Body> {
+    /// The frame of `body` stored at `place`, sealed with `seal` (key id and key) if given.
+    pub(crate) fn encode(
+        &self,
+        place: Place<'_>,
+        body: &Body,
+        seal: Option<(u32, &KeyBytes)>,
+    ) -> Result<Body> {
         let mut flags = if body.content_type == ContentType::Json {
             JSON
         } else {
@@ -110,7 +113,7 @@ impl Codec {
         };
         let mut out = Vec::with_capacity(payload.len() + OVERHEAD);
         out.extend_from_slice(&MAGIC);
-        match self.ring.as_ref().and_then(KeyRing::newest) {
+        match seal {
             Some((key_id, key)) => {
                 flags |= SEALED;
                 out.push(flags);
@@ -137,10 +140,16 @@ impl Codec {
         Ok(Body::binary(out))
     }
 
-    /// The body a frame stored at `place` holds. Corrupted when it fails its checksum,
-    /// does not open (altered, or moved from another record) or does not decompress;
-    /// Unavailable when it was sealed with a key the ring does not hold.
-    pub(crate) fn decode(&self, place: Place<'_>, stored: &Body) -> Result<Body> {
+    /// The body a frame stored at `place` holds; `key` opens it if it is sealed (the key
+    /// its header names: see [`sealed_with`]). Corrupted when it fails its checksum, does
+    /// not open (altered, or moved from another record) or does not decompress;
+    /// Unavailable when it is sealed and no key is given.
+    pub(crate) fn decode(
+        &self,
+        place: Place<'_>,
+        stored: &Body,
+        key: Option<&KeyBytes>,
+    ) -> Result<Body> {
         let bytes = &stored.bytes[..];
         if stored.content_type != ContentType::Bytes || !bytes.starts_with(&MAGIC) {
             return Err(place.damaged("is not a codec frame (written without the codec layer?)"));
@@ -166,20 +175,16 @@ impl Codec {
             let key_id = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
             let header = &framed[..MAGIC.len() + 1 + 4];
             let nonce = XNonce::from_slice(&rest[4..4 + NONCE]);
-            let key = self
-                .ring
-                .as_ref()
-                .and_then(|r| r.get(key_id))
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                        "the body of {:?} in collection {:?} is sealed with key {key_id}, which \
-                         the key ring does not hold",
+            let key = key.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the body of {:?} in collection {:?} is sealed (key {key_id}): open the \
+                         store with its key ring",
                         place.id, place.collection
                     ),
-                    )
-                })?;
+                )
+            })?;
             let cipher = XChaCha20Poly1305::new(key.as_ref().into());
             opened = cipher
                 .decrypt(
@@ -214,6 +219,7 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zeroize::Zeroizing;
 
     fn place(id: &str) -> Place<'_> {
         Place {
@@ -223,63 +229,66 @@ mod tests {
         }
     }
 
-    fn codec(ring: Option<KeyRing>) -> Codec {
+    fn codec() -> Codec {
         Codec {
             compress_from: Some(64),
             level: 3,
-            ring,
             max_body: 1 << 20,
         }
+    }
+
+    fn key(byte: u8) -> KeyBytes {
+        Zeroizing::new([byte; 32])
     }
 
     #[test]
     fn frames_round_trip_and_refuse_damage() {
         let json = Body::json(format!("{{\"log\":\"{}\"}}", "line ".repeat(100)));
         let small = Body::binary(&b"\x00\x01"[..]);
-        for c in [codec(None), codec(Some(KeyRing::generate()))] {
+        let k = key(7);
+        let c = codec();
+        for seal in [None, Some((3, &k))] {
+            let open = seal.map(|(_, k)| k);
             for body in [&json, &small] {
-                let framed = c.encode(place("a"), body).unwrap();
-                assert_eq!(&c.decode(place("a"), &framed).unwrap(), body);
+                let framed = c.encode(place("a"), body, seal).unwrap();
+                assert_eq!(sealed_with(&framed), seal.map(|(id, _)| id));
+                assert_eq!(&c.decode(place("a"), &framed, open).unwrap(), body);
                 // A flipped bit anywhere is found by the checksum.
                 for at in [0, 5, framed.bytes.len() / 2, framed.bytes.len() - 1] {
                     let mut bad = framed.bytes.to_vec();
                     bad[at] ^= 0x10;
-                    let e = c.decode(place("a"), &Body::binary(bad)).unwrap_err();
+                    let e = c.decode(place("a"), &Body::binary(bad), open).unwrap_err();
                     assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
                 }
             }
-            let framed = c.encode(place("a"), &json).unwrap();
+            let framed = c.encode(place("a"), &json, seal).unwrap();
             assert!(framed.bytes.len() < json.bytes.len() / 4, "compressed");
         }
     }
 
     #[test]
-    fn a_sealed_body_opens_only_where_it_was_written_and_under_a_key_held() {
-        let mut ring = KeyRing::generate();
-        let c = codec(Some(ring.clone()));
+    fn a_sealed_body_opens_only_where_it_was_written_and_with_its_key() {
+        let c = codec();
+        let k = key(1);
         let body = Body::json("{\"secret\":\"s3cr3t\"}");
-        let framed = c.encode(place("a"), &body).unwrap();
+        let framed = c.encode(place("a"), &body, Some((1, &k))).unwrap();
         assert!(
             !framed.bytes.windows(6).any(|w| w == b"s3cr3t"),
             "plaintext stored"
         );
         // Moved onto another record (a valid frame, checksum and all): refused.
-        let e = c.decode(place("b"), &framed).unwrap_err();
+        let e = c.decode(place("b"), &framed, Some(&k)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupted);
         assert!(e.message().contains("moved from another record"), "{e}");
-        // Old keys keep opening; new writes use the newest.
-        ring.rotate();
-        let c2 = codec(Some(ring.clone()));
-        assert_eq!(c2.decode(place("a"), &framed).unwrap(), body);
-        let newer = c2.encode(place("a"), &body).unwrap();
-        assert_eq!(&newer.bytes[5..9], &2u32.to_le_bytes());
-        // A ring without the key: Unavailable, naming the key, never the material.
-        ring.retire(1);
-        let e = codec(Some(ring)).decode(place("a"), &framed).unwrap_err();
+        // Another key: refused the same way.
+        let e = c.decode(place("a"), &framed, Some(&key(2))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted);
+        // No key at all: Unavailable, naming the key id.
+        let e = c.decode(place("a"), &framed, None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.message().contains("key 1"), "{e}");
         // Not a frame at all.
-        let e = c.decode(place("a"), &body).unwrap_err();
+        let e = c.decode(place("a"), &body, Some(&k)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupted);
     }
 }

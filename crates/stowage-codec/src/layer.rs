@@ -1,6 +1,8 @@
 //! [`CodecLayer`]: bodies framed on the way in, opened on the way out.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use stowage_core::backend::{
@@ -9,8 +11,9 @@ use stowage_core::backend::{
 use stowage_core::layer::Layer;
 use stowage_core::{Error, Result, StoredRecord, Timestamp};
 
-use crate::frame::{Codec, Place, OVERHEAD};
-use crate::keyring::KeyRing;
+use crate::frame::{sealed_with, Codec, Place, OVERHEAD};
+use crate::keyring::{KeyBytes, KeyRing};
+use crate::keys::{DataKeys, KEYS_NAMESPACE};
 
 /// How a [`CodecLayer`] frames bodies. The default compresses bodies of 256 bytes or more
 /// with zstd level 3 and does not encrypt.
@@ -19,6 +22,7 @@ pub struct CodecConfig {
     compress_from: Option<usize>,
     level: i32,
     ring: Option<KeyRing>,
+    key_cache: Duration,
 }
 
 impl Default for CodecConfig {
@@ -27,6 +31,7 @@ impl Default for CodecConfig {
             compress_from: Some(256),
             level: 3,
             ring: None,
+            key_cache: Duration::from_secs(1),
         }
     }
 }
@@ -56,9 +61,18 @@ impl CodecConfig {
         self
     }
 
-    /// Seals every body with `ring`'s newest key; any key of the ring opens what it sealed.
+    /// Encrypts every body: with its namespace's data key under `ring`'s newest key (see
+    /// the crate docs); every key of the ring opens what it sealed.
     pub fn encrypt(mut self, ring: KeyRing) -> Self {
         self.ring = Some(ring);
+        self
+    }
+
+    /// How long unwrapped namespace data keys are used before they are read again (1 s by
+    /// default): how long, at most, an instance keeps reading a namespace another instance
+    /// shredded.
+    pub fn key_cache(mut self, time: Duration) -> Self {
+        self.key_cache = time;
         self
     }
 
@@ -69,13 +83,15 @@ impl CodecConfig {
 }
 
 /// A layer that stores every body as a frame (see the crate docs): compressed above a
-/// size, sealed with a key ring if one is given, and always checksummed. A body that fails
-/// its checksum or does not open is `Corrupted`, naming its collection and id, and is never
-/// returned as data. Index values, ids, versions and times pass through unchanged.
+/// size, sealed with the namespace's data key if a key ring is given, and always
+/// checksummed. A body that fails its checksum or does not open is `Corrupted`, naming its
+/// collection and id, and is never returned as data. Index values, ids, versions and times
+/// pass through unchanged. The reserved namespace of the data keys is hidden.
 #[derive(Debug)]
 pub struct CodecLayer {
     inner: Arc<dyn Backend>,
     codec: Codec,
+    keys: Option<DataKeys>,
 }
 
 impl CodecLayer {
@@ -97,30 +113,67 @@ impl CodecLayer {
             return Err(Error::invalid("the codec layer's key ring holds no key"));
         }
         Ok(CodecLayer {
+            keys: config
+                .ring
+                .map(|ring| DataKeys::new(inner.clone(), ring, config.key_cache)),
             inner,
             codec: Codec {
                 compress_from: config.compress_from,
                 level: config.level,
-                ring: config.ring,
                 max_body: caps.max_body_bytes,
             },
         })
     }
 
-    fn open_record(
+    /// [`crate::shred`] through this layer, which also forgets the keys it cached: every
+    /// record of `ns` is unreadable from now on. Whether the namespace had keys.
+    pub async fn shred(&self, ns: &str) -> Result<bool> {
+        let had = crate::keys::shred(&self.inner, ns).await?;
+        if let Some(keys) = &self.keys {
+            keys.forget(ns);
+        }
+        Ok(had)
+    }
+
+    /// Opens the bodies of `records` (all of namespace `ns`, collection `collection`),
+    /// reading each data key they need once.
+    async fn open_all(
         &self,
         ns: &str,
         collection: &str,
-        mut rec: StoredRecord,
-    ) -> Result<StoredRecord> {
-        let place = Place {
-            ns,
-            collection,
-            id: &rec.id,
-        };
-        rec.body = self.codec.decode(place, &rec.body)?;
-        Ok(rec)
+        records: Vec<&mut StoredRecord>,
+    ) -> Result<()> {
+        let mut keys: HashMap<u32, KeyBytes> = HashMap::new();
+        for rec in records {
+            let key = match (sealed_with(&rec.body), &self.keys) {
+                (Some(id), Some(data_keys)) => {
+                    if !keys.contains_key(&id) {
+                        keys.insert(id, data_keys.for_reading(ns, id).await?);
+                    }
+                    keys.get(&id)
+                }
+                _ => None,
+            };
+            let place = Place {
+                ns,
+                collection,
+                id: &rec.id,
+            };
+            rec.body = self.codec.decode(place, &rec.body, key)?;
+        }
+        Ok(())
     }
+}
+
+/// Refuses the reserved namespace of the data keys to callers (the store refuses names
+/// starting with `__` already; this guards callers of the backend itself).
+fn guard(ns: &str) -> Result<()> {
+    if ns == KEYS_NAMESPACE {
+        return Err(Error::invalid(format!(
+            "namespace {KEYS_NAMESPACE:?} is reserved for the codec layer's data keys"
+        )));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -137,12 +190,29 @@ impl Layer for CodecLayer {
         c
     }
 
+    async fn list_namespaces(&self) -> Result<Vec<String>> {
+        let mut names = self.inner.list_namespaces().await?;
+        names.retain(|ns| ns != KEYS_NAMESPACE);
+        Ok(names)
+    }
+
     async fn write(
         &self,
         ns: &str,
         mut ops: Vec<WriteOp>,
         now: Timestamp,
     ) -> Result<Vec<WriteResult>> {
+        guard(ns)?;
+        let writes_bodies = ops.iter().any(|op| {
+            matches!(
+                op.action,
+                WriteAction::Put { .. } | WriteAction::Restore { .. }
+            )
+        });
+        let seal = match &self.keys {
+            Some(keys) if writes_bodies => Some(keys.for_writing(ns).await?),
+            _ => None,
+        };
         for op in &mut ops {
             let place = Place {
                 ns,
@@ -151,7 +221,9 @@ impl Layer for CodecLayer {
             };
             match &mut op.action {
                 WriteAction::Put { body, .. } | WriteAction::Restore { body, .. } => {
-                    *body = self.codec.encode(place, body)?;
+                    *body =
+                        self.codec
+                            .encode(place, body, seal.as_ref().map(|(id, k)| (*id, k)))?;
                 }
                 _ => {}
             }
@@ -166,10 +238,10 @@ impl Layer for CodecLayer {
         id: &str,
         now: Timestamp,
     ) -> Result<Option<StoredRecord>> {
-        match self.inner.get(ns, c, id, now).await? {
-            Some(rec) => self.open_record(ns, c, rec).map(Some),
-            None => Ok(None),
-        }
+        guard(ns)?;
+        let mut found = self.inner.get(ns, c, id, now).await?;
+        self.open_all(ns, c, found.iter_mut().collect()).await?;
+        Ok(found)
     }
 
     async fn get_many(
@@ -179,32 +251,30 @@ impl Layer for CodecLayer {
         ids: &[String],
         now: Timestamp,
     ) -> Result<Vec<Option<StoredRecord>>> {
-        self.inner
-            .get_many(ns, c, ids, now)
-            .await?
-            .into_iter()
-            .map(|r| r.map(|r| self.open_record(ns, c, r)).transpose())
-            .collect()
+        guard(ns)?;
+        let mut found = self.inner.get_many(ns, c, ids, now).await?;
+        self.open_all(ns, c, found.iter_mut().flatten().collect())
+            .await?;
+        Ok(found)
     }
 
     async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
-        self.inner
-            .query(ns, r, now)
-            .await?
-            .into_iter()
-            .map(|mut hit| {
-                hit.record = self.open_record(ns, &r.collection, hit.record)?;
-                Ok(hit)
-            })
-            .collect()
+        guard(ns)?;
+        let mut hits = self.inner.query(ns, r, now).await?;
+        self.open_all(
+            ns,
+            &r.collection,
+            hits.iter_mut().map(|h| &mut h.record).collect(),
+        )
+        .await?;
+        Ok(hits)
     }
 
     async fn scan(&self, ns: &str, r: &ScanRequest, now: Timestamp) -> Result<Vec<StoredRecord>> {
-        self.inner
-            .scan(ns, r, now)
-            .await?
-            .into_iter()
-            .map(|rec| self.open_record(ns, &r.collection, rec))
-            .collect()
+        guard(ns)?;
+        let mut found = self.inner.scan(ns, r, now).await?;
+        self.open_all(ns, &r.collection, found.iter_mut().collect())
+            .await?;
+        Ok(found)
     }
 }

@@ -45,11 +45,13 @@
 
 mod frame;
 mod keyring;
+mod keys;
 mod layer;
 mod rekey;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use keyring::KeyRing;
+pub use keys::{shred, KEYS_NAMESPACE};
 pub use layer::{CodecConfig, CodecLayer};
 pub use rekey::{keys_in_use, rekey, RekeyCheckpoint, RekeyReport};

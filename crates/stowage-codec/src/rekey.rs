@@ -164,7 +164,9 @@ async fn rewrite(
 /// unsealed. An older key absent from the answer can be retired: nothing needs it.
 pub async fn keys_in_use(engine: &Arc<dyn Backend>) -> Result<BTreeMap<u32, u64>> {
     let mut usage = BTreeMap::new();
-    for ns in engine.list_namespaces().await? {
+    let mut namespaces = engine.list_namespaces().await?;
+    namespaces.retain(|ns| ns != crate::KEYS_NAMESPACE);
+    for ns in namespaces {
         for (collection, _) in engine.list_specs(&ns).await? {
             let mut after = None;
             loop {

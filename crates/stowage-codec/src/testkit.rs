@@ -77,3 +77,148 @@ impl<F: Fixture> Fixture for Sealed<F> {
         Ok(Arc::new(CodecLayer::new(second, config)?))
     }
 }
+
+/// Crypto-shredding, over two instances of one store (`first` and `second`: the same
+/// engine handle for an embedded engine, two connections for a shared one). Records of
+/// two namespaces are written through the first and read through the second; a copy of
+/// the first namespace's stored records is taken (as a backup would hold them); the first
+/// instance shreds that namespace. Then it is unreadable through both instances (the
+/// second within its key cache time) and from the copy put back, while the other namespace
+/// reads as before, and the shredded namespace takes new records under a new key.
+pub async fn shred_leaves_other_namespaces_intact(
+    first: Arc<dyn Backend>,
+    second: Arc<dyn Backend>,
+) {
+    use std::time::{Duration, Instant};
+
+    use futures_util::TryStreamExt;
+    use serde_json::{json, Value};
+    use stowage_core::{ErrorKind, Put, Store, StoredRecord};
+
+    let ring = KeyRing::generate();
+    let cache = Duration::from_millis(300);
+    let layer = |engine: &Arc<dyn Backend>| {
+        let config = CodecConfig::new().encrypt(ring.clone()).key_cache(cache);
+        Arc::new(CodecLayer::new(engine.clone(), config).expect("binary bodies"))
+    };
+    let (a_layer, b_layer) = (layer(&first), layer(&second));
+    let a = Store::from_backend(a_layer.clone());
+    let b = Store::from_backend(b_layer);
+    let spec = stowage_core::CollectionSpec::new()
+        .index(stowage_core::IndexSpec::string("owner", "/owner"));
+    for ns in ["tenant1", "tenant2"] {
+        let notes = a
+            .namespace(ns)
+            .expect("name")
+            .collection_with_spec::<Value>("notes", spec.clone())
+            .await
+            .expect("collection");
+        for i in 0..20 {
+            let body = json!({"owner": ns, "text": format!("note {i} of {ns}")});
+            notes
+                .put(&format!("n{i:02}"), &body, Put::insert())
+                .await
+                .expect("put");
+        }
+    }
+    let notes_of = |store: &Store, ns: &str| {
+        let s = store.namespace(ns).expect("name");
+        async move { s.existing_collection::<Value>("notes").await }
+    };
+    let b1 = notes_of(&b, "tenant1").await.expect("collection");
+    assert_eq!(
+        b1.get("n03").await.expect("get").expect("found").value["owner"],
+        "tenant1"
+    );
+    // What a backup taken now holds: the stored (sealed) records, straight from the engine.
+    let engine_copy = Store::from_backend(first.clone())
+        .namespace("tenant1")
+        .expect("name");
+    let backup: Vec<StoredRecord> = engine_copy
+        .existing_collection::<Value>("notes")
+        .await
+        .expect("collection")
+        .scan_stored(None)
+        .try_collect()
+        .await
+        .expect("scan");
+    assert_eq!(backup.len(), 20);
+
+    assert!(a_layer.shred("tenant1").await.expect("shred"));
+    let shredded_at = Instant::now();
+    let a1 = notes_of(&a, "tenant1").await.expect("collection");
+    let e = a1.get("n03").await.expect_err("shredded");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.message().contains("shredded"), "{e}");
+    // The other instance stops reading it within its key cache time.
+    loop {
+        match b1.get("n03").await {
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+                break;
+            }
+            Ok(_) => assert!(
+                shredded_at.elapsed() < cache + Duration::from_millis(200),
+                "the second instance still reads after {:?}",
+                shredded_at.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a1
+        .query(&stowage_core::Query::new().eq("owner", "tenant1"))
+        .await
+        .is_err());
+    // The other namespace is intact through both.
+    for store in [&a, &b] {
+        let other = notes_of(store, "tenant2").await.expect("collection");
+        let all: Vec<_> = other.scan().try_collect().await.expect("scan");
+        assert_eq!(all.len(), 20);
+        assert!(all.iter().all(|r| r.value["owner"] == "tenant2"));
+    }
+    // New records in the shredded namespace get a new key; the old copy, put back, does
+    // not open under it.
+    a1.put(
+        "fresh",
+        &json!({"owner": "tenant1", "text": "after"}),
+        Put::insert(),
+    )
+    .await
+    .expect("put after shred");
+    assert_eq!(
+        a1.get("fresh").await.expect("get").expect("found").value["text"],
+        "after"
+    );
+    // Put back below the layer, as a restore of the engine's records would.
+    let revision = first
+        .load_spec("tenant1", "notes")
+        .await
+        .expect("spec")
+        .expect("collection")
+        .revision;
+    let ops = backup
+        .iter()
+        .map(|rec| stowage_core::backend::WriteOp {
+            collection: "notes".to_owned(),
+            revision,
+            id: rec.id.clone(),
+            precondition: stowage_core::Precondition::None,
+            action: stowage_core::backend::WriteAction::Restore {
+                meta: stowage_core::RecordMeta::of(rec),
+                body: rec.body.clone(),
+                index: Vec::new(),
+            },
+        })
+        .collect();
+    first
+        .write("tenant1", ops, stowage_core::Timestamp::now())
+        .await
+        .expect("put the copy back");
+    for rec in backup.iter().take(3) {
+        let e = a1
+            .get(&rec.id)
+            .await
+            .expect_err("an old copy stays unreadable");
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    }
+}

@@ -91,3 +91,17 @@ async fn rows_hold_no_plaintext_and_damage_is_refused() {
     assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
     assert!(e.message().contains("checksum"), "{e}");
 }
+
+/// Crypto-shredding with two instances (two pools) over one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shredding_a_namespace_leaves_the_others_intact() {
+    let db = FreshDatabase::new().await;
+    let open = || async {
+        let config = PostgresConfig::from_url_parts(&db.location(), &[]).unwrap();
+        let engine: Arc<dyn stowage_core::backend::Backend> =
+            Arc::new(PostgresBackend::connect(config).await.unwrap());
+        engine
+    };
+    let (first, second) = (open().await, open().await);
+    stowage_codec::testkit::shred_leaves_other_namespaces_intact(first, second).await;
+}

@@ -89,3 +89,14 @@ async fn hashes_hold_no_plaintext_and_damage_is_refused() {
     assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
     assert!(e.message().contains("checksum"), "{e}");
 }
+
+/// Crypto-shredding with two instances (two connections) over one prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shredding_a_namespace_leaves_the_others_intact() {
+    let prefix = FreshPrefix::new();
+    let first: Arc<dyn stowage_core::backend::Backend> =
+        Arc::new(support::open(&prefix.0, &[]).await.unwrap());
+    let second: Arc<dyn stowage_core::backend::Backend> =
+        Arc::new(support::open(&prefix.0, &[]).await.unwrap());
+    stowage_codec::testkit::shred_leaves_other_namespaces_intact(first, second).await;
+}
