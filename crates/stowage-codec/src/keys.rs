@@ -185,6 +185,36 @@ impl DataKeys {
         })
     }
 
+    /// Every data key of `ns` the ring can unwrap (for blind-index queries, which look
+    /// for tokens under each). Empty when the namespace has none.
+    pub(crate) async fn all_for_reading(&self, ns: &str) -> Result<Vec<KeyBytes>> {
+        let fresh = self
+            .cache
+            .lock()
+            .get(ns)
+            .is_some_and(|c| c.at.elapsed() <= self.ttl);
+        let ids: Vec<u32> = if fresh {
+            self.cache
+                .lock()
+                .get(ns)
+                .map(|c| c.loaded.wrapped.keys().copied().collect())
+                .unwrap_or_default()
+        } else {
+            self.load(ns).await?.wrapped.keys().copied().collect()
+        };
+        let mut keys = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.cached(ns, id, true) {
+                Ok(Some(k)) => keys.push(k),
+                Ok(None) => {}
+                // A data key under a retired ring key seals nothing any more.
+                Err(e) if e.kind() == ErrorKind::Unavailable => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(keys)
+    }
+
     /// Forgets what is cached for `ns` (after a shred through this instance).
     pub(crate) fn forget(&self, ns: &str) {
         self.cache.lock().remove(ns);
@@ -319,7 +349,7 @@ impl DataKeys {
 
 /// The wrapped entries of a `data_keys` record.
 fn parse(ns: &str, bytes: &[u8]) -> Result<BTreeMap<u32, (u32, Vec<u8>)>> {
-    if bytes.len() % ENTRY != 0 {
+    if !bytes.len().is_multiple_of(ENTRY) {
         return Err(Error::new(
             ErrorKind::Corrupted,
             format!("the data keys of namespace {ns:?} are damaged (truncated)"),

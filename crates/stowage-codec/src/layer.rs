@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use stowage_core::backend::{
-    Backend, Capabilities, QueryHit, QueryRequest, ScanRequest, WriteAction, WriteOp, WriteResult,
+    Backend, Capabilities, IndexFill, QueryHit, QueryRequest, Revision, ScanRequest, WriteAction,
+    WriteOp, WriteResult,
 };
 use stowage_core::layer::Layer;
 use stowage_core::{Error, Result, StoredRecord, Timestamp};
 
+use crate::blind;
 use crate::frame::{sealed_with, Codec, Place, OVERHEAD};
 use crate::keyring::{KeyBytes, KeyRing};
 use crate::keys::{DataKeys, KEYS_NAMESPACE};
@@ -92,7 +95,13 @@ pub struct CodecLayer {
     inner: Arc<dyn Backend>,
     codec: Codec,
     keys: Option<DataKeys>,
+    /// The blind indexes of each collection (namespace, collection) at the revision last
+    /// seen.
+    blind: Mutex<HashMap<(String, String), (Revision, BlindNames)>>,
 }
+
+/// The blind indexes of one collection.
+type BlindNames = Arc<Vec<String>>;
 
 impl CodecLayer {
     /// Wraps `inner`. Unsupported when `inner` cannot store opaque bytes (a frame is
@@ -122,7 +131,60 @@ impl CodecLayer {
                 level: config.level,
                 max_body: caps.max_body_bytes,
             },
+            blind: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The blind indexes of collection `c` at `revision` (a spec never changes within a
+    /// revision, so the answer is cached by it).
+    async fn blind_names(&self, ns: &str, c: &str, revision: Revision) -> Result<BlindNames> {
+        if self.keys.is_none() {
+            return Ok(Arc::default());
+        }
+        let key = (ns.to_owned(), c.to_owned());
+        if let Some((r, names)) = self.blind.lock().get(&key) {
+            if *r == revision {
+                return Ok(names.clone());
+            }
+        }
+        let Some(stored) = self.inner.load_spec(ns, c).await? else {
+            // The engine answers for a missing collection.
+            return Ok(Arc::default());
+        };
+        let names: BlindNames = Arc::new(
+            stored
+                .spec
+                .indexes
+                .iter()
+                .filter(|i| i.blind)
+                .map(|i| i.name.clone())
+                .collect(),
+        );
+        self.blind
+            .lock()
+            .insert(key, (stored.revision, names.clone()));
+        Ok(names)
+    }
+
+    /// The request with its blind-index predicates turned into tokens; `None` when the
+    /// namespace has no data key yet, so nothing can match.
+    async fn hide_query(&self, ns: &str, r: &QueryRequest) -> Result<Option<QueryRequest>> {
+        let names = self.blind_names(ns, &r.collection, r.revision).await?;
+        let Some(keys) = self
+            .keys
+            .as_ref()
+            .filter(|_| blind::touches(&r.filter, &names))
+        else {
+            return Ok(Some(r.clone()));
+        };
+        let data_keys = keys.all_for_reading(ns).await?;
+        if data_keys.is_empty() {
+            return Ok(None);
+        }
+        let blind_keys: Vec<KeyBytes> = data_keys.iter().map(blind::blind_key).collect();
+        let mut hidden = r.clone();
+        blind::hide_filter(&mut hidden.filter, &names, &blind_keys);
+        Ok(Some(hidden))
     }
 
     /// [`crate::shred`] through this layer, which also forgets the keys it cached: every
@@ -147,8 +209,8 @@ impl CodecLayer {
         for rec in records {
             let key = match (sealed_with(&rec.body), &self.keys) {
                 (Some(id), Some(data_keys)) => {
-                    if !keys.contains_key(&id) {
-                        keys.insert(id, data_keys.for_reading(ns, id).await?);
+                    if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(id) {
+                        slot.insert(data_keys.for_reading(ns, id).await?);
                     }
                     keys.get(&id)
                 }
@@ -187,6 +249,7 @@ impl Layer for CodecLayer {
         // What the caller may write: a frame adds its header, nonce, tag and checksum (and
         // an incompressible body is stored as it is).
         c.max_body_bytes = c.max_body_bytes.saturating_sub(OVERHEAD);
+        c.blind_indexes = self.keys.is_some();
         c
     }
 
@@ -213,6 +276,17 @@ impl Layer for CodecLayer {
             Some(keys) if writes_bodies => Some(keys.for_writing(ns).await?),
             _ => None,
         };
+        if let Some((_, data_key)) = &seal {
+            let blind_key = blind::blind_key(data_key);
+            for op in &mut ops {
+                if let WriteAction::Put { index, .. } | WriteAction::Restore { index, .. } =
+                    &mut op.action
+                {
+                    let names = self.blind_names(ns, &op.collection, op.revision).await?;
+                    blind::hide_entries(index, &names, &blind_key);
+                }
+            }
+        }
         for op in &mut ops {
             let place = Place {
                 ns,
@@ -258,8 +332,48 @@ impl Layer for CodecLayer {
         Ok(found)
     }
 
+    async fn fill_index(
+        &self,
+        ns: &str,
+        c: &str,
+        revision: Revision,
+        mut fills: Vec<IndexFill>,
+        now: Timestamp,
+    ) -> Result<()> {
+        guard(ns)?;
+        let names = self.blind_names(ns, c, revision).await?;
+        if let Some(keys) = self.keys.as_ref().filter(|_| !names.is_empty()) {
+            let (_, data_key) = keys.for_writing(ns).await?;
+            let blind_key = blind::blind_key(&data_key);
+            for fill in &mut fills {
+                blind::hide_entries(&mut fill.index, &names, &blind_key);
+            }
+        }
+        self.inner.fill_index(ns, c, revision, fills, now).await
+    }
+
+    async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        guard(ns)?;
+        match self.hide_query(ns, r).await? {
+            Some(r) => self.inner.count(ns, &r, now).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn delete_matching(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
+        guard(ns)?;
+        match self.hide_query(ns, r).await? {
+            Some(r) => self.inner.delete_matching(ns, &r, now).await,
+            None => Ok(0),
+        }
+    }
+
     async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
         guard(ns)?;
+        let Some(r) = self.hide_query(ns, r).await? else {
+            return Ok(Vec::new());
+        };
+        let r = &r;
         let mut hits = self.inner.query(ns, r, now).await?;
         self.open_all(
             ns,

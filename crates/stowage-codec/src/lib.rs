@@ -43,6 +43,7 @@
 
 #![deny(missing_docs)]
 
+mod blind;
 mod frame;
 mod keyring;
 mod keys;

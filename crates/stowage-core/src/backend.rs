@@ -129,6 +129,9 @@ pub struct Capabilities {
     /// A query, a count or a scan page reads one consistent state. When false, each record
     /// returned is as of when it was read, and still matches the query then.
     pub snapshot_reads: bool,
+    /// Blind indexes ([`crate::IndexSpec::blind`]) are kept as keyed hashes: claimed by the
+    /// codec layer when it encrypts, by no engine.
+    pub blind_indexes: bool,
 }
 
 /// How far an atomic batch may reach.

@@ -120,6 +120,15 @@ impl Filter {
                 ))
             })?;
             let ty = ix.index_type;
+            let ranged = [&cond.gt, &cond.gte, &cond.lt, &cond.lte]
+                .iter()
+                .any(|b| b.is_some());
+            if ix.blind && (ranged || cond.prefix.is_some()) {
+                return Err(Error::invalid(format!(
+                    "index {name:?} is blind: it keeps keyed hashes of its values, so only eq \
+                     and in work on it, not ranges or prefixes"
+                )));
+            }
             let conv = |op: &str, v: &Value| {
                 IndexValue::from_json(ty, v, &|| format!("query {op} on index {name:?}"))
             };
@@ -360,6 +369,11 @@ impl Query {
                     return Err(Error::invalid(format!(
                         "cannot order by {name:?}: it is multi-valued, so a record has no single \
                          place in its order"
+                    )));
+                }
+                if ix.blind {
+                    return Err(Error::invalid(format!(
+                        "cannot order by {name:?}: it is blind, and keyed hashes have no order"
                     )));
                 }
                 Some(name.to_owned())

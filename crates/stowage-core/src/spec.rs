@@ -82,6 +82,12 @@ pub struct IndexSpec {
     /// index is rewritten in place.
     #[serde(default, skip_serializing_if = "is_false")]
     pub covering: bool,
+    /// Keep keyed hashes of the values, never the values: `eq` and `in` work, range, prefix
+    /// and order are refused. A string index only, on a store whose codec layer encrypts
+    /// ([`crate::Capabilities::blind_indexes`]); the engine then sees neither the field (in
+    /// the sealed body) nor its values.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blind: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -98,6 +104,7 @@ impl IndexSpec {
             unique: false,
             multi: false,
             covering: false,
+            blind: false,
         }
     }
 
@@ -141,6 +148,12 @@ impl IndexSpec {
     /// Makes the index covering: it keeps a copy of each record (see [`IndexSpec::covering`]).
     pub fn covering(mut self) -> Self {
         self.covering = true;
+        self
+    }
+
+    /// Makes the index blind: keyed hashes of its values only (see [`IndexSpec::blind`]).
+    pub fn blind(mut self) -> Self {
+        self.blind = true;
         self
     }
 
@@ -262,6 +275,14 @@ impl CollectionSpec {
                     ix.name, ix.path
                 ))
             })?;
+            if ix.blind && ix.index_type != IndexType::String {
+                return Err(Error::invalid(format!(
+                    "index {:?} is blind, so it must be a string index (its values are kept as \
+                     keyed hashes, which only compare equal), not {}",
+                    ix.name,
+                    ix.index_type.as_str()
+                )));
+            }
         }
         if self.default_ttl_seconds == Some(0) {
             return Err(Error::invalid(
@@ -327,6 +348,9 @@ fn describe_index(ix: &IndexSpec) -> String {
     }
     if ix.covering {
         s.push_str(" covering");
+    }
+    if ix.blind {
+        s.push_str(" blind");
     }
     s
 }

@@ -492,6 +492,17 @@ impl Store {
     }
 
     fn check_supported(&self, spec: &CollectionSpec) -> Result<()> {
+        if !self.shared.capabilities.blind_indexes {
+            if let Some(ix) = spec.indexes.iter().find(|i| i.blind) {
+                return Err(Error::unsupported(
+                    self.backend_name(),
+                    &format!(
+                        "blind indexes (index {:?}): they need the codec layer with a key ring",
+                        ix.name
+                    ),
+                ));
+            }
+        }
         if !self.shared.capabilities.unique_indexes {
             if let Some(ix) = spec.indexes.iter().find(|i| i.unique) {
                 return Err(Error::unsupported(

@@ -26,14 +26,25 @@ async fn rows_hold_no_plaintext_and_damage_is_refused() {
     let notes = store
         .collection_with_spec::<Value>(
             "notes",
-            CollectionSpec::new().index(IndexSpec::integer("n", "/n")),
+            CollectionSpec::new()
+                .index(IndexSpec::integer("n", "/n"))
+                .index(IndexSpec::string("email", "/email").blind().unique()),
         )
         .await
         .unwrap();
     for (id, n) in [("a", 1), ("b", 2)] {
-        let body = json!({"n": n, "text": format!("secret-body-{id} {}", "words ".repeat(80))});
+        let body = json!({
+            "n": n,
+            "email": format!("secret-mail-{id}@example.org"),
+            "text": format!("secret-body-{id} {}", "words ".repeat(80)),
+        });
         notes.put(id, &body, Put::insert()).await.unwrap();
     }
+    let found = notes
+        .query(&stowage_core::Query::new().eq("email", "secret-mail-b@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
 
     let client = db.connect().await;
     let rows = client
@@ -57,7 +68,26 @@ async fn rows_hold_no_plaintext_and_damage_is_refused() {
             blob.len()
         );
     }
-    // The index column holds the value: queries still run in the database.
+    // The blind index holds tokens: the address appears in no column of any row.
+    let rows_as_text: String = client
+        .query_one(
+            "SELECT string_agg(t::text, ' ') FROM \"default\".notes t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!rows_as_text.contains("secret-mail"), "{rows_as_text}");
+    let token: String = client
+        .query_one("SELECT ix_email FROM \"default\".notes WHERE id = 'a'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{token}"
+    );
+    // A plain index column holds the value: queries still run in the database.
     let n: i64 = client
         .query_one("SELECT ix_n FROM \"default\".notes WHERE id = 'b'", &[])
         .await

@@ -22,14 +22,25 @@ async fn hashes_hold_no_plaintext_and_damage_is_refused() {
     let notes = store
         .collection_with_spec::<Value>(
             "notes",
-            CollectionSpec::new().index(IndexSpec::integer("n", "/n")),
+            CollectionSpec::new()
+                .index(IndexSpec::integer("n", "/n"))
+                .index(IndexSpec::string("email", "/email").blind().unique()),
         )
         .await
         .unwrap();
     for (id, n) in [("a", 1), ("b", 2)] {
-        let body = json!({"n": n, "text": format!("secret-body-{id} {}", "words ".repeat(80))});
+        let body = json!({
+            "n": n,
+            "email": format!("secret-mail-{id}@example.org"),
+            "text": format!("secret-body-{id} {}", "words ".repeat(80)),
+        });
         notes.put(id, &body, Put::insert()).await.unwrap();
     }
+    let found = notes
+        .query(&stowage_core::Query::new().eq("email", "secret-mail-b@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
 
     let client = redis::Client::open(format!("redis://{}", support::SERVER)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -48,6 +59,7 @@ async fn hashes_hold_no_plaintext_and_damage_is_refused() {
             .await
             .unwrap();
         assert!(!dump.windows(11).any(|w| w == b"secret-body"), "{k}");
+        assert!(!dump.windows(11).any(|w| w == b"secret-mail"), "{k}");
     }
     let body: Vec<u8> = redis::cmd("HGET")
         .arg(key("a"))

@@ -80,7 +80,7 @@ pub fn document(tokens_required: bool) -> Value {
             "changed",
             json!({"$ref": "#/components/schemas/CollectionSpec"}),
         ),
-        &["400", "401", "403", "409"],
+        &["400", "401", "403", "409", "501"],
     );
     put_collection_responses["201"] = json!({"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CollectionSpec"}}}});
     let common = ["400", "401", "403", "404", "413", "503", "500"];
@@ -104,7 +104,8 @@ pub fn document(tokens_required: bool) -> Value {
                     "path": {"type": "string", "pattern": "^/([^~]|~[01])*$", "description": "JSON pointer"},
                     "type": {"type": "string", "enum": ["string", "integer", "float", "bool", "timestamp"]},
                     "unique": {"type": "boolean"}, "multi": {"type": "boolean"},
-                    "covering": {"type": "boolean", "description": "keep record copies in the index: queries walking it read no records table"}}},
+                    "covering": {"type": "boolean", "description": "keep record copies in the index: queries walking it read no records table"},
+                    "blind": {"type": "boolean", "description": "keep keyed hashes of the values (a string index; eq and in only): needs a server started with a key ring, 501 otherwise"}}},
                 "CollectionSpec": {"type": "object", "additionalProperties": false, "properties": {
                     "indexes": {"type": "array", "items": {"$ref": "#/components/schemas/IndexSpec"}},
                     "default_ttl_seconds": count(1)}},

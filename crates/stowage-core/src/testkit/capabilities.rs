@@ -246,3 +246,109 @@ pub async fn change_feed(f: Arc<dyn Fixture>) {
     .unwrap();
     assert_eq!((e.id.as_deref(), e.version), (Some("a"), Some(1)));
 }
+
+/// `blind_indexes`: `eq` and `in` find records by a blind index (unique and multi-valued
+/// ones too, and one added to a collection that has records), `count` and `delete_where`
+/// use it, a unique clash is caught; range, prefix and order are refused, and so is a blind
+/// index that is not a string index. Unclaimed, declaring one is refused.
+pub async fn blind_indexes(f: Arc<dyn Fixture>) {
+    use serde_json::{json, Value};
+
+    use crate::{Filter, IndexSpec, Query};
+
+    let cx = Ctx::new(f).await;
+    let spec = CollectionSpec::new()
+        .index(IndexSpec::string("email", "/email").blind().unique())
+        .index(IndexSpec::string("tags", "/tags").blind().multi())
+        .index(IndexSpec::string("city", "/city"));
+    let r = cx
+        .store
+        .collection_with_spec::<Value>("people", spec.clone())
+        .await;
+    if !cx.store.capabilities().blind_indexes {
+        let e = expect_err(r, ErrorKind::Unsupported);
+        assert!(e.message().contains("blind"), "{e}");
+        assert!(cx.store.collections().await.unwrap().is_empty());
+        return;
+    }
+    let people = r.unwrap();
+    for i in 0..30 {
+        let body = json!({
+            "email": format!("p{i}@example.com"),
+            "tags": [format!("t{}", i % 3), "all"],
+            "city": if i % 2 == 0 { "Oslo" } else { "Lima" },
+            "name": format!("person {i}"),
+        });
+        people
+            .put(&format!("p{i:02}"), &body, Put::insert())
+            .await
+            .unwrap();
+    }
+    let ids = |page: crate::Page<Value>| -> Vec<String> {
+        page.items.into_iter().map(|r| r.id).collect()
+    };
+    let q = Query::new().eq("email", "p7@example.com");
+    assert_eq!(ids(people.query(&q).await.unwrap()), ["p07"]);
+    let q = Query::new().any_of("email", ["p1@example.com", "p2@example.com", "nobody"]);
+    assert_eq!(ids(people.query(&q).await.unwrap()), ["p01", "p02"]);
+    let q = Query::new().eq("tags", "t1").eq("city", "Lima");
+    assert_eq!(
+        ids(people.query(&q).await.unwrap()),
+        ["p01", "p07", "p13", "p19", "p25"]
+    );
+    assert_eq!(
+        people
+            .count(&Filter::new().eq("tags", "all"))
+            .await
+            .unwrap(),
+        30
+    );
+    let clash = json!({"email": "p3@example.com", "tags": [], "city": "Rome"});
+    let e = expect_err(
+        people.put("other", &clash, Put::insert()).await,
+        ErrorKind::AlreadyExists,
+    );
+    assert_eq!(e.index(), Some("email"), "{e}");
+    // Only equality: no range, prefix or order.
+    for bad in [
+        Query::new().gte("email", "p"),
+        Query::new().prefix("email", "p1"),
+        Query::new().order_by("email"),
+    ] {
+        let e = expect_err(people.query(&bad).await, ErrorKind::InvalidInput);
+        assert!(e.message().contains("blind"), "{e}");
+    }
+    let e = expect_err(
+        cx.store
+            .collection_with_spec::<Value>(
+                "numbers",
+                CollectionSpec::new().index(IndexSpec::integer("n", "/n").blind()),
+            )
+            .await,
+        ErrorKind::InvalidInput,
+    );
+    assert!(e.message().contains("string index"), "{e}");
+    // A blind index added later indexes the records already there.
+    let wider = spec.index(IndexSpec::string("name", "/name").blind());
+    let people = cx
+        .store
+        .collection_with_spec::<Value>("people", wider)
+        .await
+        .unwrap();
+    let q = Query::new().eq("name", "person 12");
+    assert_eq!(ids(people.query(&q).await.unwrap()), ["p12"]);
+    assert_eq!(
+        people
+            .delete_where(&Filter::new().eq("tags", "t0"))
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        people
+            .count(&Filter::new().eq("tags", "all"))
+            .await
+            .unwrap(),
+        20
+    );
+}

@@ -512,7 +512,7 @@ macro_rules! conformance_tests {
                       bad_spec, bad_names }
             capabilities { atomic_batch, unique_indexes, ttl, binary_bodies, persistent,
                            max_body_bytes, batch_scope, max_batch_ops, shared, engine_clock,
-                           change_feed }
+                           change_feed, blind_indexes }
             property { random_operations_match_the_memory_model }
         }
     };
