@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use stowage_codec::testkit::Sealed;
+use stowage_codec::testkit::sealed;
 use stowage_core::backend::Backend;
 use stowage_core::testkit::{Fixture, MemoryFixture};
 use stowage_core::Result;
@@ -41,13 +41,13 @@ impl Fixture for Redb {
 mod memory {
     use super::*;
 
-    stowage_core::conformance_tests!(Sealed::new(MemoryFixture::new()));
+    stowage_core::conformance_tests!(sealed(MemoryFixture::new()));
 }
 
 mod redb {
     use super::*;
 
-    stowage_core::conformance_tests!(Sealed::new(Redb {
+    stowage_core::conformance_tests!(sealed(Redb {
         dir: tempfile::tempdir().unwrap(),
         next: Default::default(),
     }));

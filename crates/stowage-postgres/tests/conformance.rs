@@ -3,8 +3,9 @@
 //! afterwards.
 //!
 //! The suite drives time with a manual clock, so its stores run with `clock=caller`; the
-//! database's clock (the default) is tested in `tests/clock.rs`. It runs twice: on the
-//! engine, and through the codec layer (every body compressed and sealed).
+//! database's clock (the default) is tested in `tests/clock.rs`. It runs three times: on
+//! the engine, through the codec layer (every body compressed and sealed), and through the
+//! near cache (each instance with its own, kept coherent by the change feed).
 
 mod support;
 
@@ -13,7 +14,15 @@ stowage_core::conformance_tests!(support::PostgresFixture::new());
 mod sealed {
     use super::*;
 
-    stowage_core::conformance_tests!(stowage_codec::testkit::Sealed::new(
+    stowage_core::conformance_tests!(stowage_codec::testkit::sealed(
+        support::PostgresFixture::new()
+    ));
+}
+
+mod cached {
+    use super::*;
+
+    stowage_core::conformance_tests!(stowage_cache::testkit::cached(
         support::PostgresFixture::new()
     ));
 }

@@ -158,6 +158,80 @@ impl<F: Fixture> Fixture for Layered<F> {
     }
 }
 
+/// A fixture whose stores are each wrapped by `wrap` (a layer under test: the codec, the
+/// cache). A second instance is opened from the engine under the first, not from the
+/// wrapped first (which would wrap twice), and wrapped alike; an embedded engine's second
+/// instance shares the first.
+pub struct Wrapped<F> {
+    inner: F,
+    wrap: WrapFn,
+    /// The engine under each wrapped store, by location. Weak: the suite drops every
+    /// handle before reopening, and an embedded engine has one owner.
+    engines: Mutex<std::collections::HashMap<String, std::sync::Weak<dyn Backend>>>,
+}
+
+type WrapFn = Box<dyn Fn(Arc<dyn Backend>) -> Result<Arc<dyn Backend>> + Send + Sync>;
+
+impl<F> std::fmt::Debug for Wrapped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wrapped").finish_non_exhaustive()
+    }
+}
+
+impl<F: Fixture> Wrapped<F> {
+    /// `inner`'s stores, each wrapped by `wrap`.
+    pub fn new(
+        inner: F,
+        wrap: impl Fn(Arc<dyn Backend>) -> Result<Arc<dyn Backend>> + Send + Sync + 'static,
+    ) -> Self {
+        Wrapped {
+            inner,
+            wrap: Box::new(wrap),
+            engines: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn wrap_at(&self, location: &str, engine: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+        self.engines
+            .lock()
+            .insert(location.to_owned(), Arc::downgrade(&engine));
+        (self.wrap)(engine)
+    }
+}
+
+#[async_trait]
+impl<F: Fixture> Fixture for Wrapped<F> {
+    async fn create(&self) -> Result<(Arc<dyn Backend>, String)> {
+        let (engine, location) = self.inner.create().await?;
+        Ok((self.wrap_at(&location, engine)?, location))
+    }
+
+    async fn open(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        let engine = self.inner.open(location).await?;
+        self.wrap_at(location, engine)
+    }
+
+    async fn open_second(
+        &self,
+        location: &str,
+        first: &Arc<dyn Backend>,
+    ) -> Result<Arc<dyn Backend>> {
+        let engine = self
+            .engines
+            .lock()
+            .get(location)
+            .and_then(std::sync::Weak::upgrade);
+        let Some(engine) = engine else {
+            return Ok(first.clone());
+        };
+        let second = self.inner.open_second(location, &engine).await?;
+        if Arc::ptr_eq(&second, &engine) {
+            return Ok(first.clone());
+        }
+        (self.wrap)(second)
+    }
+}
+
 /// Runs one suite test on a fresh multi-threaded runtime. The macro's tests call this.
 pub fn run<F, Fut>(fixture: F, test: fn(Arc<dyn Fixture>) -> Fut)
 where
