@@ -32,6 +32,9 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7070";
 /// purge_every_seconds = 60
 /// # bodies sealed with the ring's newest key (and compressed); or compress = true alone
 /// keyring = "/etc/stowage/keyring"
+/// # a near cache of 256 MiB; sessions always read from the store
+/// cache_mb = 256
+/// cache_bypass = ["sessions"]
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +49,9 @@ pub struct FileConfig {
     pub keyring: Option<std::path::PathBuf>,
     #[serde(default)]
     pub compress: bool,
+    pub cache_mb: Option<u64>,
+    #[serde(default)]
+    pub cache_bypass: Vec<String>,
 }
 
 impl FileConfig {
@@ -61,6 +67,7 @@ impl FileConfig {
 pub struct Resolved {
     pub url: String,
     pub codec: Option<stowage::CodecConfig>,
+    pub cache: Option<stowage::CacheConfig>,
     pub addr: SocketAddr,
     pub server: ServerConfig,
 }

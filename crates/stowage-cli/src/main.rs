@@ -194,6 +194,13 @@ struct ServeArgs {
     log_format: LogFormat,
     #[command(flatten)]
     codec: CodecArgs,
+    /// A near cache of this many MiB in front of the store (0: none, the default): point
+    /// reads from memory, kept coherent with other servers through the change feed.
+    #[arg(long, env = "STOWAGE_CACHE_MB")]
+    cache_mb: Option<u64>,
+    /// Collections the cache never holds, separated by ',' (sessions, revocations).
+    #[arg(long, env = "STOWAGE_CACHE_BYPASS", value_delimiter = ',')]
+    cache_bypass: Vec<String>,
 }
 
 /// How `stowage serve` writes its log lines.
@@ -254,7 +261,21 @@ impl ServeArgs {
             .or(file.addr)
             .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
         let keyring = self.codec.keyring.or(file.keyring);
+        let cache_mb = self.cache_mb.or(file.cache_mb).unwrap_or(0);
+        let bypass = if self.cache_bypass.is_empty() {
+            file.cache_bypass
+        } else {
+            self.cache_bypass
+        };
+        let cache = (cache_mb > 0).then(|| {
+            bypass
+                .into_iter()
+                .fold(stowage::CacheConfig::new(cache_mb << 20), |c, b| {
+                    c.bypass(b)
+                })
+        });
         Ok(Resolved {
+            cache,
             codec: codec_config(keyring.as_deref(), self.codec.compress || file.compress)?,
             url: self
                 .url
@@ -310,6 +331,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let mut builder = Store::builder().url(cfg.url.clone());
     if let Some(codec) = cfg.codec {
         builder = builder.codec(codec);
+    }
+    if let Some(cache) = cfg.cache {
+        builder = builder.cache(cache);
     }
     let store = builder
         .layer(|backend| Arc::new(stowage::layer::MetricsLayer::new(backend)))

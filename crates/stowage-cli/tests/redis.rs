@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{count_across, ready, serve, SECRET, STOWAGE};
+use common::{count_across, ready, serve_with, SECRET, STOWAGE};
 use stowage_redis::testkit::PrivateRedis;
 use tokio::process::Command;
 
@@ -19,8 +19,10 @@ async fn two_servers_on_one_redis_count_exactly() {
         .unwrap()
         .unwrap_or_else(|e| panic!("a private redis-server must start: {e}"));
     let url = format!("redis://:{SECRET}@{}", redis.address());
-    let (_a, base_a, out_a) = serve(&url).await;
-    let (_b, base_b, out_b) = serve(&url).await;
+    // Both read through near caches, kept coherent by the change feed.
+    let cached = ["--cache-mb", "16", "--cache-bypass", "sessions"];
+    let (_a, base_a, out_a) = serve_with(&url, &cached).await;
+    let (_b, base_b, out_b) = serve_with(&url, &cached).await;
     count_across(&base_a, &base_b).await;
     assert_eq!(ready(&base_a).await["backend"], "redis");
 

@@ -60,6 +60,8 @@ pub use stowage_core::{
     MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 
+#[cfg(feature = "cache")]
+pub use stowage_cache::{CacheConfig, CacheStats};
 #[cfg(feature = "codec")]
 pub use stowage_codec::{self as codec, CodecConfig, KeyRing};
 
@@ -123,6 +125,8 @@ pub struct StoreBuilder {
     clock: Option<Arc<dyn Clock>>,
     #[cfg(feature = "codec")]
     codec: Option<CodecConfig>,
+    #[cfg(feature = "cache")]
+    cache: Option<CacheConfig>,
     layers: Vec<Wrap>,
 }
 
@@ -167,6 +171,16 @@ impl StoreBuilder {
         self
     }
 
+    /// Answers point reads from an in-process near cache (see [`stowage_cache`]), over the
+    /// codec if there is one (a hit costs no decryption) and under the layers added with
+    /// [`StoreBuilder::layer`]. Unsupported on an engine several processes share without a
+    /// change feed.
+    #[cfg(feature = "cache")]
+    pub fn cache(mut self, config: CacheConfig) -> Self {
+        self.cache = Some(config);
+        self
+    }
+
     /// Wraps the engine in a layer (see [`stowage_core::layer`]); the first added is the
     /// innermost.
     pub fn layer(
@@ -189,6 +203,10 @@ impl StoreBuilder {
         #[cfg(feature = "codec")]
         if let Some(config) = self.codec {
             backend = Arc::new(stowage_codec::CodecLayer::new(backend, config)?);
+        }
+        #[cfg(feature = "cache")]
+        if let Some(config) = self.cache {
+            backend = Arc::new(stowage_cache::CacheLayer::new(backend, config)?);
         }
         let mut b = stowage_core::Store::builder(backend);
         for wrap in self.layers {

@@ -22,8 +22,14 @@ pub type Output = Arc<Mutex<Vec<String>>>;
 
 /// Starts `stowage serve --url URL` on port 0; the server, its address and its output.
 pub async fn serve(url: &str) -> (Child, String, Output) {
+    serve_with(url, &[]).await
+}
+
+/// [`serve`] with more arguments.
+pub async fn serve_with(url: &str, extra: &[&str]) -> (Child, String, Output) {
     let mut child = Command::new(STOWAGE)
         .args(["serve", "--url", url, "--addr", "127.0.0.1:0"])
+        .args(extra)
         .env_remove("STOWAGE_CONFIG")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
