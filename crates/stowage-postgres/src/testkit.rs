@@ -237,3 +237,68 @@ fn free_port() -> Result<u16, ClusterError> {
         .map(|a| a.port())
         .map_err(|e| e.to_string())
 }
+
+/// A database of its own on the machine's shared server (127.0.0.1:5432, user `postgres`),
+/// for a benchmark or a test: made with `createdb`, dropped with `dropdb --force` on drop,
+/// even when the caller fails. `STOWAGE_PG` overrides the server (`HOST:PORT`).
+#[derive(Debug)]
+pub struct ScratchDatabase {
+    name: String,
+}
+
+impl ScratchDatabase {
+    /// Makes `NAME_<pid>_<nanos>`.
+    pub fn create(name: &str) -> Result<Self, ClusterError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_nanos()
+            % 1_000_000_000;
+        let db = ScratchDatabase {
+            name: format!("{name}_{}_{nanos}", std::process::id()),
+        };
+        let (host, port) = db.server();
+        let out = Command::new("createdb")
+            .args(["-h", &host, "-p", &port, "-U", "postgres", &db.name])
+            .output()
+            .map_err(|e| format!("createdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "createdb {}: {}",
+                db.name,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(db)
+    }
+
+    fn server(&self) -> (String, String) {
+        let server = std::env::var("STOWAGE_PG").unwrap_or_else(|_| "127.0.0.1:5432".into());
+        match server.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.to_owned()),
+            None => (server, "5432".to_owned()),
+        }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The location part of a `postgres://` URL for it (`postgres@HOST:PORT/NAME`).
+    pub fn location(&self) -> String {
+        let (host, port) = self.server();
+        format!("postgres@{host}:{port}/{}", self.name)
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let (host, port) = self.server();
+        let _ = Command::new("dropdb")
+            .args([
+                "-h", &host, "-p", &port, "-U", "postgres", "--force", &self.name,
+            ])
+            .output();
+    }
+}
