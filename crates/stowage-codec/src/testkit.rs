@@ -164,3 +164,39 @@ pub async fn shred_leaves_other_namespaces_intact(
         assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
     }
 }
+
+/// Writes two records, `a` and `b`, of collection `notes` in the default namespace of
+/// `engine` through an encrypting codec layer — bodies holding `secret-body-<id>`, a blind
+/// unique index `email` over `secret-mail-<id>@example.org`, a plain integer index `n` —
+/// and checks that the blind index finds `b`. For tests that then read the engine's bytes
+/// by hand (no `secret-` may appear) and damage them; the collection, to read back.
+pub async fn sealed_notes(engine: Arc<dyn Backend>) -> stowage_core::Collection<serde_json::Value> {
+    use serde_json::{json, Value};
+    use stowage_core::{CollectionSpec, IndexSpec, Put, Query, Store};
+
+    let config = CodecConfig::new().encrypt(KeyRing::generate());
+    let store = Store::from_backend(Arc::new(CodecLayer::new(engine, config).expect("codec")));
+    let notes = store
+        .collection_with_spec::<Value>(
+            "notes",
+            CollectionSpec::new()
+                .index(IndexSpec::integer("n", "/n"))
+                .index(IndexSpec::string("email", "/email").blind().unique()),
+        )
+        .await
+        .expect("collection");
+    for (id, n) in [("a", 1), ("b", 2)] {
+        let body = json!({
+            "n": n,
+            "email": format!("secret-mail-{id}@example.org"),
+            "text": format!("secret-body-{id} {}", "words ".repeat(80)),
+        });
+        notes.put(id, &body, Put::insert()).await.expect("put");
+    }
+    let found = notes
+        .query(&Query::new().eq("email", "secret-mail-b@example.org"))
+        .await
+        .expect("query");
+    assert_eq!(found.items.len(), 1);
+    notes
+}

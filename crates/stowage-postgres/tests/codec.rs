@@ -8,9 +8,7 @@ mod support;
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-use stowage_codec::{CodecConfig, CodecLayer, KeyRing};
-use stowage_core::{CollectionSpec, ErrorKind, IndexSpec, Put, Store};
+use stowage_core::ErrorKind;
 use stowage_postgres::{PostgresBackend, PostgresConfig};
 use support::FreshDatabase;
 
@@ -21,30 +19,7 @@ async fn rows_hold_no_plaintext_and_damage_is_refused() {
         PostgresBackend::connect(PostgresConfig::from_url_parts(&db.location(), &[]).unwrap())
             .await
             .unwrap();
-    let config = CodecConfig::new().encrypt(KeyRing::generate());
-    let store = Store::from_backend(Arc::new(CodecLayer::new(Arc::new(engine), config).unwrap()));
-    let notes = store
-        .collection_with_spec::<Value>(
-            "notes",
-            CollectionSpec::new()
-                .index(IndexSpec::integer("n", "/n"))
-                .index(IndexSpec::string("email", "/email").blind().unique()),
-        )
-        .await
-        .unwrap();
-    for (id, n) in [("a", 1), ("b", 2)] {
-        let body = json!({
-            "n": n,
-            "email": format!("secret-mail-{id}@example.org"),
-            "text": format!("secret-body-{id} {}", "words ".repeat(80)),
-        });
-        notes.put(id, &body, Put::insert()).await.unwrap();
-    }
-    let found = notes
-        .query(&stowage_core::Query::new().eq("email", "secret-mail-b@example.org"))
-        .await
-        .unwrap();
-    assert_eq!(found.items.len(), 1);
+    let notes = stowage_codec::testkit::sealed_notes(Arc::new(engine)).await;
 
     let client = db.connect().await;
     let rows = client
