@@ -380,15 +380,21 @@ impl Layer for CacheLayer {
     }
 
     async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
-        let touched: Vec<String> = ops
+        let keys: Vec<(String, bool)> = ops
             .iter()
-            .filter(|op| !matches!(op.action, WriteAction::Check))
-            .map(|op| key(ns, &op.collection, &op.id))
+            .map(|op| {
+                let check = matches!(op.action, WriteAction::Check);
+                (key(ns, &op.collection, &op.id), check)
+            })
             .collect();
         let result = self.inner.write(ns, ops, now).await;
-        // Whatever the outcome: an engine error may come after the commit.
-        for k in &touched {
-            self.shared.invalidate(k);
+        // Written records, whatever the outcome (an engine error may come after the
+        // commit); checked ones too when the batch failed: a failed check means what this
+        // instance read was stale (a transaction retrying must read afresh).
+        for (k, check) in &keys {
+            if !check || result.is_err() {
+                self.shared.invalidate(k);
+            }
         }
         result
     }

@@ -39,9 +39,14 @@
 //!   as the feed's delivery delay — measured on PostgreSQL and Redis by the
 //!   `two_stores_stay_coherent` tests (p50 and p99 printed) — and never older than
 //!   [`CacheConfig::max_age`] (60 s by default) even if a feed stalls without failing.
+//! - A batch that fails (a transaction's check finding a newer version, say) also
+//!   invalidates the records it checked, so a retry reads them afresh.
 //! - An engine without a change feed that several processes share is refused: nothing
 //!   would tell the cache of their writes. One without a feed that only this process opens
 //!   (an embedded file) is cached with its own writes' invalidation.
+//! - Over the codec layer the cache holds opened (decrypted) records: a namespace shredded
+//!   with its collections dropped (`stowage shred`) is dropped from every cache with them;
+//!   shredded with its records kept, cached records stay readable up to their max age.
 
 #![deny(missing_docs)]
 
