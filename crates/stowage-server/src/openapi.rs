@@ -38,8 +38,24 @@ fn ok(code: &str, description: &str, schema: Value) -> Value {
 pub const MAX_TOKEN: u64 = 999_999_999_999_999_999;
 
 /// The document. `tokens_required`: whether the server was configured with tokens; without
-/// them, requests need no bearer token and the document says so.
-pub fn document(tokens_required: bool) -> Value {
+/// them, requests need no bearer token and the document says so. `blind_indexes`: whether
+/// the store keeps blind indexes (an encrypting codec); without, index specs have no
+/// `blind` field.
+pub fn document(tokens_required: bool, blind_indexes: bool) -> Value {
+    let mut doc = document_with_every_field(tokens_required);
+    if !blind_indexes {
+        let ix = &mut doc["components"]["schemas"]["IndexSpec"];
+        if let Some(o) = ix.as_object_mut() {
+            o.remove("anyOf");
+        }
+        if let Some(p) = ix["properties"].as_object_mut() {
+            p.remove("blind");
+        }
+    }
+    doc
+}
+
+fn document_with_every_field(tokens_required: bool) -> Value {
     // Names and ids as `stowage_core::validate_name` / `validate_id` accept them.
     // Names starting with "__" are reserved, hence the three branches.
     let name = json!({"type": "string", "pattern": "^(_|_[A-Za-z0-9-][A-Za-z0-9_-]{0,61}|[A-Za-z][A-Za-z0-9_-]{0,62})$"});
@@ -99,7 +115,10 @@ pub fn document(tokens_required: bool) -> Value {
                                    "index": {"type": "string", "description": "the unique index that holds the value"},
                                    "holder": {"type": "string", "description": "the id of the record that holds the value"},
                                    "op": {"type": "integer"}}}}},
-                "IndexSpec": {"type": "object", "additionalProperties": false, "required": ["name", "path", "type"], "properties": {
+                "IndexSpec": {"type": "object", "additionalProperties": false, "required": ["name", "path", "type"],
+                    // A blind index is a string index.
+                    "anyOf": [{"properties": {"blind": {"const": false}}}, {"properties": {"type": {"const": "string"}}}],
+                    "properties": {
                     "name": {"allOf": [name, {"not": {"const": "id"}}], "description": "\"id\" is reserved"},
                     "path": {"type": "string", "pattern": "^/([^~]|~[01])*$", "description": "JSON pointer"},
                     "type": {"type": "string", "enum": ["string", "integer", "float", "bool", "timestamp"]},

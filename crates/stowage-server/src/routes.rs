@@ -127,6 +127,17 @@ pub(crate) async fn put_collection(
             "collection name {coll:?} is reserved by the HTTP API"
         )));
     }
+    // This server's API has no blind indexes unless its store encrypts (its OpenAPI
+    // document leaves the field out): a request asking for one is refused as malformed.
+    if let Some(ix) = spec.indexes.iter().find(|i| i.blind) {
+        if !store.capabilities().blind_indexes {
+            return Err(ApiError::invalid(format!(
+                "index {:?} is blind, which needs a server started with a key ring \
+                 (stowage serve --keyring)",
+                ix.name
+            )));
+        }
+    }
     let existed = store.backend().load_spec(&ns, &coll).await?.is_some();
     let c = store.collection_with_spec::<Value>(&coll, spec).await?;
     let status = if existed {
@@ -653,7 +664,12 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 pub(crate) async fn openapi(State(st): State<AppState>) -> Response {
-    Json(crate::openapi::document(!st.config.tokens.is_empty())).into_response()
+    let blind_indexes = st.store.capabilities().blind_indexes;
+    Json(crate::openapi::document(
+        !st.config.tokens.is_empty(),
+        blind_indexes,
+    ))
+    .into_response()
 }
 
 pub(crate) async fn fallback() -> ApiError {

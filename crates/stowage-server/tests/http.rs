@@ -516,6 +516,24 @@ async fn operations_endpoints() {
     ] {
         assert!(doc["paths"][p].is_object(), "{p} is documented");
     }
+    // A store without an encrypting codec has no blind indexes: the document leaves the
+    // field out, and a spec asking for one is a client error saying what is missing.
+    let ix = &doc["components"]["schemas"]["IndexSpec"]["properties"];
+    assert!(ix["covering"].is_object() && ix["blind"].is_null(), "{ix}");
+    let r = c
+        .put(s.url("/v1/app/collections/people"))
+        .json(&json!({"indexes": [{"name": "email", "path": "/email", "type": "string", "blind": true}]}))
+        .fetch()
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--keyring"),
+        "{body}"
+    );
     s.stop().await;
 }
 
