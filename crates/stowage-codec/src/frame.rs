@@ -13,6 +13,8 @@
 //! with its flags changed, does not open. The checksum is over the stored bytes, so damage
 //! is found before any decryption or decompression is tried.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -76,6 +78,43 @@ impl Place<'_> {
     }
 }
 
+thread_local! {
+    // zstd's contexts cost far more to make than a small body costs to (de)compress: each
+    // thread keeps one of each (the compressor with the level it was made for).
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+fn compress(bytes: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, c) = slot.as_mut().expect("made above");
+        c.compress(bytes)
+    })
+}
+
+/// Decompresses a zstd frame whose header gives its size, at most `max` bytes (`None`:
+/// damaged, or larger than `max`).
+fn decompress(bytes: &[u8], max: usize) -> Option<Vec<u8>> {
+    let size = zstd::zstd_safe::get_frame_content_size(bytes).ok()??;
+    let size = usize::try_from(size).ok().filter(|s| *s <= max)?;
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().ok()?);
+        }
+        let d = slot.as_mut()?;
+        d.decompress(bytes, size)
+            .ok()
+            .filter(|out| out.len() == size)
+    })
+}
+
 /// The key that sealed a stored frame, read from its header (`None`: not a sealed frame).
 pub(crate) fn sealed_with(stored: &Body) -> Option<u32> {
     let b = &stored.bytes[..];
@@ -98,7 +137,7 @@ impl Codec {
         };
         let mut payload: Vec<u8> = match self.compress_from {
             Some(from) if body.bytes.len() >= from => {
-                let packed = zstd::bulk::compress(&body.bytes, self.level).map_err(|e| {
+                let packed = compress(&body.bytes, self.level).map_err(|e| {
                     Error::internal("zstd could not compress a body").with_source(e)
                 })?;
                 // Only when it saves something: some bodies do not compress.
@@ -202,8 +241,8 @@ impl Codec {
             rest = &opened;
         }
         let body: Bytes = if flags & COMPRESSED != 0 {
-            zstd::bulk::decompress(rest, self.max_body)
-                .map_err(|_| place.damaged("does not decompress"))?
+            decompress(rest, self.max_body)
+                .ok_or_else(|| place.damaged("does not decompress"))?
                 .into()
         } else {
             Bytes::copy_from_slice(rest)
