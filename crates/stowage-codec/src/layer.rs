@@ -11,7 +11,7 @@ use stowage_core::backend::{
     WriteOp, WriteResult,
 };
 use stowage_core::layer::Layer;
-use stowage_core::{Error, Result, StoredRecord, Timestamp};
+use stowage_core::{Error, ErrorKind, Result, StoredRecord, Timestamp};
 
 use crate::blind;
 use crate::frame::{sealed_with, Codec, Place, OVERHEAD};
@@ -138,9 +138,6 @@ impl CodecLayer {
     /// The blind indexes of collection `c` at `revision` (a spec never changes within a
     /// revision, so the answer is cached by it).
     async fn blind_names(&self, ns: &str, c: &str, revision: Revision) -> Result<BlindNames> {
-        if self.keys.is_none() {
-            return Ok(Arc::default());
-        }
         let key = (ns.to_owned(), c.to_owned());
         if let Some((r, names)) = self.blind.lock().get(&key) {
             if *r == revision {
@@ -170,13 +167,10 @@ impl CodecLayer {
     /// namespace has no data key yet, so nothing can match.
     async fn hide_query(&self, ns: &str, r: &QueryRequest) -> Result<Option<QueryRequest>> {
         let names = self.blind_names(ns, &r.collection, r.revision).await?;
-        let Some(keys) = self
-            .keys
-            .as_ref()
-            .filter(|_| blind::touches(&r.filter, &names))
-        else {
+        if !blind::touches(&r.filter, &names) {
             return Ok(Some(r.clone()));
-        };
+        }
+        let keys = self.keys.as_ref().ok_or_else(|| no_ring(&r.collection))?;
         let data_keys = keys.all_for_reading(ns).await?;
         if data_keys.is_empty() {
             return Ok(None);
@@ -225,6 +219,18 @@ impl CodecLayer {
         }
         Ok(())
     }
+}
+
+/// A collection with blind indexes reached through a codec layer without a key ring: its
+/// values must not reach the engine in the clear.
+fn no_ring(collection: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "collection {collection:?} has blind indexes: open the store with its key ring \
+             (this codec layer does not encrypt)"
+        ),
+    )
 }
 
 /// Refuses the reserved namespace of the data keys to callers (the store refuses names
@@ -276,14 +282,15 @@ impl Layer for CodecLayer {
             Some(keys) if writes_bodies => Some(keys.for_writing(ns).await?),
             _ => None,
         };
-        if let Some((_, data_key)) = &seal {
-            let blind_key = blind::blind_key(data_key);
-            for op in &mut ops {
-                if let WriteAction::Put { index, .. } | WriteAction::Restore { index, .. } =
-                    &mut op.action
-                {
-                    let names = self.blind_names(ns, &op.collection, op.revision).await?;
-                    blind::hide_entries(index, &names, &blind_key);
+        let blind_key = seal.as_ref().map(|(_, k)| blind::blind_key(k));
+        for op in &mut ops {
+            if let WriteAction::Put { index, .. } | WriteAction::Restore { index, .. } =
+                &mut op.action
+            {
+                let names = self.blind_names(ns, &op.collection, op.revision).await?;
+                if !names.is_empty() {
+                    let key = blind_key.as_ref().ok_or_else(|| no_ring(&op.collection))?;
+                    blind::hide_entries(index, &names, key);
                 }
             }
         }
@@ -342,7 +349,8 @@ impl Layer for CodecLayer {
     ) -> Result<()> {
         guard(ns)?;
         let names = self.blind_names(ns, c, revision).await?;
-        if let Some(keys) = self.keys.as_ref().filter(|_| !names.is_empty()) {
+        if !names.is_empty() {
+            let keys = self.keys.as_ref().ok_or_else(|| no_ring(c))?;
             let (_, data_key) = keys.for_writing(ns).await?;
             let blind_key = blind::blind_key(&data_key);
             for fill in &mut fills {

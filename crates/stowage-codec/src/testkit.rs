@@ -92,7 +92,8 @@ pub async fn shred_leaves_other_namespaces_intact(
     let e = a1.get("n03").await.expect_err("shredded");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.message().contains("shredded"), "{e}");
-    // The other instance stops reading it within its key cache time.
+    // The other instance stops reading it within its key cache time (and a margin for a
+    // loaded machine).
     loop {
         match b1.get("n03").await {
             Err(e) => {
@@ -100,7 +101,7 @@ pub async fn shred_leaves_other_namespaces_intact(
                 break;
             }
             Ok(_) => assert!(
-                shredded_at.elapsed() < cache + Duration::from_millis(200),
+                shredded_at.elapsed() < cache + Duration::from_secs(2),
                 "the second instance still reads after {:?}",
                 shredded_at.elapsed()
             ),

@@ -68,3 +68,38 @@ async fn an_encrypted_body_leaves_no_plaintext_in_the_file() {
     );
     assert!(!file_holds(&sealed, "jane.doe"));
 }
+
+/// A store with a blind index reopened through a codec layer that does not encrypt: writes
+/// and equality queries on the blind index are refused instead of putting values in the
+/// clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_indexes_need_the_key_ring() {
+    let engine: Arc<dyn stowage_core::backend::Backend> =
+        Arc::new(stowage_core::MemoryBackend::new());
+    let open = |config: CodecConfig| {
+        let layer = CodecLayer::new(engine.clone(), config).unwrap();
+        Store::from_backend(Arc::new(layer))
+    };
+    let sealed = open(CodecConfig::new().encrypt(KeyRing::generate()));
+    let spec = CollectionSpec::new().index(IndexSpec::string("email", "/email").blind());
+    let c = sealed
+        .collection_with_spec::<serde_json::Value>("people", spec)
+        .await
+        .unwrap();
+    c.put("p", &json!({"email": EMAIL}), Put::insert())
+        .await
+        .unwrap();
+    let plain = open(CodecConfig::new());
+    let c = plain
+        .existing_collection::<serde_json::Value>("people")
+        .await
+        .unwrap();
+    let e = c
+        .put("q", &json!({"email": EMAIL}), Put::insert())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), stowage_core::ErrorKind::Unsupported, "{e}");
+    assert!(e.message().contains("key ring"), "{e}");
+    let e = c.query(&Query::new().eq("email", EMAIL)).await.unwrap_err();
+    assert_eq!(e.kind(), stowage_core::ErrorKind::Unsupported, "{e}");
+}
