@@ -239,6 +239,19 @@ where
             .ok_or_else(|| Error::internal("backend returned no metadata for a restore"))
     }
 
+    /// [`Collection::restore`] where `precondition` holds of the live record (AlreadyExists
+    /// or Conflict, and nothing written, otherwise): a copy that must not undo a newer
+    /// write restores over the version it read.
+    pub async fn restore_where(
+        &self,
+        record: &StoredRecord,
+        precondition: Precondition,
+    ) -> Result<RecordMeta> {
+        self.write_one(|loaded| self.prepare_restore(loaded, record, precondition))
+            .await?
+            .ok_or_else(|| Error::internal("backend returned no metadata for a restore"))
+    }
+
     /// [`Collection::restore`] for several records, as one atomic batch.
     pub async fn restore_all(&self, records: &[StoredRecord]) -> Result<Vec<RecordMeta>> {
         self.restore_batch(records, |_| Precondition::None).await
@@ -461,6 +474,16 @@ where
         &self,
         prefix: Option<String>,
     ) -> impl Stream<Item = Result<StoredRecord>> + Send + 'static {
+        self.scan_stored_from(prefix, None)
+    }
+
+    /// [`Collection::scan_stored`] from the first id greater than `after` (`None`: from the
+    /// start): how a copy resumes.
+    pub fn scan_stored_from(
+        &self,
+        prefix: Option<String>,
+        after: Option<String>,
+    ) -> impl Stream<Item = Result<StoredRecord>> + Send + 'static {
         struct State {
             store: Store,
             collection: String,
@@ -473,7 +496,7 @@ where
             store: self.store.clone(),
             collection: self.name().to_owned(),
             prefix,
-            after: None,
+            after,
             page: Vec::new().into_iter(),
             done: false,
         };

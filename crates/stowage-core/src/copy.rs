@@ -1,62 +1,521 @@
-//! Copying a namespace from one store into another, records kept exactly as they are.
+//! Copying stores into other stores, records kept exactly as they are, and comparing two
+//! stores record by record.
+//!
+//! Both walk namespaces, collections and ids in one order (by name, then ascending id, the
+//! byte order every engine scans in), a page at a time: memory stays bounded whatever the
+//! size, and where a copy stopped is one [`CopyCheckpoint`] it resumes from.
+
+use std::collections::BTreeSet;
 
 use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backend::BatchScope;
-use crate::error::Result;
-use crate::record::StoredRecord;
+use crate::backend::{BatchScope, Precondition};
+use crate::collection::Collection;
+use crate::error::{ErrorKind, Result};
+use crate::record::{StoredRecord, Timestamp};
+use crate::spec::CollectionSpec;
 use crate::store::{Store, SCAN_PAGE};
 
-/// What [`copy_namespace`] copied.
+/// What a copy or a comparison covers: every namespace and collection unless named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// Only collections of these names (empty: all).
+    pub collections: Vec<String>,
+}
+
+impl Selection {
+    /// Everything.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    fn namespace(&self, ns: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == ns)
+    }
+
+    fn collection(&self, name: &str) -> bool {
+        self.collections.is_empty() || self.collections.iter().any(|n| n == name)
+    }
+
+    /// The selected namespaces of `store`, by name.
+    pub async fn namespaces_of(&self, store: &Store) -> Result<Vec<String>> {
+        let mut names = store.namespaces().await?;
+        names.retain(|n| self.namespace(n));
+        Ok(names)
+    }
+
+    /// The selected collections of one namespace of `store`, by name, with their specs.
+    pub async fn collections_of(
+        &self,
+        store: &Store,
+        ns: &str,
+    ) -> Result<Vec<(String, CollectionSpec)>> {
+        let mut specs = store.namespace(ns)?.collections().await?;
+        specs.retain(|(name, _)| self.collection(name));
+        Ok(specs)
+    }
+}
+
+/// How a copy writes records that may already be at the destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Overwrite {
+    /// Replace whatever is there (a fresh destination, or a resumed copy).
+    #[default]
+    Always,
+    /// Keep a destination record whose version is the source's or newer, and write only
+    /// over the version read (a compare-and-set): what a background copy under a
+    /// [`crate::layer::MirrorLayer`] needs, so it never undoes a newer mirrored write.
+    Older,
+}
+
+/// Where a copy has got to: the collection it is in and the last id it wrote there.
+/// Everything before it (by namespace, collection, then id) is copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyCheckpoint {
+    /// The namespace.
+    pub namespace: String,
+    /// The collection.
+    pub collection: String,
+    /// The last id written (`None`: none of this collection yet).
+    pub after: Option<String>,
+    /// Records written so far.
+    pub records: u64,
+    /// Bytes of ids and bodies written so far.
+    pub bytes: u64,
+}
+
+impl CopyCheckpoint {
+    /// Whether the collection `(ns, name)` comes before this checkpoint's.
+    fn passed(&self, ns: &str, name: &str) -> bool {
+        (ns, name) < (self.namespace.as_str(), self.collection.as_str())
+    }
+}
+
+/// What a copy did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CopyReport {
     /// Collections declared at the destination.
     pub collections: u64,
-    /// Records written there.
+    /// Records written there (with those written before the checkpoint resumed from).
     pub records: u64,
+    /// Bytes of ids and bodies written.
+    pub bytes: u64,
+    /// Records left as they were at the destination because it held them at the source's
+    /// version or newer ([`Overwrite::Older`]).
+    pub kept_newer: u64,
 }
 
-/// Copies every collection of `src`'s namespace into `dst`'s namespace: each spec is
-/// declared at the destination (built from the copied records), then every live record is
-/// written with [`crate::Collection::restore`] — id, version, timestamps, expiry and body as
-/// they are — a page at a time, so memory stays bounded and ETags survive the copy.
+/// Copies the selected namespaces and collections of `src` into `dst`: specs first (each
+/// collection declared at the destination with the source's spec), then every live record
+/// with [`Collection::restore`] — id, version, timestamps, expiry and body as they are — in
+/// pages, batched where the destination batches. Expired records are not copied.
 ///
-/// Copying again is harmless and resumes an interrupted copy: a record already there is
-/// written again unchanged. Records deleted from the source since are not deleted from the
-/// destination.
+/// `resume` continues from a checkpoint a previous call reported; `on_page` is called after
+/// every page written with where the copy is, which is the checkpoint to save. Copying
+/// again is harmless: a record already there is written again unchanged. Records deleted
+/// from the source are not deleted from the destination (compare the two with
+/// [`compare_stores`]).
+pub async fn copy_store(
+    src: &Store,
+    dst: &Store,
+    selection: &Selection,
+    overwrite: Overwrite,
+    resume: Option<CopyCheckpoint>,
+    mut on_page: impl FnMut(&CopyCheckpoint),
+) -> Result<CopyReport> {
+    let mut plan = Vec::new();
+    for ns in selection.namespaces_of(src).await? {
+        for (name, spec) in selection.collections_of(src, &ns).await? {
+            plan.push((ns.clone(), name, spec));
+        }
+    }
+    // Specs first, so that a copy stopped part-way leaves every collection declared.
+    for (ns, name, spec) in &plan {
+        dst.namespace(ns)?
+            .collection_with_spec::<Value>(name, spec.clone())
+            .await?;
+    }
+    let mut at = resume.unwrap_or_default();
+    let mut report = CopyReport {
+        collections: plan.len() as u64,
+        records: at.records,
+        bytes: at.bytes,
+        kept_newer: 0,
+    };
+    let resumed = at.clone();
+    for (ns, name, _) in &plan {
+        if !resumed.namespace.is_empty() && resumed.passed(ns, name) {
+            continue;
+        }
+        let after = if (ns.as_str(), name.as_str())
+            == (resumed.namespace.as_str(), resumed.collection.as_str())
+        {
+            resumed.after.clone()
+        } else {
+            None
+        };
+        let from = src
+            .namespace(ns)?
+            .existing_collection::<Value>(name)
+            .await?;
+        let to = dst
+            .namespace(ns)?
+            .existing_collection::<Value>(name)
+            .await?;
+        at.namespace.clone_from(ns);
+        at.collection.clone_from(name);
+        at.after.clone_from(&after);
+        report.kept_newer += copy_collection(&from, &to, after, overwrite, |page| {
+            at.records += page.len() as u64;
+            at.bytes += page.iter().map(record_bytes).sum::<u64>();
+            at.after = page.last().map(|r| r.id.clone());
+            on_page(&at);
+        })
+        .await?;
+    }
+    report.records = at.records;
+    report.bytes = at.bytes;
+    Ok(report)
+}
+
+/// Copies the records of `from` after id `after` into `to`, a page at a time, calling
+/// `on_page` with each page written; returns how many were kept because `to` was newer.
+async fn copy_collection(
+    from: &Collection<Value>,
+    to: &Collection<Value>,
+    after: Option<String>,
+    overwrite: Overwrite,
+    mut on_page: impl FnMut(&[StoredRecord]),
+) -> Result<u64> {
+    let page_size = to
+        .store()
+        .capabilities()
+        .max_batch_ops
+        .map_or(SCAN_PAGE, |max| max.min(SCAN_PAGE));
+    let mut kept = 0;
+    let mut records = std::pin::pin!(from.scan_stored_from(None, after));
+    let mut page: Vec<StoredRecord> = Vec::with_capacity(page_size);
+    loop {
+        let next = records.try_next().await?;
+        let end = next.is_none();
+        page.extend(next);
+        if page.len() >= page_size || (end && !page.is_empty()) {
+            kept += write_page(to, &page, overwrite).await?;
+            on_page(&page);
+            page.clear();
+        }
+        if end {
+            return Ok(kept);
+        }
+    }
+}
+
+/// Bytes of a record's id and body.
+pub fn record_bytes(rec: &StoredRecord) -> u64 {
+    (rec.id.len() + rec.body.bytes.len()) as u64
+}
+
+/// Writes one page; returns how many records were left because the destination was newer.
+async fn write_page(
+    to: &Collection<Value>,
+    page: &[StoredRecord],
+    overwrite: Overwrite,
+) -> Result<u64> {
+    let batched = to.store().capabilities().batch_scope >= BatchScope::Collection;
+    match overwrite {
+        Overwrite::Always if batched => {
+            to.restore_all(page).await?;
+        }
+        Overwrite::Always => {
+            for rec in page {
+                to.restore(rec).await?;
+            }
+        }
+        Overwrite::Older => {
+            let mut kept = 0;
+            for rec in page {
+                if !restore_if_older(to, rec).await? {
+                    kept += 1;
+                }
+            }
+            return Ok(kept);
+        }
+    }
+    Ok(0)
+}
+
+/// Stores `rec` unless the destination holds its id at `rec`'s version or newer; the
+/// write is a compare-and-set on the version read, tried again while others write. `false`
+/// when the destination's record was kept.
+pub async fn restore_if_older(to: &Collection<Value>, rec: &StoredRecord) -> Result<bool> {
+    for _ in 0..crate::TRANSACTION_ATTEMPTS {
+        let current = to.get_raw(&rec.id).await?.map(|r| r.version);
+        if current.is_some_and(|v| v >= rec.version) {
+            return Ok(false);
+        }
+        let precondition = current.map_or(Precondition::Absent, Precondition::Version);
+        match to.restore_where(rec, precondition).await {
+            Ok(_) => return Ok(true),
+            Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Written again and again meanwhile: the writers are newer than this copy.
+    Ok(false)
+}
+
+/// A record's digest: a 64-bit hash of its id, version, times, expiry, content type and
+/// body bytes, the same in every process and release (FNV-1a).
+pub fn record_digest(rec: &StoredRecord) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&(rec.id.len() as u64).to_le_bytes());
+    eat(rec.id.as_bytes());
+    eat(&rec.version.to_le_bytes());
+    eat(&rec.created_at.as_micros().to_le_bytes());
+    eat(&rec.updated_at.as_micros().to_le_bytes());
+    eat(&rec
+        .expires_at
+        .map_or(i64::MIN, Timestamp::as_micros)
+        .to_le_bytes());
+    eat(&[matches!(rec.body.content_type, crate::ContentType::Json) as u8]);
+    eat(&rec.body.bytes);
+    h
+}
+
+/// One way two stores differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Difference {
+    /// The namespace.
+    pub namespace: String,
+    /// The collection.
+    pub collection: String,
+    /// The record id (`None`: the collection itself).
+    pub id: Option<String>,
+    /// What differs: `missing at destination`, `only at destination`, `version 3 != 4`, …
+    pub what: String,
+}
+
+/// What [`compare_stores`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Comparison {
+    /// Live records at the source.
+    pub source_records: u64,
+    /// Live records at the destination.
+    pub destination_records: u64,
+    /// Differences found (all of them, up to the limit asked for).
+    pub differences: Vec<Difference>,
+    /// How many differences there are in all.
+    pub difference_count: u64,
+}
+
+impl Comparison {
+    /// Whether the two stores hold the same records.
+    pub fn agree(&self) -> bool {
+        self.difference_count == 0
+    }
+}
+
+/// Compares the selected collections of two stores: the same collections with the same
+/// specs, and the same live records — id, version, times, expiry and body, by digest
+/// ([`record_digest`]) — walking both in id order a page at a time. Up to `limit`
+/// differences are listed; all are counted.
+pub async fn compare_stores(
+    src: &Store,
+    dst: &Store,
+    selection: &Selection,
+    limit: usize,
+) -> Result<Comparison> {
+    let mut out = Comparison::default();
+    let note = |out: &mut Comparison, ns: &str, coll: &str, id: Option<&str>, what: String| {
+        out.difference_count += 1;
+        if out.differences.len() < limit {
+            out.differences.push(Difference {
+                namespace: ns.to_owned(),
+                collection: coll.to_owned(),
+                id: id.map(str::to_owned),
+                what,
+            });
+        }
+    };
+    let mut namespaces: BTreeSet<String> =
+        selection.namespaces_of(src).await?.into_iter().collect();
+    namespaces.extend(selection.namespaces_of(dst).await?);
+    for ns in &namespaces {
+        let a = selection.collections_of(src, ns).await?;
+        let b = selection.collections_of(dst, ns).await?;
+        let names: BTreeSet<&String> = a.iter().chain(b.iter()).map(|(n, _)| n).collect();
+        for name in names {
+            let spec_a = a.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+            let spec_b = b.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+            match (spec_a, spec_b) {
+                (Some(x), Some(y)) if x != y => note(
+                    &mut out,
+                    ns,
+                    name,
+                    None,
+                    format!("spec differs: {} != {}", x.to_json(), y.to_json()),
+                ),
+                (Some(_), None) => note(
+                    &mut out,
+                    ns,
+                    name,
+                    None,
+                    "collection missing at destination".into(),
+                ),
+                (None, Some(_)) => note(
+                    &mut out,
+                    ns,
+                    name,
+                    None,
+                    "collection only at destination".into(),
+                ),
+                _ => {}
+            }
+            let scan = |store: &Store, present: bool| {
+                let store = store.clone();
+                let (ns, name) = (ns.clone(), name.clone());
+                async move {
+                    if !present {
+                        return Ok(None);
+                    }
+                    let c = store
+                        .namespace(&ns)?
+                        .existing_collection::<Value>(&name)
+                        .await?;
+                    Ok::<_, crate::Error>(Some(c.scan_stored(None)))
+                }
+            };
+            let mut left = scan(src, spec_a.is_some()).await?.map(Box::pin);
+            let mut right = scan(dst, spec_b.is_some()).await?.map(Box::pin);
+            let mut x = next(&mut left).await?;
+            let mut y = next(&mut right).await?;
+            loop {
+                match (&x, &y) {
+                    (None, None) => break,
+                    (Some(r), None) => {
+                        out.source_records += 1;
+                        note(
+                            &mut out,
+                            ns,
+                            name,
+                            Some(&r.id),
+                            "missing at destination".into(),
+                        );
+                        x = next(&mut left).await?;
+                    }
+                    (None, Some(r)) => {
+                        out.destination_records += 1;
+                        note(
+                            &mut out,
+                            ns,
+                            name,
+                            Some(&r.id),
+                            "only at destination".into(),
+                        );
+                        y = next(&mut right).await?;
+                    }
+                    (Some(r), Some(s)) if r.id.as_bytes() < s.id.as_bytes() => {
+                        out.source_records += 1;
+                        note(
+                            &mut out,
+                            ns,
+                            name,
+                            Some(&r.id),
+                            "missing at destination".into(),
+                        );
+                        x = next(&mut left).await?;
+                    }
+                    (Some(r), Some(s)) if r.id.as_bytes() > s.id.as_bytes() => {
+                        out.destination_records += 1;
+                        note(
+                            &mut out,
+                            ns,
+                            name,
+                            Some(&s.id),
+                            "only at destination".into(),
+                        );
+                        y = next(&mut right).await?;
+                    }
+                    (Some(r), Some(s)) => {
+                        out.source_records += 1;
+                        out.destination_records += 1;
+                        if record_digest(r) != record_digest(s) {
+                            note(&mut out, ns, name, Some(&r.id), describe_difference(r, s));
+                        }
+                        x = next(&mut left).await?;
+                        y = next(&mut right).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn next<S>(stream: &mut Option<std::pin::Pin<Box<S>>>) -> Result<Option<StoredRecord>>
+where
+    S: futures_util::Stream<Item = Result<StoredRecord>>,
+{
+    match stream {
+        Some(s) => s.try_next().await,
+        None => Ok(None),
+    }
+}
+
+/// Which fields of two records with one id differ.
+fn describe_difference(a: &StoredRecord, b: &StoredRecord) -> String {
+    let mut parts = Vec::new();
+    if a.version != b.version {
+        parts.push(format!("version {} != {}", a.version, b.version));
+    }
+    if a.created_at != b.created_at {
+        parts.push(format!("created_at {} != {}", a.created_at, b.created_at));
+    }
+    if a.updated_at != b.updated_at {
+        parts.push(format!("updated_at {} != {}", a.updated_at, b.updated_at));
+    }
+    if a.expires_at != b.expires_at {
+        parts.push(format!(
+            "expires_at {:?} != {:?}",
+            a.expires_at, b.expires_at
+        ));
+    }
+    if a.body != b.body {
+        parts.push(format!(
+            "body differs ({} != {} bytes)",
+            a.body.bytes.len(),
+            b.body.bytes.len()
+        ));
+    }
+    parts.join(", ")
+}
+
+/// Copies every collection of `src`'s namespace into `dst`'s namespace (see
+/// [`copy_store`]; here the two stores' own namespaces, which may differ).
 pub async fn copy_namespace(src: &Store, dst: &Store) -> Result<CopyReport> {
     let mut report = CopyReport::default();
     for (name, spec) in src.collections().await? {
         let from = src.existing_collection::<Value>(&name).await?;
         let to = dst.collection_with_spec::<Value>(&name, spec).await?;
         report.collections += 1;
-        let batched = dst.capabilities().batch_scope >= BatchScope::Collection;
-        let page_size = dst
-            .capabilities()
-            .max_batch_ops
-            .map_or(SCAN_PAGE, |max| max.min(SCAN_PAGE));
-        let mut records = std::pin::pin!(from.scan_stored(None));
-        let mut page: Vec<StoredRecord> = Vec::with_capacity(page_size);
-        loop {
-            let next = records.try_next().await?;
-            let end = next.is_none();
-            page.extend(next);
-            if page.len() >= page_size || (end && !page.is_empty()) {
-                if batched {
-                    to.restore_all(&page).await?;
-                } else {
-                    for rec in &page {
-                        to.restore(rec).await?;
-                    }
-                }
-                report.records += page.len() as u64;
-                page.clear();
-            }
-            if end {
-                break;
-            }
-        }
+        copy_collection(&from, &to, None, Overwrite::Always, |page| {
+            report.records += page.len() as u64;
+            report.bytes += page.iter().map(record_bytes).sum::<u64>();
+        })
+        .await?;
     }
     Ok(report)
 }

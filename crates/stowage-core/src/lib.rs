@@ -54,6 +54,7 @@ pub mod layer;
 mod memory;
 mod query;
 mod record;
+mod retention;
 mod spec;
 #[cfg(feature = "sql")]
 pub mod sql;
@@ -69,7 +70,10 @@ pub use backend::{
     BatchScope, Capabilities, ChangeFeed, CollectionStats, Health, Precondition, RecordMeta,
 };
 pub use collection::{Batch, Collection, Put, DELETE_CHUNK};
-pub use copy::{copy_namespace, CopyReport};
+pub use copy::{
+    compare_stores, copy_namespace, copy_store, record_bytes, record_digest, restore_if_older,
+    Comparison, CopyCheckpoint, CopyReport, Difference, Overwrite, Selection,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken, REPLAY_WINDOW};
 pub use memory::MemoryBackend;
@@ -78,7 +82,8 @@ pub use record::{
     validate_id, validate_name, Body, ContentType, Record, StoredRecord, Timestamp, Version,
     Versioned, MAX_ID_BYTES, MAX_NAME_BYTES,
 };
-pub use spec::{CollectionSpec, IndexSpec, IndexType, SpecChange};
+pub use retention::{RetentionReport, MAINTENANCE_NAMESPACE};
+pub use spec::{CollectionSpec, IndexSpec, IndexType, RetainFrom, Retention, SpecChange};
 pub use store::{
     Clock, ManualClock, Store, StoreBuilder, SystemClock, DEFAULT_NAMESPACE, STALE_RETRIES,
 };

@@ -209,6 +209,59 @@ pub struct CollectionSpec {
         deserialize_with = "crate::whole_number::option"
     )]
     pub default_ttl_seconds: Option<u64>,
+    /// How long records are kept: older ones are purged in the background (`stowage serve`)
+    /// or by [`crate::Store::purge_retention`] (`stowage purge`). Unlike a TTL it needs no
+    /// write to set it, and changing it applies to the records already stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// A retention rule: records older than `keep_seconds`, counted from one of their times,
+/// are purged. Records past it stay readable until a purge removes them (retention is
+/// housekeeping, not expiry: use a TTL for records that must vanish on time).
+///
+/// ```json
+/// {"keep_seconds": 2592000, "from": "created_at"}
+/// {"keep_seconds": 604800, "from": {"index": "recorded_at"}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// How long a record is kept after its time, in whole seconds (at least 1).
+    #[serde(deserialize_with = "crate::whole_number::required")]
+    pub keep_seconds: u64,
+    /// Which time counts.
+    pub from: RetainFrom,
+}
+
+/// The time a retention rule counts from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RetainFrom {
+    /// When the record was first written.
+    CreatedAt,
+    /// When it was last written.
+    UpdatedAt,
+    /// A timestamp field of the body, through the (single-valued, not blind) timestamp index
+    /// of this name: a purge is then a range delete on the index. Records without the field
+    /// are kept.
+    Index(String),
+}
+
+impl Retention {
+    /// Keep records `keep` (whole seconds, at least one) after `from`.
+    pub fn new(keep: Duration, from: RetainFrom) -> Self {
+        Retention {
+            keep_seconds: keep.as_secs().max(1),
+            from,
+        }
+    }
+
+    /// How long records are kept.
+    pub fn keep(&self) -> Duration {
+        Duration::from_secs(self.keep_seconds)
+    }
 }
 
 impl CollectionSpec {
@@ -226,6 +279,12 @@ impl CollectionSpec {
     /// Sets the default TTL (whole seconds; shorter durations round up to one second).
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl_seconds = Some(ttl.as_secs().max(1));
+        self
+    }
+
+    /// Purges records `keep` after `from` (see [`Retention`]).
+    pub fn retain(mut self, keep: Duration, from: RetainFrom) -> Self {
+        self.retention = Some(Retention::new(keep, from));
         self
     }
 
@@ -284,10 +343,36 @@ impl CollectionSpec {
                 )));
             }
         }
+        if let Some(rule) = &self.retention {
+            self.validate_retention(rule)?;
+        }
         if self.default_ttl_seconds == Some(0) {
             return Err(Error::invalid(
                 "default_ttl_seconds is 0: leave it out for no expiry, or give at least 1",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_retention(&self, rule: &Retention) -> Result<()> {
+        if rule.keep_seconds == 0 {
+            return Err(Error::invalid(
+                "retention keep_seconds is 0: give at least 1, or leave retention out",
+            ));
+        }
+        if let RetainFrom::Index(name) = &rule.from {
+            let ix = self.index_named(name).ok_or_else(|| {
+                Error::invalid(format!(
+                    "retention counts from index {name:?}, which the spec does not declare"
+                ))
+            })?;
+            if ix.index_type != IndexType::Timestamp || ix.multi || ix.blind {
+                return Err(Error::invalid(format!(
+                    "retention counts from index {name:?}, which must be a single-valued \
+                     timestamp index that is not blind (it is {})",
+                    describe_index(ix)
+                )));
+            }
         }
         Ok(())
     }

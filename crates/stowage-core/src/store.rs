@@ -232,9 +232,12 @@ impl Store {
         &self.namespace
     }
 
-    /// Every namespace of the backend that holds at least one collection, by name.
+    /// Every namespace of the backend that holds at least one collection, by name. The
+    /// reserved ones Stowage keeps for itself (names starting with `__`) are left out.
     pub async fn namespaces(&self) -> Result<Vec<String>> {
-        self.shared.backend.list_namespaces().await
+        let mut names = self.shared.backend.list_namespaces().await?;
+        names.retain(|n| !n.starts_with("__"));
+        Ok(names)
     }
 
     /// The backend's name (`memory`, `redb`, …).

@@ -56,6 +56,16 @@ where
     }
 }
 
+/// A required whole number as any unsigned integer type.
+pub fn required<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let Whole(v) = Whole::deserialize(d)?;
+    T::try_from(v).map_err(|_| de::Error::custom(format!("{v} is too large")))
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]

@@ -45,6 +45,7 @@ pub mod invalid;
 pub mod probe;
 pub mod property;
 pub mod query;
+pub mod retention;
 pub mod scan;
 pub mod transactions;
 pub mod ttl;
@@ -490,6 +491,7 @@ pub const GROUP_SOURCES: &[(&str, &str)] = &[
     ("invalid", include_str!("invalid.rs")),
     ("property", include_str!("property.rs")),
     ("query", include_str!("query.rs")),
+    ("retention", include_str!("retention.rs")),
     ("scan", include_str!("scan.rs")),
     ("transactions", include_str!("transactions.rs")),
     ("ttl", include_str!("ttl.rs")),
@@ -579,6 +581,7 @@ macro_rules! conformance_tests {
             transactions { transfers_keep_the_total, write_skew_is_refused,
                            read_as_absent_then_created_retries }
             copy { copy_keeps_every_record_exactly, rewrite_only_where_unchanged }
+            retention { rules_purge_what_is_past_them, one_instance_purges_at_a_time }
             watch { every_acknowledged_write_once_in_order, resume_from_a_token_gets_exactly_the_rest,
                     failed_ops_make_no_event, bulk_changes_are_events,
                     slow_consumer_gets_every_change_or_a_gap }
