@@ -338,6 +338,30 @@ pub async fn compare_stores(
     selection: &Selection,
     limit: usize,
 ) -> Result<Comparison> {
+    walk_both(src, dst, selection, limit, false).await
+}
+
+/// [`compare_stores`], repairing each record difference on the way: a record missing at
+/// the destination or older there is restored from the source (a compare-and-set, never
+/// over a newer write), one only at the destination is deleted there (if still at the
+/// version seen). Collections and specs are not changed. The differences found are
+/// returned; compare again to see the two agree.
+pub async fn reconcile_stores(
+    src: &Store,
+    dst: &Store,
+    selection: &Selection,
+    limit: usize,
+) -> Result<Comparison> {
+    walk_both(src, dst, selection, limit, true).await
+}
+
+async fn walk_both(
+    src: &Store,
+    dst: &Store,
+    selection: &Selection,
+    limit: usize,
+    repair: bool,
+) -> Result<Comparison> {
     let mut out = Comparison::default();
     let note = |out: &mut Comparison, ns: &str, coll: &str, id: Option<&str>, what: String| {
         out.difference_count += 1;
@@ -398,14 +422,29 @@ pub async fn compare_stores(
                     Ok::<_, crate::Error>(Some(c.scan_stored(None)))
                 }
             };
+            let fix = match (repair, spec_a.is_some() && spec_b.is_some()) {
+                (true, true) => Some(
+                    dst.namespace(ns)?
+                        .existing_collection::<Value>(name)
+                        .await?,
+                ),
+                _ => None,
+            };
             let mut left = scan(src, spec_a.is_some()).await?.map(Box::pin);
             let mut right = scan(dst, spec_b.is_some()).await?.map(Box::pin);
             let mut x = next(&mut left).await?;
             let mut y = next(&mut right).await?;
             loop {
-                match (&x, &y) {
+                // Which side is behind in id order: the source's record alone, the
+                // destination's alone, or one id on both.
+                let side = match (&x, &y) {
                     (None, None) => break,
-                    (Some(r), None) => {
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some(r), Some(s)) => r.id.as_bytes().cmp(s.id.as_bytes()),
+                };
+                match (side, x.take(), y.take()) {
+                    (std::cmp::Ordering::Less, Some(r), rest) => {
                         out.source_records += 1;
                         note(
                             &mut out,
@@ -414,31 +453,13 @@ pub async fn compare_stores(
                             Some(&r.id),
                             "missing at destination".into(),
                         );
+                        if let Some(to) = &fix {
+                            restore_if_older(to, &r).await?;
+                        }
                         x = next(&mut left).await?;
+                        y = rest;
                     }
-                    (None, Some(r)) => {
-                        out.destination_records += 1;
-                        note(
-                            &mut out,
-                            ns,
-                            name,
-                            Some(&r.id),
-                            "only at destination".into(),
-                        );
-                        y = next(&mut right).await?;
-                    }
-                    (Some(r), Some(s)) if r.id.as_bytes() < s.id.as_bytes() => {
-                        out.source_records += 1;
-                        note(
-                            &mut out,
-                            ns,
-                            name,
-                            Some(&r.id),
-                            "missing at destination".into(),
-                        );
-                        x = next(&mut left).await?;
-                    }
-                    (Some(r), Some(s)) if r.id.as_bytes() > s.id.as_bytes() => {
+                    (std::cmp::Ordering::Greater, rest, Some(s)) => {
                         out.destination_records += 1;
                         note(
                             &mut out,
@@ -447,22 +468,68 @@ pub async fn compare_stores(
                             Some(&s.id),
                             "only at destination".into(),
                         );
+                        if let Some(to) = &fix {
+                            delete_extra(to, src, ns, &s).await?;
+                        }
+                        x = rest;
                         y = next(&mut right).await?;
                     }
-                    (Some(r), Some(s)) => {
+                    (_, Some(r), Some(s)) => {
                         out.source_records += 1;
                         out.destination_records += 1;
-                        if record_digest(r) != record_digest(s) {
-                            note(&mut out, ns, name, Some(&r.id), describe_difference(r, s));
+                        if record_digest(&r) != record_digest(&s) {
+                            note(&mut out, ns, name, Some(&r.id), describe_difference(&r, &s));
+                            if let Some(to) = &fix {
+                                repair_changed(to, &r, &s).await?;
+                            }
                         }
                         x = next(&mut left).await?;
                         y = next(&mut right).await?;
                     }
+                    _ => break,
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Repairs a record that differs: the source's is restored unless the destination's is
+/// newer (a mirrored write the source has too, or will).
+async fn repair_changed(to: &Collection<Value>, r: &StoredRecord, s: &StoredRecord) -> Result<()> {
+    if s.version != r.version {
+        return restore_if_older(to, r).await.map(|_| ());
+    }
+    // Same version, other content: the source's is right.
+    match to.restore_where(r, Precondition::Version(s.version)).await {
+        Err(e) if e.kind() != ErrorKind::Conflict => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes a record found only at the destination, if the source still lacks it and the
+/// destination still has the version seen.
+async fn delete_extra(
+    to: &Collection<Value>,
+    src: &Store,
+    ns: &str,
+    rec: &StoredRecord,
+) -> Result<()> {
+    let at_source = src
+        .namespace(ns)?
+        .existing_collection::<Value>(to.name())
+        .await?
+        .get_raw(&rec.id)
+        .await?;
+    if at_source.is_none() {
+        match to.delete_if_version(&rec.id, rec.version).await {
+            Err(e) if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
+                return Err(e)
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 async fn next<S>(stream: &mut Option<std::pin::Pin<Box<S>>>) -> Result<Option<StoredRecord>>

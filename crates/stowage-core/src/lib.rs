@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+mod check;
 mod collection;
 mod copy;
 mod error;
@@ -52,6 +53,7 @@ mod feed;
 pub mod kv;
 pub mod layer;
 mod memory;
+mod mirror;
 mod query;
 mod record;
 mod retention;
@@ -69,14 +71,16 @@ pub mod testkit;
 pub use backend::{
     BatchScope, Capabilities, ChangeFeed, CollectionStats, Health, Precondition, RecordMeta,
 };
+pub use check::{check_store, CheckReport, Finding};
 pub use collection::{Batch, Collection, Put, DELETE_CHUNK};
 pub use copy::{
-    compare_stores, copy_namespace, copy_store, record_bytes, record_digest, restore_if_older,
-    Comparison, CopyCheckpoint, CopyReport, Difference, Overwrite, Selection,
+    compare_stores, copy_namespace, copy_store, reconcile_stores, record_bytes, record_digest,
+    restore_if_older, Comparison, CopyCheckpoint, CopyReport, Difference, Overwrite, Selection,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken, REPLAY_WINDOW};
 pub use memory::MemoryBackend;
+pub use mirror::MirrorLayer;
 pub use query::{Condition, Filter, Page, Query};
 pub use record::{
     validate_id, validate_name, Body, ContentType, Record, StoredRecord, Timestamp, Version,

@@ -580,7 +580,8 @@ macro_rules! conformance_tests {
                         index_build_is_bounded_and_exact, unfinished_build_is_finished_or_dropped }
             transactions { transfers_keep_the_total, write_skew_is_refused,
                            read_as_absent_then_created_retries }
-            copy { copy_keeps_every_record_exactly, rewrite_only_where_unchanged }
+            copy { copy_keeps_every_record_exactly, rewrite_only_where_unchanged,
+                   copy_store_resumes_compares_and_checks }
             retention { rules_purge_what_is_past_them, one_instance_purges_at_a_time }
             watch { every_acknowledged_write_once_in_order, resume_from_a_token_gets_exactly_the_rest,
                     failed_ops_make_no_event, bulk_changes_are_events,
