@@ -301,6 +301,7 @@ impl<R: Read> ArchiveReader<R> {
         };
         let mut header = [0u8; HEADER_BYTES as usize];
         r.fill(&mut header, None, "the header")?;
+        r.digest.update(header);
         if &header[..16] != MAGIC {
             return Err(broken(
                 0,

@@ -1,6 +1,7 @@
 //! The `stowage` command.
 
 mod config;
+mod ops;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,8 +27,95 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (default: redb://./stowage-data/stowage.redb on 127.0.0.1:7070).
     Serve(ServeArgs),
-    /// Print records and bytes per collection of a store.
-    Stats(StoreArgs),
+    /// Print records and bytes per collection of a store, and the records each index holds.
+    Stats {
+        /// The store's URL.
+        #[arg(env = "STOWAGE_URL", default_value = DEFAULT_URL)]
+        url: String,
+        #[command(flatten)]
+        codec: CodecArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every collection of a store with its spec.
+    Collections {
+        /// The store's URL.
+        #[arg(env = "STOWAGE_URL", default_value = DEFAULT_URL)]
+        url: String,
+        #[command(flatten)]
+        codec: CodecArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy every namespace and collection (or those named) into another store, of any
+    /// engine: specs, then records with their versions, times and TTLs; resumes from its
+    /// checkpoint file after an interruption.
+    Copy {
+        /// The source store's URL.
+        source: String,
+        /// The destination store's URL.
+        destination: String,
+        #[command(flatten)]
+        selection: ops::SelectionArgs,
+        #[command(flatten)]
+        codec: CodecArgs,
+        /// Where progress is saved, and resumed from [default: ./stowage-copy.checkpoint].
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Compare the two stores record by record afterwards (as `stowage verify SRC DST`).
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Check a store (record checksums, indexes against records both ways, no expired
+    /// record indexed as live), or with two URLs compare two stores record by record;
+    /// exits non-zero and lists what is wrong.
+    Verify {
+        /// The store's URL.
+        url: String,
+        /// A second store to compare with, record by record.
+        other: Option<String>,
+        #[command(flatten)]
+        selection: ops::SelectionArgs,
+        #[command(flatten)]
+        codec: CodecArgs,
+        /// List at most this many problems (all are counted).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a store (or the namespaces and collections named) into a portable archive.
+    Backup {
+        /// The store's URL.
+        url: String,
+        /// The archive to write (replaced only once the backup is whole).
+        file: PathBuf,
+        #[command(flatten)]
+        selection: ops::SelectionArgs,
+        #[command(flatten)]
+        codec: CodecArgs,
+    },
+    /// Restore an archive into a store of any engine (it must not hold the archive's
+    /// collections yet); a damaged archive is refused before anything is written.
+    Restore {
+        /// The archive.
+        file: PathBuf,
+        /// The store's URL.
+        url: String,
+        #[command(flatten)]
+        codec: CodecArgs,
+    },
+    /// Purge expired records and records past their collection's retention, once.
+    Purge {
+        /// The store's URL.
+        #[arg(env = "STOWAGE_URL", default_value = DEFAULT_URL)]
+        url: String,
+        #[command(flatten)]
+        codec: CodecArgs,
+    },
     /// Print one record as JSON.
     Get {
         #[command(flatten)]
@@ -126,13 +214,13 @@ enum KeyringCommand {
 /// How bodies are stored: `--keyring` seals them (and compresses), `--compress` only
 /// compresses. A store written with either must always be opened with the same.
 #[derive(Debug, Args)]
-struct CodecArgs {
+pub(crate) struct CodecArgs {
     /// A key-ring file: bodies are encrypted with its newest key, and compressed.
     #[arg(long, env = "STOWAGE_KEYRING")]
-    keyring: Option<PathBuf>,
+    pub(crate) keyring: Option<PathBuf>,
     /// Compress bodies of 256 bytes or more with zstd (implied by --keyring).
     #[arg(long, env = "STOWAGE_COMPRESS")]
-    compress: bool,
+    pub(crate) compress: bool,
 }
 
 /// The codec a key ring and a compression flag ask for.
@@ -540,13 +628,42 @@ fn print(v: &Value) {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Stats(args) => {
-            let store = open(&args).await?;
-            for s in store.stats().await? {
-                println!("{}\t{} records\t{} bytes", s.collection, s.records, s.bytes);
-            }
-            Ok(())
+        Command::Stats { url, codec, json } => ops::stats(&url, &codec, json).await,
+        Command::Collections { url, codec, json } => ops::collections(&url, &codec, json).await,
+        Command::Copy {
+            source,
+            destination,
+            selection,
+            codec,
+            checkpoint,
+            verify,
+        } => {
+            ops::copy(
+                &source,
+                &destination,
+                &selection,
+                &codec,
+                checkpoint,
+                verify,
+            )
+            .await
         }
+        Command::Verify {
+            url,
+            other,
+            selection,
+            codec,
+            limit,
+            json,
+        } => ops::verify(&url, other.as_deref(), &selection, &codec, limit, json).await,
+        Command::Backup {
+            url,
+            file,
+            selection,
+            codec,
+        } => ops::backup(&url, &file, &selection, &codec).await,
+        Command::Restore { file, url, codec } => ops::restore(&file, &url, &codec).await,
+        Command::Purge { url, codec } => ops::purge(&url, &codec).await,
         Command::Get {
             store,
             collection,

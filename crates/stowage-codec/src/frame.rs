@@ -115,6 +115,24 @@ fn decompress(bytes: &[u8], max: usize) -> Option<Vec<u8>> {
     })
 }
 
+/// Whether a stored body is a sound frame, checked without any key: `None` when it is,
+/// else what is wrong (not a frame, truncated, or failing its checksum). What
+/// `stowage verify` asks of every record of a store written through the codec.
+pub fn check_frame(stored: &Body) -> Option<String> {
+    let bytes = &stored.bytes[..];
+    if stored.content_type != ContentType::Bytes || !bytes.starts_with(&MAGIC) {
+        return Some("the body is not a codec frame (written without the codec layer?)".into());
+    }
+    match bytes.len().checked_sub(CRC).filter(|at| *at > MAGIC.len()) {
+        None => Some("the body's frame is truncated".into()),
+        Some(at) => {
+            let (framed, crc) = bytes.split_at(at);
+            (crc32fast::hash(framed).to_le_bytes() != crc)
+                .then(|| "the body fails its checksum".to_owned())
+        }
+    }
+}
+
 /// The key that sealed a stored frame, read from its header (`None`: not a sealed frame).
 pub(crate) fn sealed_with(stored: &Body) -> Option<u32> {
     let b = &stored.bytes[..];

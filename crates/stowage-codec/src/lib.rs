@@ -86,6 +86,7 @@ mod rekey;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use frame::check_frame;
 pub use keyring::KeyRing;
 pub use keys::{shred, KEYS_NAMESPACE};
 pub use layer::{CodecConfig, CodecLayer};

@@ -447,6 +447,36 @@ where
             .await
     }
 
+    /// How many live records the index `name` holds (those with a value for it): what
+    /// `stowage stats` shows per index. InvalidInput for an index not declared (or still
+    /// being built).
+    pub async fn indexed(&self, name: &str) -> Result<u64> {
+        self.store
+            .with_spec(&self.entry, |loaded| {
+                if loaded.queryable.index_named(name).is_none() {
+                    return Err(Error::invalid(format!(
+                        "collection {:?} has no index {name:?} that queries may use",
+                        self.name()
+                    )));
+                }
+                let mut request = self.filter_request(&loaded, &Filter::new(), None)?;
+                request.filter = vec![crate::backend::Predicate {
+                    index: name.to_owned(),
+                    op: crate::backend::PredicateOp::Range(
+                        std::ops::Bound::Unbounded,
+                        std::ops::Bound::Unbounded,
+                    ),
+                }];
+                Ok(async move {
+                    self.store
+                        .backend()
+                        .count(self.ns(), &request, self.store.now())
+                        .await
+                })
+            })
+            .await
+    }
+
     /// Every record in id order, fetched a page at a time: memory stays constant however
     /// large the collection.
     pub fn scan(&self) -> impl Stream<Item = Result<Versioned<T>>> + Send + 'static {

@@ -206,8 +206,8 @@ async fn serve_tls(
     ))
 }
 
-/// Purges expired records of every namespace every `seconds` (0: never) until `stopping`
-/// turns true. Failures are logged and tried again at the next round.
+/// Purges expired records, and records past their collection's retention rule, of every
+/// namespace every `seconds` (0: never) until `stopping` turns true. Failures are logged and tried again at the next round.
 fn purge_in_background(
     store: Store,
     seconds: u64,
@@ -231,16 +231,27 @@ fn purge_in_background(
                 }
             };
             for name in namespaces {
-                let purged = match store.namespace(&name) {
-                    Ok(ns) => ns.purge_expired().await,
-                    Err(e) => Err(e),
+                let ns = match store.namespace(&name) {
+                    Ok(ns) => ns,
+                    Err(e) => {
+                        tracing::warn!(namespace = %name, error = %e, "purge failed");
+                        continue;
+                    }
                 };
-                match purged {
+                match ns.purge_expired().await {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(namespace = %name, purged = n, "purged expired records")
                     }
                     Err(e) => tracing::warn!(namespace = %name, error = %e, "purge failed"),
+                }
+                // Retention rules: one server at a time per namespace (a lease).
+                match ns.purge_retention().await {
+                    Ok(r) if r.purged > 0 => tracing::info!(
+                        namespace = %name, purged = r.purged, "purged records past retention"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(namespace = %name, error = %e, "retention purge failed"),
                 }
             }
         }

@@ -127,7 +127,12 @@ fn document_with_every_field(tokens_required: bool) -> Value {
                     "blind": {"type": "boolean", "description": "keep keyed hashes of the values (a string index; eq and in only): needs a server started with a key ring, 501 otherwise"}}},
                 "CollectionSpec": {"type": "object", "additionalProperties": false, "properties": {
                     "indexes": {"type": "array", "items": {"$ref": "#/components/schemas/IndexSpec"}},
-                    "default_ttl_seconds": count(1)}},
+                    "default_ttl_seconds": count(1),
+                    "retention": {"type": "object", "additionalProperties": false, "required": ["keep_seconds", "from"],
+                        "description": "records older than keep_seconds, counted from created_at, updated_at or a declared single-valued timestamp index, are purged in the background",
+                        "properties": {"keep_seconds": count(1),
+                            "from": {"oneOf": [{"type": "string", "enum": ["created_at", "updated_at"]},
+                                               {"type": "object", "additionalProperties": false, "required": ["index"], "properties": {"index": name}}]}}}}},
                 "Item": {"type": "object", "required": ["id", "version", "body"], "properties": {
                     "id": {"type": "string"}, "version": {"type": "integer"}, "body": {},
                     "expires_at": {"type": ["string", "null"], "format": "date-time"}}},

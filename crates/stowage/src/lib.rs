@@ -51,13 +51,17 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+#[cfg(feature = "archive")]
+pub use stowage_archive as archive;
 pub use stowage_core::{backend, layer};
 pub use stowage_core::{
-    validate_id, validate_name, Batch, Body, Capabilities, Clock, Collection, CollectionSpec,
-    CollectionStats, Condition, ContentType, Error, ErrorKind, Filter, Health, IndexSpec,
-    IndexType, IndexValue, ManualClock, MemoryBackend, Page, Put, Query, Record, Result,
-    SpecChange, StoredRecord, SystemClock, Timestamp, Version, Versioned, DEFAULT_NAMESPACE,
-    MAX_ID_BYTES, MAX_NAME_BYTES,
+    check_store, compare_stores, copy_store, reconcile_stores, validate_id, validate_name, Batch,
+    Body, Capabilities, CheckReport, Clock, Collection, CollectionSpec, CollectionStats,
+    Comparison, Condition, ContentType, CopyCheckpoint, CopyReport, Difference, Error, ErrorKind,
+    Filter, Finding, Health, IndexSpec, IndexType, IndexValue, ManualClock, MemoryBackend,
+    MirrorLayer, Overwrite, Page, Put, Query, Record, Result, RetainFrom, Retention,
+    RetentionReport, Selection, SpecChange, StoredRecord, SystemClock, Timestamp, Version,
+    Versioned, DEFAULT_NAMESPACE, MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 
 #[cfg(feature = "cache")]
