@@ -91,7 +91,15 @@ impl MirrorLayer {
                     spec: src.spec,
                     building: src.building,
                 };
-                self.target.apply_spec(ns, coll, &update).await?;
+                match self.target.apply_spec(ns, coll, &update).await {
+                    // Another writer, or the background copy, declared it first.
+                    Err(e)
+                        if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) =>
+                    {
+                        return Err(e)
+                    }
+                    _ => {}
+                }
                 self.target
                     .load_spec(ns, coll)
                     .await?

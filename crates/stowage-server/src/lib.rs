@@ -251,7 +251,9 @@ fn purge_in_background(
                         namespace = %name, purged = r.purged, "purged records past retention"
                     ),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(namespace = %name, error = %e, "retention purge failed"),
+                    Err(e) => {
+                        tracing::warn!(namespace = %name, error = %e, "retention purge failed")
+                    }
                 }
             }
         }
