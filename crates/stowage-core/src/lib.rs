@@ -38,8 +38,14 @@
 //!   never silence. Memory keeps the last [`REPLAY_WINDOW`] changes; redb logs them.
 //! - **Layers** ([`layer`]) wrap a backend and forward what they do not change; metrics
 //!   (feature `metrics`) and tracing (feature `tracing`) come as layers.
-//! - **Copy** ([`copy_namespace`]) writes records exactly as they are
-//!   ([`Collection::restore`]), so ETags survive a copy or a restore.
+//! - **Copy** ([`copy_store`], [`copy_namespace`]) writes records exactly as they are
+//!   ([`Collection::restore`]), so ETags survive a copy or a restore; it resumes from a
+//!   [`CopyCheckpoint`]. [`compare_stores`] and [`reconcile_stores`] set two stores side by
+//!   side record by record; [`MirrorLayer`] mirrors writes for a live migration;
+//!   [`check_store`] checks bodies and indexes against records.
+//! - **Retention** ([`Retention`] in a spec, [`Store::purge_retention`]) purges records past
+//!   a collection's rule, one instance at a time per namespace (a lease in the reserved
+//!   namespace [`MAINTENANCE_NAMESPACE`]).
 
 #![deny(missing_docs)]
 
