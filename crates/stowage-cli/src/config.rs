@@ -66,6 +66,7 @@ impl FileConfig {
 #[derive(Debug)]
 pub struct Resolved {
     pub url: String,
+    pub mirror_to: Option<String>,
     pub codec: Option<stowage::CodecConfig>,
     pub cache: Option<stowage::CacheConfig>,
     pub addr: SocketAddr,

@@ -67,6 +67,10 @@ enum Command {
         /// Compare the two stores record by record afterwards (as `stowage verify SRC DST`).
         #[arg(long)]
         verify: bool,
+        /// Leave a destination record that is as new as the source's or newer (the
+        /// destination is being mirrored to: `serve --mirror-to`).
+        #[arg(long)]
+        keep_newer: bool,
     },
     /// Check a store (record checksums, indexes against records both ways, no expired
     /// record indexed as live), or with two URLs compare two stores record by record;
@@ -80,6 +84,10 @@ enum Command {
         selection: ops::SelectionArgs,
         #[command(flatten)]
         codec: CodecArgs,
+        /// With two stores: repair each record that differs from the first store's (never
+        /// over a newer write), then report what differed.
+        #[arg(long, requires = "other")]
+        repair: bool,
         /// List at most this many problems (all are counted).
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -286,6 +294,11 @@ struct ServeArgs {
     /// reads from memory, kept coherent with other servers through the change feed.
     #[arg(long, env = "STOWAGE_CACHE_MB")]
     cache_mb: Option<u64>,
+    /// Mirror every write onto this second store (a live migration: reads stay here, the
+    /// other store gets each write as stored here; copy the older records with `stowage
+    /// copy --keep-newer`, then `stowage verify` both until they agree, then switch URLs).
+    #[arg(long, env = "STOWAGE_MIRROR_TO")]
+    mirror_to: Option<String>,
     /// Collections the cache never holds, separated by ',' (sessions, revocations).
     #[arg(long, env = "STOWAGE_CACHE_BYPASS", value_delimiter = ',')]
     cache_bypass: Vec<String>,
@@ -363,6 +376,7 @@ impl ServeArgs {
                 })
         });
         Ok(Resolved {
+            mirror_to: self.mirror_to,
             cache,
             codec: codec_config(keyring.as_deref(), self.codec.compress || file.compress)?,
             url: self
@@ -417,11 +431,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     cfg.server.check(cfg.addr)?;
     // Backend operations are counted and timed below the typed API, for /metrics.
     let mut builder = Store::builder().url(cfg.url.clone());
-    if let Some(codec) = cfg.codec {
+    if let Some(codec) = cfg.codec.clone() {
         builder = builder.codec(codec);
     }
     if let Some(cache) = cfg.cache {
         builder = builder.cache(cache);
+    }
+    if let Some(url) = &cfg.mirror_to {
+        let mut target = Store::builder().url(url.clone());
+        if let Some(codec) = cfg.codec.clone() {
+            target = target.codec(codec);
+        }
+        let target = target.open().await?.backend().clone();
+        tracing::info!(to = %redacted(url), "mirroring every write");
+        builder = builder.layer(move |source| Arc::new(stowage::MirrorLayer::new(source, target)));
     }
     let store = builder
         .layer(|backend| Arc::new(stowage::layer::MetricsLayer::new(backend)))
@@ -637,7 +660,13 @@ async fn run(cli: Cli) -> Result<()> {
             codec,
             checkpoint,
             verify,
+            keep_newer,
         } => {
+            let overwrite = if keep_newer {
+                stowage::Overwrite::Older
+            } else {
+                stowage::Overwrite::Always
+            };
             ops::copy(
                 &source,
                 &destination,
@@ -645,6 +674,7 @@ async fn run(cli: Cli) -> Result<()> {
                 &codec,
                 checkpoint,
                 verify,
+                overwrite,
             )
             .await
         }
@@ -653,9 +683,21 @@ async fn run(cli: Cli) -> Result<()> {
             other,
             selection,
             codec,
+            repair,
             limit,
             json,
-        } => ops::verify(&url, other.as_deref(), &selection, &codec, limit, json).await,
+        } => {
+            ops::verify(
+                &url,
+                other.as_deref(),
+                &selection,
+                &codec,
+                repair,
+                limit,
+                json,
+            )
+            .await
+        }
         Command::Backup {
             url,
             file,

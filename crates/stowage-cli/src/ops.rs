@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use stowage::archive::{backup_store, restore_store, Progress};
 use stowage::{
-    check_store, compare_stores, copy_store, CopyCheckpoint, Error, ErrorKind, Overwrite, Result,
-    Selection, Store,
+    check_store, compare_stores, copy_store, reconcile_stores, CopyCheckpoint, Error, ErrorKind,
+    Overwrite, Result, Selection, Store,
 };
 
 use crate::{codec_config, redacted, write_atomically, CodecArgs};
@@ -140,6 +140,7 @@ pub(crate) async fn copy(
     codec: &CodecArgs,
     checkpoint: Option<PathBuf>,
     verify: bool,
+    overwrite: Overwrite,
 ) -> Result<()> {
     let selection = selection.selection();
     let checkpoint = checkpoint.unwrap_or_else(|| PathBuf::from("stowage-copy.checkpoint"));
@@ -178,7 +179,7 @@ pub(crate) async fn copy(
     let dst = open_url(dst_url, codec).await?;
     let mut meter = Meter::new("copy", Some(records_in(&src, &selection).await?));
     let mut saved: Result<()> = Ok(());
-    let report = copy_store(&src, &dst, &selection, Overwrite::Always, resume, |at| {
+    let report = copy_store(&src, &dst, &selection, overwrite, resume, |at| {
         meter.update(at.records, at.bytes);
         if saved.is_ok() {
             let file = CopyCheckpointFile {
@@ -204,8 +205,14 @@ pub(crate) async fn copy(
         source,
         destination
     );
+    if report.kept_newer > 0 {
+        println!(
+            "{} records were newer at the destination and kept",
+            report.kept_newer
+        );
+    }
     if verify {
-        compare(&src, &dst, &selection, 20, false).await?;
+        compare(&src, &dst, &selection, 20, false, false).await?;
     }
     Ok(())
 }
@@ -217,8 +224,13 @@ async fn compare(
     selection: &Selection,
     limit: usize,
     as_json: bool,
+    repair: bool,
 ) -> Result<()> {
-    let cmp = compare_stores(src, dst, selection, limit).await?;
+    let cmp = if repair {
+        reconcile_stores(src, dst, selection, limit).await?
+    } else {
+        compare_stores(src, dst, selection, limit).await?
+    };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&cmp).unwrap_or_default());
     } else {
@@ -236,6 +248,10 @@ async fn compare(
             );
         }
     }
+    if repair && !cmp.agree() {
+        println!("verify: repaired what differed; run verify again to see the two agree");
+        return Ok(());
+    }
     if cmp.agree() {
         Ok(())
     } else {
@@ -251,6 +267,7 @@ pub(crate) async fn verify(
     other: Option<&str>,
     selection: &SelectionArgs,
     codec: &CodecArgs,
+    repair: bool,
     limit: usize,
     as_json: bool,
 ) -> Result<()> {
@@ -258,7 +275,7 @@ pub(crate) async fn verify(
     let store = open_url(url, codec).await?;
     if let Some(other) = other {
         let dst = open_url(other, codec).await?;
-        return compare(&store, &dst, &selection, limit, as_json).await;
+        return compare(&store, &dst, &selection, limit, as_json, repair).await;
     }
     // Bodies are checked as the engine stores them (frames and their checksums).
     let raw = Store::open(url).await?;

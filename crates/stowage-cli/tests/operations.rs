@@ -13,6 +13,8 @@
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Cursor;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -403,4 +405,35 @@ async fn killed_copy_resumes_and_the_commands_agree() {
         ok && out.contains("bulk") && out.contains("n 40000"),
         "{out}"
     );
+}
+
+/// `stowage serve --mirror-to`: writes over HTTP reach both stores; `copy --keep-newer`
+/// brings the older records without undoing them, and `verify` finds the two identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_mirrors_writes_for_a_migration() {
+    let stores = Stores::new().await;
+    let old = stores.url("postgres");
+    let new = stores.url("redis");
+    {
+        let s = Store::open(&old).await.unwrap();
+        fill(&s).await;
+    }
+    let (_server, base, _out) = common::serve_with(&old, &["--mirror-to", &new]).await;
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let r = http
+            .put(format!("{base}/v1/default/people/records/ü-日本-{i:03}"))
+            .json(&json!({"email": format!("moved{i}@x.org"), "age": 1000 + i}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+    let (ok, out, err) = stowage(&["copy", &old, &new, "--keep-newer", "--verify"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("20 records were newer at the destination and kept"),
+        "{out}"
+    );
+    assert!(out.contains("0 differences"), "{out}");
 }
