@@ -6,14 +6,15 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::backend::{CursorKey, Order, Predicate, PredicateOp, QueryRequest};
+use crate::backend::{CursorKey, Order, Predicate, PredicateOp, QueryHit, QueryRequest, Revision};
 use crate::copy::Selection;
 use crate::error::Result;
 use crate::record::{ContentType, StoredRecord};
 use crate::spec::IndexSpec;
 use crate::store::{Store, SCAN_PAGE};
 
-/// One thing [`check_store`] found wrong.
+/// One thing [`check_store`] found wrong, or one way [`crate::compare_stores`] found two
+/// stores to differ (`missing at destination`, `only at destination`, `version 3 != 4`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Finding {
@@ -147,68 +148,101 @@ fn values_of(ix: &IndexSpec, rec: &StoredRecord) -> Vec<crate::IndexValue> {
         .unwrap_or_default()
 }
 
-/// One page of an index query: records the index holds, in id order or in index order.
-async fn index_page(
-    store: &Store,
-    ns: &str,
-    collection: &str,
-    revision: crate::backend::Revision,
-    ix: &IndexSpec,
-    by_value: bool,
-    after: Option<CursorKey>,
-) -> Result<Vec<crate::backend::QueryHit>> {
-    let request = QueryRequest {
-        collection: collection.to_owned(),
-        revision,
-        // Every value of the index: the records it holds, once each.
-        filter: vec![Predicate {
-            index: ix.name.clone(),
-            op: PredicateOp::Range(Bound::Unbounded, Bound::Unbounded),
-        }],
-        order: Order {
-            index: by_value.then(|| ix.name.clone()),
-            descending: false,
-        },
-        after,
-        offset: 0,
-        limit: Some(SCAN_PAGE),
-    };
-    store.backend().query(ns, &request, store.now()).await
+/// The records an index holds, walked a page at a time: in id order, or in the index's
+/// order (then each hit carries the value it is held under).
+struct IndexWalk<'a> {
+    store: &'a Store,
+    ns: &'a str,
+    request: QueryRequest,
+    page: std::vec::IntoIter<QueryHit>,
+    done: bool,
+}
+
+impl<'a> IndexWalk<'a> {
+    fn new(
+        store: &'a Store,
+        ns: &'a str,
+        collection: &str,
+        revision: Revision,
+        ix: &IndexSpec,
+        by_value: bool,
+    ) -> Self {
+        let request = QueryRequest {
+            collection: collection.to_owned(),
+            revision,
+            // Every value of the index: the records it holds, once each.
+            filter: vec![Predicate {
+                index: ix.name.clone(),
+                op: PredicateOp::Range(Bound::Unbounded, Bound::Unbounded),
+            }],
+            order: Order {
+                index: by_value.then(|| ix.name.clone()),
+                descending: false,
+            },
+            after: None,
+            offset: 0,
+            limit: Some(SCAN_PAGE),
+        };
+        IndexWalk {
+            store,
+            ns,
+            request,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<QueryHit>> {
+        loop {
+            if let Some(hit) = self.page.next() {
+                return Ok(Some(hit));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let page = self
+                .store
+                .backend()
+                .query(self.ns, &self.request, self.store.now())
+                .await?;
+            self.done = page.len() < SCAN_PAGE;
+            self.request.after = page.last().map(|h| CursorKey {
+                value: h.order_value.clone(),
+                id: h.record.id.clone(),
+            });
+            self.page = page.into_iter();
+        }
+    }
 }
 
 async fn check_index(
     store: &Store,
     ns: &str,
     name: &str,
-    revision: crate::backend::Revision,
+    revision: Revision,
     ix: &IndexSpec,
     limit: usize,
     report: &mut CheckReport,
 ) -> Result<()> {
     let now = store.now();
-    let what = |s: &str| format!("index {:?}: {s}", ix.name);
+    let mut note = |id: &str, what: &str| {
+        report.note(
+            limit,
+            ns,
+            name,
+            Some(id),
+            format!("index {:?}: {what}", ix.name),
+        );
+    };
     // Both ways, by id: the records with a value against the records the index holds.
     let coll = store
         .namespace(ns)?
         .existing_collection::<Value>(name)
         .await?;
     let mut records = std::pin::pin!(coll.scan_stored(None));
-    let mut held: std::vec::IntoIter<crate::backend::QueryHit> = Vec::new().into_iter();
-    let mut after: Option<CursorKey> = None;
-    let mut held_done = false;
+    let mut held = IndexWalk::new(store, ns, name, revision, ix, false);
     let mut x = next_with_value(&mut records, ix).await?;
-    let mut y = pull(
-        store,
-        ns,
-        name,
-        revision,
-        ix,
-        false,
-        &mut held,
-        &mut after,
-        &mut held_done,
-    )
-    .await?;
+    let mut y = held.next().await?;
     loop {
         let side = match (&x, &y) {
             (None, None) => break,
@@ -216,99 +250,49 @@ async fn check_index(
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (Some(r), Some(h)) => r.id.as_bytes().cmp(h.record.id.as_bytes()),
         };
-        match side {
-            std::cmp::Ordering::Less => {
-                if let Some(r) = &x {
-                    report.note(
-                        limit,
-                        ns,
-                        name,
-                        Some(&r.id),
-                        what("the record has a value but the index does not hold it"),
-                    );
-                }
-                x = next_with_value(&mut records, ix).await?;
-            }
-            std::cmp::Ordering::Greater => {
-                if let Some(h) = &y {
-                    report.note(
-                        limit,
-                        ns,
-                        name,
-                        Some(&h.record.id),
-                        what("the index holds the record, which has no value for it"),
-                    );
-                }
-                y = pull(
-                    store,
-                    ns,
-                    name,
-                    revision,
-                    ix,
-                    false,
-                    &mut held,
-                    &mut after,
-                    &mut held_done,
-                )
-                .await?;
-            }
-            std::cmp::Ordering::Equal => {
-                if let Some(h) = &y {
-                    if h.record.is_expired(now) {
-                        report.note(
-                            limit,
-                            ns,
-                            name,
-                            Some(&h.record.id),
-                            what("an expired record is indexed as live"),
-                        );
-                    }
-                }
-                x = next_with_value(&mut records, ix).await?;
-                y = pull(
-                    store,
-                    ns,
-                    name,
-                    revision,
-                    ix,
-                    false,
-                    &mut held,
-                    &mut after,
-                    &mut held_done,
-                )
-                .await?;
-            }
+        if let (std::cmp::Ordering::Less, Some(r)) = (side, &x) {
+            note(
+                &r.id,
+                "the record has a value but the index does not hold it",
+            );
+        }
+        if let (std::cmp::Ordering::Greater, Some(h)) = (side, &y) {
+            note(
+                &h.record.id,
+                "the index holds the record, which has no value for it",
+            );
+        }
+        if let Some(h) = y
+            .as_ref()
+            .filter(|h| side.is_ge() && h.record.is_expired(now))
+        {
+            note(&h.record.id, "an expired record is indexed as live");
+        }
+        if side.is_le() {
+            x = next_with_value(&mut records, ix).await?;
+        }
+        if side.is_ge() {
+            y = held.next().await?;
         }
     }
     // Each entry's value, in index order (single-valued indexes: queries order only by those).
     if ix.multi {
         return Ok(());
     }
-    let (mut held, mut after, mut done) = (Vec::new().into_iter(), None, false);
-    while let Some(hit) = pull(
-        store, ns, name, revision, ix, true, &mut held, &mut after, &mut done,
-    )
-    .await?
-    {
+    let mut walk = IndexWalk::new(store, ns, name, revision, ix, true);
+    while let Some(hit) = walk.next().await? {
         let values = values_of(ix, &hit.record);
-        match &hit.order_value {
-            Some(v) if values.contains(v) => {}
-            v => report.note(
-                limit,
-                ns,
-                name,
-                Some(&hit.record.id),
-                what(&format!("the index holds {v:?}, the record {values:?}")),
-            ),
+        if !hit.order_value.as_ref().is_some_and(|v| values.contains(v)) {
+            note(
+                &hit.record.id,
+                &format!(
+                    "the index holds {:?}, the record {values:?}",
+                    hit.order_value
+                ),
+            );
         }
         if hit.record.is_expired(now) {
-            report.note(
-                limit,
-                ns,
-                name,
-                Some(&hit.record.id),
-                what("an expired record is indexed as live"),
-            );
+            note(&hit.record.id, "an expired record is indexed as live");
         }
     }
     Ok(())
@@ -328,36 +312,6 @@ where
         }
     }
     Ok(None)
-}
-
-/// The next hit of an index query walked page by page.
-#[allow(clippy::too_many_arguments)]
-async fn pull(
-    store: &Store,
-    ns: &str,
-    name: &str,
-    revision: crate::backend::Revision,
-    ix: &IndexSpec,
-    by_value: bool,
-    held: &mut std::vec::IntoIter<crate::backend::QueryHit>,
-    after: &mut Option<CursorKey>,
-    done: &mut bool,
-) -> Result<Option<crate::backend::QueryHit>> {
-    loop {
-        if let Some(hit) = held.next() {
-            return Ok(Some(hit));
-        }
-        if *done {
-            return Ok(None);
-        }
-        let page = index_page(store, ns, name, revision, ix, by_value, after.take()).await?;
-        *done = page.len() < SCAN_PAGE;
-        *after = page.last().map(|h| CursorKey {
-            value: h.order_value.clone(),
-            id: h.record.id.clone(),
-        });
-        *held = page.into_iter();
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::{BatchScope, Precondition};
+use crate::check::Finding;
 use crate::collection::Collection;
 use crate::error::{ErrorKind, Result};
 use crate::record::{StoredRecord, Timestamp};
@@ -293,20 +294,6 @@ pub fn record_digest(rec: &StoredRecord) -> u64 {
     h
 }
 
-/// One way two stores differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Difference {
-    /// The namespace.
-    pub namespace: String,
-    /// The collection.
-    pub collection: String,
-    /// The record id (`None`: the collection itself).
-    pub id: Option<String>,
-    /// What differs: `missing at destination`, `only at destination`, `version 3 != 4`, …
-    pub what: String,
-}
-
 /// What [`compare_stores`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -316,7 +303,7 @@ pub struct Comparison {
     /// Live records at the destination.
     pub destination_records: u64,
     /// Differences found (all of them, up to the limit asked for).
-    pub differences: Vec<Difference>,
+    pub differences: Vec<Finding>,
     /// How many differences there are in all.
     pub difference_count: u64,
 }
@@ -366,7 +353,7 @@ async fn walk_both(
     let note = |out: &mut Comparison, ns: &str, coll: &str, id: Option<&str>, what: String| {
         out.difference_count += 1;
         if out.differences.len() < limit {
-            out.differences.push(Difference {
+            out.differences.push(Finding {
                 namespace: ns.to_owned(),
                 collection: coll.to_owned(),
                 id: id.map(str::to_owned),

@@ -81,7 +81,7 @@ pub use check::{check_store, CheckReport, Finding};
 pub use collection::{Batch, Collection, Put, DELETE_CHUNK};
 pub use copy::{
     compare_stores, copy_namespace, copy_store, reconcile_stores, record_bytes, record_digest,
-    restore_if_older, Comparison, CopyCheckpoint, CopyReport, Difference, Overwrite, Selection,
+    restore_if_older, Comparison, CopyCheckpoint, CopyReport, Overwrite, Selection,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken, REPLAY_WINDOW};

@@ -57,11 +57,11 @@ pub use stowage_core::{backend, layer};
 pub use stowage_core::{
     check_store, compare_stores, copy_store, reconcile_stores, validate_id, validate_name, Batch,
     Body, Capabilities, CheckReport, Clock, Collection, CollectionSpec, CollectionStats,
-    Comparison, Condition, ContentType, CopyCheckpoint, CopyReport, Difference, Error, ErrorKind,
-    Filter, Finding, Health, IndexSpec, IndexType, IndexValue, ManualClock, MemoryBackend,
-    MirrorLayer, Overwrite, Page, Put, Query, Record, Result, RetainFrom, Retention,
-    RetentionReport, Selection, SpecChange, StoredRecord, SystemClock, Timestamp, Version,
-    Versioned, DEFAULT_NAMESPACE, MAX_ID_BYTES, MAX_NAME_BYTES,
+    Comparison, Condition, ContentType, CopyCheckpoint, CopyReport, Error, ErrorKind, Filter,
+    Finding, Health, IndexSpec, IndexType, IndexValue, ManualClock, MemoryBackend, MirrorLayer,
+    Overwrite, Page, Put, Query, Record, Result, RetainFrom, Retention, RetentionReport, Selection,
+    SpecChange, StoredRecord, SystemClock, Timestamp, Version, Versioned, DEFAULT_NAMESPACE,
+    MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 
 #[cfg(feature = "cache")]
