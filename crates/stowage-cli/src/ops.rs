@@ -272,14 +272,23 @@ pub(crate) async fn verify(
     as_json: bool,
 ) -> Result<()> {
     let selection = selection.selection();
-    let store = open_url(url, codec).await?;
     if let Some(other) = other {
+        let src = open_url(url, codec).await?;
         let dst = open_url(other, codec).await?;
-        return compare(&store, &dst, &selection, limit, as_json, repair).await;
+        return compare(&src, &dst, &selection, limit, as_json, repair).await;
     }
-    // Bodies are checked as the engine stores them (frames and their checksums).
+    // Bodies are checked as the engine stores them (frames and their checksums), records
+    // and indexes through the codec; one engine under both (an embedded file opens once).
     let raw = Store::open(url).await?;
-    let framed = codec.keyring.is_some() || codec.compress;
+    let config = codec_config(codec.keyring.as_deref(), codec.compress)?;
+    let framed = config.is_some();
+    let store = match config {
+        Some(c) => Store::with_backend(std::sync::Arc::new(stowage::codec::CodecLayer::new(
+            raw.backend().clone(),
+            c,
+        )?)),
+        None => raw.clone(),
+    };
     let report = check_store(&store, &raw, &selection, limit, |rec| {
         if framed {
             stowage::codec::check_frame(&rec.body)

@@ -310,11 +310,14 @@ mod tests {
                 let framed = c.encode(place("a"), body, seal).unwrap();
                 assert_eq!(sealed_with(&framed), seal.map(|(id, _)| id));
                 assert_eq!(&c.decode(place("a"), &framed, open).unwrap(), body);
-                // A flipped bit anywhere is found by the checksum.
+                assert_eq!(check_frame(&framed), None);
+                // A flipped bit anywhere is found by the checksum, with or without keys.
                 for at in [0, 5, framed.bytes.len() / 2, framed.bytes.len() - 1] {
                     let mut bad = framed.bytes.to_vec();
                     bad[at] ^= 0x10;
-                    let e = c.decode(place("a"), &Body::binary(bad), open).unwrap_err();
+                    let bad = Body::binary(bad);
+                    assert!(check_frame(&bad).is_some());
+                    let e = c.decode(place("a"), &bad, open).unwrap_err();
                     assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
                 }
             }

@@ -100,7 +100,13 @@ impl Store {
         match &rule.from {
             RetainFrom::Index(index) => {
                 // An index still being built answers no queries: wait for the next round.
-                if coll.spec().index_named(index).is_none() {
+                if coll
+                    .entry()
+                    .current()
+                    .queryable
+                    .index_named(index)
+                    .is_none()
+                {
                     return Ok(0);
                 }
                 coll.delete_where(&Filter::new().lt(index.as_str(), cutoff.to_rfc3339()))
