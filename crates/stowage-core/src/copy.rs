@@ -194,50 +194,41 @@ async fn copy_collection(
     overwrite: Overwrite,
     mut on_page: impl FnMut(&[StoredRecord]),
 ) -> Result<u64> {
-    use futures_util::StreamExt;
     let page_size = to
         .store()
         .capabilities()
         .max_batch_ops
         .map_or(WRITE_PAGE, |max| max.min(WRITE_PAGE));
-    let records = from.scan_stored_from(None, after);
-    // Pages of at most `page_size` records or WRITE_PAGE_BYTES, WRITES_IN_FLIGHT written at
-    // once, reported in order: a checkpoint never passes a page not yet written.
-    let pages =
-        futures_util::stream::try_unfold(Box::pin(records), move |mut records| async move {
-            let mut page: Vec<StoredRecord> = Vec::new();
-            let mut bytes = 0;
-            while page.len() < page_size && bytes < WRITE_PAGE_BYTES {
-                match records.try_next().await? {
-                    Some(rec) => {
-                        bytes += record_bytes(&rec);
-                        page.push(rec);
-                    }
-                    None => break,
-                }
-            }
-            Ok::<_, crate::Error>((!page.is_empty()).then_some((page, records)))
-        });
-    let mut written = std::pin::pin!(pages
-        .map_ok(|page| async move {
-            let kept = write_page(to, &page, overwrite).await?;
-            Ok::<_, crate::Error>((page, kept))
-        })
-        .try_buffered(WRITES_IN_FLIGHT));
     let mut kept = 0;
-    while let Some((page, k)) = written.next().await.transpose()? {
-        kept += k;
-        on_page(&page);
+    let mut records = std::pin::pin!(from.scan_stored_from(None, after));
+    let mut page: Vec<StoredRecord> = Vec::with_capacity(page_size);
+    let mut bytes = 0;
+    loop {
+        let next = records.try_next().await?;
+        let end = next.is_none();
+        if let Some(rec) = next {
+            bytes += record_bytes(&rec);
+            page.push(rec);
+        }
+        if page.len() >= page_size || bytes >= WRITE_PAGE_BYTES || (end && !page.is_empty()) {
+            kept += write_page(to, &page, overwrite).await?;
+            on_page(&page);
+            page.clear();
+            bytes = 0;
+        }
+        if end {
+            return Ok(kept);
+        }
     }
-    Ok(kept)
 }
 
-/// Records per write of a copy (fewer where the destination's batches are smaller).
+/// Records per write of a copy (fewer where the destination's batches are smaller): 1,000
+/// copies redb into PostgreSQL 2× faster than 256. Writes go one at a time: four in flight
+/// made PostgreSQL 4–15× slower (concurrent batches into one collection contend there) and
+/// Redis only 10 % faster.
 const WRITE_PAGE: usize = 1000;
 /// A copy's write closes once its records reach this many bytes.
 const WRITE_PAGE_BYTES: u64 = 4 << 20;
-/// Pages a copy writes at once: the destination's round trips and syncs overlap.
-const WRITES_IN_FLIGHT: usize = 4;
 
 /// Bytes of a record's id and body.
 pub fn record_bytes(rec: &StoredRecord) -> u64 {
