@@ -1,9 +1,9 @@
 //! Retention: purging records older than their collection's rule, one instance at a time.
 //!
-//! A rule counting from a timestamp index is one range delete on the index per purge. A
-//! rule counting from `created_at` or `updated_at` walks the collection (no engine indexes
-//! record times), deleting each old record only if it is still at the version read, so a
-//! record written meanwhile is kept.
+//! A rule counting from a body field with a timestamp index on it is one range delete on
+//! the index per purge. Any other rule (`created_at`, `updated_at`: no engine indexes
+//! record times; a field without an index) walks the collection, deleting each old record
+//! only if it is still at the version read, so a record written meanwhile is kept.
 //!
 //! Several instances sharing a store take turns through a lease: a record in the reserved
 //! namespace `__maintenance` (collection `leases`, one record per namespace), taken with a
@@ -93,46 +93,48 @@ impl Store {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let time_of = |rec: &crate::StoredRecord| match rule.from {
-            RetainFrom::UpdatedAt => rec.updated_at,
-            _ => rec.created_at,
-        };
-        match &rule.from {
-            RetainFrom::Index(index) => {
-                // An index still being built answers no queries: wait for the next round.
-                if coll
-                    .entry()
-                    .current()
-                    .queryable
-                    .index_named(index)
-                    .is_none()
-                {
-                    return Ok(0);
-                }
-                coll.delete_where(&Filter::new().lt(index.as_str(), cutoff.to_rfc3339()))
-                    .await
+        // A timestamp index on the rule's field: one range delete (once it is built).
+        if let Some(ix) = spec.retention_index() {
+            if coll
+                .entry()
+                .current()
+                .queryable
+                .index_named(&ix.name)
+                .is_none()
+            {
+                return Ok(0);
             }
-            _ => {
-                let mut purged = 0;
-                let mut records = std::pin::pin!(coll.scan_stored(None));
-                while let Some(rec) = records.try_next().await? {
-                    if time_of(&rec) >= cutoff {
-                        continue;
-                    }
-                    match coll.delete_if_version(&rec.id, rec.version).await {
-                        Ok(()) => purged += 1,
-                        // Written or deleted since it was read: not ours to purge.
-                        Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(purged)
+            return coll
+                .delete_where(&Filter::new().lt(ix.name.as_str(), cutoff.to_rfc3339()))
+                .await;
+        }
+        let time_of = |rec: &crate::StoredRecord| match &rule.from {
+            RetainFrom::CreatedAt => Some(rec.created_at),
+            RetainFrom::UpdatedAt => Some(rec.updated_at),
+            RetainFrom::Field(path) => serde_json::from_slice::<Value>(&rec.body.bytes)
+                .ok()
+                .and_then(|body| {
+                    body.pointer(path)
+                        .and_then(Value::as_str)
+                        .and_then(|t| Timestamp::parse_rfc3339(t).ok())
+                }),
+        };
+        let mut purged = 0;
+        let mut records = std::pin::pin!(coll.scan_stored(None));
+        while let Some(rec) = records.try_next().await? {
+            if !time_of(&rec).is_some_and(|t| t < cutoff) {
+                continue;
+            }
+            match coll.delete_if_version(&rec.id, rec.version).await {
+                Ok(()) => purged += 1,
+                // Written or deleted since it was read: not ours to purge.
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {}
+                Err(e) => return Err(e),
             }
         }
+        Ok(purged)
     }
 }
-
 /// A name unique to this call: the process id, a counter and the clock.
 fn unique_holder() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

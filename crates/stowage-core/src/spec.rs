@@ -222,7 +222,7 @@ pub struct CollectionSpec {
 ///
 /// ```json
 /// {"keep_seconds": 2592000, "from": "created_at"}
-/// {"keep_seconds": 604800, "from": {"index": "recorded_at"}}
+/// {"keep_seconds": 604800, "from": {"field": "/recorded_at"}}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,10 +243,11 @@ pub enum RetainFrom {
     CreatedAt,
     /// When it was last written.
     UpdatedAt,
-    /// A timestamp field of the body, through the (single-valued, not blind) timestamp index
-    /// of this name: a purge is then a range delete on the index. Records without the field
-    /// are kept.
-    Index(String),
+    /// A timestamp field of the body (RFC 3339), by JSON pointer. Where a single-valued
+    /// timestamp index (not blind) is declared on the same path, a purge is one range delete
+    /// on it; otherwise the purge reads every record. Records whose field is missing or not
+    /// a timestamp are kept.
+    Field(String),
 }
 
 impl Retention {
@@ -360,21 +361,29 @@ impl CollectionSpec {
                 "retention keep_seconds is 0: give at least 1, or leave retention out",
             ));
         }
-        if let RetainFrom::Index(name) = &rule.from {
-            let ix = self.index_named(name).ok_or_else(|| {
+        if let RetainFrom::Field(path) = &rule.from {
+            validate_pointer(path).map_err(|why| {
                 Error::invalid(format!(
-                    "retention counts from index {name:?}, which the spec does not declare"
+                    "retention counts from field {path:?}, which is not a JSON pointer: {why}"
                 ))
             })?;
-            if ix.index_type != IndexType::Timestamp || ix.multi || ix.blind {
-                return Err(Error::invalid(format!(
-                    "retention counts from index {name:?}, which must be a single-valued \
-                     timestamp index that is not blind (it is {})",
-                    describe_index(ix)
-                )));
-            }
         }
         Ok(())
+    }
+
+    /// The index a purge by `rule` can walk: a single-valued timestamp index, not blind, on
+    /// the rule's field.
+    pub fn retention_index(&self) -> Option<&IndexSpec> {
+        let Some(Retention {
+            from: RetainFrom::Field(path),
+            ..
+        }) = &self.retention
+        else {
+            return None;
+        };
+        self.indexes.iter().find(|ix| {
+            ix.path == *path && ix.index_type == IndexType::Timestamp && !ix.multi && !ix.blind
+        })
     }
 
     /// What changes from `self` (the stored spec) to `new`: the indexes to build and the

@@ -129,10 +129,11 @@ fn document_with_every_field(tokens_required: bool) -> Value {
                     "indexes": {"type": "array", "items": {"$ref": "#/components/schemas/IndexSpec"}},
                     "default_ttl_seconds": count(1),
                     "retention": {"type": "object", "additionalProperties": false, "required": ["keep_seconds", "from"],
-                        "description": "records older than keep_seconds, counted from created_at, updated_at or a declared single-valued timestamp index, are purged in the background",
+                        "description": "records older than keep_seconds, counted from created_at, updated_at or an RFC 3339 field of the body (a timestamp index on that path makes the purge a range delete), are purged in the background",
                         "properties": {"keep_seconds": count(1),
                             "from": {"oneOf": [{"type": "string", "enum": ["created_at", "updated_at"]},
-                                               {"type": "object", "additionalProperties": false, "required": ["index"], "properties": {"index": name}}]}}}}},
+                                               {"type": "object", "additionalProperties": false, "required": ["field"],
+                                                "properties": {"field": {"type": "string", "pattern": "^/([^~]|~[01])*$", "description": "JSON pointer"}}}]}}}}},
                 "Item": {"type": "object", "required": ["id", "version", "body"], "properties": {
                     "id": {"type": "string"}, "version": {"type": "integer"}, "body": {},
                     "expires_at": {"type": ["string", "null"], "format": "date-time"}}},
