@@ -128,9 +128,9 @@ fn document_with_every_field(tokens_required: bool) -> Value {
                 "CollectionSpec": {"type": "object", "additionalProperties": false, "properties": {
                     "indexes": {"type": "array", "items": {"$ref": "#/components/schemas/IndexSpec"}},
                     "default_ttl_seconds": count(1),
-                    "retention": {"type": "object", "additionalProperties": false, "required": ["keep_seconds", "from"],
-                        "description": "records older than keep_seconds, counted from created_at, updated_at or an RFC 3339 field of the body (a timestamp index on that path makes the purge a range delete), are purged in the background",
-                        "properties": {"keep_seconds": count(1),
+                    "retention": {"type": ["object", "null"], "additionalProperties": false, "required": ["keep_seconds", "from"],
+                        "description": "null or absent: kept until deleted; else records older than keep_seconds, counted from created_at, updated_at or an RFC 3339 field of the body (a timestamp index on that path makes the purge a range delete), are purged in the background",
+                        "properties": {"keep_seconds": {"type": "integer", "minimum": 1, "maximum": u64::MAX},
                             "from": {"oneOf": [{"type": "string", "enum": ["created_at", "updated_at"]},
                                                {"type": "object", "additionalProperties": false, "required": ["field"],
                                                 "properties": {"field": {"type": "string", "pattern": "^/([^~]|~[01])*$", "description": "JSON pointer"}}}]}}}}},
