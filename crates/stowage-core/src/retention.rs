@@ -122,7 +122,7 @@ impl Store {
         let mut purged = 0;
         let mut records = std::pin::pin!(coll.scan_stored(None));
         while let Some(rec) = records.try_next().await? {
-            if !time_of(&rec).is_some_and(|t| t < cutoff) {
+            if time_of(&rec).is_none_or(|t| t >= cutoff) {
                 continue;
             }
             match coll.delete_if_version(&rec.id, rec.version).await {
