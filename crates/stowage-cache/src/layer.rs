@@ -313,6 +313,15 @@ async fn watch(shared: Weak<Shared>, inner: Arc<dyn Backend>, ns: String) {
     }
 }
 
+impl CacheLayer {
+    /// Whether reads of a collection go straight to the engine: bypassed collections, and
+    /// Stowage's reserved namespaces (`__maintenance` leases: a stale lease would make an
+    /// instance skip its turn).
+    fn bypassed(&self, ns: &str, c: &str) -> bool {
+        self.bypass.contains(c) || ns.starts_with("__")
+    }
+}
+
 #[async_trait]
 impl Layer for CacheLayer {
     fn inner(&self) -> &Arc<dyn Backend> {
@@ -326,7 +335,7 @@ impl Layer for CacheLayer {
         id: &str,
         now: Timestamp,
     ) -> Result<Option<StoredRecord>> {
-        if self.bypass.contains(c) {
+        if self.bypassed(ns, c) {
             self.shared.misses.fetch_add(1, Ordering::Relaxed);
             return self.inner.get(ns, c, id, now).await;
         }
@@ -350,7 +359,7 @@ impl Layer for CacheLayer {
         ids: &[String],
         now: Timestamp,
     ) -> Result<Vec<Option<StoredRecord>>> {
-        if self.bypass.contains(c) {
+        if self.bypassed(ns, c) {
             self.shared
                 .misses
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
