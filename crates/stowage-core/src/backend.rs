@@ -87,7 +87,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::record::{Body, StoredRecord, Timestamp, Version};
+use crate::record::{Body, RecordRef, StoredRecord, Timestamp, Version};
 use crate::spec::CollectionSpec;
 use crate::value::IndexValue;
 pub use crate::value::{encode_string_prefix, sortable_i64, unsortable_i64};
@@ -502,6 +502,31 @@ pub struct QueryHit {
     pub order_value: Option<IndexValue>,
 }
 
+impl QueryHit {
+    /// The hit borrowed, as [`Backend::query_each`] hands hits out.
+    pub fn as_hit_ref(&self) -> HitRef<'_> {
+        HitRef {
+            record: self.record.as_record_ref(),
+            order_value: self.order_value.as_ref(),
+        }
+    }
+}
+
+/// What [`Backend::query_each`] hands each match to.
+pub type OnHit<'a> = dyn for<'h> FnMut(HitRef<'h>) -> Result<()> + Send + 'a;
+
+/// What [`Backend::get_with`] hands the record to.
+pub type OnRecord<'a> = dyn for<'r> FnMut(RecordRef<'r>) -> Result<()> + Send + 'a;
+
+/// One match of a query read in place ([`Backend::query_each`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HitRef<'a> {
+    /// The record.
+    pub record: RecordRef<'a>,
+    /// Its value in the order index (`None` when ordering by id).
+    pub order_value: Option<&'a IndexValue>,
+}
+
 /// One page of a scan in ascending id order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanRequest {
@@ -676,6 +701,24 @@ pub trait Backend: Debug + Send + Sync + 'static {
         Ok(got.pop().flatten())
     }
 
+    /// [`Backend::get`] handing the live record, if any, to `read` borrowed where the
+    /// engine holds it, so that a typed read decodes it without an owned copy. An error
+    /// from `read` is returned. The default runs [`Backend::get`]; engines that read in
+    /// place override it.
+    async fn get_with(
+        &self,
+        ns: &str,
+        collection: &str,
+        id: &str,
+        now: Timestamp,
+        read: &mut OnRecord<'_>,
+    ) -> Result<()> {
+        match self.get(ns, collection, id, now).await? {
+            Some(rec) => read(rec.as_record_ref()),
+            None => Ok(()),
+        }
+    }
+
     /// The live records with these ids, in the same order (`None`: absent or expired).
     async fn get_many(
         &self,
@@ -700,6 +743,24 @@ pub trait Backend: Debug + Send + Sync + 'static {
         request: &QueryRequest,
         now: Timestamp,
     ) -> Result<Vec<QueryHit>>;
+
+    /// [`Backend::query`] handing each match to `each` as it is found, in the query's order,
+    /// borrowed where the engine holds it — a typed read decodes straight from there,
+    /// without an owned copy of every body. An error from `each` stops the walk and is
+    /// returned. The default runs [`Backend::query`] and lends out its hits; engines that
+    /// read in place (redb, sled) override it.
+    async fn query_each(
+        &self,
+        ns: &str,
+        request: &QueryRequest,
+        now: Timestamp,
+        each: &mut OnHit<'_>,
+    ) -> Result<()> {
+        for hit in self.query(ns, request, now).await? {
+            each(hit.as_hit_ref())?;
+        }
+        Ok(())
+    }
 
     /// How many live records match the request's filter (its order, cursor, offset and
     /// limit are ignored).

@@ -15,7 +15,10 @@ use crate::backend::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::query::{encode_cursor, Filter, Page, Query};
-use crate::record::{validate_id, Body, ContentType, Record, StoredRecord, Version, Versioned};
+use crate::record::{
+    decode_json, validate_id, Body, ContentType, Record, RecordRef, StoredRecord, Version,
+    Versioned,
+};
 use crate::spec::CollectionSpec;
 use crate::store::{CollectionEntry, Loaded, Store, SCAN_PAGE};
 
@@ -174,7 +177,16 @@ where
 
     /// The record with this id, or `None` when absent or expired.
     pub async fn get(&self, id: &str) -> Result<Option<Versioned<T>>> {
-        self.fetch(id).await?.map(|r| self.decode(r)).transpose()
+        validate_id(id)?;
+        let mut found = None;
+        self.store
+            .backend()
+            .get_with(self.ns(), self.name(), id, self.store.now(), &mut |rec| {
+                found = Some(self.decode_ref(rec)?);
+                Ok(())
+            })
+            .await?;
+        Ok(found)
     }
 
     async fn fetch(&self, id: &str) -> Result<Option<StoredRecord>> {
@@ -395,41 +407,41 @@ where
 
     /// One page of records matching `query`.
     pub async fn query(&self, query: &Query) -> Result<Page<T>> {
-        let (mut hits, limit, fingerprint) = self
-            .store
+        self.store
             .with_spec(&self.entry, |loaded| {
                 let resolved =
                     query.resolve(self.name(), loaded.stored.revision, &loaded.queryable)?;
                 Ok(async move {
-                    let hits = self
-                        .store
+                    // The backend is asked for one match past the limit, which says whether
+                    // a next page exists; the records are decoded where the engine holds
+                    // them, and only the last kept one's key is copied, for the cursor.
+                    let limit = resolved.limit.unwrap_or(usize::MAX);
+                    let mut items = Vec::new();
+                    let (mut last, mut more) = (None, false);
+                    self.store
                         .backend()
-                        .query(self.ns(), &resolved.request, self.store.now())
+                        .query_each(self.ns(), &resolved.request, self.store.now(), &mut |hit| {
+                            if items.len() == limit {
+                                more = true;
+                                return Ok(());
+                            }
+                            items.push(self.decode_ref(hit.record)?);
+                            if items.len() == limit {
+                                last = Some(CursorKey {
+                                    value: hit.order_value.cloned(),
+                                    id: hit.record.id.to_owned(),
+                                });
+                            }
+                            Ok(())
+                        })
                         .await?;
-                    Ok((hits, resolved.limit, resolved.fingerprint))
+                    let next_cursor = last
+                        .filter(|_| more)
+                        .map(|key| encode_cursor(resolved.fingerprint, key));
+                    Ok(Page { items, next_cursor })
                 })
             })
-            .await?;
-        let mut next_cursor = None;
-        if let Some(limit) = limit {
-            if hits.len() > limit {
-                hits.truncate(limit);
-                next_cursor = hits.last().map(|h| {
-                    encode_cursor(
-                        fingerprint,
-                        CursorKey {
-                            value: h.order_value.clone(),
-                            id: h.record.id.clone(),
-                        },
-                    )
-                });
-            }
-        }
-        let items = hits
-            .into_iter()
-            .map(|h| self.decode(h.record))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { items, next_cursor })
+            .await
     }
 
     /// How many records match `filter`.
@@ -636,25 +648,39 @@ where
     }
 
     fn decode(&self, rec: StoredRecord) -> Result<Versioned<T>> {
-        if rec.body.content_type != ContentType::Json {
+        let value = self.decode_body(&rec.id, rec.body.content_type, &rec.body.bytes)?;
+        Ok(with_value(rec, value))
+    }
+
+    /// [`Collection::decode`] of a record read in place.
+    fn decode_ref(&self, rec: RecordRef<'_>) -> Result<Versioned<T>> {
+        Ok(Versioned {
+            value: self.decode_body(rec.id, rec.content_type, rec.body)?,
+            id: rec.id.to_owned(),
+            version: rec.version,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            expires_at: rec.expires_at,
+        })
+    }
+
+    fn decode_body(&self, id: &str, content_type: ContentType, body: &[u8]) -> Result<T> {
+        if content_type != ContentType::Json {
             return Err(Error::invalid(format!(
-                "record {:?} of collection {:?} holds binary data: read it with get_raw",
-                rec.id,
+                "record {id:?} of collection {:?} holds binary data: read it with get_raw",
                 self.name()
             )));
         }
-        let value = serde_json::from_slice(&rec.body.bytes).map_err(|e| {
+        decode_json(body).map_err(|e| {
             Error::new(
                 ErrorKind::Corrupted,
                 format!(
-                    "record {:?} of collection {:?} cannot be decoded as {}: {e}",
-                    rec.id,
+                    "record {id:?} of collection {:?} cannot be decoded as {}: {e}",
                     self.name(),
                     std::any::type_name::<T>()
                 ),
             )
-        })?;
-        Ok(with_value(rec, value))
+        })
     }
 
     /// Checks and encodes one put: id, body size, index values, TTL.

@@ -89,8 +89,8 @@ pub use memory::MemoryBackend;
 pub use mirror::MirrorLayer;
 pub use query::{Condition, Filter, Page, Query};
 pub use record::{
-    validate_id, validate_name, Body, ContentType, Record, StoredRecord, Timestamp, Version,
-    Versioned, MAX_ID_BYTES, MAX_NAME_BYTES,
+    decode_json, validate_id, validate_name, Body, ContentType, Record, RecordRef, StoredRecord,
+    Timestamp, Version, Versioned, MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 pub use retention::{RetentionReport, MAINTENANCE_NAMESPACE};
 pub use spec::{CollectionSpec, IndexSpec, IndexType, RetainFrom, Retention, SpecChange};

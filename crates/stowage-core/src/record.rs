@@ -216,6 +216,70 @@ impl StoredRecord {
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
+
+    /// The record borrowed, as [`Backend::query_each`](crate::backend::Backend::query_each)
+    /// hands records out.
+    pub fn as_record_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            id: &self.id,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            content_type: self.body.content_type,
+            body: &self.body.bytes,
+        }
+    }
+}
+
+/// A stored record read in place: its id and body borrowed from where the engine holds
+/// them (a page of the file, a buffer of the driver), so that a typed read decodes
+/// straight from there instead of copying every body first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The id.
+    pub id: &'a str,
+    /// The version.
+    pub version: Version,
+    /// When the record was first inserted.
+    pub created_at: Timestamp,
+    /// When the record was last written.
+    pub updated_at: Timestamp,
+    /// When the record expires, if it has a TTL.
+    pub expires_at: Option<Timestamp>,
+    /// How `body` is encoded.
+    pub content_type: ContentType,
+    /// The encoded body.
+    pub body: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_stored(&self) -> StoredRecord {
+        StoredRecord {
+            id: self.id.to_owned(),
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            body: Body {
+                content_type: self.content_type,
+                bytes: Bytes::copy_from_slice(self.body),
+            },
+        }
+    }
+}
+
+/// Decodes a JSON body into `T`. Checking the UTF-8 once for the whole body and parsing the
+/// text is faster than `serde_json::from_slice`, which checks every string it reads (about
+/// 20 % on a 230-byte record; sonic-rs and simd-json were slower still on records this
+/// small without `-C target-cpu=native`, which a library cannot ask of its users).
+pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        // The slice decoder says where the bad byte is.
+        Err(_) => serde_json::from_slice(body),
+    }
 }
 
 /// A Rust type stored as records of one collection.

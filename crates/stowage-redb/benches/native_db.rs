@@ -17,7 +17,7 @@
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use native_db::{native_db, Builder, Database, Models, ToKey};
@@ -181,6 +181,18 @@ impl Native {
     }
 }
 
+/// Inserts `members` from `writers` threads, each calling `insert` with its share; the rate.
+fn threaded(members: &[Member], writers: usize, insert: impl Fn(&[Member]) + Sync) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for chunk in members.chunks(members.len().div_ceil(writers)) {
+            let insert = &insert;
+            s.spawn(move || insert(chunk));
+        }
+    });
+    rate(members.len(), start.elapsed())
+}
+
 /// A row: Stowage's rate next to raw redb's and native_db's.
 struct Row {
     name: &'static str,
@@ -234,9 +246,13 @@ fn main() {
     let few = &members[..n_fsync];
     let mut rows = Vec::new();
 
+    // `STOWAGE_BENCH_SKIP_FSYNC=1` leaves out the fsync-bound rows (for profiling reads).
+    let fsync_rows = std::env::var("STOWAGE_BENCH_SKIP_FSYNC").is_err();
+    let mut ours_32 = f64::NAN;
+
     // Durable single inserts, one writer; the three sides alternate in rounds so that fsync
     // drift on a shared machine hits all alike.
-    {
+    if fsync_rows {
         let (raw, native, store) = (raw_db(), native_db(), new_store());
         let coll: Collection<Member> = rt.block_on(store.collection()).unwrap();
         let mut times = [Duration::ZERO; 3];
@@ -266,49 +282,41 @@ fn main() {
 
     // Durable inserts from 32 concurrent writers: threads on raw redb and native_db (their
     // writers queue on redb's write lock), tasks on Stowage.
-    let writers = 32;
-    let threads = |insert: Arc<dyn Fn(&[Member]) + Send + Sync>| {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for chunk in few.chunks(n_fsync.div_ceil(writers)) {
-                let insert = insert.clone();
-                s.spawn(move || insert(chunk));
-            }
-        });
-        rate(n_fsync, start.elapsed())
-    };
-    let raw_db_32 = Arc::new(raw_db());
-    let raw_32 = threads(Arc::new(move |c: &[Member]| raw_db_32.insert(c, 1)));
-    let native_32 = Arc::new(native_db());
-    let native_32 = threads(Arc::new(move |c: &[Member]| native_32.insert(c, 1)));
-    let store = new_store();
-    let ours_32 = rt.block_on(async {
-        let coll: Collection<Member> = store.collection().await.unwrap();
-        let start = Instant::now();
-        let tasks: Vec<_> = few
-            .chunks(n_fsync.div_ceil(writers))
-            .map(|c| {
-                let (coll, c) = (coll.clone(), c.to_vec());
-                tokio::spawn(async move {
-                    for m in &c {
-                        coll.insert(m).await.unwrap();
-                    }
+    if fsync_rows {
+        let writers = 32;
+        let raw = raw_db();
+        let raw_32 = threaded(few, writers, |c| raw.insert(c, 1));
+        let native = native_db();
+        let native_32 = threaded(few, writers, |c| native.insert(c, 1));
+        let store = new_store();
+        ours_32 = rt.block_on(async {
+            let coll: Collection<Member> = store.collection().await.unwrap();
+            let start = Instant::now();
+            let tasks: Vec<_> = few
+                .chunks(n_fsync.div_ceil(writers))
+                .map(|c| {
+                    let (coll, c) = (coll.clone(), c.to_vec());
+                    tokio::spawn(async move {
+                        for m in &c {
+                            coll.insert(m).await.unwrap();
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        rate(n_fsync, start.elapsed())
-    });
-    drop(store);
-    rows.push(Row {
-        name: "durable inserts, 32 concurrent writers, 2 indexes",
-        n: n_fsync,
-        stowage: ours_32,
-        raw: Some(raw_32),
-        native: Some(native_32),
-    });
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            rate(n_fsync, start.elapsed())
+        });
+        drop(store);
+        rows.push(Row {
+            name: "durable inserts, 32 concurrent writers, 2 indexes",
+            n: n_fsync,
+            stowage: ours_32,
+            raw: Some(raw_32),
+            native: Some(native_32),
+        });
+    }
 
     // Batches of 100 into fresh files; the reads below use these files.
     let raw = raw_db();
@@ -355,7 +363,7 @@ fn main() {
     let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
     Rng(7).shuffle(&mut ids);
     let mut times = [Duration::ZERO; 3];
-    for round in ids.chunks(ids.len().div_ceil(4)) {
+    for round in ids.chunks(ids.len().div_ceil(20)) {
         let start = Instant::now();
         for id in round {
             std::hint::black_box(raw.get(id));
@@ -460,9 +468,50 @@ fn main() {
             ratio(r.stowage, r.native)
         );
     }
-    println!(
-        "\n32 concurrent writers (Stowage) / 1 writer (raw redb): {:.1}x",
-        ours_32 / rows[0].raw.unwrap()
-    );
+    if fsync_rows {
+        println!(
+            "\n32 concurrent writers (Stowage) / 1 writer (raw redb): {:.1}x",
+            ours_32 / rows[0].raw.unwrap()
+        );
+    }
     println!("command: cargo bench -p stowage-redb --bench native_db   (STOWAGE_BENCH_N={n})");
+
+    if let Ok(what) = std::env::var("STOWAGE_BENCH_PROFILE") {
+        rt.block_on(profile_loop(&what, &coll, &covered, &ids));
+    }
+}
+
+/// `STOWAGE_BENCH_PROFILE=get|range|covering`: after the table, runs that Stowage operation
+/// for 20 s, inside this function, so a profiler's samples can be picked out by it.
+#[inline(never)]
+async fn profile_loop(
+    what: &str,
+    coll: &Collection<Member>,
+    covered: &Collection<Covered>,
+    ids: &[String],
+) {
+    let until = Instant::now() + Duration::from_secs(20);
+    let query = |q: u32| {
+        Query::new()
+            .gte("score", q % 99 * 100)
+            .lt("score", q % 99 * 100 + 100)
+    };
+    let mut q = 0;
+    while Instant::now() < until {
+        q += 1;
+        match what {
+            "get" => {
+                for id in ids.iter().take(1000) {
+                    std::hint::black_box(coll.get(id).await.unwrap());
+                }
+            }
+            "range" => {
+                std::hint::black_box(coll.query(&query(q)).await.unwrap());
+            }
+            "covering" => {
+                std::hint::black_box(covered.query(&query(q)).await.unwrap());
+            }
+            other => panic!("STOWAGE_BENCH_PROFILE={other}: get, range or covering"),
+        }
+    }
 }

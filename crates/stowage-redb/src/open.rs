@@ -17,7 +17,7 @@ use stowage_core::kv::{GroupCommit, KvBackend};
 use crate::write::RedbEngine;
 use stowage_core::kv::query::KvRead;
 
-use crate::query::Snapshot;
+use crate::query::{ReadCache, Snapshot};
 use crate::schema::{
     self, decode_spec_v1, decode_u64, encode_spec, FORMAT_KEY, FORMAT_VERSION, REVISION_KEY,
 };
@@ -36,8 +36,10 @@ pub type RedbBackend = KvBackend<RedbStore>;
 /// An open redb file: what [`RedbBackend`] runs on, and where its own methods live.
 #[derive(Debug)]
 pub struct RedbStore {
-    // Field order matters: the writer stops (and commits) before the database closes.
+    // Field order matters: the writer stops (and commits) before the database closes, and
+    // the shared read transaction ends before it too.
     pub(crate) writer: GroupCommit,
+    reads: Arc<ReadCache>,
     pub(crate) db: Arc<Database>,
     /// Where committed changes go to watchers.
     pub(crate) changes: Arc<ChangeHub>,
@@ -91,14 +93,19 @@ impl RedbStore {
         }
         let db = Arc::new(db);
         let changes = Arc::new(ChangeHub::default());
+        let reads = Arc::new(ReadCache::default());
         let writer = GroupCommit::start(
-            RedbEngine { db: db.clone() },
+            RedbEngine {
+                db: db.clone(),
+                reads: reads.clone(),
+            },
             config.durability,
             changes.clone(),
             config.change_log,
         )?;
         Ok(RedbStore {
             writer,
+            reads,
             db,
             changes,
             change_log: config.change_log,
@@ -118,8 +125,15 @@ impl RedbStore {
         self.writer.commits()
     }
 
+    /// The latest commit's snapshot, shared with the reads that come before the next
+    /// commit.
     pub(crate) fn read(&self) -> Result<Snapshot> {
-        self.db.begin_read().map(Snapshot).map_err(storage_error)
+        self.reads.snapshot(|| {
+            self.db
+                .begin_read()
+                .map(Snapshot::new)
+                .map_err(storage_error)
+        })
     }
 }
 
@@ -150,9 +164,13 @@ enum Format {
 }
 
 fn check_format(db: &impl ReadableDatabase, path: &Path) -> Result<Format> {
-    let snapshot = Snapshot(db.begin_read().map_err(storage_error)?);
+    let snapshot = Snapshot::new(db.begin_read().map_err(storage_error)?);
     let Some(meta) = snapshot.table(schema::META)? else {
-        let tables = snapshot.0.list_tables().map_err(storage_error)?.count();
+        let tables = snapshot
+            .transaction()
+            .list_tables()
+            .map_err(storage_error)?
+            .count();
         if tables > 0 {
             return Err(Error::invalid(format!(
                 "{} is a redb file but not a Stowage store: it holds {tables} other table(s) \

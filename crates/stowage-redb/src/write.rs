@@ -11,11 +11,14 @@ use stowage_core::kv::{KvEngine, KvTables, TableId};
 use stowage_core::{Error, Result};
 
 use crate::error::storage_error;
+use crate::query::ReadCache;
 use crate::schema;
 
 /// The redb database under the group commit.
 pub(crate) struct RedbEngine {
     pub(crate) db: Arc<Database>,
+    /// Told of every commit, before the writers are answered.
+    pub(crate) reads: Arc<ReadCache>,
 }
 
 impl KvEngine for RedbEngine {
@@ -42,7 +45,11 @@ impl KvEngine for RedbEngine {
             body(&mut tables)
         };
         match outcome {
-            Ok(()) => txn.commit().map_err(storage_error),
+            Ok(()) => {
+                txn.commit().map_err(storage_error)?;
+                self.reads.committed();
+                Ok(())
+            }
             Err(e) => {
                 let _ = txn.abort();
                 Err(e)

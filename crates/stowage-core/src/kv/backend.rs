@@ -16,8 +16,8 @@ use super::write::{
 };
 use super::GroupCommit;
 use crate::backend::{
-    Backend, Capabilities, CollectionStats, IndexFill, QueryHit, QueryRequest, Revision,
-    ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
+    Backend, Capabilities, CollectionStats, IndexFill, OnHit, OnRecord, QueryHit, QueryRequest,
+    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
 use crate::{
     ChangeHub, ChangeStream, ChangeToken, Error, ErrorKind, Result, StoredRecord, Timestamp,
@@ -170,6 +170,18 @@ impl<S: KvStore> Backend for KvBackend<S> {
         self.0.get_one(&self.0.reader()?, ns, collection, id, now)
     }
 
+    async fn get_with(
+        &self,
+        ns: &str,
+        collection: &str,
+        id: &str,
+        now: Timestamp,
+        read: &mut OnRecord<'_>,
+    ) -> Result<()> {
+        let r = self.0.reader()?;
+        kv::read_live_with(&r, &kv::records(&r, ns, collection)?, id, now, read)
+    }
+
     async fn get_many(
         &self,
         ns: &str,
@@ -192,6 +204,16 @@ impl<S: KvStore> Backend for KvBackend<S> {
 
     async fn query(&self, ns: &str, req: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
         Ok(kv::run_query(&self.0.reader()?, ns, req, now, Collect::Page)?.hits)
+    }
+
+    async fn query_each(
+        &self,
+        ns: &str,
+        req: &QueryRequest,
+        now: Timestamp,
+        each: &mut OnHit<'_>,
+    ) -> Result<()> {
+        kv::query_each(&self.0.reader()?, ns, req, now, each)
     }
 
     async fn count(&self, ns: &str, req: &QueryRequest, now: Timestamp) -> Result<u64> {

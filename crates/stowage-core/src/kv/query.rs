@@ -6,11 +6,11 @@ use std::ops::Bound;
 
 use super::schema::{
     self, decode_entries, decode_header, decode_record, decode_spec, entries_hold, index_key,
-    typed_entries, utf8_id, Tables,
+    record_ref, typed_entries, utf8_id, Tables,
 };
 use crate::backend::{
-    filter_matches, walk_bound, CollectionStats, Predicate, PredicateOp, QueryHit, QueryRequest,
-    ScanRequest, StoredSpec,
+    filter_matches, walk_bound, CollectionStats, HitRef, OnHit, OnRecord, Predicate, PredicateOp,
+    QueryHit, QueryRequest, ScanRequest, StoredSpec,
 };
 use crate::{
     ChangeEvent, ChangeToken, Error, IndexValue, Result, StoredRecord, Timestamp, Version,
@@ -56,6 +56,29 @@ pub fn run_query<R: KvRead>(
     now: Timestamp,
     collect: Collect,
 ) -> Result<Found> {
+    walk(r, ns, req, now, collect, None)
+}
+
+/// Runs a query over `r`, handing each match to `each` in place as it is found
+/// ([`crate::backend::Backend::query_each`]).
+pub fn query_each<R: KvRead>(
+    r: &R,
+    ns: &str,
+    req: &QueryRequest,
+    now: Timestamp,
+    each: &mut OnHit<'_>,
+) -> Result<()> {
+    walk(r, ns, req, now, Collect::Page, Some(each)).map(drop)
+}
+
+fn walk<'e, R: KvRead>(
+    r: &R,
+    ns: &str,
+    req: &QueryRequest,
+    now: Timestamp,
+    collect: Collect,
+    each: Option<&'e mut OnHit<'e>>,
+) -> Result<Found> {
     let (stored, records) = open_collection(r, ns, &req.collection)?;
     if stored.revision != req.revision {
         return Err(Error::stale_spec(&req.collection));
@@ -70,6 +93,8 @@ pub fn run_query<R: KvRead>(
         skip: req.offset,
         limit: req.limit.unwrap_or(usize::MAX),
         collect,
+        each,
+        emitted: 0,
         found: Found::default(),
         walked: None,
     }
@@ -156,7 +181,7 @@ pub fn scan_page<R: KvRead>(
         if decode_header(v.as_ref())?.is_expired(now) {
             continue;
         }
-        out.push(decode_record(utf8_id(k.as_ref())?, v.as_ref())?);
+        out.push(decode_record(k.as_ref(), v.as_ref())?);
         if out.len() >= req.limit {
             break;
         }
@@ -215,14 +240,30 @@ pub fn read_live<R: KvRead>(
     id: &str,
     now: Timestamp,
 ) -> Result<Option<StoredRecord>> {
+    let mut found = None;
+    read_live_with(r, records, id, now, &mut |rec| {
+        found = Some(rec.to_stored());
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Hands the live record with this id to `read` in place, if there is one.
+pub fn read_live_with<R: KvRead>(
+    r: &R,
+    records: &R::Table,
+    id: &str,
+    now: Timestamp,
+    read: &mut OnRecord<'_>,
+) -> Result<()> {
     let Some(v) = r.get(records, id.as_bytes())? else {
-        return Ok(None);
+        return Ok(());
     };
     let v = v.as_ref();
     if decode_header(v)?.is_expired(now) {
-        return Ok(None);
+        return Ok(());
     }
-    decode_record(id, v).map(Some)
+    read(record_ref(id.as_bytes(), v)?)
 }
 
 /// A collection's spec and records table, or NotFound.
@@ -255,7 +296,7 @@ pub struct Found {
 
 /// Runs one query over a read transaction, walking an index table when the order or the
 /// first predicate allows it.
-struct QueryRun<'a, R: KvRead> {
+struct QueryRun<'a, 'e, R: KvRead> {
     r: &'a R,
     tables: Tables,
     stored: &'a StoredSpec,
@@ -265,13 +306,17 @@ struct QueryRun<'a, R: KvRead> {
     skip: u64,
     limit: usize,
     collect: Collect,
+    /// Where [`Collect::Page`] hands its matches when set, instead of `found.hits`.
+    each: Option<&'e mut OnHit<'e>>,
+    /// How many matches went to `each`.
+    emitted: usize,
     found: Found,
     /// Without a snapshot: the index whose entries lead to records — each record visited
     /// must still hold the value of the entry that led to it.
     walked: Option<String>,
 }
 
-impl<R: KvRead> QueryRun<'_, R> {
+impl<R: KvRead> QueryRun<'_, '_, R> {
     /// Visits one match of an index, whose entry held `value` (sortable) for record `id`:
     /// the copy a covering index holds (`stored`), or the record looked up by id. Adds the
     /// record if it is live and matches `rest` (the predicates the walk has not already
@@ -341,13 +386,23 @@ impl<R: KvRead> QueryRun<'_, R> {
                 self.found.ids.push((utf8_id(id)?, version));
                 Ok(self.found.ids.len() < self.limit)
             }
-            Collect::Page => {
-                self.found.hits.push(QueryHit {
-                    record: decode_record(utf8_id(id)?, bytes)?,
-                    order_value,
-                });
-                Ok(self.found.hits.len() < self.limit)
-            }
+            Collect::Page => match &mut self.each {
+                Some(each) => {
+                    each(HitRef {
+                        record: record_ref(id, bytes)?,
+                        order_value: order_value.as_ref(),
+                    })?;
+                    self.emitted += 1;
+                    Ok(self.emitted < self.limit)
+                }
+                None => {
+                    self.found.hits.push(QueryHit {
+                        record: decode_record(id, bytes)?,
+                        order_value,
+                    });
+                    Ok(self.found.hits.len() < self.limit)
+                }
+            },
         }
     }
 

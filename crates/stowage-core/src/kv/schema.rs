@@ -25,8 +25,8 @@
 
 use crate::backend::{sortable_i64, IndexEntries, Revision, StoredSpec};
 use crate::{
-    Body, ChangeEvent, ChangeOp, CollectionSpec, ContentType, Error, ErrorKind, IndexValue, Result,
-    StoredRecord, Timestamp,
+    ChangeEvent, ChangeOp, CollectionSpec, ContentType, Error, ErrorKind, IndexValue, RecordRef,
+    Result, StoredRecord, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -350,23 +350,29 @@ fn entries_range(bytes: &[u8]) -> Result<(usize, usize)> {
     Ok((HEADER, end))
 }
 
-/// Decodes a whole stored record.
-pub fn decode_record(id: impl Into<String>, bytes: &[u8]) -> Result<StoredRecord> {
+/// A stored record read in place: header fields decoded, id and body borrowed.
+pub fn record_ref<'a>(id: &'a [u8], bytes: &'a [u8]) -> Result<RecordRef<'a>> {
     let h = decode_header(bytes)?;
     let (_, body_start) = entries_range(bytes)?;
-    let body = bytes[body_start..].to_vec();
-    Ok(StoredRecord {
-        id: id.into(),
+    Ok(RecordRef {
+        id: std::str::from_utf8(id)
+            .map_err(|_| Error::new(ErrorKind::Corrupted, "a stored id is not UTF-8"))?,
         version: h.version,
         created_at: h.created_at,
         updated_at: Timestamp::from_micros(i64::from_le_bytes(field(bytes, 18)?)),
         expires_at: h.expires_at,
-        body: if bytes[1] == 0 {
-            Body::json(body)
+        content_type: if bytes[1] == 0 {
+            ContentType::Json
         } else {
-            Body::binary(body)
+            ContentType::Bytes
         },
+        body: &bytes[body_start..],
     })
+}
+
+/// Decodes a whole stored record.
+pub fn decode_record(id: &[u8], bytes: &[u8]) -> Result<StoredRecord> {
+    Ok(record_ref(id, bytes)?.to_stored())
 }
 
 /// The index entries a stored record was written with, as sortable encodings.
@@ -471,6 +477,7 @@ pub fn sortable_entries(index: &IndexEntries) -> StoredEntries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Body;
 
     #[test]
     fn changes_round_trip() {
@@ -507,7 +514,7 @@ mod tests {
             ),
         ]);
         let bytes = encode_record(&rec, &entries);
-        assert_eq!(decode_record("k1", &bytes).unwrap(), rec);
+        assert_eq!(decode_record(b"k1", &bytes).unwrap(), rec);
         assert_eq!(decode_entries(&bytes).unwrap(), entries);
         let b = |v: IndexValue| {
             let mut out = Vec::new();
@@ -523,6 +530,6 @@ mod tests {
         assert!(
             h.is_expired(Timestamp::from_micros(99)) && !h.is_expired(Timestamp::from_micros(98))
         );
-        assert!(decode_record("k1", &bytes[..20]).is_err());
+        assert!(decode_record(b"k1", &bytes[..20]).is_err());
     }
 }

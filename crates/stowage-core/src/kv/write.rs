@@ -307,7 +307,7 @@ fn live_meta(stored: Option<&[u8]>, now: Timestamp) -> Result<Option<RecordMeta>
     if decode_header(b)?.is_expired(now) {
         return Ok(None);
     }
-    let rec = decode_record(String::new(), b)?;
+    let rec = decode_record(b"", b)?;
     Ok(Some(RecordMeta::of(&rec)))
 }
 
@@ -470,7 +470,7 @@ pub fn fill_job(
         let filled: StoredEntries = filled.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         wc.check_unique(t, &f.id, &filled, now)?;
         entries.extend(filled.iter().cloned());
-        let rec = decode_record(f.id.clone(), &bytes)?;
+        let rec = decode_record(f.id.as_bytes(), &bytes)?;
         let bytes = encode_record(&rec, &entries);
         t.put(wc.records, f.id.as_bytes(), &bytes)?;
         // The new entries, and the copies every covering index keeps of the rewritten
