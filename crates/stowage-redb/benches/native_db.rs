@@ -248,7 +248,7 @@ fn main() {
 
     // `STOWAGE_BENCH_SKIP_FSYNC=1` leaves out the fsync-bound rows (for profiling reads).
     let fsync_rows = std::env::var("STOWAGE_BENCH_SKIP_FSYNC").is_err();
-    let mut ours_32 = f64::NAN;
+    let (mut ours_32, mut group) = (f64::NAN, f64::NAN);
 
     // Durable single inserts, one writer; the three sides alternate in rounds so that fsync
     // drift on a shared machine hits all alike.
@@ -288,9 +288,12 @@ fn main() {
         let raw_32 = threaded(few, writers, |c| raw.insert(c, 1));
         let native = native_db();
         let native_32 = threaded(few, writers, |c| native.insert(c, 1));
-        let store = new_store();
+        let backend = RedbBackend::open(RedbConfig::new(path("stowage"))).unwrap();
+        let store = Store::new(backend.clone());
+        let mut commits = 0;
         ours_32 = rt.block_on(async {
             let coll: Collection<Member> = store.collection().await.unwrap();
+            commits = backend.commits();
             let start = Instant::now();
             let tasks: Vec<_> = few
                 .chunks(n_fsync.div_ceil(writers))
@@ -308,7 +311,8 @@ fn main() {
             }
             rate(n_fsync, start.elapsed())
         });
-        drop(store);
+        group = n_fsync as f64 / (backend.commits() - commits) as f64;
+        drop((store, backend));
         rows.push(Row {
             name: "durable inserts, 32 concurrent writers, 2 indexes",
             n: n_fsync,
@@ -470,7 +474,8 @@ fn main() {
     }
     if fsync_rows {
         println!(
-            "\n32 concurrent writers (Stowage) / 1 writer (raw redb): {:.1}x",
+            "\n32 concurrent writers (Stowage) / 1 writer (raw redb): {:.1}x, {group:.1} writes \
+             per commit",
             ours_32 / rows[0].raw.unwrap()
         );
     }
@@ -481,7 +486,26 @@ fn main() {
     }
 }
 
-/// `STOWAGE_BENCH_PROFILE=get|range|covering`: after the table, runs that Stowage operation
+/// 32 new members for writer `t` of profiling round `q`: unique ids and emails.
+fn coll_copy(ids: &[String], q: u32, t: u32) -> Vec<Member> {
+    (0..32)
+        .map(|i| {
+            let n = (q * 32 + t) * 32 + i;
+            Member {
+                id: format!("p{n:015}"),
+                name: ids[n as usize % ids.len()].clone(),
+                email: format!("p{n}@example.com"),
+                score: n % 10_000,
+                active: true,
+                tags: vec!["alpha".into()],
+                created: "2024-01-01T00:00:00Z".into(),
+                note: "x".repeat(60),
+            }
+        })
+        .collect()
+}
+
+/// `STOWAGE_BENCH_PROFILE=get|range|covering|writers`: after the table, runs that Stowage operation
 /// for 20 s, inside this function, so a profiler's samples can be picked out by it.
 #[inline(never)]
 async fn profile_loop(
@@ -496,7 +520,7 @@ async fn profile_loop(
             .gte("score", q % 99 * 100)
             .lt("score", q % 99 * 100 + 100)
     };
-    let mut q = 0;
+    let mut q: u32 = 0;
     while Instant::now() < until {
         q += 1;
         match what {
@@ -511,7 +535,24 @@ async fn profile_loop(
             "covering" => {
                 std::hint::black_box(covered.query(&query(q)).await.unwrap());
             }
-            other => panic!("STOWAGE_BENCH_PROFILE={other}: get, range or covering"),
+            "writers" => {
+                // 32 concurrent durable writers, 32 inserts each, of copies under new ids.
+                let tasks: Vec<_> = (0..32)
+                    .map(|t| {
+                        let coll = coll.clone();
+                        let base = coll_copy(ids, q, t);
+                        tokio::spawn(async move {
+                            for m in base {
+                                coll.insert(&m).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+            other => panic!("STOWAGE_BENCH_PROFILE={other}: get, range, covering or writers"),
         }
     }
 }
