@@ -136,8 +136,13 @@ impl WriteColl {
         now: Timestamp,
     ) -> Result<Option<String>> {
         let mut after: Option<Vec<u8>> = None;
+        // Nearly always the first entry at or past the value is another value (free) or
+        // the record's own entry (an update): a first page of two says so without copying
+        // entries that cannot match.
+        let mut limit = 2;
         loop {
-            let page = t.page(table, value, after.as_deref(), 16)?;
+            let page = t.page(table, value, after.as_deref(), limit)?;
+            limit = 16;
             let Some(last) = page.last().map(|(k, _)| k.clone()) else {
                 return Ok(None);
             };
