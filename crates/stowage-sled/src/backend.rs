@@ -2,7 +2,7 @@
 //! [`stowage_core::kv::KvBackend`]'s, shared with redb): reads on the caller's thread (sled
 //! reads are lock-free), writes through the group-commit writer.
 
-use stowage_core::backend::{BatchScope, Capabilities, ChangeFeed};
+use stowage_core::backend::{BatchScope, Capabilities, ChangeFeed, OnRecord};
 use stowage_core::kv::{GroupCommit, KvStore};
 use stowage_core::{ChangeHub, Result, StoredRecord, Timestamp};
 
@@ -68,6 +68,22 @@ impl KvStore for SledStore {
         now: Timestamp,
     ) -> Result<Option<StoredRecord>> {
         Ok(r.live(ns, coll, &[id], now)?.pop().flatten())
+    }
+
+    /// As [`KvStore::get_one`], lending the record (sled's checked read copies it anyway).
+    fn get_one_with(
+        &self,
+        r: &Reader<'_>,
+        ns: &str,
+        coll: &str,
+        id: &str,
+        now: Timestamp,
+        read: &mut OnRecord<'_>,
+    ) -> Result<()> {
+        match self.get_one(r, ns, coll, id, now)? {
+            Some(rec) => read(rec.as_record_ref()),
+            None => Ok(()),
+        }
     }
 
     /// As [`KvStore::get_one`], for many ids.

@@ -61,6 +61,19 @@ pub trait KvStore: Send + Sync + Debug + 'static {
         kv::read_live(r, &kv::records(r, ns, coll)?, id, now)
     }
 
+    /// [`KvStore::get_one`] lending the record to `read` in place.
+    fn get_one_with(
+        &self,
+        r: &Self::Reader<'_>,
+        ns: &str,
+        coll: &str,
+        id: &str,
+        now: Timestamp,
+        read: &mut OnRecord<'_>,
+    ) -> Result<()> {
+        kv::read_live_with(r, &kv::records(r, ns, coll)?, id, now, read)
+    }
+
     /// The live records with these ids; NotFound when the collection does not exist.
     fn get_live(
         &self,
@@ -178,8 +191,8 @@ impl<S: KvStore> Backend for KvBackend<S> {
         now: Timestamp,
         read: &mut OnRecord<'_>,
     ) -> Result<()> {
-        let r = self.0.reader()?;
-        kv::read_live_with(&r, &kv::records(&r, ns, collection)?, id, now, read)
+        self.0
+            .get_one_with(&self.0.reader()?, ns, collection, id, now, read)
     }
 
     async fn get_many(
