@@ -210,6 +210,31 @@ where
             .collect()
     }
 
+    /// The record's JSON text as stored, not decoded: for handing it on as it is (the HTTP
+    /// server answers a GET with it). A binary body is the same error as [`Collection::get`].
+    pub async fn get_json_bytes(&self, id: &str) -> Result<Option<Versioned<Bytes>>> {
+        validate_id(id)?;
+        let mut found = None;
+        self.store
+            .backend()
+            .get_with(self.ns(), self.name(), id, self.store.now(), &mut |rec| {
+                if rec.content_type != ContentType::Json {
+                    return Err(self.binary_body(rec.id));
+                }
+                found = Some(Versioned {
+                    value: Bytes::copy_from_slice(rec.body),
+                    id: rec.id.to_owned(),
+                    version: rec.version,
+                    created_at: rec.created_at,
+                    updated_at: rec.updated_at,
+                    expires_at: rec.expires_at,
+                });
+                Ok(())
+            })
+            .await?;
+        Ok(found)
+    }
+
     /// The raw body of a record (JSON text or the bytes a binary put stored).
     pub async fn get_raw(&self, id: &str) -> Result<Option<Versioned<Bytes>>> {
         Ok(self.fetch(id).await?.map(|r| {
@@ -664,12 +689,16 @@ where
         })
     }
 
+    fn binary_body(&self, id: &str) -> Error {
+        Error::invalid(format!(
+            "record {id:?} of collection {:?} holds binary data: read it with get_raw",
+            self.name()
+        ))
+    }
+
     fn decode_body(&self, id: &str, content_type: ContentType, body: &[u8]) -> Result<T> {
         if content_type != ContentType::Json {
-            return Err(Error::invalid(format!(
-                "record {id:?} of collection {:?} holds binary data: read it with get_raw",
-                self.name()
-            )));
+            return Err(self.binary_body(id));
         }
         decode_json(body).map_err(|e| {
             Error::new(

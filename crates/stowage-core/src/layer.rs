@@ -21,6 +21,8 @@
 //!     .unwrap();
 //! ```
 
+#[cfg(feature = "metrics")]
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -367,22 +369,92 @@ impl Layer for TracingLayer {
 /// Counts and times every backend call (by backend, namespace, collection, operation and
 /// outcome) through the `metrics` facade, so the application picks the exporter (`stowage
 /// serve` renders Prometheus). Feature `metrics`.
+///
+/// Each label set's handles are resolved once and kept: building a metric key per call
+/// was a tenth of a served GET's time. So install the recorder before the store's first
+/// operation — as the `metrics` crate asks of handles anyway.
 #[cfg(feature = "metrics")]
-#[derive(Debug)]
-pub struct MetricsLayer(Arc<dyn Backend>);
+pub struct MetricsLayer {
+    inner: Arc<dyn Backend>,
+    /// namespace → collection → (op, outcome) → operations counter.
+    counters: MetricHandles<metrics::Counter>,
+    /// op → duration histogram.
+    durations: parking_lot::RwLock<HashMap<&'static str, metrics::Histogram>>,
+}
+
+/// Counters by namespace, then collection, then (op, outcome): looked up by borrowed names.
+#[cfg(feature = "metrics")]
+type MetricHandles<H> =
+    parking_lot::RwLock<HashMap<String, HashMap<String, HashMap<(&'static str, &'static str), H>>>>;
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for MetricsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MetricsLayer").field(&self.inner).finish()
+    }
+}
 
 #[cfg(feature = "metrics")]
 impl MetricsLayer {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Backend>) -> Self {
-        MetricsLayer(inner)
+        MetricsLayer {
+            inner,
+            counters: Default::default(),
+            durations: Default::default(),
+        }
+    }
+
+    fn count(&self, call: &Call<'_>, outcome: &'static str) {
+        let (ns, coll) = (call.namespace.unwrap_or(""), call.collection.unwrap_or(""));
+        let key = (call.op, outcome);
+        if let Some(c) = self
+            .counters
+            .read()
+            .get(ns)
+            .and_then(|m| m.get(coll))
+            .and_then(|m| m.get(&key))
+        {
+            c.increment(1);
+            return;
+        }
+        let c = metrics::counter!(
+            "stowage_backend_operations_total",
+            "backend" => self.inner.name(),
+            "namespace" => ns.to_owned(),
+            "collection" => coll.to_owned(),
+            "op" => call.op,
+            "outcome" => outcome,
+        );
+        c.increment(1);
+        self.counters
+            .write()
+            .entry(ns.to_owned())
+            .or_default()
+            .entry(coll.to_owned())
+            .or_default()
+            .insert(key, c);
+    }
+
+    fn time(&self, op: &'static str, seconds: f64) {
+        if let Some(h) = self.durations.read().get(op) {
+            h.record(seconds);
+            return;
+        }
+        let h = metrics::histogram!(
+            "stowage_backend_operation_duration_seconds",
+            "backend" => self.inner.name(),
+            "op" => op
+        );
+        h.record(seconds);
+        self.durations.write().insert(op, h);
     }
 }
 
 #[cfg(feature = "metrics")]
 impl Layer for MetricsLayer {
     fn inner(&self) -> &Arc<dyn Backend> {
-        &self.0
+        &self.inner
     }
 
     fn around<'a, T: Send + 'a>(
@@ -393,22 +465,12 @@ impl Layer for MetricsLayer {
         Box::pin(async move {
             let start = std::time::Instant::now();
             let r = forward.await;
-            let backend = self.0.name();
             let outcome = match &r {
                 Ok(_) => "ok",
                 Err(e) => e.kind().as_str(),
             };
-            metrics::counter!(
-                "stowage_backend_operations_total",
-                "backend" => backend,
-                "namespace" => call.namespace.unwrap_or("").to_owned(),
-                "collection" => call.collection.unwrap_or("").to_owned(),
-                "op" => call.op,
-                "outcome" => outcome,
-            )
-            .increment(1);
-            metrics::histogram!("stowage_backend_operation_duration_seconds", "backend" => backend, "op" => call.op)
-                .record(start.elapsed().as_secs_f64());
+            self.count(&call, outcome);
+            self.time(call.op, start.elapsed().as_secs_f64());
             r
         })
     }

@@ -230,11 +230,20 @@ pub(crate) async fn get_record(
 ) -> ApiResult {
     let (ns, coll, id) = path(p)?;
     let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    // The stored JSON text goes out as it is: decoding it into a value only to encode it
+    // again was a fifth of a GET's time (measured with benches/http-load.sh).
     let r = c
-        .get(&id)
+        .get_json_bytes(&id)
         .await?
         .ok_or_else(|| stowage_core::Error::not_found(&coll, &id))?;
-    let mut resp = Json(r.value).into_response();
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        r.value,
+    )
+        .into_response();
     resp.headers_mut().insert(header::ETAG, etag(r.version));
     if let Some(t) = r.expires_at {
         if let Ok(v) = HeaderValue::from_str(&t.to_rfc3339()) {
