@@ -12,7 +12,11 @@
 //! table (score ‖ id → ()) and an email table (email → id) checked before each insert.
 //!
 //! `STOWAGE_BENCH_N` sets the record count (default 100,000; the durable-per-write rows use
-//! 2,000), `STOWAGE_BENCH_QUERIES` the range queries per round.
+//! 2,000), `STOWAGE_BENCH_QUERIES` the range queries per round, `STOWAGE_BENCH_SKIP_FSYNC=1`
+//! leaves out the two fsync-bound rows. `STOWAGE_BENCH_PROFILE=get|range|covering|writers`
+//! then runs that Stowage operation for 20 s for a profiler (`perf record -g`), and
+//! `=single|raw-single|native-single` does 2,000 durable single inserts on one side, for
+//! counting what each commit writes (`strace -f -e trace=pwrite64,fdatasync`).
 
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
@@ -485,7 +489,19 @@ fn main() {
     println!("command: cargo bench -p stowage-redb --bench native_db   (STOWAGE_BENCH_N={n})");
 
     if let Ok(what) = std::env::var("STOWAGE_BENCH_PROFILE") {
-        rt.block_on(profile_loop(&what, &coll, &covered, &ids));
+        // Single durable inserts, 2,000 on one side only: for counting the bytes each
+        // commit writes (strace -e pwrite64), not for timing.
+        let fresh: Vec<Member> = (0..64).flat_map(|t| coll_copy(&ids, 0, t)).collect();
+        match what.as_str() {
+            "single" => rt.block_on(async {
+                for m in &fresh[..2000] {
+                    coll.insert(m).await.unwrap();
+                }
+            }),
+            "raw-single" => raw.insert(&fresh[..2000], 1),
+            "native-single" => native.insert(&fresh[..2000], 1),
+            _ => rt.block_on(profile_loop(&what, &coll, &covered, &ids)),
+        }
     }
 }
 

@@ -73,6 +73,13 @@
 //! A file that is not a Stowage store, or one written by a newer format, is refused and left
 //! untouched. redb locks the file: a second process opening it gets `Unavailable` at once.
 //! Reads run on the caller's thread — redb reads are short and never wait for writers.
+//! They share one read transaction, and the tables opened in it, until the next commit
+//! (opening them was over a third of a point read): every commit drops the shared one
+//! before its writers are answered, so a read never misses a write acknowledged before it
+//! began, and a store that only writes pins no old pages. Typed reads decode records
+//! straight from redb's pages (`Backend::query_each`, `Backend::get_with`), with no owned
+//! copy of each body. `cargo bench -p stowage-redb --bench native_db` measures the embedded
+//! rows against native_db and against raw redb with the same indexes kept by hand.
 
 #![deny(missing_docs)]
 
