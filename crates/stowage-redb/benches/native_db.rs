@@ -21,6 +21,7 @@
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -197,6 +198,27 @@ fn threaded(members: &[Member], writers: usize, insert: impl Fn(&[Member]) + Syn
     rate(members.len(), start.elapsed())
 }
 
+/// One side's work on a round of items.
+type Side<'a, T> = dyn Fn(&[T]) + 'a;
+
+/// Runs each side over `items` in `rounds` alternating rounds, so that drift on a shared
+/// machine hits all alike; each side's total time.
+fn alternate<T, const N: usize>(
+    items: &[T],
+    rounds: usize,
+    sides: [&Side<'_, T>; N],
+) -> [Duration; N] {
+    let mut times = [Duration::ZERO; N];
+    for round in items.chunks(items.len().div_ceil(rounds)) {
+        for (side, time) in sides.iter().zip(&mut times) {
+            let start = Instant::now();
+            side(round);
+            *time += start.elapsed();
+        }
+    }
+    times
+}
+
 /// A row: Stowage's rate next to raw redb's and native_db's.
 struct Row {
     name: &'static str,
@@ -263,22 +285,21 @@ fn main() {
     if fsync_rows {
         let (raw, native, store) = (raw_db(), native_db(), new_store());
         let coll: Collection<Member> = rt.block_on(store.collection()).unwrap();
-        let mut times = [Duration::ZERO; 3];
-        for round in few.chunks(n_fsync.div_ceil(4)) {
-            let start = Instant::now();
-            raw.insert(round, 1);
-            times[0] += start.elapsed();
-            let start = Instant::now();
-            native.insert(round, 1);
-            times[1] += start.elapsed();
-            let start = Instant::now();
-            rt.block_on(async {
-                for m in round {
-                    coll.insert(m).await.unwrap();
-                }
-            });
-            times[2] += start.elapsed();
-        }
+        let times = alternate(
+            few,
+            4,
+            [
+                &|round| raw.insert(round, 1),
+                &|round| native.insert(round, 1),
+                &|round| {
+                    rt.block_on(async {
+                        for m in round {
+                            coll.insert(m).await.unwrap();
+                        }
+                    })
+                },
+            ],
+        );
         rows.push(Row {
             name: "durable single insert, 1 writer, 2 indexes",
             n: n_fsync,
@@ -334,26 +355,25 @@ fn main() {
     // the reads below use these files.
     let (raw, native, store) = (raw_db(), native_db(), new_store());
     let coll: Collection<Member> = rt.block_on(store.collection()).unwrap();
-    let mut times = [Duration::ZERO; 3];
-    for round in members.chunks(n.div_ceil(10)) {
-        let start = Instant::now();
-        raw.insert(round, 100);
-        times[0] += start.elapsed();
-        let start = Instant::now();
-        native.insert(round, 100);
-        times[1] += start.elapsed();
-        let start = Instant::now();
-        rt.block_on(async {
-            for chunk in round.chunks(100) {
-                let mut b = store.batch();
-                for m in chunk {
-                    b.insert(&coll, m);
-                }
-                b.commit().await.unwrap();
-            }
-        });
-        times[2] += start.elapsed();
-    }
+    let times = alternate(
+        &members,
+        10,
+        [
+            &|round| raw.insert(round, 100),
+            &|round| native.insert(round, 100),
+            &|round| {
+                rt.block_on(async {
+                    for chunk in round.chunks(100) {
+                        let mut b = store.batch();
+                        for m in chunk {
+                            b.insert(&coll, m);
+                        }
+                        b.commit().await.unwrap();
+                    }
+                })
+            },
+        ],
+    );
     let [raw_batch, native_batch, ours_batch] = times.map(|t| rate(n, t));
     rows.push(Row {
         name: "batch of 100, 2 indexes",
@@ -377,26 +397,29 @@ fn main() {
     // Point gets of every id in a second shuffled order, alternating in rounds.
     let mut ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
     Rng(7).shuffle(&mut ids);
-    let mut times = [Duration::ZERO; 3];
-    for round in ids.chunks(ids.len().div_ceil(20)) {
-        let start = Instant::now();
-        for id in round {
-            std::hint::black_box(raw.get(id));
-        }
-        times[0] += start.elapsed();
-        let start = Instant::now();
-        for id in round {
-            std::hint::black_box(native.get(id));
-        }
-        times[1] += start.elapsed();
-        let start = Instant::now();
-        rt.block_on(async {
-            for id in round {
-                std::hint::black_box(coll.get(id).await.unwrap().unwrap());
-            }
-        });
-        times[2] += start.elapsed();
-    }
+    let times = alternate(
+        &ids,
+        20,
+        [
+            &|round| {
+                for id in round {
+                    std::hint::black_box(raw.get(id));
+                }
+            },
+            &|round| {
+                for id in round {
+                    std::hint::black_box(native.get(id));
+                }
+            },
+            &|round| {
+                rt.block_on(async {
+                    for id in round {
+                        std::hint::black_box(coll.get(id).await.unwrap().unwrap());
+                    }
+                })
+            },
+        ],
+    );
     rows.push(Row {
         name: "point get, typed",
         n,
@@ -412,40 +435,46 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let rounds = 5;
-    let mut times = [Duration::ZERO; 4];
-    let mut matched = 0;
-    for round in 0..rounds {
-        let los = || (0..per_round).map(move |q| ((round * per_round + q) % 99) as u32 * 100);
-        let start = Instant::now();
-        let raw_hits: Vec<usize> = los().map(|lo| raw.range(lo, lo + 100).len()).collect();
-        times[0] += start.elapsed();
-        let start = Instant::now();
-        let native_hits: Vec<usize> = los().map(|lo| native.range(lo, lo + 100).len()).collect();
-        times[1] += start.elapsed();
-        let query = |lo: u32| Query::new().gte("score", lo).lt("score", lo + 100);
-        let start = Instant::now();
-        let ours_hits: Vec<usize> = rt.block_on(async {
-            let mut hits = Vec::new();
-            for lo in los() {
-                hits.push(coll.query(&query(lo)).await.unwrap().items.len());
-            }
-            hits
-        });
-        times[2] += start.elapsed();
-        let start = Instant::now();
-        let covered_hits: Vec<usize> = rt.block_on(async {
-            let mut hits = Vec::new();
-            for lo in los() {
-                hits.push(covered.query(&query(lo)).await.unwrap().items.len());
-            }
-            hits
-        });
-        times[3] += start.elapsed();
-        assert_eq!(raw_hits, native_hits);
-        assert_eq!(raw_hits, ours_hits);
-        assert_eq!(raw_hits, covered_hits);
-        matched += raw_hits.iter().sum::<usize>();
-    }
+    let los: Vec<u32> = (0..rounds * per_round)
+        .map(|q| (q % 99) as u32 * 100)
+        .collect();
+    let hits: [RefCell<Vec<usize>>; 4] = Default::default();
+    let query = |lo: u32| Query::new().gte("score", lo).lt("score", lo + 100);
+    let times = alternate(
+        &los,
+        rounds,
+        [
+            &|round| {
+                let found = round.iter().map(|&lo| raw.range(lo, lo + 100).len());
+                hits[0].borrow_mut().extend(found);
+            },
+            &|round| {
+                let found = round.iter().map(|&lo| native.range(lo, lo + 100).len());
+                hits[1].borrow_mut().extend(found);
+            },
+            &|round| {
+                rt.block_on(async {
+                    for &lo in round {
+                        let found = coll.query(&query(lo)).await.unwrap().items.len();
+                        hits[2].borrow_mut().push(found);
+                    }
+                })
+            },
+            &|round| {
+                rt.block_on(async {
+                    for &lo in round {
+                        let found = covered.query(&query(lo)).await.unwrap().items.len();
+                        hits[3].borrow_mut().push(found);
+                    }
+                })
+            },
+        ],
+    );
+    let [raw_hits, native_hits, ours_hits, covered_hits] = hits.map(RefCell::into_inner);
+    assert_eq!(raw_hits, native_hits);
+    assert_eq!(raw_hits, ours_hits);
+    assert_eq!(raw_hits, covered_hits);
+    let matched: usize = raw_hits.iter().sum();
     let queries = rounds * per_round;
     let matched = matched / queries;
     rows.push(Row {

@@ -51,24 +51,24 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let code = resp.status().as_u16();
     let seconds = start.elapsed().as_secs_f64();
+    // tracing takes a level only as a constant.
+    macro_rules! request_line {
+        ($level:expr) => {
+            tracing::event!(
+                target: "stowage::http",
+                $level,
+                method = %method,
+                route = %route,
+                status = code,
+                latency_ms = seconds * 1000.0,
+                "request"
+            )
+        };
+    }
     if code >= 400 {
-        tracing::info!(
-            target: "stowage::http",
-            method = %method,
-            route = %route,
-            status = code,
-            latency_ms = seconds * 1000.0,
-            "request"
-        );
+        request_line!(tracing::Level::INFO);
     } else {
-        tracing::debug!(
-            target: "stowage::http",
-            method = %method,
-            route = %route,
-            status = code,
-            latency_ms = seconds * 1000.0,
-            "request"
-        );
+        request_line!(tracing::Level::DEBUG);
     }
     handles(route, method, code, |requests, duration| {
         requests.increment(1);
