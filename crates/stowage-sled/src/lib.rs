@@ -48,7 +48,10 @@
 //!   may be seen at its new place, its old one, or neither ([`Capabilities::snapshot_reads`]
 //!   is `false`).
 //! - **One process.** sled locks its folder: a second process opening it gets `Unavailable`
-//!   at once. Several stores in one process share one [`SledBackend`] (clone it).
+//!   at once. Several stores in one process share one [`SledBackend`] (clone it). Dropping
+//!   the last clone frees the folder before the drop returns (sled's own threads hold its
+//!   lock a moment longer; closing waits for them, up to 5 s), so a store can be opened
+//!   again at once.
 //! - **Sizes.** sled keeps no counts: `stats` walks each collection's tree.
 //! - **Trees are never dropped.** A dropped collection's or index's trees are emptied in the
 //!   drop's transaction and stay, empty, in sled's tree list.

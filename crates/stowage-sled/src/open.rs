@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use sled::{Db, Tree};
@@ -37,6 +38,8 @@ pub struct SledStore {
     /// The change log's retention per namespace (0: no feed).
     pub(crate) change_log: u64,
     path: PathBuf,
+    /// Last, so it runs once everything above has let go of the database.
+    _release: FolderRelease,
 }
 
 impl SledStore {
@@ -81,6 +84,9 @@ impl SledStore {
             trees: RwLock::new(HashMap::new()),
             changes,
             change_log: config.change_log,
+            _release: FolderRelease {
+                lock_file: path.join(SLED_LOCK_FILE),
+            },
             path,
         })
     }
@@ -137,4 +143,46 @@ fn check_format(db: &Db, path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The file in a sled folder that sled locks (`flock`) while the folder is open.
+const SLED_LOCK_FILE: &str = "db";
+
+/// How long closing waits for sled to unlock its folder.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Makes closing a store free its folder before the close returns.
+///
+/// sled's lock lives as long as the last clone of its running configuration, and sled's
+/// own thread pool holds clones for a moment after the `Db` is dropped (a log buffer
+/// write, a segment truncation). Without this, a store closed and opened again at once —
+/// a restart in the same process, a test, `stowage copy` onto a store just written —
+/// could be refused as "already open", more often the busier the machine. So closing
+/// waits (bounded by [`RELEASE_WAIT`]) until the lock can be taken, and lets it go.
+#[derive(Debug)]
+struct FolderRelease {
+    lock_file: PathBuf,
+}
+
+impl Drop for FolderRelease {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        loop {
+            let Ok(file) = std::fs::File::open(&self.lock_file) else {
+                return; // the folder is gone: nothing holds it
+            };
+            match file.try_lock() {
+                // Dropping the file unlocks it.
+                Ok(()) => return,
+                // Locks unsupported here: there is nothing to wait for.
+                Err(std::fs::TryLockError::Error(_)) => return,
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < RELEASE_WAIT => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                // Another owner took the folder meanwhile, or sled is stuck: either way it
+                // is not this store's to wait for any longer.
+                Err(std::fs::TryLockError::WouldBlock) => return,
+            }
+        }
+    }
 }

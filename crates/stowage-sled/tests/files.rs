@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde_json::json;
 use stowage_core::testkit::embedded;
 use stowage_core::{CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query, Store};
@@ -99,6 +100,60 @@ fn a_folder_held_by_another_owner_is_refused_at_once() {
     assert!(e.message().contains("already open"), "{e}");
     drop(first);
     drop(open(&path).unwrap());
+}
+
+/// Closing a store frees its folder before the close returns: sled's own threads let go of
+/// its lock a moment after the database is dropped, and a restart in the same process must
+/// not be refused for it (CI saw "already open" on a busy machine before closing waited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_frees_its_folder_at_once() {
+    const ROUNDS: u64 = 40;
+    const WRITES: u64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("restart.sled");
+    // A busy machine is what delays sled's threads: keep every core busy meanwhile.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let reopened = std::panic::AssertUnwindSafe(async {
+        for round in 0..ROUNDS {
+            let s = Store::new(open(&path).unwrap_or_else(|e| panic!("round {round}: {e}")));
+            let c = s
+                .collection_with_spec::<serde_json::Value>("c", spec())
+                .await
+                .unwrap();
+            // Overwrites of sizeable records: sled frees and truncates log segments.
+            let writes = (0..WRITES).map(|i| {
+                let c = c.clone();
+                let body = json!({"round": round, "pad": "x".repeat(4096)});
+                async move { c.put(&format!("k{i}"), &body, Put::upsert()).await }
+            });
+            for w in futures_util::future::join_all(writes).await {
+                w.unwrap();
+            }
+        }
+    })
+    .catch_unwind()
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.into_iter().for_each(|t| t.join().unwrap());
+    if let Err(panic) = reopened {
+        std::panic::resume_unwind(panic);
+    }
+    let s = Store::new(open(&path).unwrap());
+    let c = s
+        .existing_collection::<serde_json::Value>("c")
+        .await
+        .unwrap();
+    assert_eq!(c.count(&Filter::new()).await.unwrap(), WRITES);
 }
 
 #[tokio::test]
