@@ -29,8 +29,8 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use crate::backend::{
-    Backend, Capabilities, CollectionStats, IndexFill, QueryHit, QueryRequest, Revision,
-    ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
+    Backend, Capabilities, CollectionStats, IndexFill, OnHit, OnRecord, QueryHit, QueryRequest,
+    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
 use crate::error::Result;
 use crate::feed::{ChangeStream, ChangeToken};
@@ -73,6 +73,16 @@ pub trait Layer: std::fmt::Debug + Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<T>> {
         let _ = call;
         forward
+    }
+
+    /// Whether every body passes this layer unchanged, both ways (it overrides neither the
+    /// reads nor `write`): then typed reads are lent straight from the inner backend
+    /// ([`Backend::get_with`], [`Backend::query_each`]), without an owned copy of each
+    /// body. Default `false`, which is always correct: a layer that rewrites bodies (a
+    /// codec) or answers reads itself (a cache) has typed reads go through its own
+    /// [`Layer::get`] and [`Layer::query`].
+    fn leaves_bodies_alone(&self) -> bool {
+        false
     }
 
     /// [`Backend::name`].
@@ -124,6 +134,24 @@ pub trait Layer: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<Option<StoredRecord>> {
         self.inner().get(ns, c, id, now).await
     }
+    /// [`Backend::get_with`]: lent by the inner backend if the layer
+    /// [leaves bodies alone](Layer::leaves_bodies_alone), else read through [`Layer::get`].
+    async fn get_with(
+        &self,
+        ns: &str,
+        c: &str,
+        id: &str,
+        now: Timestamp,
+        read: &mut OnRecord<'_>,
+    ) -> Result<()> {
+        if self.leaves_bodies_alone() {
+            return self.inner().get_with(ns, c, id, now, read).await;
+        }
+        match Layer::get(self, ns, c, id, now).await? {
+            Some(rec) => read(rec.as_record_ref()),
+            None => Ok(()),
+        }
+    }
     /// [`Backend::get_many`].
     async fn get_many(
         &self,
@@ -141,6 +169,24 @@ pub trait Layer: std::fmt::Debug + Send + Sync + 'static {
     /// [`Backend::query`].
     async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
         self.inner().query(ns, r, now).await
+    }
+    /// [`Backend::query_each`]: lent by the inner backend if the layer
+    /// [leaves bodies alone](Layer::leaves_bodies_alone), else read through
+    /// [`Layer::query`].
+    async fn query_each(
+        &self,
+        ns: &str,
+        r: &QueryRequest,
+        now: Timestamp,
+        each: &mut OnHit<'_>,
+    ) -> Result<()> {
+        if self.leaves_bodies_alone() {
+            return self.inner().query_each(ns, r, now, each).await;
+        }
+        for hit in Layer::query(self, ns, r, now).await? {
+            each(hit.as_hit_ref())?;
+        }
+        Ok(())
     }
     /// [`Backend::count`].
     async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
@@ -234,6 +280,19 @@ impl<L: Layer> Backend for L {
         let call = Call::new("get", Some(ns), Some(c));
         self.around(call, Layer::get(self, ns, c, id, now)).await
     }
+    async fn get_with(
+        &self,
+        ns: &str,
+        c: &str,
+        id: &str,
+        now: Timestamp,
+        read: &mut OnRecord<'_>,
+    ) -> Result<()> {
+        // Seen by `around` as the `get` it is.
+        let call = Call::new("get", Some(ns), Some(c));
+        self.around(call, Layer::get_with(self, ns, c, id, now, read))
+            .await
+    }
     async fn get_many(
         &self,
         ns: &str,
@@ -254,6 +313,18 @@ impl<L: Layer> Backend for L {
     async fn query(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<Vec<QueryHit>> {
         let call = Call::new("query", Some(ns), Some(&r.collection));
         self.around(call, Layer::query(self, ns, r, now)).await
+    }
+    async fn query_each(
+        &self,
+        ns: &str,
+        r: &QueryRequest,
+        now: Timestamp,
+        each: &mut OnHit<'_>,
+    ) -> Result<()> {
+        // Seen by `around` as the `query` it is.
+        let call = Call::new("query", Some(ns), Some(&r.collection));
+        self.around(call, Layer::query_each(self, ns, r, now, each))
+            .await
     }
     async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
         let call = Call::new("count", Some(ns), Some(&r.collection));
@@ -313,6 +384,9 @@ impl Layer for PassThrough {
     fn inner(&self) -> &Arc<dyn Backend> {
         &self.inner
     }
+    fn leaves_bodies_alone(&self) -> bool {
+        true
+    }
 }
 
 /// Runs every backend operation in a `stowage.backend` span (op, namespace, collection) and
@@ -336,6 +410,9 @@ impl TracingLayer {
 impl Layer for TracingLayer {
     fn inner(&self) -> &Arc<dyn Backend> {
         &self.inner
+    }
+    fn leaves_bodies_alone(&self) -> bool {
+        true
     }
 
     fn around<'a, T: Send + 'a>(
@@ -455,6 +532,9 @@ impl MetricsLayer {
 impl Layer for MetricsLayer {
     fn inner(&self) -> &Arc<dyn Backend> {
         &self.inner
+    }
+    fn leaves_bodies_alone(&self) -> bool {
+        true
     }
 
     fn around<'a, T: Send + 'a>(

@@ -13,7 +13,8 @@
 //!
 //! `STOWAGE_BENCH_N` sets the record count (default 100,000; the durable single inserts
 //! use 2,000, the 32 writers 10,000), `STOWAGE_BENCH_QUERIES` the range queries per round, `STOWAGE_BENCH_SKIP_FSYNC=1`
-//! leaves out the two fsync-bound rows. `STOWAGE_BENCH_PROFILE=get|range|covering|writers`
+//! leaves out the two fsync-bound rows, `STOWAGE_BENCH_LAYERS=1` puts the Stowage store under
+//! the metrics and tracing layers `stowage serve` stacks. `STOWAGE_BENCH_PROFILE=get|range|covering|writers`
 //! then runs that Stowage operation for 20 s for a profiler (`perf record -g`), and
 //! `=single|raw-single|native-single` does 2,000 durable single inserts on one side, for
 //! counting what each commit writes (`strace -f -e trace=pwrite64,fdatasync`).
@@ -22,13 +23,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::cell::RefCell;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use native_db::{native_db, Builder, Database, Models, ToKey};
 use native_model::{native_model, Model};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use stowage_core::layer::{MetricsLayer, TracingLayer};
 use stowage_core::testkit::workload::{bench_n, id_of, rate, workload, Rng};
 use stowage_core::{Collection, CollectionSpec, IndexSpec, Query, Record, Store};
 use stowage_redb::{RedbBackend, RedbConfig};
@@ -251,7 +253,19 @@ fn main() {
     };
     let raw_db = || RawRedb(redb::Database::create(path("raw")).unwrap());
     let native_db = || Native(Builder::new().create(&MODELS, path("native")).unwrap());
-    let new_store = || Store::new(RedbBackend::open(RedbConfig::new(path("stowage"))).unwrap());
+    // `STOWAGE_BENCH_LAYERS=1`: the store under the layers `stowage serve` stacks (metrics,
+    // then tracing; no recorder or subscriber installed), to see what they cost.
+    let layered = std::env::var("STOWAGE_BENCH_LAYERS").is_ok();
+    let new_store = || {
+        let backend = Arc::new(RedbBackend::open(RedbConfig::new(path("stowage"))).unwrap());
+        let mut builder = Store::builder(backend);
+        if layered {
+            builder = builder
+                .layer(|b| Arc::new(MetricsLayer::new(b)))
+                .layer(|b| Arc::new(TracingLayer::new(b)));
+        }
+        builder.build().unwrap()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
