@@ -518,6 +518,22 @@ pub type OnHit<'a> = dyn for<'h> FnMut(HitRef<'h>) -> Result<()> + Send + 'a;
 /// What [`Backend::get_with`] hands the record to.
 pub type OnRecord<'a> = dyn for<'r> FnMut(RecordRef<'r>) -> Result<()> + Send + 'a;
 
+/// Lends an owned record (if any) to `read`: [`Backend::get_with`] over an owned read.
+pub(crate) fn lend_record(rec: Option<StoredRecord>, read: &mut OnRecord<'_>) -> Result<()> {
+    match rec {
+        Some(rec) => read(rec.as_record_ref()),
+        None => Ok(()),
+    }
+}
+
+/// Lends owned hits to `each` in order: [`Backend::query_each`] over an owned read.
+pub(crate) fn lend_hits(hits: Vec<QueryHit>, each: &mut OnHit<'_>) -> Result<()> {
+    for hit in hits {
+        each(hit.as_hit_ref())?;
+    }
+    Ok(())
+}
+
 /// One match of a query read in place ([`Backend::query_each`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HitRef<'a> {
@@ -713,10 +729,7 @@ pub trait Backend: Debug + Send + Sync + 'static {
         now: Timestamp,
         read: &mut OnRecord<'_>,
     ) -> Result<()> {
-        match self.get(ns, collection, id, now).await? {
-            Some(rec) => read(rec.as_record_ref()),
-            None => Ok(()),
-        }
+        lend_record(self.get(ns, collection, id, now).await?, read)
     }
 
     /// The live records with these ids, in the same order (`None`: absent or expired).
@@ -756,10 +769,7 @@ pub trait Backend: Debug + Send + Sync + 'static {
         now: Timestamp,
         each: &mut OnHit<'_>,
     ) -> Result<()> {
-        for hit in self.query(ns, request, now).await? {
-            each(hit.as_hit_ref())?;
-        }
-        Ok(())
+        lend_hits(self.query(ns, request, now).await?, each)
     }
 
     /// How many live records match the request's filter (its order, cursor, offset and

@@ -29,8 +29,8 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use crate::backend::{
-    Backend, Capabilities, CollectionStats, IndexFill, OnHit, OnRecord, QueryHit, QueryRequest,
-    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
+    lend_hits, lend_record, Backend, Capabilities, CollectionStats, IndexFill, OnHit, OnRecord,
+    QueryHit, QueryRequest, Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
 use crate::error::Result;
 use crate::feed::{ChangeStream, ChangeToken};
@@ -147,10 +147,7 @@ pub trait Layer: std::fmt::Debug + Send + Sync + 'static {
         if self.leaves_bodies_alone() {
             return self.inner().get_with(ns, c, id, now, read).await;
         }
-        match Layer::get(self, ns, c, id, now).await? {
-            Some(rec) => read(rec.as_record_ref()),
-            None => Ok(()),
-        }
+        lend_record(Layer::get(self, ns, c, id, now).await?, read)
     }
     /// [`Backend::get_many`].
     async fn get_many(
@@ -183,10 +180,7 @@ pub trait Layer: std::fmt::Debug + Send + Sync + 'static {
         if self.leaves_bodies_alone() {
             return self.inner().query_each(ns, r, now, each).await;
         }
-        for hit in Layer::query(self, ns, r, now).await? {
-            each(hit.as_hit_ref())?;
-        }
-        Ok(())
+        lend_hits(Layer::query(self, ns, r, now).await?, each)
     }
     /// [`Backend::count`].
     async fn count(&self, ns: &str, r: &QueryRequest, now: Timestamp) -> Result<u64> {
