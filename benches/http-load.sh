@@ -33,6 +33,8 @@ row() { # name, wrk output
   echo "| $1 | $rps | $p50 | $p99 |"
 }
 get=$(wrk -t2 -c64 -d"$DURATION" --latency -s benches/http-get.lua "$base")
+# 100 ids per request: one engine call per request (records/s is 100x requests/s).
+get_many=$(wrk -t2 -c64 -d"$DURATION" --latency -s benches/http-get-many.lua "$base")
 # One SSE watcher on the collection during the PUT load: events/s, and the time from each
 # write's updated_at (the server's clock) to the event's arrival here (same machine).
 python3 - "$base" > "$dir/sse" <<'PY' &
@@ -68,17 +70,23 @@ sse_pid=$!
 sleep 0.5
 put=$(wrk -t2 -c64 -d"$DURATION" --latency -s benches/http-put.lua "$base")
 wait $sse_pid || true
-errors=$(grep -E "Non-2xx|Socket errors" <<<"$get$put" || true)
+errors=$(grep -E "Non-2xx|Socket errors" <<<"$get$get_many$put" || true)
 echo
 echo "| load, 64 connections | requests/s | p50 | p99 |"
 echo "|---|---|---|---|"
 row "stowage serve, GET (redb)" "$get"
+row "stowage serve, bulk get of 100 ids, POST /get (redb; records/s = 100x)" "$get_many"
 row "stowage serve, PUT (redb, durable)" "$put"
 head -1 "$dir/sse"
 if command -v redis-benchmark > /dev/null; then
   # A database of its own (15), emptied afterwards: the machine's Redis is shared.
   redis-benchmark -h 127.0.0.1 -p 6379 --dbnum 15 -c 64 -n 200000 -t get,set -d 200 -r 10000 --csv 2>/dev/null \
     | tr -d '"' | awk -F, 'NR>1 {printf "| redis-benchmark %s (for scale) | %s | %s ms | %s ms |\n", $1, $2, $5, $7}'
+  # MGET of 100 of the keys the SET run wrote: the bulk read's peer.
+  # shellcheck disable=SC2046
+  redis-benchmark -h 127.0.0.1 -p 6379 --dbnum 15 -c 64 -n 50000 -r 10000 -d 200 --csv \
+    MGET $(for _ in $(seq 100); do printf 'key:__rand_int__ '; done) 2>/dev/null \
+    | tr -d '"' | awk -F, 'NR>1 {printf "| redis-benchmark MGET of 100 keys (for scale) | %s | %s ms | %s ms |\n", $2, $5, $7}'
   redis-cli -n 15 flushdb > /dev/null
 fi
 [ -n "$errors" ] && echo "wrk: $errors"

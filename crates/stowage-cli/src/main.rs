@@ -14,6 +14,7 @@ use stowage::codec::{keys_in_use, RekeyCheckpoint};
 use stowage::{CodecConfig, KeyRing, Put, Query, Result, Store};
 
 use crate::config::{parse_addr, parse_tokens, FileConfig, Resolved, DEFAULT_ADDR, DEFAULT_URL};
+use crate::ops::Create;
 
 /// Stowage: durable, indexed, versioned records for services.
 #[derive(Debug, Parser)]
@@ -322,9 +323,17 @@ fn init_logs(format: LogFormat) {
         .with_writer(std::io::stderr);
     // A second subscriber (tests calling serve twice) is refused: keep the first.
     let _ = match format {
-        LogFormat::Text => logs.try_init(),
-        LogFormat::Json => logs.json().flatten_event(true).try_init(),
+        LogFormat::Text => logs.with_ansi(colour_on_stderr()).try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).try_init(),
     };
+}
+
+/// Colours only for a person at a terminal: never into a file or a pipe, and never when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 impl ServeArgs {
@@ -475,10 +484,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn open(args: &StoreArgs) -> Result<Store> {
-    let mut builder = Store::builder()
-        .url(args.url.clone())
-        .namespace(args.namespace.clone());
+async fn open(args: &StoreArgs, create: Create) -> Result<Store> {
+    let mut builder = ops::builder(&args.url, create).namespace(args.namespace.clone());
     if let Some(codec) = codec_config(args.codec.keyring.as_deref(), args.codec.compress)? {
         builder = builder.codec(codec);
     }
@@ -531,7 +538,11 @@ fn keyring(command: KeyringCommand) -> Result<()> {
 
 async fn shred(url: &str, ns: &str, keep_records: bool) -> Result<()> {
     // The engine itself: shredding needs no key ring.
-    let engine = Store::open(url).await?.backend().clone();
+    let engine = ops::builder(url, Create::No)
+        .open()
+        .await?
+        .backend()
+        .clone();
     if !stowage::codec::shred(&engine, ns).await? {
         return Err(stowage::Error::new(
             stowage::ErrorKind::NotFound,
@@ -583,7 +594,11 @@ async fn rekey(url: &str, keyring: &Path, checkpoint: Option<PathBuf>) -> Result
         );
     }
     // The engine itself: the rekey puts its own codec layer over it.
-    let engine = Store::open(url).await?.backend().clone();
+    let engine = ops::builder(url, Create::No)
+        .open()
+        .await?
+        .backend()
+        .clone();
     let mut saved: Result<()> = Ok(());
     let mut last_line = std::time::Instant::now();
     let report = stowage::codec::rekey(
@@ -711,7 +726,7 @@ async fn run(cli: Cli) -> Result<()> {
             collection,
             id,
         } => {
-            let store = open(&store).await?;
+            let store = open(&store, Create::No).await?;
             let c = store.existing_collection::<Value>(&collection).await?;
             let r = c
                 .get(&id)
@@ -729,7 +744,7 @@ async fn run(cli: Cli) -> Result<()> {
             body,
             ttl,
         } => {
-            let store = open(&store).await?;
+            let store = open(&store, Create::IfMissing).await?;
             let body = json(&body, "the body")?;
             let c = match store.existing_collection::<Value>(&collection).await {
                 Ok(c) => c,
@@ -752,7 +767,7 @@ async fn run(cli: Cli) -> Result<()> {
             collection,
             query,
         } => {
-            let store = open(&store).await?;
+            let store = open(&store, Create::No).await?;
             let q: Query = serde_json::from_value(json(&query, "the query")?)
                 .map_err(|e| stowage::Error::invalid(format!("the query is not valid: {e}")))?;
             let c = store.existing_collection::<Value>(&collection).await?;

@@ -35,9 +35,28 @@ impl SelectionArgs {
     }
 }
 
+/// Whether a command may make the store its URL names. Only commands that write what they
+/// are given (`serve`, `put`, `restore`, the destination of `copy`) may; the others open
+/// an existing store or fail with NotFound, so a mistyped path is never reported on as an
+/// empty store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Open an existing store only.
+    No,
+    /// Make a new, empty store where there is none.
+    IfMissing,
+}
+
+/// A store builder for a URL that creates the store only where `create` allows.
+pub(crate) fn builder(url: &str, create: Create) -> stowage::StoreBuilder {
+    Store::builder()
+        .url(url)
+        .create_if_missing(create == Create::IfMissing)
+}
+
 /// Opens a store by URL with the codec the flags ask for.
-pub(crate) async fn open_url(url: &str, codec: &CodecArgs) -> Result<Store> {
-    let mut builder = Store::builder().url(url);
+pub(crate) async fn open_url(url: &str, codec: &CodecArgs, create: Create) -> Result<Store> {
+    let mut builder = builder(url, create);
     if let Some(c) = codec_config(codec.keyring.as_deref(), codec.compress)? {
         builder = builder.codec(c);
     }
@@ -175,8 +194,8 @@ pub(crate) async fn copy(
         }
         Err(_) => None,
     };
-    let src = open_url(src_url, codec).await?;
-    let dst = open_url(dst_url, codec).await?;
+    let src = open_url(src_url, codec, Create::No).await?;
+    let dst = open_url(dst_url, codec, Create::IfMissing).await?;
     let mut meter = Meter::new("copy", Some(records_in(&src, &selection).await?));
     let mut saved: Result<()> = Ok(());
     let report = copy_store(&src, &dst, &selection, overwrite, resume, |at| {
@@ -273,13 +292,13 @@ pub(crate) async fn verify(
 ) -> Result<()> {
     let selection = selection.selection();
     if let Some(other) = other {
-        let src = open_url(url, codec).await?;
-        let dst = open_url(other, codec).await?;
+        let src = open_url(url, codec, Create::No).await?;
+        let dst = open_url(other, codec, Create::No).await?;
         return compare(&src, &dst, &selection, limit, as_json, repair).await;
     }
     // Bodies are checked as the engine stores them (frames and their checksums), records
     // and indexes through the codec; one engine under both (an embedded file opens once).
-    let raw = Store::open(url).await?;
+    let raw = builder(url, Create::No).open().await?;
     let config = codec_config(codec.keyring.as_deref(), codec.compress)?;
     let framed = config.is_some();
     let store = match config {
@@ -337,7 +356,7 @@ pub(crate) async fn backup(
     codec: &CodecArgs,
 ) -> Result<()> {
     let selection = selection.selection();
-    let store = open_url(url, codec).await?;
+    let store = open_url(url, codec, Create::No).await?;
     let mut meter = Meter::new("backup", Some(records_in(&store, &selection).await?));
     // Written beside the file and renamed over it: a failed backup leaves no archive.
     let temp = file.with_extension("partial");
@@ -378,7 +397,7 @@ pub(crate) async fn restore(file: &Path, url: &str, codec: &CodecArgs) -> Result
             .map(BufReader::new)
             .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))
     };
-    let store = open_url(url, codec).await?;
+    let store = open_url(url, codec, Create::IfMissing).await?;
     let mut meter = Meter::new("restore", None);
     let manifest = restore_store(&store, open()?, |p: Progress| {
         meter.update(p.records, p.bytes)
@@ -398,7 +417,7 @@ pub(crate) async fn restore(file: &Path, url: &str, codec: &CodecArgs) -> Result
 }
 
 pub(crate) async fn purge(url: &str, codec: &CodecArgs) -> Result<()> {
-    let store = open_url(url, codec).await?;
+    let store = open_url(url, codec, Create::No).await?;
     for ns in store.namespaces().await? {
         let s = store.namespace(&ns)?;
         let expired = s.purge_expired().await?;
@@ -417,7 +436,7 @@ pub(crate) async fn purge(url: &str, codec: &CodecArgs) -> Result<()> {
 }
 
 pub(crate) async fn stats(url: &str, codec: &CodecArgs, as_json: bool) -> Result<()> {
-    let store = open_url(url, codec).await?;
+    let store = open_url(url, codec, Create::No).await?;
     let mut rows = Vec::new();
     for ns in store.namespaces().await? {
         let s = store.namespace(&ns)?;
@@ -474,7 +493,7 @@ pub(crate) async fn stats(url: &str, codec: &CodecArgs, as_json: bool) -> Result
 }
 
 pub(crate) async fn collections(url: &str, codec: &CodecArgs, as_json: bool) -> Result<()> {
-    let store = open_url(url, codec).await?;
+    let store = open_url(url, codec, Create::No).await?;
     let mut rows = Vec::new();
     for ns in store.namespaces().await? {
         for (name, spec) in store.namespace(&ns)?.collections().await? {

@@ -262,6 +262,105 @@ async fn request_logs_name_routes_not_paths() {
     assert!(!lines.iter().any(|l| l.contains("secret")), "{lines:?}");
 }
 
+/// Runs `stowage serve` on a memory store until it has logged that it serves, with stderr
+/// into a file or (`terminal`) stdout and stderr on a pseudo-terminal whose output goes
+/// to the file; stops it and returns the file.
+async fn serve_log(format: &str, no_color: Option<&str>, terminal: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let serve = [
+        STOWAGE,
+        "serve",
+        "--url",
+        "memory://",
+        "--addr",
+        "127.0.0.1:0",
+        "--log-format",
+        format,
+    ];
+    let mut cmd = if terminal {
+        // util-linux `script` gives the server a pseudo-terminal for stdout and stderr;
+        // `timeout` bounds it should the hang-up not reach it.
+        let mut c = Command::new("script");
+        c.args([
+            "-qec",
+            &format!("timeout 20 {}", serve.join(" ")),
+            "/dev/null",
+        ]);
+        c.stdout(std::fs::File::create(&log).unwrap());
+        c
+    } else {
+        let mut c = Command::new(serve[0]);
+        c.args(&serve[1..]);
+        c.stdout(Stdio::null());
+        c.stderr(std::fs::File::create(&log).unwrap());
+        c
+    };
+    cmd.env_remove("STOWAGE_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true);
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("INFO") && l.contains("serving"))
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no serving line: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if !terminal {
+        sigterm(&child);
+        assert!(child.wait().await.unwrap().success());
+    }
+    child.kill().await.ok();
+    text
+}
+
+/// Logs written to a file carry no terminal colours, in text or JSON (`stowage serve 2>
+/// serve.log`), and JSON lines stay JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_into_a_file_have_no_colour() {
+    for format in ["text", "json"] {
+        let text = serve_log(format, None, false).await;
+        assert!(!text.contains('\u{1b}'), "{format}: {text:?}");
+        assert!(text.contains("INFO"), "{format}: {text:?}");
+        if format == "json" {
+            for line in text.lines() {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+            }
+        }
+    }
+}
+
+/// At a terminal the text log is coloured — unless `NO_COLOR` is set to anything but the
+/// empty string; JSON never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_gets_colour_unless_no_color_is_set() {
+    let coloured = serve_log("text", None, true).await;
+    assert!(coloured.contains('\u{1b}'), "{coloured:?}");
+    let empty = serve_log("text", Some(""), true).await;
+    assert!(
+        empty.contains('\u{1b}'),
+        "an empty NO_COLOR counts as unset: {empty:?}"
+    );
+    for (format, no_color) in [("text", Some("1")), ("json", None)] {
+        let text = serve_log(format, no_color, true).await;
+        assert!(!text.contains('\u{1b}'), "{format} {no_color:?}: {text:?}");
+    }
+}
+
 /// The key ring from the shell: `keyring new`, records put through `--keyring` reach the
 /// file sealed, `serve --keyring` reads them, `keyring rotate`, `rekey` (resuming from a
 /// checkpoint file left by an interrupted run), `keyring retire`, and everything still

@@ -354,8 +354,15 @@ pub struct WriteResult {
     pub meta: Option<RecordMeta>,
 }
 
-/// One predicate of a query, on one index. A record matches when any of its values for the
-/// index matches (multi-valued indexes hold several).
+/// One predicate of a query, on one index — or on the record id itself when `index` is
+/// [`RECORD_ID`] (a name no index may take). A record matches when any of its values for
+/// the index matches (multi-valued indexes hold several).
+///
+/// Predicates on the id hold string values without U+0000 (no id has one), and the core
+/// orders a request's filter so that an engine may narrow by its first predicate: id `eq`
+/// / `in` first (a handful of point reads), then index predicates, then id ranges and
+/// prefixes. [`filter_matches`] tests both kinds; [`id_span`] tells where a walk by id
+/// may look.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predicate {
     /// The index's name.
@@ -377,7 +384,44 @@ pub enum PredicateOp {
     Prefix(String),
 }
 
+/// The name a [`Predicate`] gives the record id (`"where": {"id": {…}}`); no index may
+/// take it.
+pub const RECORD_ID: &str = "id";
+
+impl Predicate {
+    /// Whether the predicate tests the record id rather than an index.
+    pub fn on_id(&self) -> bool {
+        self.index == RECORD_ID
+    }
+}
+
 impl PredicateOp {
+    /// Whether a record id passes (the values are strings).
+    pub fn test_id(&self, id: &str) -> bool {
+        fn s(v: &IndexValue) -> Option<&str> {
+            match v {
+                IndexValue::String(s) => Some(s.as_str()),
+                _ => None,
+            }
+        }
+        match self {
+            PredicateOp::Eq(x) => s(x) == Some(id),
+            PredicateOp::In(xs) => xs.iter().any(|x| s(x) == Some(id)),
+            PredicateOp::Range(lo, hi) => {
+                (match lo {
+                    Bound::Included(x) => s(x).is_some_and(|x| id >= x),
+                    Bound::Excluded(x) => s(x).is_some_and(|x| id > x),
+                    Bound::Unbounded => true,
+                }) && (match hi {
+                    Bound::Included(x) => s(x).is_some_and(|x| id <= x),
+                    Bound::Excluded(x) => s(x).is_some_and(|x| id < x),
+                    Bound::Unbounded => true,
+                })
+            }
+            PredicateOp::Prefix(p) => id.starts_with(p.as_str()),
+        }
+    }
+
     /// Whether one value passes.
     pub fn test(&self, v: &IndexValue) -> bool {
         match self {
@@ -448,11 +492,153 @@ pub fn walk_bound<'a>(filter: &'a [Predicate], index: &str) -> Option<&'a Predic
         .map(|p| &p.op)
 }
 
-/// Whether a record with these index values passes every predicate (the filter is an AND).
-pub fn filter_matches(filter: &[Predicate], entries: &IndexEntries) -> bool {
-    filter
-        .iter()
-        .all(|p| entry_values(entries, &p.index).iter().any(|v| p.op.test(v)))
+/// Whether record `id` with these index values passes every predicate (the filter is an
+/// AND).
+pub fn filter_matches(filter: &[Predicate], id: &str, entries: &IndexEntries) -> bool {
+    filter.iter().all(|p| {
+        if p.on_id() {
+            p.op.test_id(id)
+        } else {
+            entry_values(entries, &p.index).iter().any(|v| p.op.test(v))
+        }
+    })
+}
+
+/// Where a walk of the records by id may look, from the filter's predicates on the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdSpan {
+    /// Only these ids (sorted, each once), from `eq` / `in`, each passing every id
+    /// predicate: point reads.
+    Exact(Vec<String>),
+    /// Ids within these bounds (from ranges and prefixes; unbounded without either).
+    Range(Bound<String>, Bound<String>),
+}
+
+impl IdSpan {
+    /// The span past a cursor: after `after` in the walk's direction.
+    pub fn past(self, after: Option<&str>, descending: bool) -> IdSpan {
+        let Some(after) = after else { return self };
+        match self {
+            IdSpan::Exact(mut ids) => {
+                ids.retain(|id| {
+                    if descending {
+                        id.as_str() < after
+                    } else {
+                        id.as_str() > after
+                    }
+                });
+                IdSpan::Exact(ids)
+            }
+            IdSpan::Range(lo, hi) => {
+                let cursor = Bound::Excluded(after.to_owned());
+                if descending {
+                    IdSpan::Range(lo, tighter(hi, cursor, false))
+                } else {
+                    IdSpan::Range(tighter(lo, cursor, true), hi)
+                }
+            }
+        }
+    }
+
+    /// A [`IdSpan::Range`]'s bounds, or `None` when they hold no string (which ordered
+    /// maps' `range` would panic on) or the span is [`IdSpan::Exact`].
+    pub fn bounds(&self) -> Option<(Bound<&str>, Bound<&str>)> {
+        let IdSpan::Range(lo, hi) = self else {
+            return None;
+        };
+        let empty = match (lo, hi) {
+            (Bound::Included(l), Bound::Included(h)) => l > h,
+            (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) => {
+                l >= h
+            }
+            _ => false,
+        };
+        (!empty).then(|| {
+            (
+                lo.as_ref().map(String::as_str),
+                hi.as_ref().map(String::as_str),
+            )
+        })
+    }
+}
+
+/// The ids the filter's id predicates leave (see [`IdSpan`]).
+pub fn id_span(filter: &[Predicate]) -> IdSpan {
+    let on_id: Vec<&PredicateOp> = filter.iter().filter(|p| p.on_id()).map(|p| &p.op).collect();
+    let exact = on_id.iter().find_map(|op| match op {
+        PredicateOp::Eq(v) => Some(vec![v]),
+        PredicateOp::In(vs) => Some(vs.iter().collect()),
+        _ => None,
+    });
+    if let Some(values) = exact {
+        let mut ids: Vec<String> = values
+            .into_iter()
+            .filter_map(|v| match v {
+                IndexValue::String(s) if on_id.iter().all(|op| op.test_id(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        return IdSpan::Exact(ids);
+    }
+    let (mut lo, mut hi) = (Bound::Unbounded, Bound::Unbounded);
+    for op in on_id {
+        let (l, h) = match op {
+            PredicateOp::Range(l, h) => (string_bound(l), string_bound(h)),
+            PredicateOp::Prefix(p) => (
+                Bound::Included(p.clone()),
+                prefix_upper(p).map_or(Bound::Unbounded, Bound::Excluded),
+            ),
+            _ => continue,
+        };
+        lo = tighter(lo, l, true);
+        hi = tighter(hi, h, false);
+    }
+    IdSpan::Range(lo, hi)
+}
+
+fn string_bound(b: &Bound<IndexValue>) -> Bound<String> {
+    match b {
+        Bound::Included(IndexValue::String(s)) => Bound::Included(s.clone()),
+        Bound::Excluded(IndexValue::String(s)) => Bound::Excluded(s.clone()),
+        _ => Bound::Unbounded,
+    }
+}
+
+/// The tighter of two lower (`lower`) or upper bounds.
+fn tighter(a: Bound<String>, b: Bound<String>, lower: bool) -> Bound<String> {
+    let a_wins = match (&a, &b) {
+        (Bound::Unbounded, _) => false,
+        (_, Bound::Unbounded) => true,
+        (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => {
+            match x.cmp(y) {
+                // At the same string, excluding it is tighter.
+                std::cmp::Ordering::Equal => matches!(a, Bound::Excluded(_)),
+                std::cmp::Ordering::Greater => lower,
+                std::cmp::Ordering::Less => !lower,
+            }
+        }
+    };
+    if a_wins {
+        a
+    } else {
+        b
+    }
+}
+
+/// The smallest string above every string starting with `prefix`, if there is one: a
+/// prefix test is a range on a B-tree that orders strings by bytes.
+pub fn prefix_upper(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(c) = next {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// How query results are ordered.
@@ -613,6 +799,11 @@ pub struct EngineUrl {
     pub location: String,
     /// The decoded query parameters, in order.
     pub params: Vec<(String, String)>,
+    /// Whether opening may make a new, empty store where the URL names none (a file, a
+    /// folder, a catalog). `false` is for tools that only read or change what is there:
+    /// a missing store is then [`ErrorKind::NotFound`] (`Error::no_store`) and nothing is
+    /// created — not even a parent folder.
+    pub create_if_missing: bool,
 }
 
 impl std::fmt::Debug for EngineUrl {

@@ -107,6 +107,13 @@ impl Error {
         )
     }
 
+    /// [`ErrorKind::NotFound`] for a store opened with `create_if_missing` off where there
+    /// is none: `at` names where (a path, `host:port/db`, never a password), `why` what was
+    /// missing.
+    pub fn no_store(at: impl std::fmt::Display, why: &str) -> Self {
+        Error::new(ErrorKind::NotFound, format!("no store at {at}: {why}"))
+    }
+
     /// [`ErrorKind::NotFound`] for a collection.
     pub fn collection_not_found(ns: &str, collection: &str) -> Self {
         Error::new(

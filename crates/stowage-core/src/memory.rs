@@ -13,9 +13,10 @@ use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{
-    filter_matches, first_version, walk_bound, Backend, BatchScope, Capabilities, ChangeFeed,
-    CollectionStats, IndexEntries, IndexFill, PredicateOp, QueryHit, QueryRequest, RecordMeta,
-    Revision, ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp, WriteResult,
+    filter_matches, first_version, id_span, walk_bound, Backend, BatchScope, Capabilities,
+    ChangeFeed, CollectionStats, IdSpan, IndexEntries, IndexFill, PredicateOp, QueryHit,
+    QueryRequest, RecordMeta, Revision, ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp,
+    WriteResult,
 };
 use crate::error::{Error, Result};
 use crate::feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken};
@@ -89,6 +90,12 @@ impl MemoryBackend {
                     if !url.location.is_empty() {
                         return Err(Error::invalid(
                             "memory:// takes no location: each open is a new, empty store",
+                        ));
+                    }
+                    if !url.create_if_missing {
+                        return Err(Error::no_store(
+                            "memory://",
+                            "a memory store lives only in the process that made it",
                         ));
                     }
                     Ok(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>)
@@ -284,7 +291,7 @@ impl MemCollection {
             let Some(r) = self.live(id, now) else {
                 return true;
             };
-            if !filter_matches(&req.filter, &r.index) {
+            if !filter_matches(&req.filter, id, &r.index) {
                 return true;
             }
             if skip > 0 {
@@ -343,7 +350,7 @@ impl MemCollection {
                     Some(a) => id > a,
                 };
                 // The first predicate narrows the candidates through its index.
-                if let Some(p) = req.filter.first() {
+                if let Some(p) = req.filter.first().filter(|p| !p.on_id()) {
                     let ids: BTreeSet<&str> = self
                         .index_ids(&p.index, &p.op)
                         .into_iter()
@@ -360,22 +367,25 @@ impl MemCollection {
                         }
                     }
                 } else {
-                    let range = match (after, req.order.descending) {
-                        (None, _) => self.records.range::<str, _>(..),
-                        (Some(a), false) => self
-                            .records
-                            .range::<str, _>((Bound::Excluded(a), Bound::Unbounded)),
-                        (Some(a), true) => self
-                            .records
-                            .range::<str, _>((Bound::Unbounded, Bound::Excluded(a))),
+                    // Else the ids the filter names, or the range it bounds them to.
+                    let span = id_span(&req.filter).past(after, req.order.descending);
+                    let ids: Box<dyn DoubleEndedIterator<Item = &str>> = match &span {
+                        IdSpan::Exact(ids) => Box::new(ids.iter().map(String::as_str)),
+                        IdSpan::Range(..) => match span.bounds() {
+                            Some(range) => Box::new(
+                                self.records
+                                    .range::<str, _>(range)
+                                    .map(|(id, _)| id.as_str()),
+                            ),
+                            None => Box::new(std::iter::empty()),
+                        },
                     };
-                    let ordered: Box<dyn Iterator<Item = (&String, &MemRecord)>> =
-                        if req.order.descending {
-                            Box::new(range.rev())
-                        } else {
-                            Box::new(range)
-                        };
-                    for (id, _) in ordered {
+                    let ordered: Box<dyn Iterator<Item = &str>> = if req.order.descending {
+                        Box::new(ids.rev())
+                    } else {
+                        ids
+                    };
+                    for id in ordered {
                         if !visit(id, None) {
                             break;
                         }

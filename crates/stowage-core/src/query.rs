@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backend::{CursorKey, Order, Predicate, PredicateOp, QueryRequest};
+use crate::backend::{CursorKey, Order, Predicate, PredicateOp, QueryRequest, RECORD_ID};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::Versioned;
 use crate::spec::{CollectionSpec, IndexType};
@@ -109,28 +109,49 @@ impl Filter {
         self.0.is_empty()
     }
 
-    /// Checks the filter against a spec and turns it into backend predicates.
+    /// Checks the filter against a spec and turns it into backend predicates: on the
+    /// spec's indexes, and on the record id (`"id"`, which no index may be called), ordered
+    /// as [`Predicate`] says engines may rely on.
     pub(crate) fn resolve(&self, spec: &CollectionSpec) -> Result<Vec<Predicate>> {
         let mut preds = Vec::new();
         for (name, cond) in &self.0 {
-            let ix = spec.index_named(name).ok_or_else(|| {
-                Error::invalid(format!(
-                    "cannot filter on {name:?}: it is not an index of this collection (indexes: {})",
-                    index_names(spec)
-                ))
-            })?;
-            let ty = ix.index_type;
+            let (ty, blind) = if name == RECORD_ID {
+                (IndexType::String, false)
+            } else {
+                let ix = spec.index_named(name).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "cannot filter on {name:?}: it is not an index of this collection \
+                         (indexes: {}; \"id\" is the record id)",
+                        index_names(spec)
+                    ))
+                })?;
+                (ix.index_type, ix.blind)
+            };
             let ranged = [&cond.gt, &cond.gte, &cond.lt, &cond.lte]
                 .iter()
                 .any(|b| b.is_some());
-            if ix.blind && (ranged || cond.prefix.is_some()) {
+            if blind && (ranged || cond.prefix.is_some()) {
                 return Err(Error::invalid(format!(
                     "index {name:?} is blind: it keeps keyed hashes of its values, so only eq \
                      and in work on it, not ranges or prefixes"
                 )));
             }
+            // Ids never hold U+0000 (and PostgreSQL's text could not take one as a bound).
+            let id_test = |op: &str, s: &str| {
+                if name == RECORD_ID && s.contains('\0') {
+                    return Err(Error::invalid(format!(
+                        "query {op} on id: an id never holds U+0000, so no record could match"
+                    )));
+                }
+                Ok(())
+            };
             let conv = |op: &str, v: &Value| {
-                IndexValue::from_json(ty, v, &|| format!("query {op} on index {name:?}"))
+                let value =
+                    IndexValue::from_json(ty, v, &|| format!("query {op} on index {name:?}"))?;
+                if let IndexValue::String(s) = &value {
+                    id_test(op, s)?;
+                }
+                Ok::<_, Error>(value)
             };
             let mut push = |op| {
                 preds.push(Predicate {
@@ -184,6 +205,7 @@ impl Filter {
                         ty.as_str()
                     )));
                 }
+                id_test("prefix", p)?;
                 push(PredicateOp::Prefix(p.clone()));
             }
             if cond == &Condition::default() {
@@ -192,6 +214,14 @@ impl Filter {
                 )));
             }
         }
+        // Narrowest first, for engines that narrow by the first predicate: ids named one
+        // by one, then indexes, then id ranges and prefixes (a stable sort: the rest keep
+        // their order).
+        preds.sort_by_key(|p| match (p.on_id(), &p.op) {
+            (true, PredicateOp::Eq(_) | PredicateOp::In(_)) => 0,
+            (false, _) => 1,
+            (true, _) => 2,
+        });
         Ok(preds)
     }
 }

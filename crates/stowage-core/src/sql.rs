@@ -135,14 +135,21 @@ pub fn query_sql(
     })
 }
 
-/// One predicate as SQL, on the index's column or through its side table.
+/// One predicate as SQL, on the index's column or through its side table, or on `t.id`.
 fn predicate_sql(
     dialect: &dyn Dialect,
     layout: &dyn SqlLayout,
     p: &Predicate,
     params: &mut SqlParams,
 ) -> Result<String> {
-    let (expr, t, side) = if let Some((column, t)) = layout.column(&p.index) {
+    // Ids are bound as ids (PostgreSQL escapes index strings, never ids), and listed.
+    let id = |v: &IndexValue, params: &mut SqlParams| match v {
+        IndexValue::String(s) => Ok(dialect.placeholder(params.push(SqlParam::Id(s.clone())))),
+        other => Err(Error::invalid(format!("an id is a string, not {other:?}"))),
+    };
+    let (expr, t, side) = if p.on_id() {
+        ("t.id".to_owned(), IndexType::String, None)
+    } else if let Some((column, t)) = layout.column(&p.index) {
         (format!("t.{column}"), t, None)
     } else if let Some((table, t)) = layout.side(&p.index) {
         ("s.value".to_owned(), t, Some(table))
@@ -153,10 +160,20 @@ fn predicate_sql(
         )));
     };
     let value = |v: &IndexValue, params: &mut SqlParams| {
+        if p.on_id() {
+            return id(v, params);
+        }
         dialect.typed(params.push(SqlParam::Value(v.clone())), t)
     };
     let test = match &p.op {
         PredicateOp::Eq(v) => format!("{expr} = {}", value(v, params)?),
+        PredicateOp::In(vs) if p.on_id() => {
+            let list = vs
+                .iter()
+                .map(|v| id(v, params))
+                .collect::<Result<Vec<_>>>()?;
+            format!("{expr} IN ({})", list.join(", "))
+        }
         PredicateOp::In(vs) => dialect.any_of(&expr, t, vs, params)?,
         PredicateOp::Range(lo, hi) => {
             let mut parts = Vec::new();
@@ -193,19 +210,7 @@ fn predicate_sql(
     })
 }
 
-/// The smallest string above every string starting with `prefix`, if there is one: a
-/// prefix test is a range on a B-tree that orders strings by bytes.
-pub fn prefix_upper(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
-        if let Some(c) = next {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
+pub use crate::backend::prefix_upper;
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,10 @@ pub struct PostgresConfig {
     /// How many changes the log keeps per watched namespace for watchers that resume
     /// (`0`: no change feed).
     pub change_log: u64,
+    /// Whether a database without Stowage's catalog may be given one; off, opening it is
+    /// NotFound and nothing is created. (A missing database is NotFound either way:
+    /// Stowage never creates databases.)
+    pub create_if_missing: bool,
     /// `sslmode`: when to encrypt and what to check (see `tls.rs`).
     pub(crate) ssl_mode: SslMode,
     /// `sslrootcert`: the certificate authorities to trust.
@@ -86,6 +90,7 @@ impl PostgresConfig {
             statement_timeout: Some(Duration::from_secs(30)),
             clock: ClockSource::Database,
             change_log: 100_000,
+            create_if_missing: true,
             ssl_mode: SslMode::default(),
             ssl_root_cert: None,
         };
@@ -168,6 +173,7 @@ impl fmt::Debug for PostgresConfig {
             .field("application_name", &self.pg.get_application_name())
             .field("clock", &self.clock)
             .field("change_log", &self.change_log)
+            .field("create_if_missing", &self.create_if_missing)
             .field("sslmode", &self.ssl_mode)
             .field("sslrootcert", &self.ssl_root_cert)
             .finish()

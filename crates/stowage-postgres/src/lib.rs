@@ -19,6 +19,15 @@
 //!   body comes back exactly as stored on every engine. Index values are typed columns
 //!   filled by Stowage, so queries never need the JSON; `body::jsonb` still serves ad-hoc
 //!   SQL. Opaque bodies go in `bytea`.
+//! - **U+0000 in indexed strings**: PostgreSQL's `text` refuses it, JSON allows it, and
+//!   every other engine keeps it. Index columns and side tables hold strings escaped
+//!   (U+0000 as U+0001 U+0001, U+0001 as U+0001 U+0002; see `schema::text_to_column`):
+//!   one-to-one, byte order and prefixes kept, so eq, in, ranges, prefixes, order, cursors
+//!   and unique indexes answer as elsewhere. Every other string is stored as it is. The
+//!   alternatives were worse: `bytea` columns would show every value as hex in `psql`, and
+//!   no escape can leave every NUL-free string unchanged (they already use up the column).
+//!   Catalog format 2; opening a format-1 database escapes its U+0001 values once. Bodies
+//!   are JSON text, where U+0000 is always written `\u0000`, so they need nothing.
 //! - **Pool**: deadpool-postgres over tokio-postgres, each statement prepared once per
 //!   connection. Connections are handed out most recently used first and recycled without
 //!   a round trip (a connection the server closed is dropped when it comes back).

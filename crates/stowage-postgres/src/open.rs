@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use stowage_core::backend::{Backend, Engine, Revision, StoredSpec};
-use stowage_core::Timestamp;
+use stowage_core::{IndexType, Timestamp};
 
 use crate::config::{ClockSource, PostgresConfig};
 use crate::error::pg_error;
@@ -22,11 +22,17 @@ use crate::pool::PostgresPool;
 use crate::schema::{quote, Layout, CATALOG_SCHEMA};
 
 /// The catalog format this build writes and the newest it reads.
-pub const FORMAT_VERSION: i64 = 1;
+///
+/// - 1: the first.
+/// - 2: strings in index columns escape U+0000 and U+0001 (`schema::text_to_column`).
+///   Opening a format-1 database rewrites the few values holding U+0001 once; run no
+///   format-1 build against the database after that (it would write U+0001 unescaped and
+///   refuse U+0000 as before).
+pub const FORMAT_VERSION: i64 = 2;
 
-/// Makes the catalog if it is missing and checks its format: a database written by a newer
-/// Stowage is refused (`Unsupported`) and left untouched.
-pub(crate) async fn ensure_catalog(pool: &PostgresPool) -> Result<()> {
+/// Makes the catalog if it is missing (`create`; NotFound otherwise) and checks its format:
+/// a database written by a newer Stowage is refused (`Unsupported`) and left untouched.
+pub(crate) async fn ensure_catalog(pool: &PostgresPool, create: bool) -> Result<()> {
     let target = pool.target().to_owned();
     let mut client = pool.client("opening the catalog").await?;
     let tx = client
@@ -39,6 +45,19 @@ pub(crate) async fn ensure_catalog(pool: &PostgresPool) -> Result<()> {
         .await
         .map_err(|e| pg_error(e, "locking the catalog", &target))?;
     let s = quote(CATALOG_SCHEMA);
+    if !create {
+        let found: bool = tx
+            .query_one("SELECT to_regclass('stowage.meta') IS NOT NULL", &[])
+            .await
+            .map_err(|e| pg_error(e, "looking for the catalog", &target))?
+            .get(0);
+        if !found {
+            return Err(Error::no_store(
+                format!("postgres {target}"),
+                "the database holds no Stowage catalog",
+            ));
+        }
+    }
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {s};
          CREATE TABLE IF NOT EXISTS {s}.meta (
@@ -92,6 +111,17 @@ pub(crate) async fn ensure_catalog(pool: &PostgresPool) -> Result<()> {
         .await
         .map_err(|e| pg_error(e, "reading the catalog format", &target))?
         .get(0);
+    if format < 2 {
+        escape_u0001(&tx, &target).await?;
+    }
+    if format < FORMAT_VERSION {
+        tx.execute(
+            &format!("UPDATE {s}.meta SET value = $1 WHERE key = 'format'"),
+            &[&FORMAT_VERSION],
+        )
+        .await
+        .map_err(|e| pg_error(e, "upgrading the catalog format", &target))?;
+    }
     if format > FORMAT_VERSION {
         // Dropping the transaction rolls it back: nothing was changed.
         return Err(Error::new(
@@ -105,6 +135,67 @@ pub(crate) async fn ensure_catalog(pool: &PostgresPool) -> Result<()> {
     tx.commit()
         .await
         .map_err(|e| pg_error(e, "creating the catalog", &target))
+}
+
+/// Format 1 to 2: string index values holding U+0001 take the escape format 2 reads
+/// (U+0000 could not be stored before, so no value holds it).
+async fn escape_u0001(tx: &tokio_postgres::Transaction<'_>, target: &str) -> Result<()> {
+    let rows = tx
+        .query(
+            "SELECT namespace, collection, revision, spec::text FROM stowage.collections",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error(e, "reading the catalog", target))?;
+    let escape = |col: &str| format!("{col} = replace({col}, chr(1), chr(1) || chr(2))");
+    for row in rows {
+        let (ns, collection): (String, String) = (row.get(0), row.get(1));
+        let spec = serde_json::from_str(row.get(3)).map_err(|e| {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!("postgres catalog: the spec of {ns}/{collection} cannot be read: {e}"),
+            )
+        })?;
+        let stored = StoredSpec {
+            spec,
+            revision: row.get::<_, i64>(2) as Revision,
+            building: Vec::new(),
+        };
+        let layout = Layout::new(&ns, &collection, stored)?;
+        let strings = |t| t == IndexType::String;
+        let mut updates: Vec<String> = layout
+            .columns
+            .iter()
+            .filter(|c| strings(c.index_type))
+            .map(|c| {
+                format!(
+                    "UPDATE {} SET {} WHERE strpos({}, chr(1)) > 0",
+                    layout.table,
+                    escape(&c.column),
+                    c.column
+                )
+            })
+            .collect();
+        updates.extend(
+            layout
+                .sides
+                .iter()
+                .filter(|s| strings(s.index_type))
+                .map(|s| {
+                    format!(
+                        "UPDATE {} SET {} WHERE strpos(value, chr(1)) > 0",
+                        s.table,
+                        escape("value")
+                    )
+                }),
+        );
+        for sql in updates {
+            tx.execute(&sql, &[])
+                .await
+                .map_err(|e| pg_error(e, "upgrading the catalog format", target))?;
+        }
+    }
+    Ok(())
 }
 
 /// A Stowage store on one PostgreSQL database, shared by every instance that opens it.
@@ -170,7 +261,8 @@ impl PostgresBackend {
             scheme: "postgres",
             connect: |url| {
                 Box::pin(async move {
-                    let config = PostgresConfig::from_url_parts(&url.location, &url.params)?;
+                    let mut config = PostgresConfig::from_url_parts(&url.location, &url.params)?;
+                    config.create_if_missing = url.create_if_missing;
                     Ok(Arc::new(PostgresBackend::connect(config).await?) as Arc<dyn Backend>)
                 })
             },

@@ -64,7 +64,7 @@ impl PostgresPool {
             target: config.target(),
             tls,
         };
-        crate::open::ensure_catalog(&pool).await?;
+        crate::open::ensure_catalog(&pool, config.create_if_missing).await?;
         Ok(pool)
     }
 

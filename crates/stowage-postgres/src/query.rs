@@ -424,7 +424,7 @@ fn read_index_value(
 ) -> Result<IndexValue> {
     use stowage_core::IndexType;
     Ok(match t {
-        IndexType::String => IndexValue::String(row.get(at)),
+        IndexType::String => IndexValue::String(crate::schema::text_from_column(row.get(at))),
         IndexType::Integer => IndexValue::Integer(row.get(at)),
         IndexType::Float => IndexValue::Float(row.get(at)),
         IndexType::Bool => IndexValue::Bool(row.get(at)),

@@ -60,3 +60,72 @@ async fn a_newer_catalog_format_is_refused_and_left_alone() {
         .get(0);
     assert_eq!(format, FORMAT_VERSION + 1, "left untouched");
 }
+
+/// A format-1 database (no escape for U+0000) is upgraded in place on open: string index
+/// values holding U+0001, written unescaped then, are found by the same queries after.
+#[tokio::test]
+async fn format_1_values_holding_u0001_are_escaped_on_upgrade() {
+    use serde_json::json;
+    use stowage_core::{CollectionSpec, IndexSpec, Put, Query, Store};
+
+    let db = FreshDatabase::new().await;
+    let open = || async {
+        let backend = stowage_postgres::PostgresBackend::connect(config(&db.location()))
+            .await
+            .unwrap();
+        Store::new(backend)
+    };
+    let spec = CollectionSpec::new()
+        .index(IndexSpec::string("name", "/name"))
+        .index(IndexSpec::string("tags", "/tags").multi());
+    let store = open().await;
+    let coll = store
+        .collection_with_spec::<serde_json::Value>("c", spec.clone())
+        .await
+        .unwrap();
+    let body = json!({"name": "a\u{1}b", "tags": ["\u{1}", "plain"]});
+    coll.put("r", &body, Put::insert()).await.unwrap();
+    coll.put("s", &json!({"name": "plain"}), Put::insert())
+        .await
+        .unwrap();
+    drop((coll, store));
+    // What a format-1 build wrote: U+0001 as it is.
+    let plain = db.connect().await;
+    plain
+        .batch_execute(
+            "UPDATE \"default\".c SET ix_name = 'a' || chr(1) || 'b' WHERE id = 'r';
+             UPDATE \"default\".c__tags SET value = chr(1) WHERE id = 'r' AND value <> 'plain';
+             UPDATE stowage.meta SET value = 1 WHERE key = 'format';",
+        )
+        .await
+        .unwrap();
+    let store = open().await;
+    let coll = store
+        .collection_with_spec::<serde_json::Value>("c", spec)
+        .await
+        .unwrap();
+    let ids = |q: Query| {
+        let coll = coll.clone();
+        async move {
+            let page = coll.query(&q).await.unwrap();
+            page.items.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(Query::new().eq("name", "a\u{1}b")).await, ["r"]);
+    assert_eq!(ids(Query::new().eq("tags", "\u{1}")).await, ["r"]);
+    assert_eq!(ids(Query::new().eq("tags", "plain")).await, ["r"]);
+    assert_eq!(ids(Query::new().eq("name", "plain")).await, ["s"]);
+    let format: i64 = plain
+        .query_one("SELECT value FROM stowage.meta WHERE key = 'format'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(format, FORMAT_VERSION);
+    // Strings without U+0000 or U+0001 stay as they are for psql.
+    let name: String = plain
+        .query_one("SELECT ix_name FROM \"default\".c WHERE id = 's'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "plain");
+}

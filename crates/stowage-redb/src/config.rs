@@ -9,8 +9,12 @@ use stowage_core::{Error, Result};
 /// How to open a redb store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedbConfig {
-    /// The database file; created (with its parent folders) if missing.
+    /// The database file; created (with its parent folders) if missing, unless
+    /// `create_if_missing` is off.
     pub path: PathBuf,
+    /// Whether a missing (or empty) file may be made into a new store; off, opening it is
+    /// NotFound and nothing is created.
+    pub create_if_missing: bool,
     /// When writes are on disk.
     pub durability: Durability,
     /// redb's page cache, in bytes.
@@ -27,6 +31,7 @@ impl RedbConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         RedbConfig {
             path: path.into(),
+            create_if_missing: true,
             durability: Durability::Immediate,
             cache_bytes: 1 << 30,
             change_log: 100_000,

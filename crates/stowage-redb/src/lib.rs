@@ -105,7 +105,8 @@ pub fn engine() -> Engine {
         scheme: "redb",
         connect: |url| {
             Box::pin(async move {
-                let config = RedbConfig::from_url_parts(&url.location, &url.params)?;
+                let mut config = RedbConfig::from_url_parts(&url.location, &url.params)?;
+                config.create_if_missing = url.create_if_missing;
                 // Opening checks and locks the file: blocking work, kept off the async
                 // threads.
                 let backend = tokio::task::spawn_blocking(move || RedbBackend::open(config))

@@ -74,6 +74,8 @@ impl RedbStore {
                 Err(DatabaseError::RepairAborted) => {}
                 Err(e) => return Err(open_error(&path, e)),
             }
+        } else if !config.create_if_missing {
+            return Err(Error::no_store(path.display(), "no redb file there"));
         } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 Error::new(

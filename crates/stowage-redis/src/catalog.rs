@@ -201,6 +201,24 @@ impl RedisBackend {
         Ok(dropped == 1)
     }
 
+    /// NotFound unless a collection was ever made under the prefix (the set of namespaces
+    /// exists from the first on).
+    pub(crate) async fn found_or_no_store(&self) -> Result<()> {
+        let prefix = &self.inner.config.prefix;
+        let found: bool = self
+            .conn()
+            .exists(namespaces_key(prefix))
+            .await
+            .map_err(|e| redis_error(e, "looking for the store", &self.inner.target))?;
+        if found {
+            return Ok(());
+        }
+        Err(Error::no_store(
+            format!("redis {} prefix {prefix:?}", self.inner.target),
+            "no collection was ever made under this prefix",
+        ))
+    }
+
     /// Every namespace holding a collection, by name. The set lists every namespace that
     /// ever had one (it lives outside the namespaces' slots, so scripts cannot keep it
     /// exact); those whose collections all went are left out here.

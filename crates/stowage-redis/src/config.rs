@@ -55,6 +55,10 @@ pub struct RedisConfig {
     /// How many changes each namespace's stream keeps for watchers that resume (`0`: no
     /// change feed).
     pub change_log: u64,
+    /// Whether a prefix under which no collection was ever made may be used as a new
+    /// store; off, connecting to it is NotFound. (Redis has nothing to create up front:
+    /// this only tells an empty prefix — a mistyped one — from a store.)
+    pub create_if_missing: bool,
     /// `cacert`: a PEM file of the certificate authorities a `rediss://` server's
     /// certificate must chain to, instead of the system's.
     pub(crate) ca_cert: Option<std::path::PathBuf>,
@@ -137,6 +141,7 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(30),
             clock: ClockSource::Server,
             change_log: 100_000,
+            create_if_missing: true,
             ca_cert: None,
         };
         for (k, v) in params {
@@ -218,6 +223,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("clock", &self.clock)
             .field("change_log", &self.change_log)
+            .field("create_if_missing", &self.create_if_missing)
             .field("cacert", &self.ca_cert)
             .finish()
     }

@@ -183,6 +183,9 @@ impl RedisBackend {
             }),
         };
         backend.ping().await?;
+        if !backend.inner.config.create_if_missing {
+            backend.found_or_no_store().await?;
+        }
         Ok(backend)
     }
 
@@ -205,7 +208,9 @@ impl RedisBackend {
     pub fn engines() -> Vec<Engine> {
         fn connect(url: stowage_core::backend::EngineUrl) -> stowage_core::backend::Connecting {
             Box::pin(async move {
-                let config = RedisConfig::from_url_parts(&url.scheme, &url.location, &url.params)?;
+                let mut config =
+                    RedisConfig::from_url_parts(&url.scheme, &url.location, &url.params)?;
+                config.create_if_missing = url.create_if_missing;
                 Ok(Arc::new(RedisBackend::connect(config).await?) as Arc<dyn Backend>)
             })
         }

@@ -11,8 +11,8 @@ use std::ops::Bound;
 
 use redis::AsyncCommands;
 use stowage_core::backend::{
-    encode_string_prefix, walk_bound, CursorKey, IndexEntries, PredicateOp, QueryHit, QueryRequest,
-    ScanRequest, StoredSpec,
+    encode_string_prefix, id_span, walk_bound, CursorKey, IdSpan, IndexEntries, PredicateOp,
+    QueryHit, QueryRequest, ScanRequest, StoredSpec,
 };
 use stowage_core::{
     Body, Error, ErrorKind, IndexType, IndexValue, Result, StoredRecord, Timestamp,
@@ -444,10 +444,12 @@ impl RedisBackend {
             }
             None => {
                 // Ordered by id. With a predicate an index can answer, its members give the
-                // candidates, sorted by id here; without one, the ids set is walked.
+                // candidates, sorted by id here — unless ids named one by one come first;
+                // else the ids set is walked, within the id predicates' bounds.
                 let usable = request
                     .filter
                     .iter()
+                    .take_while(|p| !p.on_id())
                     .find(|p| spec.building.iter().all(|b| b != &p.index));
                 let mut ids: Vec<String> = match usable {
                     Some(p) => {
@@ -484,14 +486,10 @@ impl RedisBackend {
                         ids.dedup();
                         ids
                     }
-                    None => redis::cmd("ZRANGE")
-                        .arg(keys.ids(coll))
-                        .arg("-")
-                        .arg("+")
-                        .arg("BYLEX")
-                        .query_async(&mut self.conn())
-                        .await
-                        .map_err(|e| redis_error(e, "querying", &self.inner.target))?,
+                    None => {
+                        self.ids_within(&keys, coll, id_span(&request.filter))
+                            .await?
+                    }
                 };
                 if descending {
                     ids.reverse();
@@ -516,6 +514,29 @@ impl RedisBackend {
             }
         }
         Ok(out)
+    }
+
+    /// The ids of a collection's ids set that `span` leaves, in order.
+    async fn ids_within(&self, keys: &Keys, coll: &str, span: IdSpan) -> Result<Vec<String>> {
+        if let IdSpan::Exact(ids) = span {
+            return Ok(ids);
+        }
+        let Some((lo, hi)) = span.bounds() else {
+            return Ok(Vec::new());
+        };
+        let lex = |b: Bound<&str>, open: &str| match b {
+            Bound::Included(s) => format!("[{s}"),
+            Bound::Excluded(s) => format!("({s}"),
+            Bound::Unbounded => open.to_owned(),
+        };
+        redis::cmd("ZRANGE")
+            .arg(keys.ids(coll))
+            .arg(lex(lo, "-"))
+            .arg(lex(hi, "+"))
+            .arg("BYLEX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error(e, "querying", &self.inner.target))
     }
 
     /// Adds the candidates of `page` that are live and pass the whole filter to `out`.
@@ -548,7 +569,7 @@ impl RedisBackend {
                 continue;
             }
             let entries = entry.entries(spec)?;
-            if !stowage_core::backend::filter_matches(&request.filter, &entries) {
+            if !stowage_core::backend::filter_matches(&request.filter, &id, &entries) {
                 continue;
             }
             // An index walk meets a multi-valued record once per value: keep the first.

@@ -90,6 +90,7 @@ fn router_stopping(
                 .delete(routes::delete_record),
         )
         .route("/v1/{ns}/{coll}/query", post(routes::query))
+        .route("/v1/{ns}/{coll}/get", post(routes::get_many))
         .route("/v1/{ns}/{coll}/count", post(routes::count))
         .route("/v1/{ns}/{coll}/delete", post(routes::delete_where))
         .route("/v1/{ns}/batch", post(routes::batch))

@@ -40,9 +40,9 @@ pub const MAX_TOKEN: u64 = 999_999_999_999_999_999;
 /// The document. `tokens_required`: whether the server was configured with tokens; without
 /// them, requests need no bearer token and the document says so. `blind_indexes`: whether
 /// the store keeps blind indexes (an encrypting codec); without, index specs have no
-/// `blind` field.
-pub fn document(tokens_required: bool, blind_indexes: bool) -> Value {
-    let mut doc = document_with_every_field(tokens_required);
+/// `blind` field. `max_query_limit`: the most ids a bulk read takes.
+pub fn document(tokens_required: bool, blind_indexes: bool, max_query_limit: usize) -> Value {
+    let mut doc = document_with_every_field(tokens_required, max_query_limit);
     if !blind_indexes {
         let ix = &mut doc["components"]["schemas"]["IndexSpec"];
         if let Some(o) = ix.as_object_mut() {
@@ -55,7 +55,7 @@ pub fn document(tokens_required: bool, blind_indexes: bool) -> Value {
     doc
 }
 
-fn document_with_every_field(tokens_required: bool) -> Value {
+fn document_with_every_field(tokens_required: bool, max_ids: usize) -> Value {
     // Names and ids as `stowage_core::validate_name` / `validate_id` accept them.
     // Names starting with "__" are reserved, hence the three branches.
     let name = json!({"type": "string", "pattern": "^(_|_[A-Za-z0-9-][A-Za-z0-9_-]{0,61}|[A-Za-z][A-Za-z0-9_-]{0,62})$"});
@@ -79,7 +79,7 @@ fn document_with_every_field(tokens_required: bool) -> Value {
         }
         json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
     };
-    let id = json!({"name": "id", "in": "path", "required": true, "schema": record_id});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": record_id.clone()});
     // An empty requirement makes the token optional.
     let security = if tokens_required {
         json!([{"bearer": []}])
@@ -208,10 +208,15 @@ fn document_with_every_field(tokens_required: bool) -> Value {
                         "responses": with(ok("200", "replaced (201: created), with what was stored", json!({"$ref": "#/components/schemas/Written"})), &["201", "400", "401", "403", "404", "409", "412", "413", "503"])},
                 "delete": {"summary": "Delete a record (If-Match \"v\" deletes only that version)",
                            "responses": with(json!({"204": {"description": "deleted"}}), &["400", "401", "403", "404", "412"])}},
-            "/v1/{ns}/{coll}/query": {"post": {"summary": "Query by indexes", "parameters": [ns, coll],
+            "/v1/{ns}/{coll}/query": {"post": {"summary": "Query by indexes and by id (\"id\": eq, in, ranges, prefix)", "parameters": [ns, coll],
                 "requestBody": json_body(json!({"$ref": "#/components/schemas/Query"})),
                 "responses": posted(ok("200", "a page", page), &common)}},
-            "/v1/{ns}/{coll}/count": {"post": {"summary": "Count by indexes", "parameters": [ns, coll],
+            "/v1/{ns}/{coll}/get": {"post": {"summary": "Read many records by id in one call: those found in the order asked, and the ids of those not found (absent or expired)", "parameters": [ns, coll],
+                "requestBody": json_body(json!({"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {"ids": {"type": "array", "minItems": 1, "maxItems": max_ids, "items": record_id}}})),
+                "responses": posted(ok("200", "the records found, and the ids missing", json!({"type": "object", "required": ["items", "missing"], "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+                    "missing": {"type": "array", "items": {"type": "string"}}}})), &common)}},
+            "/v1/{ns}/{coll}/count": {"post": {"summary": "Count by indexes and by id", "parameters": [ns, coll],
                 "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "properties": {"where": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Condition"}}}})),
                 "responses": posted(ok("200", "the count", json!({"type": "object", "properties": {"count": {"type": "integer"}}})), &common)}},
             "/v1/{ns}/{coll}/delete": {"post": {"summary": "Delete every record matching a filter (in atomic chunks of 1,000; an empty filter is refused)", "parameters": [ns, coll],

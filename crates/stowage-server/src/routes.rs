@@ -374,6 +374,43 @@ pub(crate) async fn query(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct GetManyBody {
+    ids: Vec<String>,
+}
+
+/// Many records by id in one request and one engine call: `items` holds those found, in
+/// the order asked, `missing` the ids of those not found (absent or expired), in the order
+/// asked. A record asked for twice is answered twice.
+pub(crate) async fn get_many(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<GetManyBody>,
+) -> ApiResult {
+    let (ns, coll) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Read).await?;
+    let max = st.config.limits.max_query_limit;
+    if body.ids.is_empty() || body.ids.len() > max {
+        return Err(ApiError::invalid(format!(
+            "ids holds {} ids: give 1 to {max} (the server's max_query_limit)",
+            body.ids.len()
+        )));
+    }
+    let ids: Vec<&str> = body.ids.iter().map(String::as_str).collect();
+    let found = c.get_many(&ids).await?;
+    let mut missing = Vec::new();
+    let mut items = Vec::with_capacity(found.len());
+    for (id, record) in body.ids.iter().zip(found) {
+        match record {
+            Some(r) => items.push(item(r)),
+            None => missing.push(id),
+        }
+    }
+    Ok(Json(json!({"items": items, "missing": missing})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CountBody {
     #[serde(default, rename = "where")]
     filter: Filter,
@@ -677,6 +714,7 @@ pub(crate) async fn openapi(State(st): State<AppState>) -> Response {
     Json(crate::openapi::document(
         !st.config.tokens.is_empty(),
         blind_indexes,
+        st.config.limits.max_query_limit,
     ))
     .into_response()
 }

@@ -778,6 +778,101 @@ async fn query_and_listing_limits_are_capped() {
     s.stop().await;
 }
 
+/// `POST /get` reads many records by id in one request — found ones in the order asked,
+/// missing ones named —, and queries filter on `id` itself.
+#[tokio::test]
+async fn bulk_get_and_queries_by_id() {
+    let mut config = ServerConfig::default();
+    config.limits.max_query_limit = 50;
+    let s = Server::start(config).await;
+    let c = Client::new();
+    with_incidents(&s, &c).await;
+    for i in 0..10 {
+        c.put(s.url(&format!("/v1/app/incidents/records/i-{i}")))
+            .json(&json!({"severity": format!("P{}", i % 3), "fingerprint": format!("f{i}")}))
+            .fetch()
+            .await;
+    }
+    c.put(s.url("/v1/app/incidents/records/i-3"))
+        .json(&json!({"severity": "P1", "fingerprint": "f3"}))
+        .fetch()
+        .await;
+    let got: Value = c
+        .post(s.url("/v1/app/incidents/get"))
+        .json(&json!({"ids": ["i-7", "nope", "i-3", "i-7", "also-not"]}))
+        .fetch_json()
+        .await;
+    let ids: Vec<&str> = got["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i-7", "i-3", "i-7"], "{got}");
+    assert_eq!(got["items"][1]["version"], 2, "{got}");
+    assert_eq!(got["items"][1]["body"]["severity"], "P1", "{got}");
+    assert_eq!(got["missing"], json!(["nope", "also-not"]), "{got}");
+
+    for (body, why) in [
+        (json!({"ids": []}), "1 to 50"),
+        (
+            json!({"ids": (0..51).map(|i| format!("i-{i}")).collect::<Vec<_>>()}),
+            "1 to 50",
+        ),
+        (json!({"ids": ["ok", ""]}), "id"),
+        (json!({"keys": ["i-1"]}), "not valid JSON for this route"),
+    ] {
+        let r = c
+            .post(s.url("/v1/app/incidents/get"))
+            .json(&body)
+            .fetch()
+            .await;
+        let (status, e) = error_kind(r).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(e["message"].as_str().unwrap().contains(why), "{body}: {e}");
+    }
+    let r = c
+        .post(s.url("/v1/app/nothing/get"))
+        .json(&json!({"ids": ["a"]}))
+        .fetch()
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let query = |q: Value| {
+        let c = c.clone();
+        let url = s.url("/v1/app/incidents/query");
+        async move {
+            let page: Value = c.post(url).json(&q).fetch_json().await;
+            page["items"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"))
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        query(json!({"where": {"id": {"in": ["i-2", "i-8", "x"]}}})).await,
+        ["i-2", "i-8"]
+    );
+    assert_eq!(
+        query(json!({"where": {"id": {"gte": "i-4", "lt": "i-7"}, "severity": {"eq": "P1"}}}))
+            .await,
+        ["i-4"]
+    );
+    assert_eq!(
+        query(json!({"where": {"id": {"prefix": "i-"}}, "desc": true, "limit": 2})).await,
+        ["i-9", "i-8"]
+    );
+    let count: Value = c
+        .post(s.url("/v1/app/incidents/count"))
+        .json(&json!({"where": {"id": {"gt": "i-5"}}}))
+        .fetch_json()
+        .await;
+    assert_eq!(count["count"], 4);
+    s.stop().await;
+}
+
 /// Check ops in batches, delete by query, the ETag of a re-created record, the holder of a
 /// unique value, and what a write answers.
 #[tokio::test]

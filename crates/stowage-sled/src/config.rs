@@ -10,8 +10,12 @@ use stowage_core::{Error, Result};
 /// How to open a sled store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SledConfig {
-    /// The database folder (sled keeps several files in it); created if missing.
+    /// The database folder (sled keeps several files in it); created if missing, unless
+    /// `create_if_missing` is off.
     pub path: PathBuf,
+    /// Whether a folder holding no sled database may be made into a new store; off,
+    /// opening it is NotFound and nothing is created.
+    pub create_if_missing: bool,
     /// When writes are on disk — within what sled's flush promises (see the crate docs).
     pub durability: Durability,
     /// sled's page cache, in bytes.
@@ -26,6 +30,7 @@ impl SledConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SledConfig {
             path: path.into(),
+            create_if_missing: true,
             durability: Durability::Immediate,
             cache_bytes: 256 << 20,
             change_log: 100_000,

@@ -91,7 +91,8 @@ pub fn engine() -> Engine {
         scheme: "sled",
         connect: |url| {
             Box::pin(async move {
-                let config = SledConfig::from_url_parts(&url.location, &url.params)?;
+                let mut config = SledConfig::from_url_parts(&url.location, &url.params)?;
+                config.create_if_missing = url.create_if_missing;
                 // Opening recovers and locks the folder: blocking work, kept off the async
                 // threads.
                 let backend = tokio::task::spawn_blocking(move || SledBackend::open(config))

@@ -58,6 +58,10 @@ impl SledStore {
                 path.display()
             )));
         }
+        // sled keeps its log in `<folder>/db`: without it there is no database to open.
+        if !config.create_if_missing && !path.join("db").is_file() {
+            return Err(Error::no_store(path.display(), "no sled database there"));
+        }
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(config.cache_bytes as u64)

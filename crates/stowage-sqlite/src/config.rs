@@ -44,6 +44,10 @@ pub struct SqliteConfig {
     pub readers: usize,
     /// How many change-log events each watched namespace keeps (0: no change feed).
     pub change_log: u64,
+    /// Whether a missing (or empty) file may be made into a new store; off, opening it —
+    /// or an in-memory database, which never exists before — is NotFound and nothing is
+    /// created.
+    pub create_if_missing: bool,
 }
 
 /// The URL parameters `sqlite://` takes.
@@ -57,6 +61,7 @@ impl SqliteConfig {
             synchronous: Synchronous::Full,
             readers: 8,
             change_log: 100_000,
+            create_if_missing: true,
         }
     }
 

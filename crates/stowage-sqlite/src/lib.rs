@@ -69,7 +69,8 @@ pub fn engine() -> Engine {
         scheme: "sqlite",
         connect: |url| {
             Box::pin(async move {
-                let config = SqliteConfig::from_url_parts(&url.location, &url.params)?;
+                let mut config = SqliteConfig::from_url_parts(&url.location, &url.params)?;
+                config.create_if_missing = url.create_if_missing;
                 // Opening checks, locks and migrates the file: blocking work, kept off the
                 // async threads.
                 let backend = tokio::task::spawn_blocking(move || SqliteBackend::open(config))

@@ -70,6 +70,9 @@ impl SqliteBackend {
     /// refused and left untouched. A file another process holds is refused with
     /// Unavailable, without waiting.
     pub fn open(config: SqliteConfig) -> Result<Self> {
+        if !config.create_if_missing {
+            no_store_unless_there(&config.location)?;
+        }
         match &config.location {
             Location::Memory => Self::start(config, None, None),
             Location::File(path) => {
@@ -217,6 +220,19 @@ impl Inner {
             readers.push(conn);
         }
         r
+    }
+}
+
+/// NotFound unless `location` is a file holding something (SQLite makes an empty file a
+/// database on its first write).
+fn no_store_unless_there(location: &Location) -> Result<()> {
+    match location {
+        Location::File(path) if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) => Ok(()),
+        Location::File(path) => Err(Error::no_store(path.display(), "no SQLite file there")),
+        _ => Err(Error::no_store(
+            "sqlite::memory:",
+            "an in-memory database lives only in the process that made it",
+        )),
     }
 }
 

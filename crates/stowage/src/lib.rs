@@ -127,6 +127,8 @@ pub struct StoreBuilder {
     url: Option<String>,
     namespace: Option<String>,
     clock: Option<Arc<dyn Clock>>,
+    /// Open an existing store only (`create_if_missing(false)`).
+    existing_only: bool,
     #[cfg(feature = "codec")]
     codec: Option<CodecConfig>,
     #[cfg(feature = "cache")]
@@ -156,6 +158,17 @@ impl StoreBuilder {
     /// The namespace (overrides the URL's `namespace` parameter).
     pub fn namespace(mut self, ns: impl Into<String>) -> Self {
         self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Whether opening may make a new, empty store where the URL names none (default:
+    /// yes). With `false`, a missing redb or SQLite file, sled folder, PostgreSQL database
+    /// or Stowage catalog in it, Redis prefix without a namespace, or any `memory://`
+    /// store is [`ErrorKind::NotFound`] ("no store at …") and nothing is created, not even
+    /// a folder: what tools that read or repair a store want, so that a mistyped path is
+    /// an error instead of an empty store.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.existing_only = !create;
         self
     }
 
@@ -200,7 +213,8 @@ impl StoreBuilder {
         let url = self
             .url
             .ok_or_else(|| Error::invalid("no store URL given (try memory://)"))?;
-        let target = StoreUrl::parse(&url)?;
+        let mut target = StoreUrl::parse(&url)?;
+        target.engine.create_if_missing = !self.existing_only;
         let namespace = self.namespace.or(target.namespace.clone());
         #[allow(unused_mut)]
         let mut backend = connect(target).await?;
@@ -271,6 +285,7 @@ impl StoreUrl {
                 scheme: scheme.to_owned(),
                 location: location.to_owned(),
                 params,
+                create_if_missing: true,
             },
             namespace,
         })

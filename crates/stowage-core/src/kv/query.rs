@@ -9,8 +9,8 @@ use super::schema::{
     record_ref, typed_entries, utf8_id, Tables,
 };
 use crate::backend::{
-    filter_matches, walk_bound, CollectionStats, HitRef, OnHit, OnRecord, Predicate, PredicateOp,
-    QueryHit, QueryRequest, ScanRequest, StoredSpec,
+    filter_matches, id_span, walk_bound, CollectionStats, HitRef, IdSpan, OnHit, OnRecord,
+    Predicate, PredicateOp, QueryHit, QueryRequest, ScanRequest, StoredSpec,
 };
 use crate::{
     ChangeEvent, ChangeToken, Error, IndexValue, Result, StoredRecord, Timestamp, Version,
@@ -362,7 +362,9 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
         // Decoding a record's index entries costs more than the lookup: only when needed.
         if !rest.is_empty() {
             let entries = typed_entries(&self.stored.spec, decode_entries(bytes)?)?;
-            if !filter_matches(rest, &entries) {
+            let id = std::str::from_utf8(id)
+                .map_err(|_| Error::new(crate::ErrorKind::Corrupted, "a stored id is not UTF-8"))?;
+            if !filter_matches(rest, id, &entries) {
                 return Ok(true);
             }
         }
@@ -568,7 +570,7 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
         let req = self.req;
         let after = req.after.as_ref().map(|c| c.id.clone());
         let desc = req.order.descending;
-        if let Some(p) = req.filter.first() {
+        if let Some(p) = req.filter.first().filter(|p| !p.on_id()) {
             // The first predicate narrows the candidates through its index.
             let mut found = Vec::new();
             self.candidates(&p.index, &p.op, &mut found)?;
@@ -604,18 +606,36 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
             }
             return Ok(());
         }
-        let bound = after.as_ref().map(|a| a.as_bytes());
-        let (lower, upper) = match (bound, desc) {
-            (None, _) => (Bound::Unbounded, Bound::Unbounded),
-            (Some(a), false) => (Bound::Excluded(a), Bound::Unbounded),
-            (Some(a), true) => (Bound::Unbounded, Bound::Excluded(a)),
-        };
-        for item in self.r.range(self.records, lower, upper, desc)? {
-            let (k, v) = item?;
-            if decode_header(v.as_ref())?.is_expired(self.now) {
-                continue;
+        // Else the ids the filter names, or the range it bounds them to; every predicate is
+        // on the id then (index ones would have come first), tested on each record.
+        let span = id_span(&req.filter).past(after.as_deref(), desc);
+        if let IdSpan::Exact(ids) = &span {
+            let ordered: Box<dyn Iterator<Item = &String>> = if desc {
+                Box::new(ids.iter().rev())
+            } else {
+                Box::new(ids.iter())
+            };
+            for id in ordered {
+                let Some(bytes) = self.r.get(self.records, id.as_bytes())? else {
+                    continue;
+                };
+                if !self.visit_stored(id.as_bytes(), &[], bytes.as_ref(), None, &req.filter)? {
+                    break;
+                }
             }
-            if !self.emit(k.as_ref(), v.as_ref(), None)? {
+            return Ok(());
+        }
+        let Some((lower, upper)) = span.bounds() else {
+            return Ok(());
+        };
+        for item in self.r.range(
+            self.records,
+            lower.map(str::as_bytes),
+            upper.map(str::as_bytes),
+            desc,
+        )? {
+            let (k, v) = item?;
+            if !self.visit_stored(k.as_ref(), &[], v.as_ref(), None, &req.filter)? {
                 break;
             }
         }

@@ -564,13 +564,14 @@ macro_rules! conformance_tests {
             query { every_predicate, range_bounds, and_of_predicates, order_by_index_both_ways,
                     order_by_id_both_ways, cursor_pages_cover_everything_once,
                     cursor_under_concurrent_inserts, cursor_survives_deletes, page_and_page_size,
-                    count_matches_query, cursor_of_another_query_is_refused }
+                    count_matches_query, cursor_of_another_query_is_refused, filter_on_id }
             scan { scan_100k_in_bounded_pages, scan_prefix, delete_prefix, list_pages_by_cursor,
                    delete_where_in_chunks }
             batch { batch_applies_all, failing_precondition_writes_nothing, unique_clash_writes_nothing,
                     later_ops_see_earlier_ones, bad_op_is_named_before_anything_is_written,
                     check_op_writes_nothing }
-            values { large_value_8_mib, unicode_ids, stats_and_health, json_key_order_is_kept }
+            values { large_value_8_mib, unicode_ids, stats_and_health, json_key_order_is_kept,
+                     nul_in_strings }
             catalog { spec_survives_reopen, added_index_sees_existing_records,
                       dropped_index_cannot_be_queried, incompatible_change_is_refused,
                       unique_index_over_duplicates_is_refused, list_and_drop_collections,

@@ -162,7 +162,11 @@ pub async fn order_by_id_both_ways(f: Arc<dyn Fixture>) {
     assert_eq!(ids(&filtered), k(&[9, 7, 5, 3, 1]));
 }
 
-async fn collect_pages(items: &crate::Collection<Item>, base: Query) -> Vec<String> {
+/// The ids of every page of `base` (its limit the page size), following cursors.
+pub(super) async fn collect_pages<T>(items: &crate::Collection<T>, base: Query) -> Vec<String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
     let mut seen = Vec::new();
     let mut q = base.clone();
     loop {
@@ -346,4 +350,107 @@ pub async fn cursor_of_another_query_is_refused(f: Arc<dyn Fixture>) {
             .len(),
         3
     );
+}
+
+/// Queries filter on the record id itself — eq, in, each range operator and prefix —
+/// alone, beside index predicates, ordered by id either way or by an index, paged by
+/// cursor, counted and deleted by; an expired record never matches.
+pub async fn filter_on_id(f: Arc<dyn Fixture>) {
+    let cx = Ctx::new(f).await;
+    let items = cx.items().await;
+    fill(&items, &cx.store, "k", 20).await;
+    let min = std::time::Duration::from_secs(60);
+    if cx.store.capabilities().ttl {
+        items
+            .put(
+                "k000007x",
+                &Item::new("k000007x", 7),
+                crate::Put::insert().ttl(min),
+            )
+            .await
+            .unwrap();
+        cx.clock.advance(min + std::time::Duration::from_secs(1));
+    }
+    let id = |n: i64| format!("k{n:06}");
+    // A filter, and which of the twenty items it keeps (by n).
+    type Case = (Filter, fn(i64) -> bool);
+    let cases: Vec<Case> = vec![
+        (Filter::new().eq("id", id(4)), |n| n == 4),
+        (Filter::new().eq("id", "k000007x"), |_| false),
+        (
+            Filter::new().any_of(
+                "id",
+                [id(9), id(2), "nope".into(), id(2), "k000007x".into()],
+            ),
+            |n| n == 2 || n == 9,
+        ),
+        (Filter::new().gt("id", id(17)), |n| n > 17),
+        (Filter::new().gte("id", id(17)), |n| n >= 17),
+        (Filter::new().lt("id", id(2)), |n| n < 2),
+        (Filter::new().lte("id", id(2)), |n| n <= 2),
+        (Filter::new().gt("id", id(3)).lte("id", id(6)), |n| {
+            n > 3 && n <= 6
+        }),
+        (Filter::new().prefix("id", "k00001"), |n| n >= 10),
+        (Filter::new().prefix("id", "k00001").lt("id", id(12)), |n| {
+            (10..12).contains(&n)
+        }),
+        (Filter::new().gt("id", id(12)).lt("id", id(5)), |_| false),
+        (Filter::new().prefix("id", "x"), |_| false),
+        (
+            Filter::new()
+                .any_of("id", [id(1), id(2), id(3), id(4)])
+                .eq("active", true),
+            |n| n == 2 || n == 4,
+        ),
+        (
+            Filter::new().prefix("id", "k00001").any_of("tags", ["t0"]),
+            |n| n >= 10 && n % 3 == 0,
+        ),
+        (Filter::new().gte("n", 5).lt("id", id(8)), |n| {
+            (5..8).contains(&n)
+        }),
+    ];
+    for (filter, want) in &cases {
+        let want_ids: Vec<String> = (0..20).filter(|n| want(*n)).map(id).collect();
+        let q = Query::filter(filter.clone());
+        assert_eq!(ids(&items.query(&q).await.unwrap()), want_ids, "{filter:?}");
+        let mut desc = want_ids.clone();
+        desc.reverse();
+        let page = items.query(&q.clone().descending()).await.unwrap();
+        assert_eq!(ids(&page), desc, "{filter:?} descending");
+        // Pages of three by cursor, both ways.
+        assert_eq!(
+            collect_pages(&items, q.clone().limit(3)).await,
+            want_ids,
+            "{filter:?} paged"
+        );
+        let paged = collect_pages(&items, q.clone().descending().limit(3)).await;
+        assert_eq!(paged, desc, "{filter:?} paged descending");
+        let by_n = items
+            .query(&q.clone().order_by("n").descending())
+            .await
+            .unwrap();
+        assert_eq!(ids(&by_n), desc, "{filter:?} by n");
+        assert_eq!(
+            items.count(filter).await.unwrap(),
+            want_ids.len() as u64,
+            "{filter:?} count"
+        );
+    }
+    let q: Query =
+        serde_json::from_value(json!({"where": {"id": {"in": [id(3), id(5)]}}})).unwrap();
+    assert_eq!(ids(&items.query(&q).await.unwrap()), [id(3), id(5)]);
+    let e = items.query(&Query::new().eq("id", "a\0b")).await;
+    expect_err(e, ErrorKind::InvalidInput);
+    let e = items.query(&Query::new().eq("id", 3)).await;
+    expect_err(e, ErrorKind::InvalidInput);
+    assert_eq!(
+        items
+            .delete_where(&Filter::new().prefix("id", "k00001").gte("id", id(15)))
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(items.count(&Filter::new()).await.unwrap(), 15);
 }
