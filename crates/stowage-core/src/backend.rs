@@ -396,30 +396,10 @@ impl Predicate {
 }
 
 impl PredicateOp {
-    /// Whether a record id passes (the values are strings).
+    /// Whether a record id passes (the values are strings). Only queries with an id
+    /// predicate pay for the copy, once per record tested.
     pub fn test_id(&self, id: &str) -> bool {
-        fn s(v: &IndexValue) -> Option<&str> {
-            match v {
-                IndexValue::String(s) => Some(s.as_str()),
-                _ => None,
-            }
-        }
-        match self {
-            PredicateOp::Eq(x) => s(x) == Some(id),
-            PredicateOp::In(xs) => xs.iter().any(|x| s(x) == Some(id)),
-            PredicateOp::Range(lo, hi) => {
-                (match lo {
-                    Bound::Included(x) => s(x).is_some_and(|x| id >= x),
-                    Bound::Excluded(x) => s(x).is_some_and(|x| id > x),
-                    Bound::Unbounded => true,
-                }) && (match hi {
-                    Bound::Included(x) => s(x).is_some_and(|x| id <= x),
-                    Bound::Excluded(x) => s(x).is_some_and(|x| id < x),
-                    Bound::Unbounded => true,
-                })
-            }
-            PredicateOp::Prefix(p) => id.starts_with(p.as_str()),
-        }
+        self.test(&IndexValue::String(id.to_owned()))
     }
 
     /// Whether one value passes.

@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use super::schema::{
     self, decode_entries, decode_header, decode_record, decode_spec, entries_hold, index_key,
-    record_ref, typed_entries, utf8_id, Tables,
+    record_ref, typed_entries, utf8_id, utf8_id_ref, Tables,
 };
 use crate::backend::{
     filter_matches, id_span, walk_bound, CollectionStats, HitRef, IdSpan, OnHit, OnRecord,
@@ -362,9 +362,7 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
         // Decoding a record's index entries costs more than the lookup: only when needed.
         if !rest.is_empty() {
             let entries = typed_entries(&self.stored.spec, decode_entries(bytes)?)?;
-            let id = std::str::from_utf8(id)
-                .map_err(|_| Error::new(crate::ErrorKind::Corrupted, "a stored id is not UTF-8"))?;
-            if !filter_matches(rest, id, &entries) {
+            if !filter_matches(rest, utf8_id_ref(id)?, &entries) {
                 return Ok(true);
             }
         }

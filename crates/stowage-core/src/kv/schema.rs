@@ -251,8 +251,12 @@ pub fn expiry_key(at: Timestamp, id: &str) -> Vec<u8> {
 
 /// A stored id (a key of a records table, or the tail of an index key) as text.
 pub fn utf8_id(k: &[u8]) -> Result<String> {
-    String::from_utf8(k.to_vec())
-        .map_err(|_| Error::new(ErrorKind::Corrupted, "a stored id is not UTF-8"))
+    utf8_id_ref(k).map(str::to_owned)
+}
+
+/// A stored id, borrowed.
+pub fn utf8_id_ref(k: &[u8]) -> Result<&str> {
+    std::str::from_utf8(k).map_err(|_| Error::new(ErrorKind::Corrupted, "a stored id is not UTF-8"))
 }
 
 fn corrupted(what: &str) -> Error {
