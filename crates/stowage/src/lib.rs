@@ -55,14 +55,15 @@ use std::sync::Arc;
 pub use stowage_archive as archive;
 pub use stowage_core::{backend, layer};
 pub use stowage_core::{
-    check_store, compare_stores, copy_store, reconcile_stores, validate_id, validate_name, Batch,
-    Body, Capabilities, CheckReport, Clock, Collection, CollectionSpec, CollectionStats,
-    Comparison, Condition, ContentType, CopyCheckpoint, CopyReport, Error, ErrorKind, Filter,
-    Finding, Health, IndexSpec, IndexType, IndexValue, ManualClock, MemoryBackend, MirrorLayer,
-    Overwrite, Page, Put, Query, Record, Result, RetainFrom, Retention, RetentionReport, Selection,
-    SpecChange, StoredRecord, SystemClock, Timestamp, Version, Versioned, DEFAULT_NAMESPACE,
+    validate_id, validate_name, Batch, Body, Capabilities, ChangeEvent, ChangeOp, ChangeStream,
+    ChangeToken, Clock, Collection, CollectionSpec, CollectionStats, Condition, ContentType, Error,
+    ErrorKind, Filter, Health, IndexSpec, IndexType, IndexValue, ManualClock, MemoryBackend, Page,
+    Precondition, Put, Query, Record, RecordMeta, Result, RetainFrom, Retention, SpecChange,
+    StoredRecord, SystemClock, Timestamp, Transaction, Version, Versioned, DEFAULT_NAMESPACE,
     MAX_ID_BYTES, MAX_NAME_BYTES,
 };
+/// Operations on whole stores: copy, compare, reconcile, mirror, check, retention purge.
+pub use stowage_ops as ops;
 
 #[cfg(feature = "cache")]
 pub use stowage_cache::{CacheConfig, CacheStats};
