@@ -1,4 +1,5 @@
-//! The LLM Incident Manager's `IncidentStore` (seed document 002), rebuilt on Stowage.
+//! The incident store an on-call team wrote by hand for an LLM incident manager (its
+//! `IncidentStore` trait), rebuilt on Stowage.
 //!
 //! The original needed a trait, a sled store, a Redis store with hand-maintained index sets,
 //! a factory and a shared test suite. Here the same operations are one record declaration
@@ -39,7 +40,7 @@ impl Record for Incident {
     }
 }
 
-/// The seed's `IncidentFilter`: any of the listed values, per field; empty means any.
+/// The original's `IncidentFilter`: any of the listed values, per field; empty means any.
 #[derive(Debug, Default)]
 struct IncidentFilter {
     severities: Vec<&'static str>,
@@ -63,7 +64,7 @@ impl IncidentFilter {
     }
 }
 
-/// The seed's `IncidentStore` trait, as methods over one collection.
+/// The original's `IncidentStore` trait, as methods over one collection.
 struct IncidentStore {
     incidents: Collection<Incident>,
 }

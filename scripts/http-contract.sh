@@ -15,7 +15,9 @@ if ! "$venv/bin/schemathesis" --version 2> /dev/null | grep -q "$SCHEMATHESIS_VE
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
-cargo build -q -p stowage-cli
+# The test build's binary (same profile and features as README's test command): in CI the
+# suite has built it already, so this builds nothing.
+cargo build -q --workspace --all-features --profile test --bin stowage
 dir=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2> /dev/null; rm -rf "$dir"' EXIT

@@ -3,7 +3,7 @@
 //! restore rates, and the archive's size against the redb file and `pg_dump | zstd`.
 //!
 //! `cargo bench -p stowage-cli --bench operations` (`STOWAGE_BENCH_N`, default 100,000
-//! records of `shared/benchmarks.md`, indexed on score and tags). PostgreSQL is a scratch
+//! records of `docs/benchmarks.md`, indexed on score and tags). PostgreSQL is a scratch
 //! database on the machine's server; Redis a private `redis-server` on a free port.
 #![allow(clippy::unwrap_used)]
 

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use stowage_postgres::testkit::ScratchDatabase;
+use stowage_postgres::testkit::{ScratchDatabase, TestServer};
 use stowage_redis::testkit::PrivateRedis;
 
 const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
@@ -123,17 +123,10 @@ fn memory_stores_never_exist_before_they_are_opened() {
 }
 
 fn psql(db: &ScratchDatabase, sql: &str) -> String {
+    let server = TestServer::from_env();
     let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db.name(),
-            "-tAc",
-            sql,
-        ])
+        .arg(format!("postgres://{}", server.location(db.name())))
+        .args(["-tAc", sql])
         .output()
         .unwrap();
     assert!(out.status.success(), "psql: {}", stderr(&out));
@@ -146,7 +139,7 @@ fn psql(db: &ScratchDatabase, sql: &str) -> String {
 fn a_postgres_database_without_the_catalog_is_no_store() {
     let dir = tempfile::tempdir().unwrap();
     let db = ScratchDatabase::create("stowage_cli_missing")
-        .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
+        .unwrap_or_else(|e| panic!("PostgreSQL must run at STOWAGE_TEST_POSTGRES_URL: {e}"));
     let url = format!("postgres://{}", db.location());
     let no_catalog = || {
         psql(
@@ -157,7 +150,10 @@ fn a_postgres_database_without_the_catalog_is_no_store() {
     each_refuses(&url, dir.path(), no_catalog);
     each_opens_once_made(&url, dir.path());
 
-    let gone = format!("postgres://postgres@127.0.0.1:5432/{}_gone", db.name());
+    let gone = format!(
+        "postgres://{}",
+        TestServer::from_env().location(&format!("{}_gone", db.name()))
+    );
     let out = stowage(&["stats", &gone]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));

@@ -64,8 +64,9 @@ impl Stores {
             "sqlite" => format!("sqlite://{dir}/s{n}.db"),
             "sled" => format!("sled://{dir}/s{n}"),
             "postgres" => {
-                let db = ScratchDatabase::create("stowage_ops")
-                    .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
+                let db = ScratchDatabase::create("stowage_ops").unwrap_or_else(|e| {
+                    panic!("PostgreSQL must run at STOWAGE_TEST_POSTGRES_URL: {e}")
+                });
                 let url = format!("postgres://{}", db.location());
                 self.databases.lock().unwrap().push(db);
                 url

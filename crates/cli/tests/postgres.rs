@@ -13,42 +13,22 @@ use std::time::Duration;
 
 use common::{count_across, ready, serve, serve_with, SECRET, STOWAGE};
 use reqwest::{Client, StatusCode};
+use stowage_postgres::testkit::{ScratchDatabase, TestServer};
 use tokio::process::Command;
-
-/// A database for this test on the machine's PostgreSQL, dropped at the end.
-struct Database(String);
-
-async fn admin(sql: &str) {
-    let (client, conn) = tokio_postgres::connect(
-        "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
-    tokio::spawn(conn);
-    client.batch_execute(sql).await.unwrap();
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(admin(&sql))
-        })
-        .join();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_database_count_exactly() {
-    let db = Database(format!("stowage_cli_test_{}", std::process::id()));
-    admin(&format!("CREATE DATABASE {}", db.0)).await;
-    // Trust auth ignores the password: it is there to be kept out of the output.
-    let url = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/{}", db.0);
+    let db = ScratchDatabase::create("stowage_cli_test")
+        .unwrap_or_else(|e| panic!("PostgreSQL must run at STOWAGE_TEST_POSTGRES_URL: {e}"));
+    // The server's password, or one trust auth ignores: either is kept out of the output.
+    let server = TestServer::from_env();
+    let secret = server.password.clone().unwrap_or_else(|| SECRET.to_owned());
+    let location = server.location(db.name());
+    let url = format!(
+        "postgres://{}:{secret}@{}",
+        server.user,
+        location.split_once('@').unwrap().1
+    );
     // The second reads through a near cache: its reads follow the first's writes through
     // the change feed, and an If-Match on a stale read fails and is retried.
     let (_a, base_a, out_a) = serve(&url).await;
@@ -63,7 +43,7 @@ async fn two_servers_on_one_database_count_exactly() {
         let lines = out.lock().unwrap();
         assert!(lines.len() > 1, "the servers logged: {lines:?}");
         for l in lines.iter() {
-            assert!(!l.contains(SECRET), "the password reached the output: {l}");
+            assert!(!l.contains(&secret), "the password reached the output: {l}");
         }
     }
 }

@@ -781,7 +781,7 @@ pub struct EngineUrl {
     pub params: Vec<(String, String)>,
     /// Whether opening may make a new, empty store where the URL names none (a file, a
     /// folder, a catalog). `false` is for tools that only read or change what is there:
-    /// a missing store is then [`ErrorKind::NotFound`] (`Error::no_store`) and nothing is
+    /// a missing store is then [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) (`Error::no_store`) and nothing is
     /// created — not even a parent folder.
     pub create_if_missing: bool,
 }
@@ -833,7 +833,7 @@ impl EngineUrl {
 /// A storage engine. Object-safe: the store holds an `Arc<dyn Backend>`.
 ///
 /// Implement it once per engine and run the conformance suite
-/// (`stowage_testkit::conformance_tests!`, feature `testkit`) against the real engine.
+/// (`stowage_testkit::conformance_tests!`) against the real engine.
 #[async_trait]
 pub trait Backend: Debug + Send + Sync + 'static {
     /// The engine's name: `memory`, `redb`, …

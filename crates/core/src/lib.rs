@@ -1,10 +1,10 @@
 //! The core of Stowage: the record model, collection specs, queries, the one [`Error`] type,
-//! the [`Backend`](backend::Backend) SPI that engines implement, the memory backend, and (with
-//! the `testkit` feature) the conformance suite every backend must pass.
+//! [`Store`] and [`Collection`], the [`Backend`](backend::Backend) interface that engines
+//! implement, the [`layer`] mechanism and the memory backend.
 //!
 //! Services use the `stowage` facade, which re-exports this crate's user API and opens stores
-//! by URL. Engine authors implement [`backend::Backend`] and call
-//! [`conformance_tests!`] from their tests.
+//! by URL. Engine authors implement [`backend::Backend`] and run `stowage-testkit`'s
+//! conformance suite (`stowage_testkit::conformance_tests!`) against the real engine.
 //!
 //! # Decisions
 //!
@@ -38,14 +38,9 @@
 //!   never silence. Memory keeps the last [`REPLAY_WINDOW`] changes; redb logs them.
 //! - **Layers** ([`layer`]) wrap a backend and forward what they do not change; metrics
 //!   (feature `metrics`) and tracing (feature `tracing`) come as layers.
-//! - **Copy** ([`copy_store`], [`copy_namespace`]) writes records exactly as they are
-//!   ([`Collection::restore`]), so ETags survive a copy or a restore; it resumes from a
-//!   [`CopyCheckpoint`]. [`compare_stores`] and [`reconcile_stores`] set two stores side by
-//!   side record by record; [`MirrorLayer`] mirrors writes for a live migration;
-//!   [`check_store`] checks bodies and indexes against records.
-//! - **Retention** ([`Retention`] in a spec, [`Store::purge_retention`]) purges records past
-//!   a collection's rule, one instance at a time per namespace (a lease in the reserved
-//!   namespace [`MAINTENANCE_NAMESPACE`]).
+//! - **Retention** ([`Retention`] in a spec) is a rule; `stowage_ops::purge_retention` carries
+//!   it out. Copy, compare, reconcile, mirror and check live in `stowage-ops` too, built on
+//!   this crate's public API only.
 
 #![deny(missing_docs)]
 

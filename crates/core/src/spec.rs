@@ -210,7 +210,7 @@ pub struct CollectionSpec {
     )]
     pub default_ttl_seconds: Option<u64>,
     /// How long records are kept: older ones are purged in the background (`stowage serve`)
-    /// or by [`crate::Store::purge_retention`] (`stowage purge`). Unlike a TTL it needs no
+    /// or by `stowage_ops::purge_retention` (`stowage purge`). Unlike a TTL it needs no
     /// write to set it, and changing it applies to the records already stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,

@@ -9,11 +9,10 @@
 //! ```
 //!
 //! Tests read [`Capabilities`](stowage_core::Capabilities): a claimed capability is exercised, an
-//! unclaimed one must answer [`ErrorKind::Unsupported`](stowage_core::ErrorKind::Unsupported).
+//! unclaimed one must answer [`Unsupported`](stowage_core::ErrorKind::Unsupported).
 //! The property test ([`property`]) compares the backend with the memory model.
 
 #![deny(missing_docs)]
-
 // The suite is test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 

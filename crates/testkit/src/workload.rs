@@ -1,4 +1,4 @@
-//! The benchmark workload of `shared/benchmarks.md`, shared by every engine's benchmark:
+//! The benchmark workload of `docs/benchmarks.md`, shared by every engine's benchmark:
 //! the seeded records, their shuffled order, and the table every benchmark prints.
 
 use std::sync::Arc;
@@ -140,7 +140,7 @@ pub fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-/// Prints `rows` as the markdown table of `shared/benchmarks.md`.
+/// Prints `rows` as the markdown table of `docs/benchmarks.md`.
 pub fn print_table(rows: &[Row]) {
     println!("| row | n | Stowage ops/s | raw ops/s | ratio |");
     println!("|---|---|---|---|---|");
@@ -377,7 +377,7 @@ impl Record for Covered {
     }
 }
 
-/// An embedded engine's benchmark, in one run, on the rows of `shared/benchmarks.md`:
+/// An embedded engine's benchmark, in one run, on the rows of `docs/benchmarks.md`:
 /// durable single inserts, 32 concurrent writers, the same two with a watcher, batches of
 /// 100 (plain, 2 indexes, covering), point gets sequential and 64 at once, and the 1 %
 /// query against a full scan and against the raw engine's own index walk. Each Stowage row
@@ -572,7 +572,7 @@ pub fn compare_embedded<R: RawEngine>(
     });
 
     // A query matching 1% (a score range of width 1.0 of 0..100) against a full scan with
-    // a filter, the way the seed's sled store answered queries, and against the same query
+    // a filter, the way a hand-written sled store without indexes answers queries, and against the same query
     // by hand on the raw engine. The four alternate in rounds so that drift hits all alike.
     // `STOWAGE_BENCH_QUERIES` sets the queries per round (for profiling).
     let per_round: usize = std::env::var("STOWAGE_BENCH_QUERIES")

@@ -1,5 +1,5 @@
 //! The ordered key-value engine shared by the embedded backends (redb, sled): one layout
-//! ([`schema`]), one write engine ([`write`]: every write, spec change, fill, drop, purge
+//! ([`schema`]), one write engine ([`write`](mod@write): every write, spec change, fill, drop, purge
 //! and delete as a job over byte tables), and one group commit ([`group_commit`]) that
 //! runs queued jobs in one transaction per group and undoes a failing job alone.
 //!

@@ -1,5 +1,5 @@
 //! Stowage-on-PostgreSQL next to raw tokio-postgres, in one run, on the workload of
-//! `shared/benchmarks.md`.
+//! `docs/benchmarks.md`.
 //!
 //! `cargo bench -p stowage-postgres` makes a database of its own on the machine's
 //! PostgreSQL (`STOWAGE_BENCH_PG`, default `postgres@127.0.0.1:5432`), drops it at the end,
@@ -163,7 +163,7 @@ async fn raw_gets(pool: &Pool, table: &str, ids: &Arc<Vec<String>>, tasks: usize
     start.elapsed()
 }
 
-/// The 1 % query as the seeds' stores answered it: every row read, the filter applied.
+/// The 1 % query as hand-written stores without indexes answer it: every row read, the filter applied.
 async fn raw_scan(pool: &Pool, table: &str, lo: f64) -> usize {
     let client = pool.get().await.unwrap();
     let stmt = client

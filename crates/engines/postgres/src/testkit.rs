@@ -238,9 +238,83 @@ fn free_port() -> Result<u16, ClusterError> {
         .map_err(|e| e.to_string())
 }
 
-/// A database of its own on the machine's shared server (127.0.0.1:5432, user `postgres`),
-/// for a benchmark or a test: made with `createdb`, dropped with `dropdb --force` on drop,
-/// even when the caller fails. `STOWAGE_PG` overrides the server (`HOST:PORT`).
+/// The PostgreSQL server tests share, as sqlx reads `DATABASE_URL`: `STOWAGE_TEST_POSTGRES_URL`
+/// (a `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` URL; the database is the one to connect to
+/// for administration), by default [`DEFAULT_TEST_POSTGRES_URL`]. Tests make databases of their
+/// own on it ([`ScratchDatabase`]) and drop them.
+#[derive(Debug, Clone)]
+pub struct TestServer {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The role tests connect as (it must be allowed to create databases).
+    pub user: String,
+    /// Its password, if the server asks for one.
+    pub password: Option<String>,
+    /// The database to connect to for administration.
+    pub admin_db: String,
+}
+
+/// Where tests find PostgreSQL unless `STOWAGE_TEST_POSTGRES_URL` says otherwise.
+pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl TestServer {
+    /// The server named by `STOWAGE_TEST_POSTGRES_URL`, or the default. Panics on a URL it
+    /// cannot read: a test cannot run without its server.
+    pub fn from_env() -> TestServer {
+        let url = std::env::var("STOWAGE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.to_owned());
+        Self::parse(&url).unwrap_or_else(|e| panic!("STOWAGE_TEST_POSTGRES_URL: {e}"))
+    }
+
+    fn parse(url: &str) -> Result<TestServer, String> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => return Err("name a TCP host".into()),
+        };
+        Ok(TestServer {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            user: config.get_user().unwrap_or("postgres").to_owned(),
+            password: config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            admin_db: config.get_dbname().unwrap_or("postgres").to_owned(),
+        })
+    }
+
+    /// The location part of a Stowage `postgres://` URL for database `db` on this server.
+    pub fn location(&self, db: &str) -> String {
+        let secret = self
+            .password
+            .as_deref()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!("{}{secret}@{}:{}/{db}", self.user, self.host, self.port)
+    }
+
+    /// A libpq key-value connection string for database `db` (`None`: the admin database).
+    pub fn conninfo(&self, db: Option<&str>) -> String {
+        let secret = self
+            .password
+            .as_deref()
+            .map(|p| format!(" password={p}"))
+            .unwrap_or_default();
+        format!(
+            "host={} port={} user={}{secret} dbname={}",
+            self.host,
+            self.port,
+            self.user,
+            db.unwrap_or(&self.admin_db)
+        )
+    }
+}
+
+/// A database of its own on the shared server ([`TestServer::from_env`]), for a benchmark or
+/// a test: made with `createdb`, dropped with `dropdb --force` on drop, even when the caller
+/// fails.
 #[derive(Debug)]
 pub struct ScratchDatabase {
     name: String,
@@ -257,9 +331,9 @@ impl ScratchDatabase {
         let db = ScratchDatabase {
             name: format!("{name}_{}_{nanos}", std::process::id()),
         };
-        let (host, port) = db.server();
-        let out = Command::new("createdb")
-            .args(["-h", &host, "-p", &port, "-U", "postgres", &db.name])
+        let out = db
+            .client_command("createdb")
+            .arg(&db.name)
             .output()
             .map_err(|e| format!("createdb: {e}"))?;
         if !out.status.success() {
@@ -272,33 +346,35 @@ impl ScratchDatabase {
         Ok(db)
     }
 
-    fn server(&self) -> (String, String) {
-        let server = std::env::var("STOWAGE_PG").unwrap_or_else(|_| "127.0.0.1:5432".into());
-        match server.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.to_owned()),
-            None => (server, "5432".to_owned()),
-        }
-    }
-
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The location part of a `postgres://` URL for it (`postgres@HOST:PORT/NAME`).
+    /// The location part of a `postgres://` URL for it (`USER@HOST:PORT/NAME`).
     pub fn location(&self) -> String {
-        let (host, port) = self.server();
-        format!("postgres@{host}:{port}/{}", self.name)
+        TestServer::from_env().location(&self.name)
+    }
+
+    /// `createdb` or `dropdb` aimed at the shared server.
+    fn client_command(&self, program: &str) -> Command {
+        let server = TestServer::from_env();
+        let mut command = Command::new(program);
+        command
+            .args(["-h", &server.host, "-p", &server.port.to_string()])
+            .args(["-U", &server.user, "--maintenance-db", &server.admin_db]);
+        if let Some(password) = &server.password {
+            command.env("PGPASSWORD", password);
+        }
+        command
     }
 }
 
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
-        let (host, port) = self.server();
-        let _ = Command::new("dropdb")
-            .args([
-                "-h", &host, "-p", &port, "-U", "postgres", "--force", &self.name,
-            ])
+        let _ = self
+            .client_command("dropdb")
+            .args(["--force", &self.name])
             .output();
     }
 }

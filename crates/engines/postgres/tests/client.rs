@@ -1,13 +1,25 @@
-//! The client against the machine's PostgreSQL (127.0.0.1:5432, trust auth): a missing
-//! server fails these tests, in CI and out of it.
+//! The client against the shared PostgreSQL (`STOWAGE_TEST_POSTGRES_URL`): a missing server
+//! fails these tests, in CI and out of it.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use stowage_core::ErrorKind;
+use stowage_postgres::testkit::TestServer;
 use stowage_postgres::{PostgresConfig, PostgresPool};
 use support::FreshDatabase;
+
+/// `USER:PASSWORD@HOST:PORT/DB` on the shared server: its password, or one trust auth ignores.
+fn with_password(db: &str) -> (String, String) {
+    let s = TestServer::from_env();
+    let password = s
+        .password
+        .clone()
+        .unwrap_or_else(|| "unused-by-trust".into());
+    let location = format!("{}:{password}@{}:{}/{db}", s.user, s.host, s.port);
+    (location, password)
+}
 
 fn config(location: &str, params: &[(&str, &str)]) -> PostgresConfig {
     let params: Vec<(String, String)> = params
@@ -20,19 +32,18 @@ fn config(location: &str, params: &[(&str, &str)]) -> PostgresConfig {
 #[tokio::test]
 async fn connects_and_pings_the_real_server() {
     let db = FreshDatabase::new().await;
-    let pool = PostgresPool::connect(&config(
-        &format!("postgres:unused-by-trust@127.0.0.1:5432/{}", db.name),
-        &[("pool_size", "2")],
-    ))
-    .await
-    .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
+    let (location, password) = with_password(&db.name);
+    let pool = PostgresPool::connect(&config(&location, &[("pool_size", "2")]))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must run at STOWAGE_TEST_POSTGRES_URL: {e}"));
     let latency = pool.ping().await.unwrap();
     assert!(latency.as_secs() < 5, "{latency:?}");
+    let s = TestServer::from_env();
     assert_eq!(
         pool.target(),
-        format!("postgres@127.0.0.1:5432/{}", db.name)
+        format!("{}@{}:{}/{}", s.user, s.host, s.port, db.name)
     );
-    assert!(!format!("{pool:?}").contains("unused-by-trust"));
+    assert!(!format!("{pool:?}").contains(&password));
 }
 
 #[tokio::test]
@@ -53,15 +64,13 @@ async fn a_refused_connection_is_unavailable_and_keeps_the_password_out() {
 
 #[tokio::test]
 async fn an_unknown_database_is_reported_by_name() {
-    let e = PostgresPool::connect(&config(
-        "postgres:hunter2@127.0.0.1:5432/stowage_no_such_database",
-        &[],
-    ))
-    .await
-    .unwrap_err();
+    let (location, password) = with_password("stowage_no_such_database");
+    let e = PostgresPool::connect(&config(&location, &[]))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.message().contains("stowage_no_such_database"), "{e}");
-    assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+    assert!(!format!("{e:?}").contains(&password), "{e:?}");
 }
 
 /// The identifiers `schema.rs` derives are ones PostgreSQL takes as they are: a reserved
@@ -69,13 +78,7 @@ async fn an_unknown_database_is_reported_by_name() {
 #[tokio::test]
 async fn derived_names_are_accepted_by_postgresql_unchanged() {
     use stowage_postgres::schema::{btree_name, index_column, quote, records_table, schema_name};
-    let (client, connection) = tokio_postgres::connect(
-        "host=127.0.0.1 port=5432 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
-    tokio::spawn(connection);
+    let client = support::connect(None).await;
     // Its own schema: other runs share the server.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,5 +1,5 @@
 //! The conformance suite and the property test against the machine's PostgreSQL
-//! (127.0.0.1:5432): each store a test creates gets a database of its own, dropped
+//! (`STOWAGE_TEST_POSTGRES_URL`, by default 127.0.0.1:5432): each store a test creates gets a database of its own, dropped
 //! afterwards.
 //!
 //! The suite drives time with a manual clock, so its stores run with `clock=caller`; the

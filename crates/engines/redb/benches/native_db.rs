@@ -1,5 +1,5 @@
 //! Stowage-on-redb next to native_db (typed records on redb, bincode) and next to raw redb
-//! with the same indexes kept by hand, in one run, on the workload of `shared/benchmarks.md`.
+//! with the same indexes kept by hand, in one run, on the workload of `docs/benchmarks.md`.
 //!
 //! `cargo bench -p stowage-redb --bench native_db` prints a markdown table: each row's rate
 //! on the three sides and Stowage's ratio to each. The record is one struct, [`Member`]: a

@@ -1,4 +1,4 @@
-//! Stowage-on-redb next to raw redb, in one run, on the workload of `shared/benchmarks.md`.
+//! Stowage-on-redb next to raw redb, in one run, on the workload of `docs/benchmarks.md`.
 //!
 //! `cargo bench -p stowage-redb` prints a markdown table of ops/s and ratios (the rows and
 //! knobs: `stowage_testkit::workload::compare_embedded`). Both sides use durable

@@ -1,5 +1,5 @@
 //! Stowage-on-Redis next to raw redis-rs, in one run, on the workload of
-//! `shared/benchmarks.md`.
+//! `docs/benchmarks.md`.
 //!
 //! `cargo bench -p stowage-redis` works under a key prefix of its own on the machine's Redis
 //! (`STOWAGE_BENCH_REDIS`, default `127.0.0.1:6379`), removes its keys at the end, and
@@ -134,7 +134,7 @@ async fn raw_gets(
     start.elapsed()
 }
 
-/// The 1 % query as the seed's Redis store answers it without an index: every record read
+/// The 1 % query as a hand-written Redis store (a key per record, no index) answers it without an index: every record read
 /// (`SCAN` + `MGET`), decoded, filtered.
 async fn raw_scan(conn: &ConnectionManager, prefix: &str, lo: f64) -> usize {
     let mut conn = conn.clone();

@@ -2,12 +2,30 @@
 //! (feature `testkit`). They listen on free high ports of 127.0.0.1, keep their files in a
 //! temporary directory, and are killed by their pid on drop, even when the test fails — and
 //! by a watchdog once the test process is gone, however it ended. Never the machine's
-//! shared server.
+//! shared server, which tests find through [`shared_server`] and use under key prefixes of
+//! their own.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Where tests find the shared Redis unless `STOWAGE_TEST_REDIS_URL` says otherwise.
+pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The Redis server tests share, as sqlx reads `DATABASE_URL`: `STOWAGE_TEST_REDIS_URL`, by
+/// default [`DEFAULT_TEST_REDIS_URL`], split into its scheme (`redis` or `rediss`) and the rest
+/// (`[[USER]:PASSWORD@]HOST[:PORT][/DB]`), which is a Stowage URL's location as it is and, with
+/// the scheme, a redis-rs URL.
+pub fn shared_server() -> (String, String) {
+    let url = std::env::var("STOWAGE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.to_owned());
+    let (scheme, rest) = url
+        .split_once("://")
+        .unwrap_or_else(|| panic!("STOWAGE_TEST_REDIS_URL is not a redis:// URL"));
+    let rest = rest.split('?').next().unwrap_or(rest).trim_end_matches('/');
+    (scheme.to_owned(), rest.to_owned())
+}
 
 /// What went wrong starting or driving a private server.
 pub type ServerError = String;

@@ -17,7 +17,7 @@ async fn hashes_hold_no_plaintext_and_damage_is_refused() {
     let engine = support::open(&prefix.0, &[]).await.unwrap();
     let notes = stowage_codec::testkit::sealed_notes(Arc::new(engine)).await;
 
-    let client = redis::Client::open(format!("redis://{}", support::SERVER)).unwrap();
+    let client = redis::Client::open(support::server_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = |id: &str| format!("{}:{{default}}:rec:notes:{id}", prefix.0);
     // Every key of the store, every value: no plaintext anywhere.

@@ -34,7 +34,7 @@ impl Record for Incident {
 }
 
 async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://{}", support::SERVER))
+    redis::Client::open(support::server_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -1,4 +1,4 @@
-//! Stowage-on-sled next to raw sled, in one run, on the workload of `shared/benchmarks.md`
+//! Stowage-on-sled next to raw sled, in one run, on the workload of `docs/benchmarks.md`
 //! and the same rows as the redb benchmark.
 //!
 //! `cargo bench -p stowage-sled` prints a markdown table of ops/s and ratios (the rows and

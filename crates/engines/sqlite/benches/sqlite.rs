@@ -1,5 +1,5 @@
 //! Stowage-on-SQLite next to raw rusqlite, in one run, on the workload of
-//! `shared/benchmarks.md`.
+//! `docs/benchmarks.md`.
 //!
 //! `cargo bench -p stowage-sqlite` prints a markdown table of ops/s and ratios. Both sides
 //! use the same durability: WAL with `synchronous=FULL` (an fsync before a write returns).

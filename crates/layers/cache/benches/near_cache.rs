@@ -1,5 +1,5 @@
 //! The near cache's point get (a hit) next to the raw engine's get, on redb and on
-//! PostgreSQL, in one run, on the workload of `shared/benchmarks.md` (typed reads: every
+//! PostgreSQL, in one run, on the workload of `docs/benchmarks.md` (typed reads: every
 //! id once, shuffled; the raw side decodes the same JSON into the same struct). Also the
 //! same store's get without the cache, for scale.
 //!

@@ -1,5 +1,5 @@
 //! What the codec layer costs, on redb and on PostgreSQL, in one run: batch inserts (100
-//! per atomic batch) and typed point gets of the workload of `shared/benchmarks.md`
+//! per atomic batch) and typed point gets of the workload of `docs/benchmarks.md`
 //! through compression, encryption and both, each against the same store without the
 //! layer (the ratio is the cost); then how much compression saves, as stored bytes
 //! (the engine's own count of ids and bodies) on that workload and on a log-like one (the

@@ -1,12 +1,11 @@
-//! A fresh database per test, on the machine's PostgreSQL (127.0.0.1:5432, trust auth), as
-//! sqlx's test helper does: tests share the server with other runs, so each makes its own
+//! A fresh database per test, on the shared PostgreSQL (`STOWAGE_TEST_POSTGRES_URL`, by default
+//! 127.0.0.1:5432 as `postgres` with trust auth), as sqlx's test helper does: tests share the server with other runs, so each makes its own
 //! database and drops it afterwards, even when the test fails.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use stowage_postgres::testkit::TestServer;
 use tokio_postgres::NoTls;
-
-const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
 /// A database made for one test; dropped (with `WITH (FORCE)`) on drop.
 pub struct FreshDatabase {
@@ -26,31 +25,33 @@ impl FreshDatabase {
 
     /// The location part of a `postgres://` URL for this database.
     pub fn location(&self) -> String {
-        format!("postgres@127.0.0.1:5432/{}", self.name)
+        TestServer::from_env().location(&self.name)
     }
 
     /// A plain connection to this database, to look at what Stowage wrote.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port=5432 user=postgres dbname={}",
-                self.name
-            ),
-            NoTls,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
-        tokio::spawn(connection);
-        client
+        connect(Some(&self.name)).await
     }
 }
 
-async fn admin(sql: &str) {
-    let (client, connection) = tokio_postgres::connect(ADMIN, NoTls)
+/// A plain connection to database `db` (`None`: the admin database) on the shared server.
+pub async fn connect(db: Option<&str>) -> tokio_postgres::Client {
+    let server = TestServer::from_env();
+    let (client, connection) = tokio_postgres::connect(&server.conninfo(db), NoTls)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL must run at STOWAGE_TEST_POSTGRES_URL ({}:{}): {e}",
+                server.host, server.port
+            )
+        });
     tokio::spawn(connection);
     client
+}
+
+async fn admin(sql: &str) {
+    connect(None)
+        .await
         .batch_execute(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));

@@ -1,4 +1,5 @@
-//! Stores on the machine's Redis (127.0.0.1:6379), each under a key prefix of its own that
+//! Stores on the shared Redis (`STOWAGE_TEST_REDIS_URL`, by default 127.0.0.1:6379), each under
+//! a key prefix of its own that
 //! the fixture removes afterwards (with `SCAN MATCH`, the one place it serves), even when
 //! the test fails.
 
@@ -9,8 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use stowage_core::backend::Backend;
 
-/// The machine's Redis.
-pub const SERVER: &str = "127.0.0.1:6379";
+/// The shared Redis as a redis-rs URL.
+pub fn server_url() -> String {
+    let (scheme, location) = stowage_redis::testkit::shared_server();
+    format!("{scheme}://{location}")
+}
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -30,7 +34,7 @@ pub fn fresh_prefix() -> String {
 
 /// Removes every key under `prefix`.
 pub fn remove_prefix(prefix: &str) {
-    let Ok(client) = redis::Client::open(format!("redis://{SERVER}")) else {
+    let Ok(client) = redis::Client::open(server_url()) else {
         return;
     };
     let Ok(mut conn) = client.get_connection() else {
@@ -75,30 +79,35 @@ pub async fn open(
 ) -> stowage_core::Result<stowage_redis::RedisBackend> {
     let mut p: Vec<(String, String)> = vec![("prefix".into(), prefix.into())];
     p.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = stowage_redis::RedisConfig::from_url_parts("redis", SERVER, &p)?;
+    let (scheme, location) = stowage_redis::testkit::shared_server();
+    let config = stowage_redis::RedisConfig::from_url_parts(&scheme, &location, &p)?;
     stowage_redis::RedisBackend::connect(config).await
 }
 
 /// The conformance fixture: a prefix per store a test creates, removed with the fixture
-/// (on the machine's server; a private cluster goes with its processes).
+/// (on the shared server; a private cluster goes with its processes).
 pub struct RedisFixture {
-    scheme: &'static str,
+    scheme: String,
+    /// On the shared server (prefixes to remove), not on a private cluster.
+    shared: bool,
     location: String,
     clock: &'static str,
     prefixes: Mutex<Vec<FreshPrefix>>,
 }
 
 impl RedisFixture {
-    /// Stores on the machine's Redis and the caller's clock (the suite drives time by hand).
+    /// Stores on the shared Redis and the caller's clock (the suite drives time by hand).
     pub fn new() -> Self {
         Self::with_clock("caller")
     }
 
-    /// Stores on the machine's Redis and `clock=…`.
+    /// Stores on the shared Redis and `clock=…`.
     pub fn with_clock(clock: &'static str) -> Self {
+        let (scheme, location) = stowage_redis::testkit::shared_server();
         RedisFixture {
-            scheme: "redis",
-            location: SERVER.to_owned(),
+            scheme,
+            shared: true,
+            location,
             clock,
             prefixes: Mutex::new(Vec::new()),
         }
@@ -107,7 +116,8 @@ impl RedisFixture {
     /// Stores on a Redis Cluster reached through `nodes` (`HOST:PORT,…`), caller's clock.
     pub fn cluster(nodes: String) -> Self {
         RedisFixture {
-            scheme: "redis+cluster",
+            scheme: "redis+cluster".to_owned(),
+            shared: false,
             location: nodes,
             clock: "caller",
             prefixes: Mutex::new(Vec::new()),
@@ -118,7 +128,7 @@ impl RedisFixture {
 #[async_trait::async_trait]
 impl stowage_testkit::Fixture for RedisFixture {
     async fn create(&self) -> stowage_core::Result<(Arc<dyn Backend>, String)> {
-        let prefix = if self.scheme == "redis" {
+        let prefix = if self.shared {
             let p = FreshPrefix::new();
             let name = p.0.clone();
             self.prefixes.lock().unwrap().push(p);
@@ -135,7 +145,7 @@ impl stowage_testkit::Fixture for RedisFixture {
             ("clock".to_owned(), self.clock.to_owned()),
         ];
         let config =
-            stowage_redis::RedisConfig::from_url_parts(self.scheme, &self.location, &params)?;
+            stowage_redis::RedisConfig::from_url_parts(&self.scheme, &self.location, &params)?;
         Ok(Arc::new(
             stowage_redis::RedisBackend::connect(config).await?,
         ))
