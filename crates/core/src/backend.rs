@@ -833,7 +833,7 @@ impl EngineUrl {
 /// A storage engine. Object-safe: the store holds an `Arc<dyn Backend>`.
 ///
 /// Implement it once per engine and run the conformance suite
-/// (`stowage_testkit::conformance_tests!`) against the real engine.
+/// (`stowage_testkit::suite`) against the real engine.
 #[async_trait]
 pub trait Backend: Debug + Send + Sync + 'static {
     /// The engine's name: `memory`, `redb`, …

@@ -4,7 +4,7 @@
 //!
 //! Services use the `stowage` facade, which re-exports this crate's user API and opens stores
 //! by URL. Engine authors implement [`backend::Backend`] and run `stowage-testkit`'s
-//! conformance suite (`stowage_testkit::conformance_tests!`) against the real engine.
+//! conformance suite (`stowage_testkit::suite`) against the real engine.
 //!
 //! # Decisions
 //!

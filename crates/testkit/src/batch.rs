@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::{expect_err, versions, Account, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{BatchScope, ErrorKind, Filter, Precondition, Put};
 
 /// Whether the backend claims atomic batches across collections; when it does not, checks
@@ -25,7 +26,7 @@ async fn batches_supported(cx: &Ctx) -> bool {
 }
 
 /// A batch across two collections applies every op and returns their versions.
-pub async fn batch_applies_all(f: Arc<dyn Fixture>) {
+async fn batch_applies_all(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !batches_supported(&cx).await {
         return;
@@ -55,7 +56,7 @@ pub async fn batch_applies_all(f: Arc<dyn Fixture>) {
 }
 
 /// One failing precondition leaves nothing written, and the error names the op.
-pub async fn failing_precondition_writes_nothing(f: Arc<dyn Fixture>) {
+async fn failing_precondition_writes_nothing(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !batches_supported(&cx).await {
         return;
@@ -92,7 +93,7 @@ pub async fn failing_precondition_writes_nothing(f: Arc<dyn Fixture>) {
 }
 
 /// A unique clash inside a batch (with stored data or between its own ops) writes nothing.
-pub async fn unique_clash_writes_nothing(f: Arc<dyn Fixture>) {
+async fn unique_clash_writes_nothing(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !batches_supported(&cx).await {
         return;
@@ -116,7 +117,7 @@ pub async fn unique_clash_writes_nothing(f: Arc<dyn Fixture>) {
 }
 
 /// Ops see the effect of the ops before them in the same batch.
-pub async fn later_ops_see_earlier_ones(f: Arc<dyn Fixture>) {
+async fn later_ops_see_earlier_ones(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !batches_supported(&cx).await {
         return;
@@ -138,7 +139,7 @@ pub async fn later_ops_see_earlier_ones(f: Arc<dyn Fixture>) {
 }
 
 /// An op with bad input is reported with its position, and nothing is written.
-pub async fn bad_op_is_named_before_anything_is_written(f: Arc<dyn Fixture>) {
+async fn bad_op_is_named_before_anything_is_written(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let mut b = cx.store.batch();
@@ -160,7 +161,7 @@ pub async fn bad_op_is_named_before_anything_is_written(f: Arc<dyn Fixture>) {
 
 /// A check op writes nothing: the batch applies when it holds, and fails whole, naming the
 /// op, when it does not.
-pub async fn check_op_writes_nothing(f: Arc<dyn Fixture>) {
+async fn check_op_writes_nothing(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !batches_supported(&cx).await {
         return;
@@ -193,3 +194,13 @@ pub async fn check_op_writes_nothing(f: Arc<dyn Fixture>) {
     b.check(&items, "guard", Precondition::None);
     expect_err(b.commit().await, ErrorKind::InvalidInput);
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    batch_applies_all,
+    failing_precondition_writes_nothing,
+    unique_clash_writes_nothing,
+    later_ops_see_earlier_ones,
+    bad_op_is_named_before_anything_is_written,
+    check_op_writes_nothing
+];

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{expect_err, Account, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{BatchScope, ChangeFeed, CollectionSpec, ErrorKind, Put};
 
 /// `atomic_batch`: a failing op undoes the ops before it; unclaimed, batches of two are refused.
-pub async fn atomic_batch(f: Arc<dyn Fixture>) {
+async fn atomic_batch(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("taken", 0)).await.unwrap();
@@ -24,7 +25,7 @@ pub async fn atomic_batch(f: Arc<dyn Fixture>) {
 }
 
 /// `unique_indexes`: a clash is caught; unclaimed, declaring one is refused.
-pub async fn unique_indexes(f: Arc<dyn Fixture>) {
+async fn unique_indexes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let r = cx.accounts().await;
     if !cx.store.capabilities().unique_indexes {
@@ -42,7 +43,7 @@ pub async fn unique_indexes(f: Arc<dyn Fixture>) {
 }
 
 /// `ttl`: a record expires; unclaimed, TTL writes and default TTLs are refused.
-pub async fn ttl(f: Arc<dyn Fixture>) {
+async fn ttl(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let r = items
@@ -70,7 +71,7 @@ pub async fn ttl(f: Arc<dyn Fixture>) {
 }
 
 /// `binary_bodies`: bytes round-trip; unclaimed, they are refused.
-pub async fn binary_bodies(f: Arc<dyn Fixture>) {
+async fn binary_bodies(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let kv = cx.plain("kv").await;
     let r = kv
@@ -89,7 +90,7 @@ pub async fn binary_bodies(f: Arc<dyn Fixture>) {
 }
 
 /// `persistent` (and the fixture's reopen): records written before a reopen are there after.
-pub async fn persistent(f: Arc<dyn Fixture>) {
+async fn persistent(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("kept", 7)).await.unwrap();
@@ -101,7 +102,7 @@ pub async fn persistent(f: Arc<dyn Fixture>) {
 }
 
 /// `max_body_bytes`: one byte more is refused with InvalidInput naming the limit.
-pub async fn max_body_bytes(f: Arc<dyn Fixture>) {
+async fn max_body_bytes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let max = cx.store.capabilities().max_body_bytes;
     let kv = cx.plain("kv").await;
@@ -119,7 +120,7 @@ pub async fn max_body_bytes(f: Arc<dyn Fixture>) {
 
 /// `batch_scope`: a batch within one collection works from `Collection` up, one across
 /// collections from `Namespace` only; below its scope a batch is refused and writes nothing.
-pub async fn batch_scope(f: Arc<dyn Fixture>) {
+async fn batch_scope(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let scope = cx.store.capabilities().batch_scope;
     let items = cx.items().await;
@@ -153,7 +154,7 @@ pub async fn batch_scope(f: Arc<dyn Fixture>) {
 
 /// `max_batch_ops`: a batch of the maximum applies, one more op is refused with
 /// InvalidInput naming the limit and writes nothing; without a limit 2,000 ops apply.
-pub async fn max_batch_ops(f: Arc<dyn Fixture>) {
+async fn max_batch_ops(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if cx.store.capabilities().batch_scope < BatchScope::Collection {
         return;
@@ -188,7 +189,7 @@ pub async fn max_batch_ops(f: Arc<dyn Fixture>) {
 
 /// `shared`: a second instance opened on the same data while the first is open sees the
 /// first's writes at once. (Embedded engines do not claim it: one owner per file.)
-pub async fn shared(f: Arc<dyn Fixture>) {
+async fn shared(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !cx.store.capabilities().shared {
         return;
@@ -206,7 +207,7 @@ pub async fn shared(f: Arc<dyn Fixture>) {
 
 /// `engine_clock`: claimed, expiry follows the engine's clock, not the caller's (a caller
 /// whose clock runs ahead does not expire records); unclaimed, it follows the store's.
-pub async fn engine_clock(f: Arc<dyn Fixture>) {
+async fn engine_clock(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !cx.store.capabilities().ttl {
         return;
@@ -226,7 +227,7 @@ pub async fn engine_clock(f: Arc<dyn Fixture>) {
 }
 
 /// `change_feed`: claimed, a watcher sees a write; unclaimed, watching is Unsupported.
-pub async fn change_feed(f: Arc<dyn Fixture>) {
+async fn change_feed(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let watched = cx.store.watch(None).await;
@@ -251,7 +252,7 @@ pub async fn change_feed(f: Arc<dyn Fixture>) {
 /// ones too, and one added to a collection that has records), `count` and `delete_where`
 /// use it, a unique clash is caught; range, prefix and order are refused, and so is a blind
 /// index that is not a string index. Unclaimed, declaring one is refused.
-pub async fn blind_indexes(f: Arc<dyn Fixture>) {
+async fn blind_indexes(f: Arc<dyn Fixture>) {
     use serde_json::{json, Value};
 
     use stowage_core::{Filter, IndexSpec, Query};
@@ -352,3 +353,19 @@ pub async fn blind_indexes(f: Arc<dyn Fixture>) {
         20
     );
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    atomic_batch,
+    unique_indexes,
+    ttl,
+    binary_bodies,
+    persistent,
+    max_body_bytes,
+    batch_scope,
+    max_batch_ops,
+    shared,
+    engine_clock,
+    change_feed,
+    blind_indexes
+];

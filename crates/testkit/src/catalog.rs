@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{expect_err, fill, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query, Record};
 
 fn base_spec() -> CollectionSpec {
@@ -20,7 +21,7 @@ async fn docs(
 }
 
 /// A reopened store knows its collections, their specs and their data.
-pub async fn spec_survives_reopen(f: Arc<dyn Fixture>) {
+async fn spec_survives_reopen(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 10).await;
@@ -44,7 +45,7 @@ pub async fn spec_survives_reopen(f: Arc<dyn Fixture>) {
 }
 
 /// Adding an index to a collection with records builds it from all of them.
-pub async fn added_index_sees_existing_records(f: Arc<dyn Fixture>) {
+async fn added_index_sees_existing_records(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let c = docs(&cx, base_spec()).await.unwrap();
     for i in 0..600 {
@@ -86,7 +87,7 @@ pub async fn added_index_sees_existing_records(f: Arc<dyn Fixture>) {
 }
 
 /// A dropped index is gone from the spec and from queries.
-pub async fn dropped_index_cannot_be_queried(f: Arc<dyn Fixture>) {
+async fn dropped_index_cannot_be_queried(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let both = base_spec().index(IndexSpec::integer("level", "/level"));
     let c = docs(&cx, both).await.unwrap();
@@ -112,7 +113,7 @@ pub async fn dropped_index_cannot_be_queried(f: Arc<dyn Fixture>) {
 
 /// Changing an index's type is refused with a reason and changes nothing, nor does an
 /// added index whose values have the wrong type in a stored record.
-pub async fn incompatible_change_is_refused(f: Arc<dyn Fixture>) {
+async fn incompatible_change_is_refused(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let c = docs(&cx, base_spec()).await.unwrap();
     c.put("a", &json!({"kind": "x", "level": "high"}), Put::insert())
@@ -153,7 +154,7 @@ pub async fn incompatible_change_is_refused(f: Arc<dyn Fixture>) {
 }
 
 /// A unique index over records that already share a value is refused.
-pub async fn unique_index_over_duplicates_is_refused(f: Arc<dyn Fixture>) {
+async fn unique_index_over_duplicates_is_refused(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let c = docs(&cx, base_spec()).await.unwrap();
     c.put("a", &json!({"kind": "x", "email": "same@x"}), Put::insert())
@@ -189,7 +190,7 @@ pub async fn unique_index_over_duplicates_is_refused(f: Arc<dyn Fixture>) {
 }
 
 /// Collections are listed by name and dropped with their records.
-pub async fn list_and_drop_collections(f: Arc<dyn Fixture>) {
+async fn list_and_drop_collections(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     assert!(cx.store.collections().await.unwrap().is_empty());
     let items = cx.items().await;
@@ -217,7 +218,7 @@ pub async fn list_and_drop_collections(f: Arc<dyn Fixture>) {
 }
 
 /// The same collection name in two namespaces holds separate data and specs.
-pub async fn namespaces_are_isolated(f: Arc<dyn Fixture>) {
+async fn namespaces_are_isolated(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let a = cx.store.namespace("tenant_a").unwrap();
     let b = cx.store.namespace("tenant-b").unwrap();
@@ -239,7 +240,7 @@ pub async fn namespaces_are_isolated(f: Arc<dyn Fixture>) {
 
 /// Namespaces holding collections are listed, by name; one whose collections all went is
 /// not.
-pub async fn namespaces_are_listed(f: Arc<dyn Fixture>) {
+async fn namespaces_are_listed(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     assert!(cx.store.namespaces().await.unwrap().is_empty());
     for ns in ["zeta", "alpha", "mid-1"] {
@@ -264,3 +265,15 @@ pub async fn namespaces_are_listed(f: Arc<dyn Fixture>) {
         vec!["alpha".to_owned(), "zeta".to_owned()]
     );
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    spec_survives_reopen,
+    added_index_sees_existing_records,
+    dropped_index_cannot_be_queried,
+    incompatible_change_is_refused,
+    unique_index_over_duplicates_is_refused,
+    list_and_drop_collections,
+    namespaces_are_isolated,
+    namespaces_are_listed
+];

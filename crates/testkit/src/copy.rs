@@ -9,6 +9,7 @@ use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 
 use super::{fill, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{CollectionSpec, Put, Query, Store, StoredRecord};
 use stowage_ops::copy_namespace;
 
@@ -27,7 +28,7 @@ async fn snapshot(store: &Store) -> BTreeMap<String, (CollectionSpec, Vec<Stored
 /// namespace, is copied into a fresh store: specs and every record's id, version,
 /// timestamps, expiry and body bytes are equal; copying again changes nothing; ETags carry
 /// over; the destination's indexes answer like the source's.
-pub async fn copy_keeps_every_record_exactly(f: Arc<dyn Fixture>) {
+async fn copy_keeps_every_record_exactly(f: Arc<dyn Fixture>) {
     let src = Ctx::new(f.clone()).await;
     let items = src.items().await;
     fill(&items, &src.store, "i", 300).await;
@@ -127,7 +128,7 @@ pub async fn copy_keeps_every_record_exactly(f: Arc<dyn Fixture>) {
 /// as given, indexes following it — only where the live record still has the version read:
 /// a batch holding one record updated, deleted or expired since is Conflict and writes
 /// nothing.
-pub async fn rewrite_only_where_unchanged(f: Arc<dyn Fixture>) {
+async fn rewrite_only_where_unchanged(f: Arc<dyn Fixture>) {
     let ctx = Ctx::new(f).await;
     let items = ctx.items().await;
     fill(&items, &ctx.store, "r", 4).await;
@@ -187,7 +188,7 @@ pub async fn rewrite_only_where_unchanged(f: Arc<dyn Fixture>) {
 /// with the source's records; the comparison agrees, then names each record changed,
 /// removed or added at the destination, and reconciling repairs them all. The integrity
 /// check finds every index in agreement with its records, expired records included.
-pub async fn copy_store_resumes_compares_and_checks(f: Arc<dyn Fixture>) {
+async fn copy_store_resumes_compares_and_checks(f: Arc<dyn Fixture>) {
     let src = Ctx::new(f.clone()).await;
     let items = src.items().await;
     fill(&items, &src.store, "c", 250).await;
@@ -319,3 +320,10 @@ pub async fn copy_store_resumes_compares_and_checks(f: Arc<dyn Fixture>) {
         assert_eq!(check.records, 252);
     }
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    copy_keeps_every_record_exactly,
+    rewrite_only_where_unchanged,
+    copy_store_resumes_compares_and_checks
+];

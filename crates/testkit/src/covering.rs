@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{expect_err, Ctx, Fixture};
+use crate::suite::Test;
 use stowage_core::{Collection, CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query};
 
 /// Every field indexed twice: plainly and covering, so that each covering answer can be held
@@ -59,7 +60,7 @@ fn in_score_range(v: &Value, lo: f64, hi: f64) -> bool {
 /// Queries walking covering indexes return the same records, versions and bodies as the same
 /// queries on plain indexes, and what the model holds, after updates, CAS writes, deletes
 /// and expiry.
-pub async fn covering_answers_match_plain_ones(f: Arc<dyn Fixture>) {
+async fn covering_answers_match_plain_ones(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let c = open_covered(&cx, twin_spec()).await.unwrap();
     let mut model: BTreeMap<String, Value> = BTreeMap::new();
@@ -179,7 +180,7 @@ pub async fn covering_answers_match_plain_ones(f: Arc<dyn Fixture>) {
 /// A covering index added to a collection with records holds them all; later spec changes
 /// (another index added, one dropped) and reopening leave its copies current; its covering
 /// flag switches in place both ways with the same answers.
-pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
+async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let base = CollectionSpec::new().index(IndexSpec::integer("n", "/n"));
     // One binding, reassigned: a reopen needs every handle on the old store gone.
@@ -290,7 +291,7 @@ pub async fn covering_index_follows_spec_changes(f: Arc<dyn Fixture>) {
 /// A query whose index finds more matches than an engine may hold in place while sorting
 /// them still returns them all in id order, page after page, from a covering index and
 /// from a plain one.
-pub async fn many_matches_sort_by_id(f: Arc<dyn Fixture>) {
+async fn many_matches_sort_by_id(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     const N: i64 = 20_000;
@@ -339,3 +340,10 @@ pub async fn many_matches_sort_by_id(f: Arc<dyn Fixture>) {
         N as u64
     );
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    covering_answers_match_plain_ones,
+    covering_index_follows_spec_changes,
+    many_matches_sort_by_id
+];

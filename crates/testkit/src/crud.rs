@@ -6,10 +6,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{expect_err, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{Clock, CollectionSpec, ErrorKind, IndexSpec, Put};
 
 /// An insert is readable with version 1 and equal timestamps.
-pub async fn insert_then_get(f: Arc<dyn Fixture>) {
+async fn insert_then_get(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let item = Item::new("a", 1);
@@ -24,7 +25,7 @@ pub async fn insert_then_get(f: Arc<dyn Fixture>) {
 }
 
 /// A second insert of the same id fails and leaves the first.
-pub async fn insert_existing_id_is_already_exists(f: Arc<dyn Fixture>) {
+async fn insert_existing_id_is_already_exists(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -38,7 +39,7 @@ pub async fn insert_existing_id_is_already_exists(f: Arc<dyn Fixture>) {
 }
 
 /// Upsert creates at 1, replaces at 2, keeps created_at, moves updated_at.
-pub async fn upsert_creates_then_replaces(f: Arc<dyn Fixture>) {
+async fn upsert_creates_then_replaces(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     assert_eq!(items.upsert(&Item::new("a", 1)).await.unwrap(), 1);
@@ -55,7 +56,7 @@ pub async fn upsert_creates_then_replaces(f: Arc<dyn Fixture>) {
 }
 
 /// Absent ids read as None.
-pub async fn get_missing_is_none(f: Arc<dyn Fixture>) {
+async fn get_missing_is_none(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     assert!(items.get("nope").await.unwrap().is_none());
@@ -67,7 +68,7 @@ pub async fn get_missing_is_none(f: Arc<dyn Fixture>) {
 }
 
 /// get_many answers in the order asked, with None for the absent.
-pub async fn get_many_keeps_order(f: Arc<dyn Fixture>) {
+async fn get_many_keeps_order(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     for (i, id) in ["c", "a", "b"].iter().enumerate() {
@@ -83,7 +84,7 @@ pub async fn get_many_keeps_order(f: Arc<dyn Fixture>) {
 }
 
 /// delete says whether a record was there.
-pub async fn delete_says_whether_present(f: Arc<dyn Fixture>) {
+async fn delete_says_whether_present(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -93,7 +94,7 @@ pub async fn delete_says_whether_present(f: Arc<dyn Fixture>) {
 }
 
 /// A deleted id created again never reuses a version it had (see `versions`).
-pub async fn reinsert_after_delete_gets_a_new_version(f: Arc<dyn Fixture>) {
+async fn reinsert_after_delete_gets_a_new_version(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -103,7 +104,7 @@ pub async fn reinsert_after_delete_gets_a_new_version(f: Arc<dyn Fixture>) {
 }
 
 /// A collection of JSON values declared at run time, with explicit ids.
-pub async fn json_collection_with_runtime_spec(f: Arc<dyn Fixture>) {
+async fn json_collection_with_runtime_spec(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let spec = CollectionSpec::from_json(
         r#"{"indexes":[{"name":"severity","path":"/severity","type":"string"}]}"#,
@@ -143,7 +144,7 @@ pub async fn json_collection_with_runtime_spec(f: Arc<dyn Fixture>) {
 }
 
 /// Opaque bytes in a collection without indexes (when the backend claims binary bodies).
-pub async fn raw_bodies(f: Arc<dyn Fixture>) {
+async fn raw_bodies(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let kv = cx.plain("kv").await;
     let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
@@ -167,7 +168,7 @@ pub async fn raw_bodies(f: Arc<dyn Fixture>) {
 
 /// A write answers what it stored — version, `created_at`, `updated_at`, `expires_at` —
 /// equal to what a read then returns, so callers need no read after a write.
-pub async fn write_returns_what_was_stored(f: Arc<dyn Fixture>) {
+async fn write_returns_what_was_stored(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let created = items
@@ -217,3 +218,17 @@ pub async fn write_returns_what_was_stored(f: Arc<dyn Fixture>) {
         )
     );
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    insert_then_get,
+    insert_existing_id_is_already_exists,
+    upsert_creates_then_replaces,
+    get_missing_is_none,
+    get_many_keeps_order,
+    delete_says_whether_present,
+    reinsert_after_delete_gets_a_new_version,
+    json_collection_with_runtime_spec,
+    raw_bodies,
+    write_returns_what_was_stored
+];

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{expect_err, Account, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query};
 
 fn ids<T>(page: &stowage_core::Page<T>) -> Vec<&str> {
@@ -12,7 +13,7 @@ fn ids<T>(page: &stowage_core::Page<T>) -> Vec<&str> {
 }
 
 /// Equality works on string, integer, float, bool and timestamp indexes.
-pub async fn every_index_type(f: Arc<dyn Fixture>) {
+async fn every_index_type(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     for i in 0..6 {
@@ -49,7 +50,7 @@ pub async fn every_index_type(f: Arc<dyn Fixture>) {
 }
 
 /// A second record with the same unique value fails with AlreadyExists naming the index.
-pub async fn unique_violation_names_index(f: Arc<dyn Fixture>) {
+async fn unique_violation_names_index(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let Ok(accounts) = cx.accounts().await else {
         assert!(!cx.store.capabilities().unique_indexes);
@@ -84,7 +85,7 @@ pub async fn unique_violation_names_index(f: Arc<dyn Fixture>) {
 }
 
 /// Changing or deleting the holder frees its unique value.
-pub async fn unique_value_freed_by_update_and_delete(f: Arc<dyn Fixture>) {
+async fn unique_value_freed_by_update_and_delete(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let Ok(accounts) = cx.accounts().await else {
         return;
@@ -105,7 +106,7 @@ pub async fn unique_value_freed_by_update_and_delete(f: Arc<dyn Fixture>) {
 }
 
 /// A multi-valued index matches any element and returns a record once.
-pub async fn multi_valued_index(f: Arc<dyn Fixture>) {
+async fn multi_valued_index(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let mut a = Item::new("a", 1);
@@ -161,7 +162,7 @@ pub async fn multi_valued_index(f: Arc<dyn Fixture>) {
 }
 
 /// A missing or null field leaves the record out of that index only.
-pub async fn missing_or_null_fields_are_not_indexed(f: Arc<dyn Fixture>) {
+async fn missing_or_null_fields_are_not_indexed(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let spec = CollectionSpec::new()
         .index(IndexSpec::string("owner", "/owner/email"))
@@ -203,7 +204,7 @@ pub async fn missing_or_null_fields_are_not_indexed(f: Arc<dyn Fixture>) {
 }
 
 /// Rewriting a record moves its index entries: old values stop matching.
-pub async fn update_moves_index_entries(f: Arc<dyn Fixture>) {
+async fn update_moves_index_entries(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -231,3 +232,13 @@ pub async fn update_moves_index_entries(f: Arc<dyn Fixture>) {
     items.delete("a").await.unwrap();
     assert_eq!(items.count(&Filter::new().eq("n", 7)).await.unwrap(), 0);
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    every_index_type,
+    unique_violation_names_index,
+    unique_value_freed_by_update_and_delete,
+    multi_valued_index,
+    missing_or_null_fields_are_not_indexed,
+    update_moves_index_entries
+];

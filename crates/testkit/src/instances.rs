@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::probe::Probe;
 use super::{expect_err, Ctx, Fixture};
+use crate::suite::Test;
 use stowage_core::backend::SpecUpdate;
 use stowage_core::{
     Clock, Collection, CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query, Store,
@@ -111,7 +112,7 @@ async fn keep_writing(coll: Collection<Value>, ids: u64, rounds: u64) {
 
 /// B adds an index while A keeps writing through a handle opened before: afterwards the
 /// index holds every record with the field, none missing, none stale.
-pub async fn index_added_while_other_instance_writes(f: Arc<dyn Fixture>) {
+async fn index_added_while_other_instance_writes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let b = cx.second().await;
     let a_docs = docs(&cx.store, base()).await;
@@ -132,7 +133,7 @@ pub async fn index_added_while_other_instance_writes(f: Arc<dyn Fixture>) {
 
 /// B drops an index, switches covering and sets a default TTL while A writes: A's writes
 /// keep succeeding and follow the new spec.
-pub async fn spec_changes_while_other_instance_writes(f: Arc<dyn Fixture>) {
+async fn spec_changes_while_other_instance_writes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let b = cx.second().await;
     let start = base()
@@ -182,7 +183,7 @@ pub async fn spec_changes_while_other_instance_writes(f: Arc<dyn Fixture>) {
 
 /// B drops the collection: A's handle answers NotFound to every call and resurrects
 /// nothing; declaring the collection again creates it empty.
-pub async fn dropped_collection_is_not_found_elsewhere(f: Arc<dyn Fixture>) {
+async fn dropped_collection_is_not_found_elsewhere(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let b = cx.second().await;
     let a_docs = docs(&cx.store, base()).await;
@@ -213,7 +214,7 @@ pub async fn dropped_collection_is_not_found_elsewhere(f: Arc<dyn Fixture>) {
 /// A and B change one spec at the same moment: each call succeeds or answers Conflict, at
 /// least one succeeds, both succeed when they want the same spec, and the catalog never
 /// lists an index that misses records.
-pub async fn concurrent_spec_changes(f: Arc<dyn Fixture>) {
+async fn concurrent_spec_changes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let b = cx.second().await;
     let a_docs = docs(&cx.store, base()).await;
@@ -282,7 +283,7 @@ pub async fn concurrent_spec_changes(f: Arc<dyn Fixture>) {
 
 /// An index added to 200,000 records while three tasks rewrite, create and delete across
 /// the range is exact afterwards, and the build never hands the engine more than a page.
-pub async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
+async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     const N: u64 = 200_000;
     let docs = cx
@@ -396,7 +397,7 @@ pub async fn index_build_is_bounded_and_exact(f: Arc<dyn Fixture>) {
 
 /// A build left half-done by a dead instance: writes go on, queries refuse the index, the
 /// next declaration that wants it finishes it, and one that does not want it drops it.
-pub async fn unfinished_build_is_finished_or_dropped(f: Arc<dyn Fixture>) {
+async fn unfinished_build_is_finished_or_dropped(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let docs = docs(&cx.store, base()).await;
     for i in 0..300 {
@@ -453,3 +454,13 @@ pub async fn unfinished_build_is_finished_or_dropped(f: Arc<dyn Fixture>) {
 fn fresh_store(cx: &Ctx) -> Store {
     cx.store_over(cx.store.backend().clone())
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    index_added_while_other_instance_writes,
+    spec_changes_while_other_instance_writes,
+    dropped_collection_is_not_found_elsewhere,
+    concurrent_spec_changes,
+    index_build_is_bounded_and_exact,
+    unfinished_build_is_finished_or_dropped
+];

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{expect_err, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query};
 
 /// An empty id is refused on every entry point.
-pub async fn empty_id(f: Arc<dyn Fixture>) {
+async fn empty_id(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let e = expect_err(
@@ -23,7 +24,7 @@ pub async fn empty_id(f: Arc<dyn Fixture>) {
 }
 
 /// A 513-byte id is refused; 512 bytes is fine.
-pub async fn id_over_512_bytes(f: Arc<dyn Fixture>) {
+async fn id_over_512_bytes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let e = expect_err(
@@ -46,7 +47,7 @@ pub async fn id_over_512_bytes(f: Arc<dyn Fixture>) {
 }
 
 /// Queries, counts and orders on an undeclared index are refused, naming it.
-pub async fn undeclared_index(f: Arc<dyn Fixture>) {
+async fn undeclared_index(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let e = expect_err(
@@ -69,7 +70,7 @@ pub async fn undeclared_index(f: Arc<dyn Fixture>) {
 }
 
 /// A value of the wrong type for an index is refused on write and in queries.
-pub async fn wrong_value_type(f: Arc<dyn Fixture>) {
+async fn wrong_value_type(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let spec = CollectionSpec::new()
         .index(IndexSpec::integer("n", "/n"))
@@ -117,7 +118,7 @@ pub async fn wrong_value_type(f: Arc<dyn Fixture>) {
 
 /// A spec with a bad JSON pointer, a duplicate index or a bad name is refused, and no
 /// collection is created.
-pub async fn bad_spec(f: Arc<dyn Fixture>) {
+async fn bad_spec(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let bad = [
         (
@@ -168,7 +169,7 @@ pub async fn bad_spec(f: Arc<dyn Fixture>) {
 }
 
 /// Bad namespace and collection names are refused with the rule.
-pub async fn bad_names(f: Arc<dyn Fixture>) {
+async fn bad_names(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     for bad in ["", "has space", "a/b", "9lives", "__system", "ünï"] {
         let e = expect_err(cx.store.namespace(bad), ErrorKind::InvalidInput);
@@ -184,3 +185,13 @@ pub async fn bad_names(f: Arc<dyn Fixture>) {
     expect_err(cx.store.namespace(&"n".repeat(64)), ErrorKind::InvalidInput);
     assert!(cx.store.namespace(&"n".repeat(63)).is_ok());
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    empty_id,
+    id_over_512_bytes,
+    undeclared_index,
+    wrong_value_type,
+    bad_spec,
+    bad_names
+];

@@ -1,11 +1,13 @@
 //! The conformance suite: the contract every backend passes against its real engine.
 //!
-//! A backend crate implements [`Fixture`] (how to make a fresh, isolated store and how to
-//! open it again) and expands [`conformance_tests!`](crate::conformance_tests) in a test
-//! file; every test of the suite becomes one `#[test]` named `conformance::GROUP::TEST`:
+//! A backend implements [`Fixture`] (how to make a fresh, isolated store and how to open it
+//! again); a test binary with `harness = false` runs the suite against it, every test one
+//! trial named `conformance::GROUP::TEST` (see [`suite`](mod@suite)):
 //!
 //! ```ignore
-//! stowage_testkit::conformance_tests!(my_backend::tests::MyFixture::new());
+//! fn main() {
+//!     stowage_testkit::main(stowage_testkit::suite("", MyFixture::new));
+//! }
 //! ```
 //!
 //! Tests read [`Capabilities`](stowage_core::Capabilities): a claimed capability is exercised, an
@@ -13,10 +15,11 @@
 //! The property test ([`property`]) compares the backend with the memory model.
 
 #![deny(missing_docs)]
+// Suite tests are private functions listed in their group's `TESTS`: an unlisted one is dead.
+#![deny(dead_code)]
 // The suite is test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,32 +33,34 @@ use stowage_core::{
     Result, Store, Timestamp,
 };
 
-pub mod batch;
-pub mod capabilities;
-pub mod catalog;
+mod batch;
+mod capabilities;
+mod catalog;
 mod certificates;
-pub mod copy;
-pub mod covering;
+mod copy;
+mod covering;
 pub mod crash;
-pub mod crud;
+mod crud;
 pub mod embedded;
 pub mod faults;
-pub mod indexes;
-pub mod instances;
-pub mod invalid;
+mod indexes;
+mod instances;
+mod invalid;
 pub mod probe;
-pub mod property;
-pub mod query;
-pub mod retention;
-pub mod scan;
-pub mod transactions;
-pub mod ttl;
-pub mod values;
-pub mod versions;
-pub mod watch;
+mod property;
+mod query;
+mod retention;
+mod scan;
+pub mod suite;
+mod transactions;
+mod ttl;
+mod values;
+mod versions;
+mod watch;
 pub mod workload;
 
 pub use certificates::make_certificates;
+pub use suite::{find, in_one_process, main, suite, Test};
 
 /// How the suite gets stores of the backend under test.
 #[async_trait]
@@ -232,20 +237,6 @@ impl<F: Fixture> Fixture for Wrapped<F> {
         }
         (self.wrap)(second)
     }
-}
-
-/// Runs one suite test on a fresh multi-threaded runtime. The macro's tests call this.
-pub fn run<F, Fut>(fixture: F, test: fn(Arc<dyn Fixture>) -> Fut)
-where
-    F: Fixture,
-    Fut: Future<Output = ()>,
-{
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    rt.block_on(test(Arc::new(fixture)));
 }
 
 /// A fresh store with a manual clock, as every suite test starts.
@@ -480,150 +471,76 @@ pub async fn yield_a_little() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
-/// Every group's source, so that [`suite_is_complete`] can compare the test functions
-/// written with the tests the macro registers.
-pub const GROUP_SOURCES: &[(&str, &str)] = &[
-    ("batch", include_str!("batch.rs")),
-    ("capabilities", include_str!("capabilities.rs")),
-    ("catalog", include_str!("catalog.rs")),
-    ("copy", include_str!("copy.rs")),
-    ("covering", include_str!("covering.rs")),
-    ("crud", include_str!("crud.rs")),
-    ("indexes", include_str!("indexes.rs")),
-    ("instances", include_str!("instances.rs")),
-    ("invalid", include_str!("invalid.rs")),
-    ("property", include_str!("property.rs")),
-    ("query", include_str!("query.rs")),
-    ("retention", include_str!("retention.rs")),
-    ("scan", include_str!("scan.rs")),
-    ("transactions", include_str!("transactions.rs")),
-    ("ttl", include_str!("ttl.rs")),
-    ("values", include_str!("values.rs")),
-    ("versions", include_str!("versions.rs")),
-    ("watch", include_str!("watch.rs")),
-];
-
-/// Checks that the macro registers every test function the groups define and nothing else:
-/// a test written but not registered would otherwise never run. `registered` is the
-/// macro's list, group by group.
-pub fn suite_is_complete(registered: &[(&str, &[&str])]) {
-    let mut missing = Vec::new();
-    for (group, source) in GROUP_SOURCES {
-        let written: Vec<&str> = source
-            .lines()
-            .filter_map(|l| l.strip_prefix("pub async fn "))
-            .filter(|l| l.contains("(f: Arc<dyn Fixture>)"))
-            .filter_map(|l| l.split('(').next())
-            .collect();
-        let listed = registered
-            .iter()
-            .find(|(g, _)| g == group)
-            .map_or(&[][..], |(_, tests)| tests);
-        for t in &written {
-            if !listed.contains(t) {
-                missing.push(format!("{group}::{t} is written but not registered"));
-            }
-        }
-        for t in listed {
-            if !written.contains(t) {
-                missing.push(format!("{group}::{t} is registered but not written"));
-            }
-        }
-    }
-    for (group, _) in registered {
-        if !GROUP_SOURCES.iter().any(|(g, _)| g == group) {
-            missing.push(format!("group {group} has no entry in GROUP_SOURCES"));
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "conformance_tests! is out of date: {missing:#?}"
-    );
+/// A [`Fixture`] for an engine that keeps each store in a file (or folder): every store is
+/// a new path `store-N.EXTENSION` in one temporary folder, removed with the fixture.
+pub struct FileFixture {
+    dir: tempfile::TempDir,
+    next: std::sync::atomic::AtomicUsize,
+    extension: &'static str,
+    open: fn(&str) -> Result<Arc<dyn Backend>>,
+    second_opens_again: bool,
 }
 
-/// Expands to one `#[test]` per suite test, in modules `conformance::GROUP`, each running
-/// against a fixture made by `$fixture` (an expression evaluated once per test), and a
-/// `conformance::suite_is_complete` test that fails when a group defines a test the list
-/// below does not register.
-#[macro_export]
-macro_rules! conformance_tests {
-    ($fixture:expr) => {
-        $crate::__conformance_tests! { $fixture;
-            crud { insert_then_get, insert_existing_id_is_already_exists, upsert_creates_then_replaces,
-                   get_missing_is_none, get_many_keeps_order, delete_says_whether_present,
-                   reinsert_after_delete_gets_a_new_version, json_collection_with_runtime_spec,
-                   raw_bodies, write_returns_what_was_stored }
-            versions { update_at_current_version, update_at_stale_version_is_conflict,
-                       update_of_missing_is_conflict, delete_if_version, insert_race_one_winner,
-                       cas_counter, versions_never_repeat, precondition_before_unique }
-            ttl { expired_records_are_invisible_everywhere, purge_reclaims_expired, no_ttl_never_expires,
-                  default_ttl_and_per_write_ttl, expired_id_can_be_inserted_again,
-                  rewrite_sets_expiry_anew }
-            indexes { every_index_type, unique_violation_names_index, unique_value_freed_by_update_and_delete,
-                      multi_valued_index, missing_or_null_fields_are_not_indexed,
-                      update_moves_index_entries }
-            covering { covering_answers_match_plain_ones, covering_index_follows_spec_changes,
-                       many_matches_sort_by_id }
-            query { every_predicate, range_bounds, and_of_predicates, order_by_index_both_ways,
-                    order_by_id_both_ways, cursor_pages_cover_everything_once,
-                    cursor_under_concurrent_inserts, cursor_survives_deletes, page_and_page_size,
-                    count_matches_query, cursor_of_another_query_is_refused, filter_on_id }
-            scan { scan_100k_in_bounded_pages, scan_prefix, delete_prefix, list_pages_by_cursor,
-                   delete_where_in_chunks }
-            batch { batch_applies_all, failing_precondition_writes_nothing, unique_clash_writes_nothing,
-                    later_ops_see_earlier_ones, bad_op_is_named_before_anything_is_written,
-                    check_op_writes_nothing }
-            values { large_value_8_mib, unicode_ids, stats_and_health, json_key_order_is_kept,
-                     nul_in_strings }
-            catalog { spec_survives_reopen, added_index_sees_existing_records,
-                      dropped_index_cannot_be_queried, incompatible_change_is_refused,
-                      unique_index_over_duplicates_is_refused, list_and_drop_collections,
-                      namespaces_are_isolated, namespaces_are_listed }
-            instances { index_added_while_other_instance_writes, spec_changes_while_other_instance_writes,
-                        dropped_collection_is_not_found_elsewhere, concurrent_spec_changes,
-                        index_build_is_bounded_and_exact, unfinished_build_is_finished_or_dropped }
-            transactions { transfers_keep_the_total, write_skew_is_refused,
-                           read_as_absent_then_created_retries }
-            copy { copy_keeps_every_record_exactly, rewrite_only_where_unchanged,
-                   copy_store_resumes_compares_and_checks }
-            retention { rules_purge_what_is_past_them, one_instance_purges_at_a_time }
-            watch { every_acknowledged_write_once_in_order, resume_from_a_token_gets_exactly_the_rest,
-                    failed_ops_make_no_event, bulk_changes_are_events,
-                    slow_consumer_gets_every_change_or_a_gap }
-            invalid { empty_id, id_over_512_bytes, undeclared_index, wrong_value_type,
-                      bad_spec, bad_names }
-            capabilities { atomic_batch, unique_indexes, ttl, binary_bodies, persistent,
-                           max_body_bytes, batch_scope, max_batch_ops, shared, engine_clock,
-                           change_feed, blind_indexes }
-            property { random_operations_match_the_memory_model }
-        }
-    };
+impl std::fmt::Debug for FileFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileFixture")
+            .field("dir", &self.dir.path())
+            .field("extension", &self.extension)
+            .finish_non_exhaustive()
+    }
 }
 
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __conformance_tests {
-    ($fixture:expr; $($group:ident { $($test:ident),* $(,)? })*) => {
-        mod conformance {
-            $(
-                mod $group {
-                    #[allow(unused_imports)]
-                    use super::super::*;
-                    $(
-                        #[test]
-                        fn $test() {
-                            $crate::run($fixture, $crate::$group::$test);
-                        }
-                    )*
-                }
-            )*
-
-            #[test]
-            fn suite_is_complete() {
-                $crate::suite_is_complete(&[
-                    $( (stringify!($group), &[ $( stringify!($test) ),* ]) ),*
-                ]);
-            }
+impl FileFixture {
+    /// Stores opened (and created) at a path by `open`.
+    pub fn new(extension: &'static str, open: fn(&str) -> Result<Arc<dyn Backend>>) -> Self {
+        FileFixture {
+            dir: tempfile::tempdir().expect("a temporary folder"),
+            next: Default::default(),
+            extension,
+            open,
+            second_opens_again: false,
         }
-    };
+    }
+
+    /// A second instance opens the path again (SQLite, where one process may hold a file
+    /// twice) instead of sharing the first (redb and sled lock their file).
+    #[must_use]
+    pub fn second_opens_again(mut self) -> Self {
+        self.second_opens_again = true;
+        self
+    }
+
+    /// The folder the stores are in.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+#[async_trait]
+impl Fixture for FileFixture {
+    async fn create(&self) -> Result<(Arc<dyn Backend>, String)> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = self
+            .dir
+            .path()
+            .join(format!("store-{n}.{}", self.extension));
+        let location = path.to_string_lossy().into_owned();
+        Ok((self.open(&location).await?, location))
+    }
+
+    async fn open(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        (self.open)(location)
+    }
+
+    async fn open_second(
+        &self,
+        location: &str,
+        first: &Arc<dyn Backend>,
+    ) -> Result<Arc<dyn Backend>> {
+        if self.second_opens_again {
+            self.open(location).await
+        } else {
+            Ok(first.clone())
+        }
+    }
 }

@@ -11,6 +11,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::backend::Backend;
 use stowage_core::{
     Collection, CollectionSpec, Error, Filter, IndexSpec, ManualClock, MemoryBackend, Put, Query,
@@ -253,7 +254,7 @@ async fn run_case(
 /// Random sequences of writes, reads, queries, batches, TTLs and purges answer the same on
 /// the backend as on the memory model. `STOWAGE_PROPTEST_CASES` sets the number of cases
 /// (default 64).
-pub async fn random_operations_match_the_memory_model(f: Arc<dyn Fixture>) {
+async fn random_operations_match_the_memory_model(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let backend = cx.store.backend().clone();
     let cases = std::env::var("STOWAGE_PROPTEST_CASES")
@@ -281,3 +282,6 @@ pub async fn random_operations_match_the_memory_model(f: Arc<dyn Fixture>) {
         panic!("backend and memory model disagree: {e}");
     }
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![random_operations_match_the_memory_model];

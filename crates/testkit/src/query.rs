@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{expect_err, fill, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{ErrorKind, Filter, Query};
 
 fn ids<T>(page: &stowage_core::Page<T>) -> Vec<String> {
@@ -17,7 +18,7 @@ fn k(ns: &[i64]) -> Vec<String> {
 }
 
 /// eq, in, each range operator and prefix, each alone.
-pub async fn every_predicate(f: Arc<dyn Fixture>) {
+async fn every_predicate(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 20).await;
@@ -46,7 +47,7 @@ pub async fn every_predicate(f: Arc<dyn Fixture>) {
 }
 
 /// Ranges with both ends, inclusive and exclusive, on negative floats too.
-pub async fn range_bounds(f: Arc<dyn Fixture>) {
+async fn range_bounds(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 20).await;
@@ -69,7 +70,7 @@ pub async fn range_bounds(f: Arc<dyn Fixture>) {
 }
 
 /// Predicates on several indexes are ANDed.
-pub async fn and_of_predicates(f: Arc<dyn Fixture>) {
+async fn and_of_predicates(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 30).await;
@@ -99,7 +100,7 @@ pub async fn and_of_predicates(f: Arc<dyn Fixture>) {
 }
 
 /// Ordering by an index, ascending and descending, with ties broken by id.
-pub async fn order_by_index_both_ways(f: Arc<dyn Fixture>) {
+async fn order_by_index_both_ways(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let scores = [3.5, -2.0, 0.0, -7.25, 3.5, 12.0];
@@ -144,7 +145,7 @@ pub async fn order_by_index_both_ways(f: Arc<dyn Fixture>) {
 }
 
 /// Ordering by id, both ways, with and without a filter.
-pub async fn order_by_id_both_ways(f: Arc<dyn Fixture>) {
+async fn order_by_id_both_ways(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 10).await;
@@ -183,7 +184,7 @@ where
 }
 
 /// Walking every page of a query returns every match once, in order, for each order.
-pub async fn cursor_pages_cover_everything_once(f: Arc<dyn Fixture>) {
+async fn cursor_pages_cover_everything_once(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 97).await;
@@ -217,7 +218,7 @@ pub async fn cursor_pages_cover_everything_once(f: Arc<dyn Fixture>) {
 }
 
 /// Records present throughout are seen exactly once while others are inserted between pages.
-pub async fn cursor_under_concurrent_inserts(f: Arc<dyn Fixture>) {
+async fn cursor_under_concurrent_inserts(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 200).await;
@@ -250,7 +251,7 @@ pub async fn cursor_under_concurrent_inserts(f: Arc<dyn Fixture>) {
 }
 
 /// Deleting records between pages loses no other record.
-pub async fn cursor_survives_deletes(f: Arc<dyn Fixture>) {
+async fn cursor_survives_deletes(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 30).await;
@@ -268,7 +269,7 @@ pub async fn cursor_survives_deletes(f: Arc<dyn Fixture>) {
 }
 
 /// page / page_size return offset windows.
-pub async fn page_and_page_size(f: Arc<dyn Fixture>) {
+async fn page_and_page_size(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 25).await;
@@ -297,7 +298,7 @@ pub async fn page_and_page_size(f: Arc<dyn Fixture>) {
 }
 
 /// count agrees with the number of records a query returns.
-pub async fn count_matches_query(f: Arc<dyn Fixture>) {
+async fn count_matches_query(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 60).await;
@@ -319,7 +320,7 @@ pub async fn count_matches_query(f: Arc<dyn Fixture>) {
 }
 
 /// A cursor given to a different query is refused.
-pub async fn cursor_of_another_query_is_refused(f: Arc<dyn Fixture>) {
+async fn cursor_of_another_query_is_refused(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 10).await;
@@ -358,7 +359,7 @@ pub async fn cursor_of_another_query_is_refused(f: Arc<dyn Fixture>) {
 /// Queries filter on the record id itself — eq, in, each range operator and prefix —
 /// alone, beside index predicates, ordered by id either way or by an index, paged by
 /// cursor, counted and deleted by; an expired record never matches.
-pub async fn filter_on_id(f: Arc<dyn Fixture>) {
+async fn filter_on_id(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 20).await;
@@ -457,3 +458,19 @@ pub async fn filter_on_id(f: Arc<dyn Fixture>) {
     );
     assert_eq!(items.count(&Filter::new()).await.unwrap(), 15);
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    every_predicate,
+    range_bounds,
+    and_of_predicates,
+    order_by_index_both_ways,
+    order_by_id_both_ways,
+    cursor_pages_cover_everything_once,
+    cursor_under_concurrent_inserts,
+    cursor_survives_deletes,
+    page_and_page_size,
+    count_matches_query,
+    cursor_of_another_query_is_refused,
+    filter_on_id
+];

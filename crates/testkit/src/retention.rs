@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{expect_err, Ctx, Fixture};
+use crate::suite::Test;
 use stowage_core::{
     Body, Clock, CollectionSpec, ErrorKind, IndexSpec, Put, RetainFrom, StoredRecord, Timestamp,
 };
@@ -31,7 +32,7 @@ fn aged(id: &str, now: Timestamp, created_ago: Duration, updated_ago: Duration) 
 /// Rules counting from `created_at`, `updated_at` and a timestamp field (with an index on
 /// it, and without) each purge exactly the records past them; the rule is kept with the
 /// spec; a field that is not a JSON pointer is refused.
-pub async fn rules_purge_what_is_past_them(f: Arc<dyn Fixture>) {
+async fn rules_purge_what_is_past_them(f: Arc<dyn Fixture>) {
     let ctx = Ctx::new(f).await;
     let now = ctx.clock.now();
     let history = ctx
@@ -184,7 +185,7 @@ pub async fn rules_purge_what_is_past_them(f: Arc<dyn Fixture>) {
 
 /// While another instance holds the namespace's purge lease, a purge skips and removes
 /// nothing; once it is released (or runs out), the purge runs.
-pub async fn one_instance_purges_at_a_time(f: Arc<dyn Fixture>) {
+async fn one_instance_purges_at_a_time(f: Arc<dyn Fixture>) {
     let ctx = Ctx::new(f).await;
     let now = ctx.clock.now();
     let history = ctx
@@ -234,3 +235,7 @@ pub async fn one_instance_purges_at_a_time(f: Arc<dyn Fixture>) {
             .skipped
     );
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] =
+    crate::tests![rules_purge_what_is_past_them, one_instance_purges_at_a_time];

@@ -6,11 +6,12 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::probe::Probe;
 use super::{expect_err, fill, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{ErrorKind, Filter, Store};
 
 /// A scan of 100,000 records streams them in id order while never holding more than one
 /// page of records the caller has not consumed.
-pub async fn scan_100k_in_bounded_pages(f: Arc<dyn Fixture>) {
+async fn scan_100k_in_bounded_pages(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let probe = Arc::new(Probe::new(cx.store.backend().clone()));
     let store = Store::builder(probe.clone()).build().unwrap();
@@ -40,7 +41,7 @@ pub async fn scan_100k_in_bounded_pages(f: Arc<dyn Fixture>) {
 }
 
 /// scan_prefix returns exactly the ids with the prefix, in order.
-pub async fn scan_prefix(f: Arc<dyn Fixture>) {
+async fn scan_prefix(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "user:", 300).await;
@@ -59,7 +60,7 @@ pub async fn scan_prefix(f: Arc<dyn Fixture>) {
 }
 
 /// delete_prefix removes exactly the ids with the prefix, index entries included.
-pub async fn delete_prefix(f: Arc<dyn Fixture>) {
+async fn delete_prefix(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "notification:subscription:", 40).await;
@@ -90,7 +91,7 @@ pub async fn delete_prefix(f: Arc<dyn Fixture>) {
 }
 
 /// list pages through ids (optionally by prefix) with cursors, each id once.
-pub async fn list_pages_by_cursor(f: Arc<dyn Fixture>) {
+async fn list_pages_by_cursor(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "a:", 25).await;
@@ -133,7 +134,7 @@ pub async fn list_pages_by_cursor(f: Arc<dyn Fixture>) {
 }
 
 /// delete_where deletes exactly the matches, across several chunks, and counts them.
-pub async fn delete_where_in_chunks(f: Arc<dyn Fixture>) {
+async fn delete_where_in_chunks(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 2600).await;
@@ -169,3 +170,12 @@ pub async fn delete_where_in_chunks(f: Arc<dyn Fixture>) {
         ErrorKind::InvalidInput,
     );
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    scan_100k_in_bounded_pages,
+    scan_prefix,
+    delete_prefix,
+    list_pages_by_cursor,
+    delete_where_in_chunks
+];

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{expect_err, Ctx, Fixture};
+use crate::suite::Test;
 use stowage_core::{
     BatchScope, Collection, CollectionSpec, Error, ErrorKind, Put, Result, Transaction,
 };
@@ -50,7 +51,7 @@ fn balance(v: &Value) -> i64 {
 
 /// 16 tasks make 500 random transfers between 10 wallets: every transfer applies once and
 /// the total is unchanged.
-pub async fn transfers_keep_the_total(f: Arc<dyn Fixture>) {
+async fn transfers_keep_the_total(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let Some(wallets) = wallets(&cx, 10, 1000).await else {
         return;
@@ -115,7 +116,7 @@ pub async fn transfers_keep_the_total(f: Arc<dyn Fixture>) {
 
 /// Two withdrawals, each affordable alone, from two wallets that must together stay at or
 /// above zero: the second to commit is refused, and run again it refuses by the rule.
-pub async fn write_skew_is_refused(f: Arc<dyn Fixture>) {
+async fn write_skew_is_refused(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let Some(wallets) = wallets(&cx, 2, 100).await else {
         return;
@@ -166,7 +167,7 @@ async fn withdraw(tx: &mut Transaction, wallets: &Collection<Value>, mine: &str)
 
 /// A record read as absent and created by another writer before the commit makes the
 /// transaction run again, and the second run sees it.
-pub async fn read_as_absent_then_created_retries(f: Arc<dyn Fixture>) {
+async fn read_as_absent_then_created_retries(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let Some(wallets) = wallets(&cx, 1, 5).await else {
         return;
@@ -199,3 +200,10 @@ pub async fn read_as_absent_then_created_retries(f: Arc<dyn Fixture>) {
     assert_eq!(seen, Some(7));
     assert_eq!(wallets.get("w0").await.unwrap().unwrap().version, 2);
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    transfers_keep_the_total,
+    write_skew_is_refused,
+    read_as_absent_then_created_retries
+];

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 
 use super::{expect_err, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{Clock, CollectionSpec, ErrorKind, Filter, IndexSpec, Put, Query};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -25,7 +26,7 @@ async fn ttl_supported(cx: &Ctx) -> bool {
 
 /// After its TTL a record is gone from get, get_many, query, count and scan, before any
 /// purge.
-pub async fn expired_records_are_invisible_everywhere(f: Arc<dyn Fixture>) {
+async fn expired_records_are_invisible_everywhere(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !ttl_supported(&cx).await {
         return;
@@ -68,7 +69,7 @@ pub async fn expired_records_are_invisible_everywhere(f: Arc<dyn Fixture>) {
 }
 
 /// purge removes expired records from storage and counts them; live ones stay.
-pub async fn purge_reclaims_expired(f: Arc<dyn Fixture>) {
+async fn purge_reclaims_expired(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !ttl_supported(&cx).await {
         return;
@@ -109,7 +110,7 @@ pub async fn purge_reclaims_expired(f: Arc<dyn Fixture>) {
 }
 
 /// A record without TTL never expires.
-pub async fn no_ttl_never_expires(f: Arc<dyn Fixture>) {
+async fn no_ttl_never_expires(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -120,7 +121,7 @@ pub async fn no_ttl_never_expires(f: Arc<dyn Fixture>) {
 }
 
 /// The collection's default TTL applies to writes without one; a write's TTL overrides it.
-pub async fn default_ttl_and_per_write_ttl(f: Arc<dyn Fixture>) {
+async fn default_ttl_and_per_write_ttl(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let spec = CollectionSpec::new()
         .index(IndexSpec::string("s", "/s"))
@@ -165,7 +166,7 @@ pub async fn default_ttl_and_per_write_ttl(f: Arc<dyn Fixture>) {
 }
 
 /// An id whose record expired can be inserted again, at version 1.
-pub async fn expired_id_can_be_inserted_again(f: Arc<dyn Fixture>) {
+async fn expired_id_can_be_inserted_again(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !ttl_supported(&cx).await {
         return;
@@ -188,7 +189,7 @@ pub async fn expired_id_can_be_inserted_again(f: Arc<dyn Fixture>) {
 }
 
 /// Every write sets the expiry anew: with a TTL it moves, without one it goes.
-pub async fn rewrite_sets_expiry_anew(f: Arc<dyn Fixture>) {
+async fn rewrite_sets_expiry_anew(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !ttl_supported(&cx).await {
         return;
@@ -210,3 +211,13 @@ pub async fn rewrite_sets_expiry_anew(f: Arc<dyn Fixture>) {
     let got = items.get("a").await.unwrap().unwrap();
     assert_eq!((got.version, got.expires_at), (3, None));
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    expired_records_are_invisible_everywhere,
+    purge_reclaims_expired,
+    no_ttl_never_expires,
+    default_ttl_and_per_write_ttl,
+    expired_id_can_be_inserted_again,
+    rewrite_sets_expiry_anew
+];

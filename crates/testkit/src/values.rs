@@ -5,10 +5,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{fill, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::Put;
 
 /// An 8 MiB body round-trips byte for byte.
-pub async fn large_value_8_mib(f: Arc<dyn Fixture>) {
+async fn large_value_8_mib(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let big = cx.plain("big").await;
     let text: String = (0..8 << 20)
@@ -27,7 +28,7 @@ pub async fn large_value_8_mib(f: Arc<dyn Fixture>) {
 
 /// Ids in any script, with any punctuation, up to 512 bytes, are stored and ordered
 /// byte-wise.
-pub async fn unicode_ids(f: Arc<dyn Fixture>) {
+async fn unicode_ids(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let ids = [
@@ -57,7 +58,7 @@ pub async fn unicode_ids(f: Arc<dyn Fixture>) {
 }
 
 /// stats counts records and bytes per collection; health answers with a latency.
-pub async fn stats_and_health(f: Arc<dyn Fixture>) {
+async fn stats_and_health(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     fill(&items, &cx.store, "k", 50).await;
@@ -87,7 +88,7 @@ pub async fn stats_and_health(f: Arc<dyn Fixture>) {
 
 /// A JSON body comes back with its keys in the order they were written, not sorted, in an
 /// indexed collection and a plain one, decoded and raw.
-pub async fn json_key_order_is_kept(f: Arc<dyn Fixture>) {
+async fn json_key_order_is_kept(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let text = r#"{"zeta":1,"alpha":{"y":2,"b":[{"k2":1,"k1":2}]},"name":"x","n":3}"#;
     let body: serde_json::Value = serde_json::from_str(text).unwrap();
@@ -120,7 +121,7 @@ const NUL_NAMES: [&str; 12] = [
 /// Strings holding U+0000 (valid JSON: `"a\u0000b"`) are values like any other: written
 /// in indexed fields (single, multi-valued, unique) and plain ones, read back, matched by
 /// eq, in, range and prefix, ordered by bytes and paged by cursor, on every engine.
-pub async fn nul_in_strings(f: Arc<dyn Fixture>) {
+async fn nul_in_strings(f: Arc<dyn Fixture>) {
     use std::collections::BTreeSet;
     use stowage_core::{CollectionSpec, IndexSpec, Query};
 
@@ -283,3 +284,12 @@ pub async fn nul_in_strings(f: Arc<dyn Fixture>) {
         assert_eq!(emails, ["free".to_owned(), id_of("\0\0")].into());
     }
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    large_value_8_mib,
+    unicode_ids,
+    stats_and_health,
+    json_key_order_is_kept,
+    nul_in_strings
+];

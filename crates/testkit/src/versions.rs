@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use super::{expect_err, Account, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{ErrorKind, Put};
 
 /// update at the current version succeeds and bumps it.
-pub async fn update_at_current_version(f: Arc<dyn Fixture>) {
+async fn update_at_current_version(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -17,7 +18,7 @@ pub async fn update_at_current_version(f: Arc<dyn Fixture>) {
 }
 
 /// update at a stale version fails with the current version and writes nothing.
-pub async fn update_at_stale_version_is_conflict(f: Arc<dyn Fixture>) {
+async fn update_at_stale_version_is_conflict(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -35,7 +36,7 @@ pub async fn update_at_stale_version_is_conflict(f: Arc<dyn Fixture>) {
 }
 
 /// update and replace of an absent record fail with Conflict and no current version.
-pub async fn update_of_missing_is_conflict(f: Arc<dyn Fixture>) {
+async fn update_of_missing_is_conflict(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     let e = expect_err(
@@ -61,7 +62,7 @@ pub async fn update_of_missing_is_conflict(f: Arc<dyn Fixture>) {
 }
 
 /// delete at a version: wrong version or absent is Conflict, right version deletes.
-pub async fn delete_if_version(f: Arc<dyn Fixture>) {
+async fn delete_if_version(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("a", 1)).await.unwrap();
@@ -76,7 +77,7 @@ pub async fn delete_if_version(f: Arc<dyn Fixture>) {
 }
 
 /// 32 tasks insert the same id: exactly one wins, 31 get AlreadyExists.
-pub async fn insert_race_one_winner(f: Arc<dyn Fixture>) {
+async fn insert_race_one_winner(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     for round in 0..3 {
@@ -110,7 +111,7 @@ pub async fn insert_race_one_winner(f: Arc<dyn Fixture>) {
 }
 
 /// 32 tasks × 50 read-modify-write increments with retry on Conflict end at exactly 1600.
-pub async fn cas_counter(f: Arc<dyn Fixture>) {
+async fn cas_counter(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     items.insert(&Item::new("counter", 0)).await.unwrap();
@@ -149,7 +150,7 @@ pub async fn cas_counter(f: Arc<dyn Fixture>) {
 /// A version is never given twice to one id, whatever removed the record before — delete,
 /// delete by prefix or query, expiry (purged or not), dropping the collection — so an
 /// old ETag never matches a record created later (the ABA problem).
-pub async fn versions_never_repeat(f: Arc<dyn Fixture>) {
+async fn versions_never_repeat(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let items = cx.items().await;
     // A fresh collection starts at 1.
@@ -207,7 +208,7 @@ pub async fn versions_never_repeat(f: Arc<dyn Fixture>) {
 
 /// A stale update that would also clash on a unique index answers Conflict on every
 /// engine: the precondition is checked before unique indexes.
-pub async fn precondition_before_unique(f: Arc<dyn Fixture>) {
+async fn precondition_before_unique(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     let Ok(accounts) = cx.accounts().await else {
         return;
@@ -226,3 +227,15 @@ pub async fn precondition_before_unique(f: Arc<dyn Fixture>) {
     );
     assert_eq!(e.index(), None, "the id is taken before the value is: {e}");
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    update_at_current_version,
+    update_at_stale_version_is_conflict,
+    update_of_missing_is_conflict,
+    delete_if_version,
+    insert_race_one_winner,
+    cas_counter,
+    versions_never_repeat,
+    precondition_before_unique
+];

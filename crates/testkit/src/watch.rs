@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{expect_err, Ctx, Fixture, Item};
+use crate::suite::Test;
 use stowage_core::{
     BatchScope, ChangeEvent, ChangeFeed, ChangeOp, ChangeStream, ErrorKind, Filter, Precondition,
     Put,
@@ -43,7 +44,7 @@ async fn quiet(stream: &mut ChangeStream) {
 
 /// 4 concurrent writers put and delete: every acknowledged change arrives exactly once, in
 /// version order per record, with its version; then nothing more.
-pub async fn every_acknowledged_write_once_in_order(f: Arc<dyn Fixture>) {
+async fn every_acknowledged_write_once_in_order(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !feed_supported(&cx).await {
         return;
@@ -112,7 +113,7 @@ pub async fn every_acknowledged_write_once_in_order(f: Arc<dyn Fixture>) {
 }
 
 /// Watching again after a token returns exactly the changes after it, then live ones.
-pub async fn resume_from_a_token_gets_exactly_the_rest(f: Arc<dyn Fixture>) {
+async fn resume_from_a_token_gets_exactly_the_rest(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !feed_supported(&cx).await {
         return;
@@ -142,7 +143,7 @@ pub async fn resume_from_a_token_gets_exactly_the_rest(f: Arc<dyn Fixture>) {
 }
 
 /// Failed writes, failed batches, checks and deletes of nothing make no event.
-pub async fn failed_ops_make_no_event(f: Arc<dyn Fixture>) {
+async fn failed_ops_make_no_event(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !feed_supported(&cx).await {
         return;
@@ -176,7 +177,7 @@ pub async fn failed_ops_make_no_event(f: Arc<dyn Fixture>) {
 
 /// Deletes by prefix and by query, purges, spec changes and drops are events of their own,
 /// with counts; a collection's watch does not see another collection's changes.
-pub async fn bulk_changes_are_events(f: Arc<dyn Fixture>) {
+async fn bulk_changes_are_events(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !feed_supported(&cx).await {
         return;
@@ -236,7 +237,7 @@ pub async fn bulk_changes_are_events(f: Arc<dyn Fixture>) {
 
 /// A consumer 12,000 changes behind gets every change in order, or a gap event where any
 /// is missing: never a silent hole.
-pub async fn slow_consumer_gets_every_change_or_a_gap(f: Arc<dyn Fixture>) {
+async fn slow_consumer_gets_every_change_or_a_gap(f: Arc<dyn Fixture>) {
     let cx = Ctx::new(f).await;
     if !feed_supported(&cx).await {
         return;
@@ -284,3 +285,12 @@ pub async fn slow_consumer_gets_every_change_or_a_gap(f: Arc<dyn Fixture>) {
         "{delivered} of {N} changes delivered and no gap"
     );
 }
+
+/// The group's tests. A test function missing here is dead code, which this crate denies.
+pub(crate) const TESTS: &[Test] = crate::tests![
+    every_acknowledged_write_once_in_order,
+    resume_from_a_token_gets_exactly_the_rest,
+    failed_ops_make_no_event,
+    bulk_changes_are_events,
+    slow_consumer_gets_every_change_or_a_gap
+];

@@ -75,8 +75,6 @@ async fn instances_with_skewed_clocks_agree_on_expiry() {
 /// The suite's check of the `engine_clock` claim, on stores that claim it.
 #[test]
 fn engine_clock_is_claimed_and_honoured() {
-    testkit::run(
-        PostgresFixture::with_clock("database"),
-        testkit::capabilities::engine_clock,
-    );
+    testkit::find("capabilities::engine_clock")
+        .run(Arc::new(PostgresFixture::with_clock("database")));
 }

@@ -67,8 +67,5 @@ async fn instances_with_skewed_clocks_agree_on_expiry() {
 /// The suite's check of the `engine_clock` claim, on stores that claim it.
 #[test]
 fn engine_clock_is_claimed_and_honoured() {
-    testkit::run(
-        RedisFixture::with_clock("server"),
-        testkit::capabilities::engine_clock,
-    );
+    testkit::find("capabilities::engine_clock").run(Arc::new(RedisFixture::with_clock("server")));
 }

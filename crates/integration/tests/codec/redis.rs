@@ -4,20 +4,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 
 use stowage_core::ErrorKind;
-use support::FreshPrefix;
+use stowage_redis::testkit::FreshPrefix;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hashes_hold_no_plaintext_and_damage_is_refused() {
     let prefix = FreshPrefix::new();
-    let engine = support::open(&prefix.0, &[]).await.unwrap();
+    let engine = stowage_redis::testkit::open(&prefix.0, &[]).await.unwrap();
     let notes = stowage_codec::testkit::sealed_notes(Arc::new(engine)).await;
 
-    let client = redis::Client::open(support::server_url()).unwrap();
+    let client = redis::Client::open(stowage_redis::testkit::server_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = |id: &str| format!("{}:{{default}}:rec:notes:{id}", prefix.0);
     // Every key of the store, every value: no plaintext anywhere.
@@ -82,8 +80,8 @@ async fn hashes_hold_no_plaintext_and_damage_is_refused() {
 async fn shredding_a_namespace_leaves_the_others_intact() {
     let prefix = FreshPrefix::new();
     let first: Arc<dyn stowage_core::backend::Backend> =
-        Arc::new(support::open(&prefix.0, &[]).await.unwrap());
+        Arc::new(stowage_redis::testkit::open(&prefix.0, &[]).await.unwrap());
     let second: Arc<dyn stowage_core::backend::Backend> =
-        Arc::new(support::open(&prefix.0, &[]).await.unwrap());
+        Arc::new(stowage_redis::testkit::open(&prefix.0, &[]).await.unwrap());
     stowage_codec::testkit::shred_leaves_other_namespaces_intact(first, second).await;
 }

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::Arc;
 
 use stowage_core::ErrorKind;
+use stowage_postgres::testkit::FreshDatabase;
 use stowage_postgres::{PostgresBackend, PostgresConfig};
-use support::FreshDatabase;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_hold_no_plaintext_and_damage_is_refused() {

@@ -3,7 +3,7 @@
 //! id once, shuffled; the raw side decodes the same JSON into the same struct). Also the
 //! same store's get without the cache, for scale.
 //!
-//! `cargo bench -p stowage-cache` (`STOWAGE_BENCH_N` records, default 100,000).
+//! `cargo bench -p stowage-integration --bench near_cache` (`STOWAGE_BENCH_N` records, default 100,000).
 
 // Benchmark code: a panic is how a run fails.
 #![allow(clippy::unwrap_used)]
@@ -183,5 +183,7 @@ fn main() {
 
     println!("\nNear cache: typed point gets, one reader, every id once in shuffled order (the cached store read them all once before the timed pass); raw = the engine's own get + serde_json decode\n");
     print_table(&rows);
-    println!("command: cargo bench -p stowage-cache   (STOWAGE_BENCH_N={n})");
+    println!(
+        "command: cargo bench -p stowage-integration --bench near_cache   (STOWAGE_BENCH_N={n})"
+    );
 }

@@ -1,5 +1,5 @@
-//! Crypto-shredding on memory and on a redb file (two stores over one engine); PostgreSQL
-//! and Redis run the same test with two connections in their crates.
+//! Crypto-shredding on memory and on a redb file (two stores over one engine); `postgres.rs`
+//! and `redis.rs` beside this file run the same test with two connections.
 
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]

@@ -5,7 +5,7 @@
 //! (the engine's own count of ids and bodies) on that workload and on a log-like one (the
 //! CloudZero agent's metric batches: 50 points of one pod per record, ~6 KB of JSON).
 //!
-//! `cargo bench -p stowage-codec` (`STOWAGE_BENCH_N` records, default 20,000: every
+//! `cargo bench -p stowage-integration --bench codec` (`STOWAGE_BENCH_N` records, default 20,000: every
 //! configuration loads them anew on each engine).
 
 // Benchmark code: a panic is how a run fails.
@@ -219,7 +219,7 @@ fn main() {
         println!("{line}");
     }
     println!(
-        "\ncommand: cargo bench -p stowage-codec   (STOWAGE_BENCH_N={n}; {:.0} s)",
+        "\ncommand: cargo bench -p stowage-integration --bench codec   (STOWAGE_BENCH_N={n}; {:.0} s)",
         started.elapsed().as_secs_f64()
     );
 }

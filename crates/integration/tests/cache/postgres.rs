@@ -1,16 +1,14 @@
 //! Two instances (two pools) over one database, one reading through a near cache: a write
 //! through the other is never read stale once the change feed delivered it; the window is
-//! printed (`cargo test -p stowage-postgres --test cache -- --nocapture`).
+//! printed (`cargo test -p stowage-integration --test cache postgres -- --nocapture`).
 
 #![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::sync::Arc;
 
 use stowage_core::backend::Backend;
+use stowage_postgres::testkit::FreshDatabase;
 use stowage_postgres::{PostgresBackend, PostgresConfig};
-use support::FreshDatabase;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_stay_coherent() {
