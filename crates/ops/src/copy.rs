@@ -362,17 +362,12 @@ async fn walk_both(
     limit: usize,
     repair: bool,
 ) -> Result<Comparison> {
-    let mut out = Comparison::default();
-    let note = |out: &mut Comparison, ns: &str, coll: &str, id: Option<&str>, what: String| {
-        out.difference_count += 1;
-        if out.differences.len() < limit {
-            out.differences.push(Finding {
-                namespace: ns.to_owned(),
-                collection: coll.to_owned(),
-                id: id.map(str::to_owned),
-                what,
-            });
-        }
+    let mut walk = Walk {
+        src,
+        dst,
+        limit,
+        repair,
+        out: Comparison::default(),
     };
     let mut namespaces: BTreeSet<String> =
         selection.namespaces_of(src).await?.into_iter().collect();
@@ -384,114 +379,139 @@ async fn walk_both(
         for name in names {
             let spec_a = a.iter().find(|(n, _)| n == name).map(|(_, s)| s);
             let spec_b = b.iter().find(|(n, _)| n == name).map(|(_, s)| s);
-            match (spec_a, spec_b) {
-                (Some(x), Some(y)) if x != y => note(
-                    &mut out,
-                    ns,
-                    name,
-                    None,
-                    format!("spec differs: {} != {}", x.to_json(), y.to_json()),
-                ),
-                (Some(_), None) => note(
-                    &mut out,
-                    ns,
-                    name,
-                    None,
-                    "collection missing at destination".into(),
-                ),
-                (None, Some(_)) => note(
-                    &mut out,
-                    ns,
-                    name,
-                    None,
-                    "collection only at destination".into(),
-                ),
-                _ => {}
-            }
-            let scan = |store: &Store, present: bool| {
-                let store = store.clone();
-                let (ns, name) = (ns.clone(), name.clone());
-                async move {
-                    if !present {
-                        return Ok(None);
-                    }
-                    let c = store
-                        .namespace(&ns)?
-                        .existing_collection::<Value>(&name)
-                        .await?;
-                    Ok::<_, stowage_core::Error>(Some(c.scan_stored(None)))
-                }
-            };
-            let fix = match (repair, spec_a.is_some() && spec_b.is_some()) {
-                (true, true) => Some(
-                    dst.namespace(ns)?
-                        .existing_collection::<Value>(name)
-                        .await?,
-                ),
-                _ => None,
-            };
-            let mut left = scan(src, spec_a.is_some()).await?.map(Box::pin);
-            let mut right = scan(dst, spec_b.is_some()).await?.map(Box::pin);
-            let mut x = next(&mut left).await?;
-            let mut y = next(&mut right).await?;
-            loop {
-                // Which side is behind in id order: the source's record alone, the
-                // destination's alone, or one id on both.
-                let side = match (&x, &y) {
-                    (None, None) => break,
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (Some(r), Some(s)) => r.id.as_bytes().cmp(s.id.as_bytes()),
-                };
-                match (side, x.take(), y.take()) {
-                    (std::cmp::Ordering::Less, Some(r), rest) => {
-                        out.source_records += 1;
-                        note(
-                            &mut out,
-                            ns,
-                            name,
-                            Some(&r.id),
-                            "missing at destination".into(),
-                        );
-                        if let Some(to) = &fix {
-                            restore_if_older(to, &r).await?;
-                        }
-                        x = next(&mut left).await?;
-                        y = rest;
-                    }
-                    (std::cmp::Ordering::Greater, rest, Some(s)) => {
-                        out.destination_records += 1;
-                        note(
-                            &mut out,
-                            ns,
-                            name,
-                            Some(&s.id),
-                            "only at destination".into(),
-                        );
-                        if let Some(to) = &fix {
-                            delete_extra(to, src, ns, &s).await?;
-                        }
-                        x = rest;
-                        y = next(&mut right).await?;
-                    }
-                    (_, Some(r), Some(s)) => {
-                        out.source_records += 1;
-                        out.destination_records += 1;
-                        if record_digest(&r) != record_digest(&s) {
-                            note(&mut out, ns, name, Some(&r.id), describe_difference(&r, &s));
-                            if let Some(to) = &fix {
-                                repair_changed(to, &r, &s).await?;
-                            }
-                        }
-                        x = next(&mut left).await?;
-                        y = next(&mut right).await?;
-                    }
-                    _ => break,
-                }
-            }
+            walk.compare_specs(ns, name, spec_a, spec_b);
+            walk.compare_records(ns, name, spec_a.is_some(), spec_b.is_some())
+                .await?;
         }
     }
-    Ok(out)
+    Ok(walk.out)
+}
+
+/// One comparison (or reconciliation) of two stores, and what it found so far.
+struct Walk<'a> {
+    src: &'a Store,
+    dst: &'a Store,
+    /// How many differences to list (all are counted).
+    limit: usize,
+    /// Whether to repair each record difference on the way.
+    repair: bool,
+    out: Comparison,
+}
+
+impl Walk<'_> {
+    fn note(&mut self, ns: &str, coll: &str, id: Option<&str>, what: String) {
+        self.out.difference_count += 1;
+        if self.out.differences.len() < self.limit {
+            self.out.differences.push(Finding {
+                namespace: ns.to_owned(),
+                collection: coll.to_owned(),
+                id: id.map(str::to_owned),
+                what,
+            });
+        }
+    }
+
+    /// A collection on one side only, or with specs that differ.
+    fn compare_specs(
+        &mut self,
+        ns: &str,
+        name: &str,
+        spec_a: Option<&CollectionSpec>,
+        spec_b: Option<&CollectionSpec>,
+    ) {
+        let what = match (spec_a, spec_b) {
+            (Some(x), Some(y)) if x != y => {
+                format!("spec differs: {} != {}", x.to_json(), y.to_json())
+            }
+            (Some(_), None) => "collection missing at destination".into(),
+            (None, Some(_)) => "collection only at destination".into(),
+            _ => return,
+        };
+        self.note(ns, name, None, what);
+    }
+
+    /// Walks one collection's live records on both sides in id order (a side where the
+    /// collection is not `present` is empty), noting and, when repairing, fixing each
+    /// difference.
+    async fn compare_records(
+        &mut self,
+        ns: &str,
+        name: &str,
+        in_src: bool,
+        in_dst: bool,
+    ) -> Result<()> {
+        let scan = |store: &Store, present: bool| {
+            let store = store.clone();
+            let (ns, name) = (ns.to_owned(), name.to_owned());
+            async move {
+                if !present {
+                    return Ok(None);
+                }
+                let c = store
+                    .namespace(&ns)?
+                    .existing_collection::<Value>(&name)
+                    .await?;
+                Ok::<_, stowage_core::Error>(Some(c.scan_stored(None)))
+            }
+        };
+        let fix = match self.repair && in_src && in_dst {
+            true => Some(
+                self.dst
+                    .namespace(ns)?
+                    .existing_collection::<Value>(name)
+                    .await?,
+            ),
+            false => None,
+        };
+        let mut left = scan(self.src, in_src).await?.map(Box::pin);
+        let mut right = scan(self.dst, in_dst).await?.map(Box::pin);
+        let mut x = next(&mut left).await?;
+        let mut y = next(&mut right).await?;
+        loop {
+            // Which side is behind in id order: the source's record alone, the
+            // destination's alone, or one id on both.
+            let side = match (&x, &y) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(r), Some(s)) => r.id.as_bytes().cmp(s.id.as_bytes()),
+            };
+            match (side, x.take(), y.take()) {
+                (std::cmp::Ordering::Less, Some(r), rest) => {
+                    self.out.source_records += 1;
+                    self.note(ns, name, Some(&r.id), "missing at destination".into());
+                    if let Some(to) = &fix {
+                        restore_if_older(to, &r).await?;
+                    }
+                    x = next(&mut left).await?;
+                    y = rest;
+                }
+                (std::cmp::Ordering::Greater, rest, Some(s)) => {
+                    self.out.destination_records += 1;
+                    self.note(ns, name, Some(&s.id), "only at destination".into());
+                    if let Some(to) = &fix {
+                        delete_extra(to, self.src, ns, &s).await?;
+                    }
+                    x = rest;
+                    y = next(&mut right).await?;
+                }
+                (_, Some(r), Some(s)) => {
+                    self.out.source_records += 1;
+                    self.out.destination_records += 1;
+                    if record_digest(&r) != record_digest(&s) {
+                        self.note(ns, name, Some(&r.id), describe_difference(&r, &s));
+                        if let Some(to) = &fix {
+                            repair_changed(to, &r, &s).await?;
+                        }
+                    }
+                    x = next(&mut left).await?;
+                    y = next(&mut right).await?;
+                }
+                _ => break,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Repairs a record that differs: the source's is restored unless the destination's is

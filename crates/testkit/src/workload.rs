@@ -394,88 +394,144 @@ pub fn compare_embedded<R: RawEngine>(
     mut new_store: impl FnMut() -> Store,
 ) {
     let n = bench_n();
-    let n_fsync = 2_000.min(n);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let users = workload(n as u64, 42);
-    let few = &users[..n_fsync];
     let mut rows = Vec::new();
-    // `STOWAGE_BENCH_SKIP_FSYNC=1` leaves out the two fsync-bound rows (for quick runs).
-    let fsync_rows = std::env::var("STOWAGE_BENCH_SKIP_FSYNC").is_err();
-    let (mut single, mut concurrent) = (f64::NAN, f64::NAN);
-    let mut feed_latency: Option<Vec<Duration>> = None;
-    if fsync_rows {
-        // Durable single inserts, one writer. fsync latency drifts on shared machines, so
-        // the two sides alternate in rounds and their times are summed.
-        let raw_db = Arc::new(raw_engine());
-        let store = new_store();
-        let (raw_time, ours_time) = rt.block_on(async {
-            let coll = store.collection::<Plain>().await.unwrap();
-            let (mut raw_time, mut ours_time) = (Duration::ZERO, Duration::ZERO);
-            for round in few.chunks(n_fsync.div_ceil(4)) {
-                raw_time += raw_db.insert(round, 1);
-                let start = Instant::now();
-                for u in round {
-                    coll.insert(&Plain(u.clone())).await.unwrap();
-                }
-                ours_time += start.elapsed();
-            }
-            (raw_time, ours_time)
-        });
-        drop((store, raw_db));
-        single = rate(n_fsync, ours_time);
-        rows.push(Row {
-            name: "durable single insert, 1 writer",
-            n: n_fsync,
-            stowage: single,
-            raw: Some(rate(n_fsync, raw_time)),
-        });
-
-        // Durable inserts from 32 concurrent writers.
-        let db = Arc::new(raw_engine());
-        let raw = rt.block_on(async {
-            let start = Instant::now();
-            let tasks: Vec<_> = few
-                .chunks(n_fsync.div_ceil(32))
-                .map(|c| {
-                    let (db, c) = (db.clone(), c.to_vec());
-                    tokio::task::spawn_blocking(move || db.insert(&c, 1))
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-            rate(n_fsync, start.elapsed())
-        });
-        drop(db);
-        let store = new_store();
-        let ours = rt.block_on(async {
-            let coll = store.collection::<Plain>().await.unwrap();
-            rate(n_fsync, insert_all(&coll, few, 32).await)
-        });
-        drop(store);
-        rows.push(Row {
-            name: "durable inserts, 32 concurrent writers",
-            n: n_fsync,
-            stowage: ours,
-            raw: Some(raw),
-        });
-        concurrent = ours;
-        let store = new_store();
-        let (watch_rows, latencies) = rt.block_on(watcher_rows(&store, few));
-        drop(store);
-        rows.extend(watch_rows);
-        feed_latency = Some(latencies);
-    }
-
-    // Batches of 100, no indexes; reads use the same files afterwards.
+    // `STOWAGE_BENCH_SKIP_FSYNC=1` leaves out the fsync-bound rows (for quick runs).
+    let durable = std::env::var("STOWAGE_BENCH_SKIP_FSYNC").is_err().then(|| {
+        durable_rows(
+            &rt,
+            &users[..2_000.min(n)],
+            &mut raw_engine,
+            &mut new_store,
+            &mut rows,
+        )
+    });
+    // Batches; the reads use the same files afterwards.
     let raw_db = Arc::new(raw_engine());
-    let raw = rate(n, raw_db.insert(&users, 100));
     let store = new_store();
+    let (coll, indexed, covered) = batch_rows(&rt, &users, &raw_db, &store, &mut rows);
+    get_rows(&rt, &users, &raw_db, &coll, &mut rows);
+    query_rows(&rt, &users, &raw_db, &indexed, &covered, &mut rows);
+
+    println!("\nStowage on {engine} vs raw {engine}, durability: {durability} on both sides\n");
+    print_table(&rows);
+    if let Some(Durable {
+        single,
+        concurrent,
+        feed_latency,
+    }) = durable
+    {
+        println!(
+            "\n32 concurrent writers / 1 writer (Stowage): {:.1}x",
+            concurrent / single
+        );
+        print_feed_latency(feed_latency);
+    }
+    println!("command: cargo bench -p stowage-{engine}   (STOWAGE_BENCH_N={n})");
+}
+
+/// The durable rows' rates the summary lines need.
+struct Durable {
+    single: f64,
+    concurrent: f64,
+    feed_latency: Vec<Duration>,
+}
+
+/// Durable single inserts, 32 concurrent writers, and the same with a watcher, on `few`
+/// records (each durable write waits for its fsync).
+fn durable_rows<R: RawEngine>(
+    rt: &tokio::runtime::Runtime,
+    few: &[User],
+    raw_engine: &mut impl FnMut() -> R,
+    new_store: &mut impl FnMut() -> Store,
+    rows: &mut Vec<Row>,
+) -> Durable {
+    let n_fsync = few.len();
+    // Durable single inserts, one writer. fsync latency drifts on shared machines, so
+    // the two sides alternate in rounds and their times are summed.
+    let raw_db = Arc::new(raw_engine());
+    let store = new_store();
+    let (raw_time, ours_time) = rt.block_on(async {
+        let coll = store.collection::<Plain>().await.unwrap();
+        let (mut raw_time, mut ours_time) = (Duration::ZERO, Duration::ZERO);
+        for round in few.chunks(n_fsync.div_ceil(4)) {
+            raw_time += raw_db.insert(round, 1);
+            let start = Instant::now();
+            for u in round {
+                coll.insert(&Plain(u.clone())).await.unwrap();
+            }
+            ours_time += start.elapsed();
+        }
+        (raw_time, ours_time)
+    });
+    drop((store, raw_db));
+    let single = rate(n_fsync, ours_time);
+    rows.push(Row {
+        name: "durable single insert, 1 writer",
+        n: n_fsync,
+        stowage: single,
+        raw: Some(rate(n_fsync, raw_time)),
+    });
+
+    // Durable inserts from 32 concurrent writers.
+    let db = Arc::new(raw_engine());
+    let raw = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = few
+            .chunks(n_fsync.div_ceil(32))
+            .map(|c| {
+                let (db, c) = (db.clone(), c.to_vec());
+                tokio::task::spawn_blocking(move || db.insert(&c, 1))
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rate(n_fsync, start.elapsed())
+    });
+    drop(db);
+    let store = new_store();
+    let ours = rt.block_on(async {
+        let coll = store.collection::<Plain>().await.unwrap();
+        rate(n_fsync, insert_all(&coll, few, 32).await)
+    });
+    drop(store);
+    rows.push(Row {
+        name: "durable inserts, 32 concurrent writers",
+        n: n_fsync,
+        stowage: ours,
+        raw: Some(raw),
+    });
+    let concurrent = ours;
+    let store = new_store();
+    let (watch_rows, latencies) = rt.block_on(watcher_rows(&store, few));
+    drop(store);
+    rows.extend(watch_rows);
+    Durable {
+        single,
+        concurrent,
+        feed_latency: latencies,
+    }
+}
+
+/// Batches of 100: plain beside the raw engine, then with 2 indexes, then with a covering
+/// index; returns the three collections, filled.
+fn batch_rows<R: RawEngine>(
+    rt: &tokio::runtime::Runtime,
+    users: &[User],
+    raw_db: &Arc<R>,
+    store: &Store,
+    rows: &mut Vec<Row>,
+) -> (Collection<Plain>, Collection<User>, Collection<Covered>) {
+    let n = users.len();
+    // Batches of 100, no indexes; reads use the same files afterwards.
+    let raw = rate(n, raw_db.insert(users, 100));
     let plain: Vec<Plain> = users.iter().cloned().map(Plain).collect();
-    let (ours, coll) = rt.block_on(batches(&store, &plain));
+    let (ours, coll) = rt.block_on(batches(store, &plain));
     rows.push(Row {
         name: "batch of 100, no indexes",
         n,
@@ -484,7 +540,7 @@ pub fn compare_embedded<R: RawEngine>(
     });
 
     // Batches of 100 with 2 indexes (score, tags multi).
-    let (ours, indexed) = rt.block_on(batches(&store, &users));
+    let (ours, indexed) = rt.block_on(batches(store, users));
     rows.push(Row {
         name: "batch of 100, 2 indexes",
         n,
@@ -492,7 +548,7 @@ pub fn compare_embedded<R: RawEngine>(
         raw: None,
     });
     let covered_users: Vec<Covered> = users.iter().cloned().map(Covered).collect();
-    let (ours, covered) = rt.block_on(batches(&store, &covered_users));
+    let (ours, covered) = rt.block_on(batches(store, &covered_users));
     drop(covered_users);
     rows.push(Row {
         name: "batch of 100, 2 indexes, score covering",
@@ -501,6 +557,18 @@ pub fn compare_embedded<R: RawEngine>(
         raw: None,
     });
 
+    (coll, indexed, covered)
+}
+
+/// Point gets of every id, one at a time and 64 at once, beside the raw engine's.
+fn get_rows<R: RawEngine>(
+    rt: &tokio::runtime::Runtime,
+    users: &[User],
+    raw_db: &Arc<R>,
+    coll: &Collection<Plain>,
+    rows: &mut Vec<Row>,
+) {
+    let n = users.len();
     // Point gets of every id in a second shuffled order, the two sides alternating in
     // rounds so that drift on a shared machine hits both alike.
     let mut ids: Vec<String> = users.iter().map(|u| id_of(u.id)).collect();
@@ -570,7 +638,18 @@ pub fn compare_embedded<R: RawEngine>(
         stowage: ours,
         raw: Some(raw),
     });
+}
 
+/// The 1 % query, on an index and on a covering index, against a full scan and against the
+/// raw engine's own index walk.
+fn query_rows<R: RawEngine>(
+    rt: &tokio::runtime::Runtime,
+    users: &[User],
+    raw_db: &Arc<R>,
+    indexed: &Collection<User>,
+    covered: &Collection<Covered>,
+    rows: &mut Vec<Row>,
+) {
     // A query matching 1% (a score range of width 1.0 of 0..100) against a full scan with
     // a filter, the way a hand-written sled store without indexes answers queries, and against the same query
     // by hand on the raw engine. The four alternate in rounds so that drift hits all alike.
@@ -580,7 +659,7 @@ pub fn compare_embedded<R: RawEngine>(
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let rounds = 5;
-    raw_db.add_score_index(&users);
+    raw_db.add_score_index(users);
     let mut times = [Duration::ZERO; 4];
     let (mut matched, mut matched_covering) = (0, 0);
     for round in 0..rounds {
@@ -595,12 +674,12 @@ pub fn compare_embedded<R: RawEngine>(
         times[1] += start.elapsed();
         let start = Instant::now();
         for lo in los() {
-            matched += rt.block_on(score_query(&indexed, lo));
+            matched += rt.block_on(score_query(indexed, lo));
         }
         times[2] += start.elapsed();
         let start = Instant::now();
         for lo in los() {
-            matched_covering += rt.block_on(score_query(&covered, lo));
+            matched_covering += rt.block_on(score_query(covered, lo));
         }
         times[3] += start.elapsed();
     }
@@ -628,15 +707,4 @@ pub fn compare_embedded<R: RawEngine>(
         stowage: ours,
         raw: Some(raw_indexed),
     });
-
-    println!("\nStowage on {engine} vs raw {engine}, durability: {durability} on both sides\n");
-    print_table(&rows);
-    println!(
-        "\n32 concurrent writers / 1 writer (Stowage): {:.1}x",
-        concurrent / single
-    );
-    if let Some(latencies) = feed_latency {
-        print_feed_latency(latencies);
-    }
-    println!("command: cargo bench -p stowage-{engine}   (STOWAGE_BENCH_N={n})");
 }

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use deadpool_postgres::Transaction;
 use stowage_core::backend::{stable_hash, Revision, SpecUpdate, StoredSpec};
 use stowage_core::{ChangeOp, CollectionSpec, Error, ErrorKind, Result, Version};
 
@@ -148,7 +149,9 @@ impl PostgresBackend {
         Ok((self.layout(ns, collection, entry.stored)?, entry.floor))
     }
 
-    /// Creates or changes a collection's spec, with its DDL, in one transaction.
+    /// Creates or changes a collection's spec, with its DDL, in one transaction: lock, check
+    /// the expected revision, the layout's DDL, the catalog row (a new revision), the write
+    /// function of that revision, the migration record, the change-feed event.
     pub(crate) async fn apply_spec_tx(
         &self,
         ns: &str,
@@ -174,117 +177,57 @@ impl PostgresBackend {
             ));
         }
         let ddl_error = |e| pg_error(e, "changing the layout", &target);
-        let mut what = Vec::new();
-        let mut ddl = Vec::new();
-        match &current {
+        let Migration { ddl, what } = match &current {
             None => {
                 // Schemas are shared by a namespace's collections: made under the
                 // namespace's lock, so two instances creating collections race safely.
                 lock(Conn::Tx(&tx), ns, "", true, &target).await?;
-                let schema = quote(&schema_name(ns));
-                ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
-                ddl.push(format!(
-                    "CREATE TABLE IF NOT EXISTS {schema}.__migrations (\
-                     revision bigint PRIMARY KEY, collection text COLLATE \"C\" NOT NULL, \
-                     change text NOT NULL, at timestamptz NOT NULL DEFAULT now(), \
-                     instance text NOT NULL)"
-                ));
-                ddl.extend(collection_ddl(ns, collection, &update.spec)?);
-                what.push(format!(
-                    "create collection {collection} with {}",
-                    describe(
-                        &update
-                            .spec
-                            .indexes
-                            .iter()
-                            .map(|i| i.name.as_str())
-                            .collect::<Vec<_>>()
-                    )
-                ));
+                Migration::create(ns, collection, &update.spec)?
             }
-            Some((_, old)) => {
-                let change = old.stored.spec.diff(&update.spec)?;
-                for name in &change.dropped {
-                    if let Some(ix) = old.stored.spec.index_named(name) {
-                        ddl.push(drop_index_ddl(ns, collection, ix));
-                        what.push(format!("drop index {name}"));
-                    }
-                }
-                for ix in &change.added {
-                    ddl.extend(index_ddl(ns, collection, ix, true)?);
-                    what.push(format!("add index {} (building)", ix.name));
-                }
-                for name in &old.stored.building {
-                    if !update.building.contains(name) && update.spec.index_named(name).is_some() {
-                        what.push(format!("index {name} built"));
-                    }
-                }
-                if old.stored.spec.default_ttl_seconds != update.spec.default_ttl_seconds {
-                    what.push(format!(
-                        "default TTL {}",
-                        update
-                            .spec
-                            .default_ttl_seconds
-                            .map_or("none".to_owned(), |s| format!("{s} s"))
-                    ));
-                }
-                if !change.covering_changed.is_empty() {
-                    what.push(format!(
-                        "covering flag of {} (no change on PostgreSQL)",
-                        describe(
-                            &change
-                                .covering_changed
-                                .iter()
-                                .map(String::as_str)
-                                .collect::<Vec<_>>()
-                        )
-                    ));
-                }
-            }
-        }
+            Some((_, old)) => Migration::change(ns, collection, &old.stored, update)?,
+        };
         for statement in &ddl {
             tx.batch_execute(statement).await.map_err(ddl_error)?;
         }
-        let spec_json = serde_json::to_string(&update.spec)
-            .map_err(|e| Error::internal(format!("encoding a spec: {e}")))?;
-        let building_json = serde_json::to_string(&update.building)
-            .map_err(|e| Error::internal(format!("encoding a spec: {e}")))?;
-        let row = tx
-            .query_one(
-                "INSERT INTO stowage.collections AS c (namespace, collection, revision, spec, \
-                 building, schema_name, table_name) \
-                 VALUES ($1, $2, nextval('stowage.revisions'), $3::text::jsonb, \
-                 $4::text::jsonb, $5, $6) \
-                 ON CONFLICT (namespace, collection) DO UPDATE SET revision = EXCLUDED.revision, \
-                 spec = EXCLUDED.spec, building = EXCLUDED.building RETURNING revision",
-                &[
-                    &ns,
-                    &collection,
-                    &spec_json,
-                    &building_json,
-                    &schema_name(ns),
-                    &records_table(collection),
-                ],
-            )
-            .await
-            .map_err(|e| pg_error(e, "storing a spec", &target))?;
-        let revision: i64 = row.get(0);
+        let revision = store_spec(&tx, ns, collection, update, &target).await?;
         // The collection's write function, for this revision's layout.
         let layout = self.layout(
             ns,
             collection,
             StoredSpec {
                 spec: update.spec.clone(),
-                revision: revision as Revision,
+                revision,
                 building: update.building.clone(),
             },
         )?;
         tx.batch_execute(&layout.writer_ddl()?)
             .await
             .map_err(ddl_error)?;
-        if what.is_empty() {
-            what.push("spec stored again".to_owned());
-        }
+        let change = if what.is_empty() {
+            "spec stored again".to_owned()
+        } else {
+            what.join("; ")
+        };
+        self.record_migration(&tx, ns, collection, revision, &change, &target)
+            .await?;
+        log_change(&tx, ns, Pending::new(ChangeOp::Spec, collection), &target).await?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(e, "changing a spec", &target))?;
+        Ok(revision)
+    }
+
+    /// Appends a spec change to the namespace's `__migrations` table (what psql shows of a
+    /// collection's history).
+    async fn record_migration(
+        &self,
+        tx: &Transaction<'_>,
+        ns: &str,
+        collection: &str,
+        revision: Revision,
+        change: &str,
+        target: &str,
+    ) -> Result<()> {
         tx.execute(
             &format!(
                 "INSERT INTO {}.__migrations (revision, collection, change, instance) \
@@ -292,19 +235,15 @@ impl PostgresBackend {
                 quote(&schema_name(ns))
             ),
             &[
-                &revision,
+                &(revision as i64),
                 &collection,
-                &what.join("; "),
+                &change,
                 &self.inner.instance,
             ],
         )
         .await
-        .map_err(|e| pg_error(e, "recording a migration", &target))?;
-        log_change(&tx, ns, Pending::new(ChangeOp::Spec, collection), &target).await?;
-        tx.commit()
-            .await
-            .map_err(|e| pg_error(e, "changing a spec", &target))?;
-        Ok(revision as Revision)
+        .map_err(|e| pg_error(e, "recording a migration", target))?;
+        Ok(())
     }
 
     /// Drops a collection's table and catalog row; its version floor stays.
@@ -397,12 +336,7 @@ pub(crate) async fn raise_floor(
 }
 
 /// Logs one change of a catalog transaction (at the database's time).
-async fn log_change(
-    tx: &deadpool_postgres::Transaction<'_>,
-    ns: &str,
-    event: Pending,
-    target: &str,
-) -> Result<()> {
+async fn log_change(tx: &Transaction<'_>, ns: &str, event: Pending, target: &str) -> Result<()> {
     if let Some((sql, params)) = append(ns, &[event], None) {
         Conn::Tx(tx)
             .execute(&sql, &params.refs())
@@ -418,4 +352,108 @@ fn describe(names: &[&str]) -> String {
     } else {
         format!("indexes {}", names.join(", "))
     }
+}
+
+/// What a spec change does to the layout (`ddl`) and how the migration record says it.
+struct Migration {
+    ddl: Vec<String>,
+    what: Vec<String>,
+}
+
+impl Migration {
+    /// A new collection: the namespace's schema and migration table if missing, the table
+    /// and its indexes.
+    fn create(ns: &str, collection: &str, spec: &CollectionSpec) -> Result<Migration> {
+        let schema = quote(&schema_name(ns));
+        let mut ddl = vec![
+            format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {schema}.__migrations (\
+                 revision bigint PRIMARY KEY, collection text COLLATE \"C\" NOT NULL, \
+                 change text NOT NULL, at timestamptz NOT NULL DEFAULT now(), \
+                 instance text NOT NULL)"
+            ),
+        ];
+        ddl.extend(collection_ddl(ns, collection, spec)?);
+        let indexes: Vec<&str> = spec.indexes.iter().map(|i| i.name.as_str()).collect();
+        let what = vec![format!(
+            "create collection {collection} with {}",
+            describe(&indexes)
+        )];
+        Ok(Migration { ddl, what })
+    }
+
+    /// A changed spec: indexes dropped and added (to be built), builds finished, the default
+    /// TTL, covering flags (which change nothing on PostgreSQL).
+    fn change(
+        ns: &str,
+        collection: &str,
+        old: &StoredSpec,
+        update: &SpecUpdate,
+    ) -> Result<Migration> {
+        let change = old.spec.diff(&update.spec)?;
+        let (mut ddl, mut what) = (Vec::new(), Vec::new());
+        for name in &change.dropped {
+            if let Some(ix) = old.spec.index_named(name) {
+                ddl.push(drop_index_ddl(ns, collection, ix));
+                what.push(format!("drop index {name}"));
+            }
+        }
+        for ix in &change.added {
+            ddl.extend(index_ddl(ns, collection, ix, true)?);
+            what.push(format!("add index {} (building)", ix.name));
+        }
+        for name in &old.building {
+            if !update.building.contains(name) && update.spec.index_named(name).is_some() {
+                what.push(format!("index {name} built"));
+            }
+        }
+        if old.spec.default_ttl_seconds != update.spec.default_ttl_seconds {
+            let ttl =
+                (update.spec.default_ttl_seconds).map_or("none".to_owned(), |s| format!("{s} s"));
+            what.push(format!("default TTL {ttl}"));
+        }
+        if !change.covering_changed.is_empty() {
+            let names: Vec<&str> = change.covering_changed.iter().map(String::as_str).collect();
+            what.push(format!(
+                "covering flag of {} (no change on PostgreSQL)",
+                describe(&names)
+            ));
+        }
+        Ok(Migration { ddl, what })
+    }
+}
+
+/// Stores `update` as the collection's catalog row under a new revision, and returns it.
+async fn store_spec(
+    tx: &Transaction<'_>,
+    ns: &str,
+    collection: &str,
+    update: &SpecUpdate,
+    target: &str,
+) -> Result<Revision> {
+    let encoded = |e: serde_json::Error| Error::internal(format!("encoding a spec: {e}"));
+    let spec_json = serde_json::to_string(&update.spec).map_err(encoded)?;
+    let building_json = serde_json::to_string(&update.building).map_err(encoded)?;
+    let row = tx
+        .query_one(
+            "INSERT INTO stowage.collections AS c (namespace, collection, revision, spec, \
+             building, schema_name, table_name) \
+             VALUES ($1, $2, nextval('stowage.revisions'), $3::text::jsonb, \
+             $4::text::jsonb, $5, $6) \
+             ON CONFLICT (namespace, collection) DO UPDATE SET revision = EXCLUDED.revision, \
+             spec = EXCLUDED.spec, building = EXCLUDED.building RETURNING revision",
+            &[
+                &ns,
+                &collection,
+                &spec_json,
+                &building_json,
+                &schema_name(ns),
+                &records_table(collection),
+            ],
+        )
+        .await
+        .map_err(|e| pg_error(e, "storing a spec", target))?;
+    let revision: i64 = row.get(0);
+    Ok(revision as Revision)
 }

@@ -39,7 +39,10 @@
 //! again one op per segment, which names the first op that fails, exactly. Errors of its
 //! own carry SQLSTATEs of class `SW`.
 
-use stowage_core::Result;
+use std::sync::LazyLock;
+
+use minijinja::{context, Environment, UndefinedBehavior};
+use stowage_core::{Error, Result};
 
 use crate::catalog::lock_key;
 use crate::feed::CHANNEL;
@@ -92,23 +95,109 @@ fn literal(s: &str) -> String {
 /// `r` (the stored row) is live.
 const LIVE: &str = "(r.expires_at IS NULL OR r.expires_at > v_now)";
 
-/// The CTEs that append the rows of CTE `source` (`id`, `version`) as `op` events when the
-/// namespace is watched, numbered in op order: `from` joins `source` as `s` to what holds
-/// the ops' positions, `order` names that position.
-fn log_ctes(ns: &str, collection: &str, source: &str, from: &str, op: &str, order: &str) -> String {
-    let (ns, collection) = (literal(ns), literal(collection));
-    format!(
-        "log_n AS (SELECT count(*) AS n FROM {source}),\n\
-         log_f AS (UPDATE stowage.feeds SET last_token = last_token + log_n.n FROM log_n \
-           WHERE namespace = {ns} AND log_n.n > 0 RETURNING last_token, log_n.n),\n\
-         log_woken AS (SELECT pg_notify('{CHANNEL}', {ns}) FROM log_f),\n\
-         log_rows AS (INSERT INTO stowage.changes \
-           (namespace, token, op, collection, id, version, count, at) \
-           SELECT {ns}, log_f.last_token - log_f.n + row_number() OVER (ORDER BY {order}), \
-           '{op}', {collection}, s.id, s.version, NULL, v_now \
-           FROM log_f, log_woken, {from})"
-    )
-}
+/// The function's parameters before the index columns' arrays (see [`Layout::writer_call`]).
+const FIXED_PARAMS: [&str; 16] = [
+    "p_revision bigint",
+    "p_now timestamptz",
+    "p_exclusive boolean",
+    "p_counts int[]",
+    "p_ord int[]",
+    "p_id text[]",
+    "p_action smallint[]",
+    "p_cond smallint[]",
+    "p_expect bigint[]",
+    "p_body text[]",
+    "p_blob bytea[]",
+    "p_ttl float8[]",
+    "p_version bigint[]",
+    "p_created timestamptz[]",
+    "p_updated timestamptz[]",
+    "p_expires timestamptz[]",
+];
+
+/// The per-op arrays unnested together as `u` (parameter `p_NAME`, column `u.NAME`), before
+/// the index columns `c0`, `c1`, ….
+const FIXED_ARRAYS: [&str; 12] = [
+    "ord", "id", "action", "cond", "expect", "body", "blob", "ttl", "version", "created",
+    "updated", "expires",
+];
+
+/// A record's stored columns before its index columns.
+const STORED_COLUMNS: [&str; 7] = [
+    "id",
+    "version",
+    "body",
+    "blob",
+    "created_at",
+    "updated_at",
+    "expires_at",
+];
+
+/// What a put stores in [`STORED_COLUMNS`]: versions and times are the server's.
+const PUT_VALUES: [&str; 7] = [
+    "u.id",
+    "v_floor + 1",
+    "u.body",
+    "u.blob",
+    "v_now",
+    "v_now",
+    "v_now + u.ttl * interval '1 microsecond'",
+];
+
+/// What a restore stores in [`STORED_COLUMNS`]: the record as it was.
+const RESTORE_VALUES: [&str; 7] = [
+    "u.id",
+    "u.version",
+    "u.body",
+    "u.blob",
+    "u.created",
+    "u.updated",
+    "u.expires",
+];
+
+/// How a put on a live record changes it (`created_at` stays).
+const REWRITE: [&str; 5] = [
+    "version = r.version + 1",
+    "body = u.body",
+    "blob = u.blob",
+    "updated_at = v_now",
+    "expires_at = v_now + u.ttl * interval '1 microsecond'",
+];
+
+/// The error codes, op codes and count positions the template names.
+static CODES: LazyLock<minijinja::Value> = LazyLock::new(|| {
+    context! {
+        failed_precondition => FAILED_PRECONDITION,
+        stale_spec => STALE_SPEC,
+        gone => GONE,
+        order_matters => ORDER_MATTERS,
+        outdated => OUTDATED,
+        action_check => ACTION_CHECK,
+        action_delete => ACTION_DELETE,
+        action_put => ACTION_PUT,
+        action_restore => ACTION_RESTORE,
+        cond_none => COND_NONE,
+        cond_absent => COND_ABSENT,
+        cond_exists => COND_EXISTS,
+        cond_version => COND_VERSION,
+        count_put_any => COUNT_PUT_ANY,
+        count_put_absent => COUNT_PUT_ABSENT,
+        count_put_live => COUNT_PUT_LIVE,
+        count_restore => COUNT_RESTORE,
+        count_check => COUNT_CHECK,
+        count_delete => COUNT_DELETE,
+    }
+});
+
+/// `writer.sql`, parsed once. Strict: a name the template uses and the context lacks is an
+/// error, not an empty string in the function.
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_template("writer.sql", include_str!("writer.sql"))
+        .expect("writer.sql parses (every test that writes renders it)");
+    env
+});
 
 impl Layout {
     /// The statement that calls the write function: `$1` revision, `$2` the caller's now
@@ -132,105 +221,56 @@ impl Layout {
         )
     }
 
-    /// The statements that (re)make this layout's write function. The old one is dropped
-    /// first: a changed index set changes the parameters, which would otherwise make a
-    /// second function of the same name.
+    /// The statements that (re)make this layout's write function, rendered from
+    /// `writer.sql`. The old one is dropped first: a changed index set changes the
+    /// parameters, which would otherwise make a second function of the same name.
     pub fn writer_ddl(&self) -> Result<String> {
-        let t = &self.table;
         let (ns, coll) = (self.ns.as_str(), self.collection.as_str());
-        let (ns_l, coll_l) = (literal(ns), literal(coll));
-        let revision = self.stored.revision;
-        let key = lock_key(ns, coll);
-        let mut params: Vec<String> = [
-            "p_revision bigint",
-            "p_now timestamptz",
-            "p_exclusive boolean",
-            "p_counts int[]",
-            "p_ord int[]",
-            "p_id text[]",
-            "p_action smallint[]",
-            "p_cond smallint[]",
-            "p_expect bigint[]",
-            "p_body text[]",
-            "p_blob bytea[]",
-            "p_ttl float8[]",
-            "p_version bigint[]",
-            "p_created timestamptz[]",
-            "p_updated timestamptz[]",
-            "p_expires timestamptz[]",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        // The unnest of every per-op array, as `u`, and the index columns.
-        let mut u_args: Vec<String> = [
-            "p_ord",
-            "p_id",
-            "p_action",
-            "p_cond",
-            "p_expect",
-            "p_body",
-            "p_blob",
-            "p_ttl",
-            "p_version",
-            "p_created",
-            "p_updated",
-            "p_expires",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let mut u_cols: Vec<String> = [
-            "ord", "id", "action", "cond", "expect", "body", "blob", "ttl", "version", "created",
-            "updated", "expires",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let mut index_cols = Vec::new();
-        for (i, c) in self.columns.iter().enumerate() {
-            params.push(format!("p_c{i} {}[]", cast_type(c.index_type)?));
-            u_args.push(format!("p_c{i}"));
-            u_cols.push(format!("c{i}"));
-            index_cols.push((c.column.clone(), format!("c{i}")));
-        }
-        for (i, s) in self.sides.iter().enumerate() {
-            params.push(format!("p_s{i}_at int[]"));
-            params.push(format!("p_s{i} {}[]", cast_type(s.index_type)?));
-        }
-        let returning = "RETURNING r.id, r.version, r.created_at, r.updated_at, r.expires_at";
+        let pieces = self.writer_pieces()?;
+        let sides: Vec<_> = (self.sides.iter().enumerate())
+            .map(|(i, s)| context! { i, table => s.table })
+            .collect();
+        let (unique_columns, unique_sides): (Vec<_>, Vec<_>) = (
+            (self.columns.iter().enumerate())
+                .filter(|(_, c)| c.unique)
+                .map(|(i, c)| context! { i, column => c.column })
+                .collect(),
+            (self.sides.iter().enumerate())
+                .filter(|(_, s)| s.unique)
+                .map(|(i, s)| context! { i, table => s.table })
+                .collect(),
+        );
+        let layout = context! {
+            schema => quote(&schema_name(ns)),
+            name => quote(&writer_name(coll)),
+            t => self.table,
+            ns => literal(ns),
+            coll => literal(coll),
+            revision => self.stored.revision,
+            key => lock_key(ns, coll),
+            live => LIVE,
+            channel => CHANNEL,
+            sides,
+            unique_columns,
+            unique_sides,
+            returning => "RETURNING r.id, r.version, r.created_at, r.updated_at, r.expires_at",
+        };
+        let ctx = context! { ..layout, ..pieces, ..CODES.clone() };
+        TEMPLATES
+            .get_template("writer.sql")
+            .and_then(|template| template.render(ctx))
+            .map_err(|e| Error::internal(format!("rendering the write function of {coll}: {e}")))
+    }
 
-        // What a put stores, from `u`, and how a stored row takes it.
-        let mut insert_cols = vec![
-            "id",
-            "version",
-            "body",
-            "blob",
-            "created_at",
-            "updated_at",
-            "expires_at",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-        let mut put_values = vec![
-            "u.id".to_owned(),
-            "v_floor + 1".to_owned(),
-            "u.body".to_owned(),
-            "u.blob".to_owned(),
-            "v_now".to_owned(),
-            "v_now".to_owned(),
-            "v_now + u.ttl * interval '1 microsecond'".to_owned(),
-        ];
-        let mut restore_values = vec![
-            "u.id",
-            "u.version",
-            "u.body",
-            "u.blob",
-            "u.created",
-            "u.updated",
-            "u.expires",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
+    /// The parameter list and the column lists of the put, restore and rewrite statements,
+    /// one entry per index column after the fixed ones.
+    fn writer_pieces(&self) -> Result<minijinja::Value> {
+        let mut params: Vec<String> = FIXED_PARAMS.iter().map(|p| (*p).to_owned()).collect();
+        let mut u_args: Vec<String> = FIXED_ARRAYS.iter().map(|a| format!("p_{a}")).collect();
+        let mut u_cols: Vec<String> = FIXED_ARRAYS.iter().map(|a| (*a).to_owned()).collect();
+        let mut insert_cols = STORED_COLUMNS.map(str::to_owned).to_vec();
+        let mut put_values = PUT_VALUES.map(str::to_owned).to_vec();
+        let mut restore_values = RESTORE_VALUES.map(str::to_owned).to_vec();
         let mut excluded = vec![
             format!(
                 "version = CASE WHEN {LIVE} THEN r.version + 1 \
@@ -242,25 +282,16 @@ impl Layout {
             "updated_at = EXCLUDED.updated_at".to_owned(),
             "expires_at = EXCLUDED.expires_at".to_owned(),
         ];
-        let mut restored = vec![
-            "version = EXCLUDED.version",
-            "body = EXCLUDED.body",
-            "blob = EXCLUDED.blob",
-            "created_at = EXCLUDED.created_at",
-            "updated_at = EXCLUDED.updated_at",
-            "expires_at = EXCLUDED.expires_at",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-        let mut rewrite = vec![
-            "version = r.version + 1".to_owned(),
-            "body = u.body".to_owned(),
-            "blob = u.blob".to_owned(),
-            "updated_at = v_now".to_owned(),
-            "expires_at = v_now + u.ttl * interval '1 microsecond'".to_owned(),
-        ];
-        for (column, field) in &index_cols {
+        let mut restored: Vec<String> = STORED_COLUMNS[1..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        let mut rewrite = REWRITE.map(str::to_owned).to_vec();
+        for (i, c) in self.columns.iter().enumerate() {
+            let (column, field) = (&c.column, format!("c{i}"));
+            params.push(format!("p_{field} {}[]", cast_type(c.index_type)?));
+            u_args.push(format!("p_{field}"));
+            u_cols.push(field.clone());
             insert_cols.push(column.clone());
             put_values.push(format!("u.{field}"));
             restore_values.push(format!("u.{field}"));
@@ -268,218 +299,20 @@ impl Layout {
             restored.push(format!("{column} = EXCLUDED.{column}"));
             rewrite.push(format!("{column} = u.{field}"));
         }
-        let (insert_cols, put_values, restore_values) = (
-            insert_cols.join(", "),
-            put_values.join(", "),
-            restore_values.join(", "),
-        );
-        let (excluded, restored, rewrite) =
-            (excluded.join(", "), restored.join(", "), rewrite.join(", "));
-
-        // A put statement that wrote fewer records than it had ops failed a precondition.
-        let put_failed = |count: usize| {
-            format!(
-                "    GET DIAGNOSTICS v_n = ROW_COUNT;\n    \
-                 IF v_n < p_counts[{count}] THEN\n      \
-                 IF cardinality(p_id) > 1 THEN RAISE EXCEPTION 'precondition failed' \
-                 USING ERRCODE = '{FAILED_PRECONDITION}'; END IF;\n      \
-                 SELECT r.version INTO v_actual FROM {t} r WHERE r.id = p_id[1] AND {LIVE};\n      \
-                 RAISE EXCEPTION 'precondition failed' USING ERRCODE = '{FAILED_PRECONDITION}', \
-                 DETAIL = p_ord[1] || ' ' || coalesce(v_actual::text, '');\n    END IF;\n"
-            )
-        };
-
-        let mut body = String::new();
-        // 1. Lock, then the catalog.
-        body.push_str(&format!(
-            "  IF p_exclusive THEN PERFORM pg_advisory_xact_lock({key});\n  \
-             ELSE PERFORM pg_advisory_xact_lock_shared({key}); END IF;\n  \
-             SELECT c.revision, coalesce(f.floor, 0), \
-             EXISTS (SELECT 1 FROM stowage.feeds WHERE namespace = {ns_l}) \
-             INTO v_revision, v_floor, v_watched \
-             FROM stowage.collections c LEFT JOIN stowage.version_floors f \
-             USING (namespace, collection) WHERE c.namespace = {ns_l} AND c.collection = {coll_l};\n  \
-             IF v_revision IS NULL THEN RAISE EXCEPTION 'collection gone' USING ERRCODE = '{GONE}'; END IF;\n  \
-             IF v_revision <> p_revision THEN RAISE EXCEPTION 'stale spec' USING ERRCODE = '{STALE_SPEC}'; END IF;\n  \
-             IF v_revision <> {revision} THEN RAISE EXCEPTION 'write function outdated' USING ERRCODE = '{OUTDATED}'; END IF;\n"
-        ));
-        // 2. The stored rows locked in id order when checks, deletes or restores read
-        //    them, or when more than one statement writes them (two batches over the same
-        //    ids then wait for each other instead of deadlocking: a single put statement
-        //    goes in id order by itself); those ops' preconditions checked.
-        body.push_str(&format!(
-            "  IF p_counts[{COUNT_CHECK}] + p_counts[{COUNT_DELETE}] + p_counts[{COUNT_RESTORE}] > 0 \
-             OR p_counts[{COUNT_PUT_LIVE}] > 1 OR (p_counts[{COUNT_PUT_ANY}] > 0)::int + \
-             (p_counts[{COUNT_PUT_ABSENT}] > 0)::int + (p_counts[{COUNT_PUT_LIVE}] > 0)::int > 1 THEN\n    \
-             v_locked := ARRAY(SELECT r.id FROM {t} r WHERE r.id = ANY(p_id) ORDER BY r.id FOR UPDATE);\n    \
-             SELECT u.ord, r.version INTO v_bad, v_actual \
-             FROM unnest(p_ord, p_id, p_action, p_cond, p_expect) AS u(ord, id, action, cond, expect) \
-             LEFT JOIN {t} r ON r.id = u.id AND r.id = ANY(v_locked) AND {LIVE} \
-             WHERE u.action <> {ACTION_PUT} AND CASE u.cond WHEN {COND_ABSENT} THEN r.id IS NOT NULL \
-             WHEN {COND_EXISTS} THEN r.id IS NULL \
-             WHEN {COND_VERSION} THEN r.version IS DISTINCT FROM u.expect ELSE false END \
-             ORDER BY u.ord LIMIT 1;\n    \
-             IF v_bad IS NOT NULL THEN\n      \
-             IF cardinality(p_id) > 1 THEN RAISE EXCEPTION 'precondition failed' \
-             USING ERRCODE = '{FAILED_PRECONDITION}'; END IF;\n      \
-             RAISE EXCEPTION 'precondition failed' USING ERRCODE = '{FAILED_PRECONDITION}', \
-             DETAIL = v_bad || ' ' || coalesce(v_actual::text, '');\n    END IF;\n  END IF;\n"
-        ));
-        // 3. Checks report the live record; deletes remove rows, raise the floor, log.
-        let delete_log = log_ctes(ns, coll, "gone_live", "gone_live s", "delete", "s.ord");
-        body.push_str(&format!(
-            "  IF p_counts[{COUNT_CHECK}] > 0 THEN\n    RETURN QUERY SELECT r.id, r.version, \
-             r.created_at, r.updated_at, r.expires_at FROM unnest(p_id, p_action) \
-             AS u(id, action) JOIN {t} r ON r.id = u.id AND r.id = ANY(v_locked) \
-             WHERE u.action = {ACTION_CHECK} AND {LIVE};\n  END IF;\n  \
-             IF p_counts[{COUNT_DELETE}] > 0 THEN\n    RETURN QUERY\n    \
-             WITH gone AS (DELETE FROM {t} r USING unnest(p_ord, p_id, p_action) \
-             AS u(ord, id, action) WHERE u.action = {ACTION_DELETE} AND r.id = u.id \
-             AND r.id = ANY(v_locked) RETURNING u.ord, r.id, r.version, r.created_at, \
-             r.updated_at, r.expires_at, {LIVE} AS live),\n\
-             gone_live AS (SELECT * FROM gone WHERE live),\n\
-             floor AS (INSERT INTO stowage.version_floors AS f (namespace, collection, floor) \
-             SELECT {ns_l}, {coll_l}, max(g.version) FROM gone g HAVING count(*) > 0 \
-             ON CONFLICT (namespace, collection) DO UPDATE \
-             SET floor = greatest(f.floor, EXCLUDED.floor)),\n\
-             {delete_log}\n\
-             SELECT g.id, g.version, g.created_at, g.updated_at, g.expires_at FROM gone_live g;\n    \
-             SELECT coalesce(max(f.floor), 0) INTO v_floor FROM stowage.version_floors f \
-             WHERE f.namespace = {ns_l} AND f.collection = {coll_l};\n  END IF;\n"
-        ));
-        // 4. Unique values: no hand-over the set-based statements would reorder; expired
-        //    holders let go.
-        let mut unique = String::new();
-        for (i, c) in self.columns.iter().enumerate().filter(|(_, c)| c.unique) {
-            unique.push_str(&format!(
-                "    IF cardinality(p_id) > 1 AND EXISTS (SELECT 1 \
-                 FROM unnest(p_ord, p_id, p_c{i}) AS u(ord, id, v) \
-                 JOIN {t} r ON r.{col} = u.v AND r.id <> u.id AND r.id = ANY(p_id) AND {LIVE} \
-                 JOIN unnest(p_ord, p_id) AS w(ord, id) ON w.id = r.id AND w.ord > u.ord) THEN\n      \
-                 RAISE EXCEPTION 'op order matters' USING ERRCODE = '{ORDER_MATTERS}';\n    END IF;\n    \
-                 UPDATE {t} SET {col} = NULL WHERE {col} = ANY(p_c{i}) \
-                 AND NOT (id = ANY(p_id)) AND expires_at <= v_now;\n",
-                col = c.column
-            ));
+        for (i, s) in self.sides.iter().enumerate() {
+            params.push(format!("p_s{i}_at int[]"));
+            params.push(format!("p_s{i} {}[]", cast_type(s.index_type)?));
         }
-        for (i, s) in self.sides.iter().enumerate().filter(|(_, s)| s.unique) {
-            unique.push_str(&format!(
-                "    IF cardinality(p_s{i}) > 0 THEN\n      \
-                 IF cardinality(p_id) > 1 AND EXISTS (SELECT 1 \
-                 FROM unnest(p_s{i}_at, p_s{i}) AS u(at, v) \
-                 JOIN {side} x ON x.value = u.v AND x.id <> p_id[u.at] AND x.id = ANY(p_id) \
-                 JOIN {t} r ON r.id = x.id AND {LIVE} \
-                 JOIN unnest(p_ord, p_id) AS w(ord, id) ON w.id = r.id AND w.ord > p_ord[u.at]) THEN\n        \
-                 RAISE EXCEPTION 'op order matters' USING ERRCODE = '{ORDER_MATTERS}';\n      END IF;\n      \
-                 DELETE FROM {side} x USING {t} r WHERE x.id = r.id AND x.value = ANY(p_s{i}) \
-                 AND NOT (x.id = ANY(p_id)) AND r.expires_at <= v_now;\n    END IF;\n",
-                side = s.table
-            ));
-        }
-        if !unique.is_empty() {
-            body.push_str(&format!(
-                "  IF p_counts[{COUNT_PUT_ANY}] + p_counts[{COUNT_PUT_ABSENT}] + \
-                 p_counts[{COUNT_PUT_LIVE}] + p_counts[{COUNT_RESTORE}] > 0 THEN\n{unique}  END IF;\n"
-            ));
-        }
-        // 5. Puts, in three statements by precondition, then restores.
-        let from = |filter: &str| {
-            format!(
-                "unnest({}) AS u({}) WHERE {filter}",
-                u_args.join(", "),
-                u_cols.join(", ")
-            )
-        };
-        body.push_str(&format!(
-            "  IF p_counts[{COUNT_PUT_ANY}] > 0 THEN\n    RETURN QUERY \
-             INSERT INTO {t} AS r ({insert_cols}) SELECT {put_values} FROM {u} ORDER BY u.id \
-             ON CONFLICT (id) DO UPDATE SET {excluded} {returning};\n  END IF;\n",
-            u = from(&format!("u.action = {ACTION_PUT} AND u.cond = {COND_NONE}")),
-        ));
-        body.push_str(&format!(
-            "  IF p_counts[{COUNT_PUT_ABSENT}] > 0 THEN\n    RETURN QUERY \
-             INSERT INTO {t} AS r ({insert_cols}) SELECT {put_values} FROM {u} ORDER BY u.id \
-             ON CONFLICT (id) DO UPDATE SET {excluded} WHERE NOT {LIVE} {returning};\n\
-             {failed}  END IF;\n",
-            u = from(&format!(
-                "u.action = {ACTION_PUT} AND u.cond = {COND_ABSENT}"
-            )),
-            failed = put_failed(COUNT_PUT_ABSENT),
-        ));
-        body.push_str(&format!(
-            "  IF p_counts[{COUNT_PUT_LIVE}] > 0 THEN\n    RETURN QUERY \
-             UPDATE {t} r SET {rewrite} FROM {u} AND r.id = u.id AND {LIVE} \
-             AND (u.cond = {COND_EXISTS} OR r.version = u.expect) {returning};\n\
-             {failed}  END IF;\n",
-            u = from(&format!(
-                "u.action = {ACTION_PUT} AND u.cond >= {COND_EXISTS}"
-            )),
-            failed = put_failed(COUNT_PUT_LIVE),
-        ));
-        body.push_str(&format!(
-            "  IF p_counts[{COUNT_RESTORE}] > 0 THEN\n    RETURN QUERY\n    \
-             WITH u AS (SELECT * FROM {u}),\n\
-             replaced AS (INSERT INTO stowage.version_floors AS f (namespace, collection, floor) \
-             SELECT {ns_l}, {coll_l}, max(r.version) FROM u JOIN {t} r ON r.id = u.id \
-             AND r.id = ANY(v_locked) AND r.version <> u.version HAVING count(*) > 0 \
-             ON CONFLICT (namespace, collection) DO UPDATE \
-             SET floor = greatest(f.floor, EXCLUDED.floor))\n\
-             INSERT INTO {t} AS r ({insert_cols}) SELECT {restore_values} FROM u ORDER BY u.id \
-             ON CONFLICT (id) DO UPDATE SET {restored} {returning};\n  END IF;\n",
-            u = from(&format!("u.action = {ACTION_RESTORE}")),
-        ));
-        // 6. The log, when the namespace is watched: the written records as they are now
-        //    (this transaction holds their rows), in op order.
-        body.push_str(&format!(
-            "  v_n := p_counts[{COUNT_PUT_ANY}] + p_counts[{COUNT_PUT_ABSENT}] + \
-             p_counts[{COUNT_PUT_LIVE}] + p_counts[{COUNT_RESTORE}];\n  \
-             IF v_watched AND v_n > 0 THEN\n    \
-             WITH log_f AS (UPDATE stowage.feeds SET last_token = last_token + v_n \
-             WHERE namespace = {ns_l} RETURNING last_token),\n\
-             log_woken AS (SELECT pg_notify('{CHANNEL}', {ns_l}) FROM log_f)\n\
-             INSERT INTO stowage.changes (namespace, token, op, collection, id, version, count, at) \
-             SELECT {ns_l}, log_f.last_token - v_n + row_number() OVER (ORDER BY u.ord), 'put', \
-             {coll_l}, r.id, r.version, NULL, v_now FROM log_f, log_woken, \
-             unnest(p_ord, p_id, p_action) AS u(ord, id, action) JOIN {t} r ON r.id = u.id \
-             WHERE u.action >= {ACTION_PUT};\n  END IF;\n"
-        ));
-        // Side rows: a written record's entries replaced.
-        if !self.sides.is_empty() {
-            body.push_str(&format!(
-                "  IF p_counts[{COUNT_PUT_ANY}] + p_counts[{COUNT_PUT_ABSENT}] + \
-                 p_counts[{COUNT_PUT_LIVE}] + p_counts[{COUNT_RESTORE}] > 0 THEN\n    \
-                 IF p_counts[{COUNT_CHECK}] + p_counts[{COUNT_DELETE}] = 0 THEN v_written := p_id;\n    \
-                 ELSE v_written := ARRAY(SELECT u.id FROM unnest(p_id, p_action) AS u(id, action) \
-                 WHERE u.action >= {ACTION_PUT}); END IF;\n"
-            ));
-            for (i, s) in self.sides.iter().enumerate() {
-                body.push_str(&format!(
-                    "    DELETE FROM {side} WHERE id = ANY(v_written);\n    \
-                     IF cardinality(p_s{i}) > 0 THEN\n      \
-                     INSERT INTO {side} (value, id) SELECT v.value, p_id[v.at] \
-                     FROM unnest(p_s{i}_at, p_s{i}) AS v(at, value);\n    END IF;\n",
-                    side = s.table
-                ));
-            }
-            body.push_str("  END IF;\n");
-        }
-
-        Ok(format!(
-            "DROP FUNCTION IF EXISTS {schema}.{name};\n\
-             CREATE FUNCTION {schema}.{name}({params})\n\
-             RETURNS TABLE (o_id text, o_version bigint, o_created_at timestamptz, \
-             o_updated_at timestamptz, o_expires_at timestamptz)\n\
-             LANGUAGE plpgsql\n\
-             SET plan_cache_mode = force_generic_plan\n\
-             AS $stowage$\n\
-             -- Generated by Stowage for collection {coll_l} at spec revision {revision}.\n\
-             DECLARE\n  v_now timestamptz := coalesce(p_now, now());\n  v_revision bigint;\n  \
-             v_floor bigint;\n  v_locked text[];\n  v_written text[];\n  v_bad int;\n  \
-             v_actual bigint;\n  v_n bigint;\n  v_watched boolean;\n\
-             BEGIN\n{body}END\n$stowage$",
-            schema = quote(&schema_name(ns)),
-            name = quote(&writer_name(coll)),
-            params = params.join(", "),
-        ))
+        Ok(context! {
+            params => params.join(", "),
+            u_args => u_args.join(", "),
+            u_cols => u_cols.join(", "),
+            insert_cols => insert_cols.join(", "),
+            put_values => put_values.join(", "),
+            restore_values => restore_values.join(", "),
+            excluded => excluded.join(", "),
+            restored => restored.join(", "),
+            rewrite => rewrite.join(", "),
+        })
     }
 }

@@ -11,8 +11,8 @@ use std::ops::Bound;
 
 use redis::AsyncCommands;
 use stowage_core::backend::{
-    encode_string_prefix, id_span, walk_bound, CursorKey, IdSpan, IndexEntries, PredicateOp,
-    QueryHit, QueryRequest, ScanRequest, StoredSpec,
+    encode_string_prefix, id_span, walk_bound, CursorKey, IdSpan, IndexEntries, Predicate,
+    PredicateOp, QueryHit, QueryRequest, ScanRequest, StoredSpec,
 };
 use stowage_core::{
     Body, Error, ErrorKind, IndexType, IndexValue, Result, StoredRecord, Timestamp,
@@ -374,146 +374,156 @@ impl RedisBackend {
         request: &QueryRequest,
         now: Timestamp,
         want: Option<usize>,
-    ) -> Result<Vec<(String, Option<IndexValue>, Entry)>> {
+    ) -> Result<Vec<Match>> {
         let spec = self.request_spec(ns, request).await?;
-        let keys = self.keys(ns);
-        let now = self.now_micros(now).await?;
-        let coll = request.collection.as_str();
-        let order_type = |name: &str| {
-            spec.spec
-                .index_named(name)
-                .map(|i| i.index_type)
-                .ok_or_else(|| Error::invalid(format!("no index {name:?} to order by")))
+        let walk = Walk {
+            keys: self.keys(ns),
+            coll: request.collection.as_str(),
+            spec: &spec,
+            request,
+            now: self.now_micros(now).await?,
+            want,
         };
-        let mut out = Vec::new();
-        let full = |out: &Vec<_>| want.is_some_and(|w| out.len() >= w);
-        let descending = request.order.descending;
         match &request.order.index {
-            Some(index) => {
-                // Walk the order index in its order: the page comes out sorted.
-                let ty = order_type(index)?;
-                let (mut lo, mut hi) = value_bounds(walk_bound(&request.filter, index));
-                if let Some(CursorKey { value: Some(v), id }) = &request.after {
-                    let mut at = member(v);
-                    at.extend_from_slice(id.as_bytes());
-                    let after = [&[b'('][..], &at].concat();
-                    if descending {
-                        hi = after;
-                    } else {
-                        lo = after;
-                    }
-                }
-                loop {
-                    let (from, to) = if descending { (&hi, &lo) } else { (&lo, &hi) };
-                    let mut cmd = redis::cmd("ZRANGE");
-                    cmd.arg(keys.ix(coll, index)).arg(from).arg(to).arg("BYLEX");
-                    if descending {
-                        cmd.arg("REV");
-                    }
-                    let members: Vec<Vec<u8>> = cmd
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(PAGE)
-                        .query_async(&mut self.conn())
-                        .await
-                        .map_err(|e| redis_error(e, "querying", &self.inner.target))?;
-                    let Some(last) = members.last() else { break };
-                    let next = [&[b'('][..], last].concat();
-                    if descending {
-                        hi = next;
-                    } else {
-                        lo = next;
-                    }
-                    let mut page = Vec::with_capacity(members.len());
-                    for m in &members {
-                        let (value, rest) = IndexValue::decode_sortable(ty, m)?;
-                        let id = String::from_utf8(rest.to_vec()).map_err(|_| {
-                            Error::new(
-                                ErrorKind::Corrupted,
-                                "redis: an index member's id is not UTF-8",
-                            )
-                        })?;
-                        page.push((id, Some(value)));
-                    }
-                    self.keep_matching(&keys, coll, &spec, request, now, page, &mut out, want)
-                        .await?;
-                    if full(&out) || members.len() < PAGE {
-                        break;
-                    }
-                }
+            Some(index) => self.walk_order_index(&walk, index).await,
+            None => self.walk_by_id(&walk).await,
+        }
+    }
+
+    /// Walks the order index in its order, a page of members at a time, from the cursor:
+    /// the matches come out sorted.
+    async fn walk_order_index(&self, walk: &Walk<'_>, index: &str) -> Result<Vec<Match>> {
+        let request = walk.request;
+        let ty = (walk.spec.spec.index_named(index))
+            .map(|i| i.index_type)
+            .ok_or_else(|| Error::invalid(format!("no index {index:?} to order by")))?;
+        let descending = request.order.descending;
+        let (mut lo, mut hi) = value_bounds(walk_bound(&request.filter, index));
+        if let Some(CursorKey { value: Some(v), id }) = &request.after {
+            let mut at = member(v);
+            at.extend_from_slice(id.as_bytes());
+            let after = [&[b'('][..], &at].concat();
+            if descending {
+                hi = after;
+            } else {
+                lo = after;
             }
-            None => {
-                // Ordered by id. With a predicate an index can answer, its members give the
-                // candidates, sorted by id here — unless ids named one by one come first;
-                // else the ids set is walked, within the id predicates' bounds.
-                let usable = request
-                    .filter
-                    .iter()
-                    .take_while(|p| !p.on_id())
-                    .find(|p| spec.building.iter().all(|b| b != &p.index));
-                let mut ids: Vec<String> = match usable {
-                    Some(p) => {
-                        let ty = spec
-                            .spec
-                            .index_named(&p.index)
-                            .map(|i| i.index_type)
-                            .unwrap_or(IndexType::String);
-                        let ranges: Vec<(Vec<u8>, Vec<u8>)> = match &p.op {
-                            PredicateOp::In(values) => values
-                                .iter()
-                                .map(|v| value_bounds(Some(&PredicateOp::Eq(v.clone()))))
-                                .collect(),
-                            op => vec![value_bounds(Some(op))],
-                        };
-                        let mut ids = Vec::new();
-                        for (lo, hi) in ranges {
-                            let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-                                .arg(keys.ix(coll, &p.index))
-                                .arg(lo)
-                                .arg(hi)
-                                .arg("BYLEX")
-                                .query_async(&mut self.conn())
-                                .await
-                                .map_err(|e| redis_error(e, "querying", &self.inner.target))?;
-                            for m in members {
-                                let (_, rest) = IndexValue::decode_sortable(ty, &m)?;
-                                if let Ok(id) = String::from_utf8(rest.to_vec()) {
-                                    ids.push(id);
-                                }
-                            }
-                        }
-                        ids.sort();
-                        ids.dedup();
-                        ids
-                    }
-                    None => {
-                        self.ids_within(&keys, coll, id_span(&request.filter))
-                            .await?
-                    }
-                };
-                if descending {
-                    ids.reverse();
-                }
-                if let Some(after) = &request.after {
-                    ids.retain(|id| {
-                        if descending {
-                            id.as_str() < after.id.as_str()
-                        } else {
-                            id.as_str() > after.id.as_str()
-                        }
-                    });
-                }
-                for chunk in ids.chunks(PAGE) {
-                    let page = chunk.iter().map(|id| (id.clone(), None)).collect();
-                    self.keep_matching(&keys, coll, &spec, request, now, page, &mut out, want)
-                        .await?;
-                    if full(&out) {
-                        break;
-                    }
-                }
+        }
+        let mut out = Vec::new();
+        loop {
+            let (from, to) = if descending { (&hi, &lo) } else { (&lo, &hi) };
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(walk.keys.ix(walk.coll, index))
+                .arg(from)
+                .arg(to)
+                .arg("BYLEX");
+            if descending {
+                cmd.arg("REV");
+            }
+            let members: Vec<Vec<u8>> = cmd
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PAGE)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error(e, "querying", &self.inner.target))?;
+            let Some(last) = members.last() else { break };
+            let next = [&[b'('][..], last].concat();
+            if descending {
+                hi = next;
+            } else {
+                lo = next;
+            }
+            let mut page = Vec::with_capacity(members.len());
+            for m in &members {
+                let (value, rest) = IndexValue::decode_sortable(ty, m)?;
+                let id = String::from_utf8(rest.to_vec()).map_err(|_| {
+                    Error::new(
+                        ErrorKind::Corrupted,
+                        "redis: an index member's id is not UTF-8",
+                    )
+                })?;
+                page.push((id, Some(value)));
+            }
+            self.keep_matching(walk, page, &mut out).await?;
+            if walk.full(&out) || members.len() < PAGE {
+                break;
             }
         }
         Ok(out)
+    }
+
+    /// Ordered by id. With a predicate an index can answer, its members give the candidates,
+    /// sorted by id here — unless ids named one by one come first; else the ids set is
+    /// walked, within the id predicates' bounds.
+    async fn walk_by_id(&self, walk: &Walk<'_>) -> Result<Vec<Match>> {
+        let request = walk.request;
+        let usable = (request.filter.iter())
+            .take_while(|p| !p.on_id())
+            .find(|p| walk.spec.building.iter().all(|b| b != &p.index));
+        let mut ids: Vec<String> = match usable {
+            Some(p) => self.ids_indexed(walk, p).await?,
+            None => {
+                self.ids_within(&walk.keys, walk.coll, id_span(&request.filter))
+                    .await?
+            }
+        };
+        let descending = request.order.descending;
+        if descending {
+            ids.reverse();
+        }
+        if let Some(after) = &request.after {
+            ids.retain(|id| {
+                if descending {
+                    id.as_str() < after.id.as_str()
+                } else {
+                    id.as_str() > after.id.as_str()
+                }
+            });
+        }
+        let mut out = Vec::new();
+        for chunk in ids.chunks(PAGE) {
+            let page = chunk.iter().map(|id| (id.clone(), None)).collect();
+            self.keep_matching(walk, page, &mut out).await?;
+            if walk.full(&out) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids whose entries in `p`'s index fall within its value ranges, sorted, once each.
+    async fn ids_indexed(&self, walk: &Walk<'_>, p: &Predicate) -> Result<Vec<String>> {
+        let ty = (walk.spec.spec.index_named(&p.index))
+            .map(|i| i.index_type)
+            .unwrap_or(IndexType::String);
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = match &p.op {
+            PredicateOp::In(values) => values
+                .iter()
+                .map(|v| value_bounds(Some(&PredicateOp::Eq(v.clone()))))
+                .collect(),
+            op => vec![value_bounds(Some(op))],
+        };
+        let mut ids = Vec::new();
+        for (lo, hi) in ranges {
+            let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                .arg(walk.keys.ix(walk.coll, &p.index))
+                .arg(lo)
+                .arg(hi)
+                .arg("BYLEX")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error(e, "querying", &self.inner.target))?;
+            for m in members {
+                let (_, rest) = IndexValue::decode_sortable(ty, &m)?;
+                if let Ok(id) = String::from_utf8(rest.to_vec()) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// The ids of a collection's ids set that `span` leaves, in order.
@@ -540,18 +550,20 @@ impl RedisBackend {
     }
 
     /// Adds the candidates of `page` that are live and pass the whole filter to `out`.
-    #[allow(clippy::too_many_arguments)]
     async fn keep_matching(
         &self,
-        keys: &Keys,
-        coll: &str,
-        spec: &StoredSpec,
-        request: &QueryRequest,
-        now: i64,
+        walk: &Walk<'_>,
         page: Vec<(String, Option<IndexValue>)>,
-        out: &mut Vec<(String, Option<IndexValue>, Entry)>,
-        want: Option<usize>,
+        out: &mut Vec<Match>,
     ) -> Result<()> {
+        let Walk {
+            keys,
+            coll,
+            spec,
+            request,
+            now,
+            want,
+        } = walk;
         if page.is_empty() {
             return Ok(());
         }
@@ -565,7 +577,7 @@ impl RedisBackend {
         for ((id, value), packed) in page.into_iter().zip(packed) {
             let Some(packed) = packed else { continue };
             let entry = Entry::decode(&packed)?;
-            if !entry.live_at(now) {
+            if !entry.live_at(*now) {
                 continue;
             }
             let entries = entry.entries(spec)?;
@@ -680,5 +692,28 @@ impl RedisBackend {
             });
         }
         Ok(out)
+    }
+}
+
+/// A live record a query matched: its id, its value in the order index (when ordered by
+/// one) and its entry.
+pub(crate) type Match = (String, Option<IndexValue>, Entry);
+
+/// What one query's walk reads and keeps.
+struct Walk<'a> {
+    keys: Keys,
+    coll: &'a str,
+    spec: &'a StoredSpec,
+    request: &'a QueryRequest,
+    /// Now, in microseconds, as the store's clock says.
+    now: i64,
+    /// How many matches to find (`None`: all).
+    want: Option<usize>,
+}
+
+impl Walk<'_> {
+    /// Whether `out` holds as many matches as wanted.
+    fn full(&self, out: &[Match]) -> bool {
+        self.want.is_some_and(|w| out.len() >= w)
     }
 }
