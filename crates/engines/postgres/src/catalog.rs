@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
-use stowage_core::backend::{stable_hash, Revision, SpecUpdate, StoredSpec};
+use stowage_core::backend::{Revision, SpecUpdate, StoredSpec};
 use stowage_core::{ChangeOp, CollectionSpec, Error, ErrorKind, Result, Version};
 
 use crate::error::pg_error;
@@ -23,14 +23,8 @@ use crate::feed::{append, Pending};
 use crate::open::PostgresBackend;
 use crate::pool::Conn;
 use crate::schema::{
-    collection_ddl, drop_index_ddl, index_ddl, quote, records_table, schema_name, Layout,
+    collection_ddl, drop_index_ddl, index_ddl, lock_key, quote, records_table, schema_name, Layout,
 };
-
-/// The advisory lock key of a collection (of a namespace when `collection` is empty).
-pub(crate) fn lock_key(ns: &str, collection: &str) -> i64 {
-    // Advisory lock keys are signed 64-bit: the hash's bits as they are.
-    stable_hash(&format!("stowage\0{ns}\0{collection}")) as i64
-}
 
 /// Takes an advisory lock shared until the transaction ends: `$1` the key.
 pub(crate) const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";

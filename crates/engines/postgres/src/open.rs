@@ -10,7 +10,7 @@ use stowage_core::{Error, ErrorKind, Result};
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use stowage_core::backend::{Backend, Engine, Revision, StoredSpec};
@@ -19,7 +19,7 @@ use stowage_core::{IndexType, Timestamp};
 use crate::config::{ClockSource, PostgresConfig};
 use crate::error::pg_error;
 use crate::pool::PostgresPool;
-use crate::schema::{quote, Layout, CATALOG_SCHEMA};
+use crate::schema::{quote, to_system_time, Layout, CATALOG_SCHEMA};
 
 /// The catalog format this build writes and the newest it reads.
 ///
@@ -237,6 +237,9 @@ impl PostgresBackend {
     /// Connects to the database `config` names, making Stowage's catalog if it is missing.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let pool = PostgresPool::connect(&config).await?;
+        // The catalog made if missing and its format checked, so a wrong host or database
+        // fails here rather than at the first write.
+        ensure_catalog(&pool, config.create_if_missing).await?;
         let instance = format!(
             "{} pid {}",
             config.pg.get_application_name().unwrap_or("stowage"),
@@ -301,15 +304,5 @@ impl PostgresBackend {
         }
         cache.insert(revision, layout.clone());
         Ok(layout)
-    }
-}
-
-/// A Stowage timestamp as the `SystemTime` tokio-postgres writes as `timestamptz`.
-pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
-    let us = t.as_micros();
-    if us >= 0 {
-        UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
     }
 }

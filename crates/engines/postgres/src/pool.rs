@@ -30,8 +30,8 @@ impl std::fmt::Debug for PostgresPool {
 }
 
 impl PostgresPool {
-    /// A pool for `config`, with the catalog made if missing and its format checked, so a
-    /// wrong host or database fails here rather than at the first write.
+    /// A pool for `config` (connections are made on first use: `open.rs` checks the catalog
+    /// at once, so a wrong host or database fails at open).
     pub async fn connect(config: &PostgresConfig) -> Result<Self> {
         let mut pg = config.pg.clone();
         if let Some(t) = config.statement_timeout {
@@ -64,7 +64,6 @@ impl PostgresPool {
             target: config.target(),
             tls,
         };
-        crate::open::ensure_catalog(&pool, config.create_if_missing).await?;
         Ok(pool)
     }
 

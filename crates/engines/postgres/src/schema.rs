@@ -22,7 +22,7 @@
 //! cut short silently: [`fit`] keeps a readable prefix and adds a stable hash of the whole
 //! name, so two long names stay apart. The catalog records each mapping.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stowage_core::backend::stable_hash;
 
 use bytes::BytesMut;
@@ -31,7 +31,6 @@ use stowage_core::{Body, IndexValue, StoredRecord, Timestamp, Version};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Row;
 
-use crate::open::to_system_time;
 use stowage_core::{CollectionSpec, Error, ErrorKind, IndexSpec, IndexType, Result};
 
 /// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
@@ -630,4 +629,20 @@ mod tests {
         }
         assert_ne!(schema_name("public"), schema_name("ns_public"));
     }
+}
+
+/// A Stowage timestamp as the `SystemTime` tokio-postgres writes as `timestamptz`.
+pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
+    let us = t.as_micros();
+    if us >= 0 {
+        UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// The advisory lock key of a collection (of a namespace when `collection` is empty).
+pub(crate) fn lock_key(ns: &str, collection: &str) -> i64 {
+    // Advisory lock keys are signed 64-bit: the hash's bits as they are.
+    stable_hash(&format!("stowage\0{ns}\0{collection}")) as i64
 }

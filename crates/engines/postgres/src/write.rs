@@ -33,9 +33,10 @@ use tokio_postgres::types::ToSql;
 use crate::catalog::{lock, raise_floor, LOCK_EXCLUSIVE, LOCK_SHARED};
 use crate::error::pg_error;
 use crate::feed::{append, Pending};
-use crate::open::{to_system_time, PostgresBackend};
+use crate::open::PostgresBackend;
 use crate::pool::Conn;
 use crate::query::{prefix_conditions, query_sql, read_error};
+use crate::schema::to_system_time;
 use crate::schema::{now_sql, typed_array, Layout, Params, SqlValue};
 use crate::writer;
 
@@ -191,7 +192,7 @@ impl PostgresBackend {
             let lock_exclusive = c.prepare_cached(LOCK_EXCLUSIVE).await.map_err(failed)?;
             let keys: Vec<(i64, bool)> = exclusive
                 .iter()
-                .map(|(coll, x)| (crate::catalog::lock_key(ns, coll), *x))
+                .map(|(coll, x)| (crate::schema::lock_key(ns, coll), *x))
                 .collect();
             type P<'a> = &'a (dyn ToSql + Sync);
             let lock_params: Vec<[P<'_>; 1]> = keys.iter().map(|(k, _)| [k as P<'_>]).collect();
@@ -966,7 +967,7 @@ impl PostgresBackend {
                 let mine: bool = conn
                     .query(
                         "SELECT pg_try_advisory_xact_lock($1)",
-                        &[&crate::catalog::lock_key(ns, "\0purge")],
+                        &[&crate::schema::lock_key(ns, "\0purge")],
                     )
                     .await
                     .map_err(|e| pg_error(e, "purging", &target))?

@@ -44,9 +44,8 @@ use std::sync::LazyLock;
 use minijinja::{context, Environment, UndefinedBehavior};
 use stowage_core::{Error, Result};
 
-use crate::catalog::lock_key;
 use crate::feed::CHANNEL;
-use crate::schema::{cast_type, fit, quote, schema_name, Layout};
+use crate::schema::{cast_type, fit, lock_key, quote, schema_name, Layout};
 
 /// The function's name in the namespace's schema.
 pub(crate) fn writer_name(collection: &str) -> String {
