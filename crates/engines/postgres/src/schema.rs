@@ -547,6 +547,22 @@ impl Params {
     }
 }
 
+/// A Stowage timestamp as the `SystemTime` tokio-postgres writes as `timestamptz`.
+pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
+    let us = t.as_micros();
+    if us >= 0 {
+        UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// The advisory lock key of a collection (of a namespace when `collection` is empty).
+pub(crate) fn lock_key(ns: &str, collection: &str) -> i64 {
+    // Advisory lock keys are signed 64-bit: the hash's bits as they are.
+    stable_hash(&format!("stowage\0{ns}\0{collection}")) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,20 +645,4 @@ mod tests {
         }
         assert_ne!(schema_name("public"), schema_name("ns_public"));
     }
-}
-
-/// A Stowage timestamp as the `SystemTime` tokio-postgres writes as `timestamptz`.
-pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
-    let us = t.as_micros();
-    if us >= 0 {
-        UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
-    }
-}
-
-/// The advisory lock key of a collection (of a namespace when `collection` is empty).
-pub(crate) fn lock_key(ns: &str, collection: &str) -> i64 {
-    // Advisory lock keys are signed 64-bit: the hash's bits as they are.
-    stable_hash(&format!("stowage\0{ns}\0{collection}")) as i64
 }
