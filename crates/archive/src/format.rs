@@ -34,9 +34,9 @@ pub const FORMAT_VERSION: u16 = 1;
 /// engine takes a body this large.
 pub const MAX_FRAME_BYTES: u64 = 1 << 30;
 /// A records frame is closed once its records reach this many bytes.
-pub const FRAME_TARGET_BYTES: usize = 4 << 20;
+pub(crate) const FRAME_TARGET_BYTES: usize = 4 << 20;
 /// ... or this many records.
-pub const FRAME_TARGET_RECORDS: usize = 1000;
+pub(crate) const FRAME_TARGET_RECORDS: usize = 1000;
 
 const HEADER_BYTES: u64 = 16 + 2 + 2 + 8;
 const KIND_SPEC: u8 = 1;
@@ -256,7 +256,11 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Reads an archive from `R`, checking it as it goes: each [`ArchiveReader::next_item`]
@@ -353,6 +357,8 @@ impl<R: Read> ArchiveReader<R> {
     }
 
     /// The next frame, checked; `None` after [`Item::End`].
+    // Long: one arm per frame kind, each checked against the frames before it.
+    #[allow(clippy::too_many_lines)]
     pub fn next_item(&mut self) -> Result<Option<Item>> {
         if self.ended {
             return Ok(None);

@@ -5,6 +5,9 @@
 //! `cargo bench -p stowage-cli --bench operations` (`STOWAGE_BENCH_N`, default 100,000
 //! records of `docs/benchmarks.md`, indexed on score and tags). PostgreSQL is a scratch
 //! database on the machine's server; Redis a private `redis-server` on a free port.
+
+// A benchmark is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used)]
 
 use std::io::Cursor;

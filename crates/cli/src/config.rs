@@ -8,9 +8,9 @@ use stowage::{Error, Result};
 use stowage_server::{Limits, Maintenance, Right, ServerConfig, TlsConfig, TokenConfig};
 
 /// The embedded default store.
-pub const DEFAULT_URL: &str = "redb://./stowage-data/stowage.redb";
+pub(crate) const DEFAULT_URL: &str = "redb://./stowage-data/stowage.redb";
 /// Loopback, port 7070.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:7070";
+pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:7070";
 
 /// The TOML file:
 ///
@@ -38,7 +38,7 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7070";
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub url: Option<String>,
     pub addr: Option<String>,
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    pub fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
@@ -64,7 +64,7 @@ impl FileConfig {
 
 /// Everything `serve` needs, after file, environment and flags are merged.
 #[derive(Debug)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub url: String,
     pub mirror_to: Option<String>,
     pub codec: Option<stowage::CodecConfig>,
@@ -74,7 +74,7 @@ pub struct Resolved {
 }
 
 /// Parses `STOWAGE_TOKENS`: `HASH@ns1,ns2=right;HASH@*=admin`.
-pub fn parse_tokens(spec: &str) -> Result<Vec<TokenConfig>> {
+pub(crate) fn parse_tokens(spec: &str) -> Result<Vec<TokenConfig>> {
     spec.split(';')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -102,7 +102,7 @@ pub fn parse_tokens(spec: &str) -> Result<Vec<TokenConfig>> {
         .collect()
 }
 
-pub fn parse_addr(addr: &str) -> Result<SocketAddr> {
+pub(crate) fn parse_addr(addr: &str) -> Result<SocketAddr> {
     addr.parse()
         .map_err(|_| Error::invalid(format!("{addr:?} is not an address such as 127.0.0.1:7070")))
 }

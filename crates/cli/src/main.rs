@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use stowage::Result;
 
-use crate::commands::*;
+use crate::commands::{
+    backup, collections, copy, get, hash_token, keyring, purge, put, query, rekey, restore, serve,
+    shred, stats, verify,
+};
 pub(crate) use crate::config::DEFAULT_URL;
 
 /// Stowage: durable, indexed, versioned records for services.
@@ -78,7 +81,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Get(c) => c.run().await,
         Command::Put(c) => c.run().await,
         Command::Query(c) => c.run().await,
-        Command::HashToken(c) => c.run().await,
+        Command::HashToken(c) => {
+            c.run();
+            Ok(())
+        }
         Command::Keyring(c) => c.run(),
         Command::Rekey(c) => c.run().await,
         Command::Shred(c) => c.run().await,

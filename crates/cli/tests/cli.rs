@@ -1,5 +1,7 @@
 //! The `stowage` binary: serving, a graceful stop under load, and the shell commands.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
@@ -77,7 +79,7 @@ async fn sigterm_during_writes_loses_no_acknowledged_write() {
                         .await;
                     match r {
                         Ok(r) if r.status() == StatusCode::CREATED => {
-                            acked.lock().unwrap().push(id)
+                            acked.lock().unwrap().push(id);
                         }
                         // The server is going away: connections close or are refused.
                         _ => break,
@@ -148,7 +150,11 @@ async fn shell_commands_put_get_query_stats() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let a = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let a = |s: &[&str]| {
+        s.iter()
+            .map(std::string::ToString::to_string)
+            .collect::<Vec<_>>()
+    };
     let (ok, out, _) = run(a(&[
         "put",
         "--url",
@@ -385,7 +391,11 @@ async fn keyring_rotate_rekey_and_retire_from_the_shell() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let a = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let a = |s: &[&str]| {
+        s.iter()
+            .map(std::string::ToString::to_string)
+            .collect::<Vec<_>>()
+    };
     let (ok, out, _) = run(a(&["keyring", "new", &ring_s])).await;
     assert!(ok && out.contains("with key 1"), "{out}");
     let (ok, _, err) = run(a(&["keyring", "new", &ring_s])).await;

@@ -52,7 +52,7 @@ fn read_only_commands(url: &str, dir: &Path) -> Vec<Vec<String>> {
     ];
     commands
         .iter()
-        .map(|c| c.iter().map(|s| s.to_string()).collect())
+        .map(|c| c.iter().map(std::string::ToString::to_string).collect())
         .collect()
 }
 
@@ -96,18 +96,18 @@ fn embedded_paths_that_hold_no_store_are_refused_and_left_absent() {
         let url = format!("{engine}://{}/store", folder.display());
         each_refuses(&url, dir.path(), || !folder.exists());
         // An empty file is no store either, and stays empty.
-        if engine != "sled" {
+        if engine == "sled" {
+            // A folder without a sled database in it.
+            std::fs::create_dir_all(folder.join("store")).unwrap();
+            each_refuses(&url, dir.path(), || {
+                std::fs::read_dir(folder.join("store")).unwrap().count() == 0
+            });
+        } else {
             std::fs::create_dir(&folder).unwrap();
             std::fs::write(folder.join("store"), b"").unwrap();
             each_refuses(&url, dir.path(), || {
                 std::fs::metadata(folder.join("store")).unwrap().len() == 0
                     && std::fs::read_dir(&folder).unwrap().count() == 1
-            });
-        } else {
-            // A folder without a sled database in it.
-            std::fs::create_dir_all(folder.join("store")).unwrap();
-            each_refuses(&url, dir.path(), || {
-                std::fs::read_dir(folder.join("store")).unwrap().count() == 0
             });
         }
         each_opens_once_made(&url, dir.path());

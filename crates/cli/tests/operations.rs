@@ -4,6 +4,8 @@
 //! PostgreSQL is the machine's shared server (a scratch database per store, dropped at the
 //! end); Redis is a private `redis-server` this test starts on a free port and stops.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 #![cfg(all(
     feature = "backend-postgres",
     feature = "backend-redis",

@@ -169,8 +169,7 @@ pub fn entry_values<'a>(entries: &'a IndexEntries, index: &str) -> &'a [IndexVal
     entries
         .iter()
         .find(|(name, _)| name == index)
-        .map(|(_, v)| v.as_slice())
-        .unwrap_or(&[])
+        .map_or(&[], |(_, v)| v.as_slice())
 }
 
 /// What must hold before a write applies.

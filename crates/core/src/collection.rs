@@ -813,17 +813,14 @@ where
         if rec.expires_at.is_some() && !self.store.capabilities().ttl {
             return Err(Error::unsupported(self.store.backend_name(), "TTLs"));
         }
-        let index = match rec.body.content_type {
-            ContentType::Json => {
-                let json: Value = serde_json::from_slice(&rec.body.bytes).map_err(|e| {
-                    Error::invalid(format!("record {:?} is not valid JSON: {e}", rec.id))
-                })?;
-                extract_index(&loaded.stored.spec, &json, &rec.id)?
-            }
-            _ => {
-                self.check_raw(loaded)?;
-                Vec::new()
-            }
+        let index = if rec.body.content_type == ContentType::Json {
+            let json: Value = serde_json::from_slice(&rec.body.bytes).map_err(|e| {
+                Error::invalid(format!("record {:?} is not valid JSON: {e}", rec.id))
+            })?;
+            extract_index(&loaded.stored.spec, &json, &rec.id)?
+        } else {
+            self.check_raw(loaded)?;
+            Vec::new()
         };
         Ok(WriteOp {
             collection: self.name().to_owned(),

@@ -298,7 +298,7 @@ impl fmt::Debug for Error {
             d.field("batch_op", &op);
         }
         if let Some(s) = self
-            .detail(|x| x.source.as_ref().map(|s| s.to_string()))
+            .detail(|x| x.source.as_ref().map(std::string::ToString::to_string))
             .flatten()
         {
             d.field("source", &s);

@@ -279,6 +279,8 @@ impl MemCollection {
 
     /// Calls `emit` with each live match in the query's order, after its cursor and offset,
     /// until `emit` returns false. Counting walks without copying a record.
+    // Long: one walk per order (an index, the id) over the same locked maps: the branches share the guard and the cursor.
+    #[allow(clippy::too_many_lines)]
     fn walk(
         &self,
         req: &QueryRequest,
@@ -300,95 +302,92 @@ impl MemCollection {
             }
             emit(r, order_value)
         };
-        match &req.order.index {
-            Some(index) => {
-                let Some(set) = self.indexes.get(index) else {
-                    return;
+        if let Some(index) = &req.order.index {
+            let Some(set) = self.indexes.get(index) else {
+                return;
+            };
+            // A predicate on the order index bounds the walk.
+            let bound = walk_bound(&req.filter, index);
+            let cursor = req
+                .after
+                .as_ref()
+                .and_then(|c| c.value.clone().map(|v| (v, c.id.clone())));
+            if req.order.descending {
+                let end = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+                for (v, id) in set.range((Bound::Unbounded, end)).rev() {
+                    if bound.is_some_and(|op| op.is_past_upper(v)) {
+                        continue;
+                    }
+                    if bound.is_some_and(|op| op.is_below_lower(v)) || !visit(id, Some(v)) {
+                        break;
+                    }
+                }
+            } else {
+                let mut start = match bound.and_then(PredicateOp::lower_value) {
+                    Some(v) => Bound::Included((v, String::new())),
+                    None => Bound::Unbounded,
                 };
-                // A predicate on the order index bounds the walk.
-                let bound = walk_bound(&req.filter, index);
-                let cursor = req
-                    .after
-                    .as_ref()
-                    .and_then(|c| c.value.clone().map(|v| (v, c.id.clone())));
-                if !req.order.descending {
-                    let mut start = match bound.and_then(PredicateOp::lower_value) {
-                        Some(v) => Bound::Included((v, String::new())),
-                        None => Bound::Unbounded,
+                if let Some(c) = cursor {
+                    let later = match &start {
+                        Bound::Included(s) => c >= *s,
+                        _ => true,
                     };
-                    if let Some(c) = cursor {
-                        let later = match &start {
-                            Bound::Included(s) => c >= *s,
-                            _ => true,
-                        };
-                        if later {
-                            start = Bound::Excluded(c);
-                        }
+                    if later {
+                        start = Bound::Excluded(c);
                     }
-                    for (v, id) in set.range((start, Bound::Unbounded)) {
-                        if bound.is_some_and(|op| op.is_past_upper(v)) || !visit(id, Some(v)) {
-                            break;
-                        }
-                    }
-                } else {
-                    let end = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-                    for (v, id) in set.range((Bound::Unbounded, end)).rev() {
-                        if bound.is_some_and(|op| op.is_past_upper(v)) {
-                            continue;
-                        }
-                        if bound.is_some_and(|op| op.is_below_lower(v)) || !visit(id, Some(v)) {
-                            break;
-                        }
+                }
+                for (v, id) in set.range((start, Bound::Unbounded)) {
+                    if bound.is_some_and(|op| op.is_past_upper(v)) || !visit(id, Some(v)) {
+                        break;
                     }
                 }
             }
-            None => {
-                let after = req.after.as_ref().map(|c| c.id.as_str());
-                let in_range = |id: &str| match after {
-                    None => true,
-                    Some(a) if req.order.descending => id < a,
-                    Some(a) => id > a,
-                };
-                // The first predicate narrows the candidates through its index.
-                if let Some(p) = req.filter.first().filter(|p| !p.on_id()) {
-                    let ids: BTreeSet<&str> = self
-                        .index_ids(&p.index, &p.op)
-                        .into_iter()
-                        .filter(|id| in_range(id))
-                        .collect();
-                    let ordered: Box<dyn Iterator<Item = &&str>> = if req.order.descending {
-                        Box::new(ids.iter().rev())
-                    } else {
-                        Box::new(ids.iter())
-                    };
-                    for id in ordered {
-                        if !visit(id, None) {
-                            break;
-                        }
-                    }
+        } else {
+            let after = req.after.as_ref().map(|c| c.id.as_str());
+            let in_range = |id: &str| match after {
+                None => true,
+                Some(a) if req.order.descending => id < a,
+                Some(a) => id > a,
+            };
+            // The first predicate narrows the candidates through its index.
+            if let Some(p) = req.filter.first().filter(|p| !p.on_id()) {
+                let ids: BTreeSet<&str> = self
+                    .index_ids(&p.index, &p.op)
+                    .into_iter()
+                    .filter(|id| in_range(id))
+                    .collect();
+                let ordered: Box<dyn Iterator<Item = &&str>> = if req.order.descending {
+                    Box::new(ids.iter().rev())
                 } else {
-                    // Else the ids the filter names, or the range it bounds them to.
-                    let span = id_span(&req.filter).past(after, req.order.descending);
-                    let ids: Box<dyn DoubleEndedIterator<Item = &str>> = match &span {
-                        IdSpan::Exact(ids) => Box::new(ids.iter().map(String::as_str)),
-                        IdSpan::Range(..) => match span.bounds() {
-                            Some(range) => Box::new(
-                                self.records
-                                    .range::<str, _>(range)
-                                    .map(|(id, _)| id.as_str()),
-                            ),
-                            None => Box::new(std::iter::empty()),
-                        },
-                    };
-                    let ordered: Box<dyn Iterator<Item = &str>> = if req.order.descending {
-                        Box::new(ids.rev())
-                    } else {
-                        ids
-                    };
-                    for id in ordered {
-                        if !visit(id, None) {
-                            break;
-                        }
+                    Box::new(ids.iter())
+                };
+                for id in ordered {
+                    if !visit(id, None) {
+                        break;
+                    }
+                }
+            } else {
+                // Else the ids the filter names, or the range it bounds them to.
+                let span = id_span(&req.filter).past(after, req.order.descending);
+                let ids: Box<dyn DoubleEndedIterator<Item = &str>> = match &span {
+                    IdSpan::Exact(ids) => Box::new(ids.iter().map(String::as_str)),
+                    IdSpan::Range(..) => match span.bounds() {
+                        Some(range) => Box::new(
+                            self.records
+                                .range::<str, _>(range)
+                                .map(|(id, _)| id.as_str()),
+                        ),
+                        None => Box::new(std::iter::empty()),
+                    },
+                };
+                let ordered: Box<dyn Iterator<Item = &str>> = if req.order.descending {
+                    Box::new(ids.rev())
+                } else {
+                    ids
+                };
+                for id in ordered {
+                    if !visit(id, None) {
+                        break;
                     }
                 }
             }
@@ -718,7 +717,7 @@ impl Backend for MemoryBackend {
                                 .version(meta.version),
                         );
                     }
-                    results.push(r)
+                    results.push(r);
                 }
                 Err(e) => {
                     ns.rollback(undo);

@@ -90,6 +90,8 @@ pub struct IndexSpec {
     pub blind: bool,
 }
 
+// serde's `skip_serializing_if` hands the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -345,7 +347,7 @@ impl CollectionSpec {
             }
         }
         if let Some(rule) = &self.retention {
-            self.validate_retention(rule)?;
+            Self::validate_retention(rule)?;
         }
         if self.default_ttl_seconds == Some(0) {
             return Err(Error::invalid(
@@ -355,7 +357,7 @@ impl CollectionSpec {
         Ok(())
     }
 
-    fn validate_retention(&self, rule: &Retention) -> Result<()> {
+    fn validate_retention(rule: &Retention) -> Result<()> {
         if rule.keep_seconds == 0 {
             return Err(Error::invalid(
                 "retention keep_seconds is 0: give at least 1, or leave retention out",

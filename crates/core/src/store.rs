@@ -453,20 +453,17 @@ impl Store {
 
     /// Loads a collection's spec again; NotFound (and out of the cache) when it is gone.
     pub(crate) async fn reload(&self, entry: &CollectionEntry) -> Result<Arc<Loaded>> {
-        match self
+        if let Some(stored) = self
             .shared
             .backend
             .load_spec(&self.namespace, &entry.name)
             .await?
         {
-            Some(stored) => {
-                entry.set(stored);
-                Ok(entry.current())
-            }
-            None => {
-                self.forget(&entry.name);
-                Err(Error::collection_not_found(&self.namespace, &entry.name))
-            }
+            entry.set(stored);
+            Ok(entry.current())
+        } else {
+            self.forget(&entry.name);
+            Err(Error::collection_not_found(&self.namespace, &entry.name))
         }
     }
 

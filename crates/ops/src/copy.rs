@@ -302,7 +302,10 @@ pub fn record_digest(rec: &StoredRecord) -> u64 {
         .expires_at
         .map_or(i64::MIN, Timestamp::as_micros)
         .to_le_bytes());
-    eat(&[matches!(rec.body.content_type, stowage_core::ContentType::Json) as u8]);
+    eat(&[u8::from(matches!(
+        rec.body.content_type,
+        stowage_core::ContentType::Json
+    ))]);
     eat(&rec.body.bytes);
     h
 }
@@ -454,14 +457,15 @@ impl Walk<'_> {
                 Ok::<_, stowage_core::Error>(Some(c.scan_stored(None)))
             }
         };
-        let fix = match self.repair && in_src && in_dst {
-            true => Some(
+        let fix = if self.repair && in_src && in_dst {
+            Some(
                 self.dst
                     .namespace(ns)?
                     .existing_collection::<Value>(name)
                     .await?,
-            ),
-            false => None,
+            )
+        } else {
+            None
         };
         let mut left = scan(self.src, in_src).await?.map(Box::pin);
         let mut right = scan(self.dst, in_dst).await?.map(Box::pin);

@@ -78,33 +78,30 @@ impl MirrorLayer {
                 return Ok(*r);
             }
         }
-        let stored = match self.target.load_spec(ns, coll).await? {
-            Some(s) => s,
-            None => {
-                let src = self
-                    .source
-                    .load_spec(ns, coll)
-                    .await?
-                    .ok_or_else(|| stowage_core::Error::collection_not_found(ns, coll))?;
-                let update = SpecUpdate {
-                    expected: None,
-                    spec: src.spec,
-                    building: src.building,
-                };
-                match self.target.apply_spec(ns, coll, &update).await {
-                    // Another writer, or the background copy, declared it first.
-                    Err(e)
-                        if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) =>
-                    {
-                        return Err(e)
-                    }
-                    _ => {}
+        let stored = if let Some(s) = self.target.load_spec(ns, coll).await? {
+            s
+        } else {
+            let src = self
+                .source
+                .load_spec(ns, coll)
+                .await?
+                .ok_or_else(|| stowage_core::Error::collection_not_found(ns, coll))?;
+            let update = SpecUpdate {
+                expected: None,
+                spec: src.spec,
+                building: src.building,
+            };
+            match self.target.apply_spec(ns, coll, &update).await {
+                // Another writer, or the background copy, declared it first.
+                Err(e) if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) => {
+                    return Err(e)
                 }
-                self.target
-                    .load_spec(ns, coll)
-                    .await?
-                    .ok_or_else(|| stowage_core::Error::collection_not_found(ns, coll))?
+                _ => {}
             }
+            self.target
+                .load_spec(ns, coll)
+                .await?
+                .ok_or_else(|| stowage_core::Error::collection_not_found(ns, coll))?
         };
         self.revisions.lock().insert(key, stored.revision);
         Ok(stored.revision)
@@ -123,8 +120,11 @@ impl MirrorLayer {
                     .await?
                     .map(|r| r.version);
                 let action = match (&op.action, done.meta) {
-                    (WriteAction::Put { body, index, .. }, Some(meta))
-                    | (WriteAction::Restore { body, index, .. }, Some(meta)) => {
+                    (
+                        WriteAction::Put { body, index, .. }
+                        | WriteAction::Restore { body, index, .. },
+                        Some(meta),
+                    ) => {
                         // The target holds this write or a newer one already.
                         if current.is_some_and(|v| v >= meta.version) {
                             return Ok(());

@@ -8,10 +8,13 @@ use crate::error::ApiError;
 
 /// The hex SHA-256 of a token: what the configuration holds instead of the token.
 pub fn hash_token(token: &str) -> String {
+    use std::fmt::Write;
     Sha256::digest(token.as_bytes())
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Checks that the request's bearer token grants `right` in `ns`. Without configured

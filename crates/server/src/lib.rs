@@ -221,7 +221,7 @@ fn purge_in_background(
         let every = std::time::Duration::from_secs(seconds);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(every) => {}
                 _ = stopping.changed() => return,
             }
             let namespaces = match store.namespaces().await {
@@ -242,7 +242,7 @@ fn purge_in_background(
                 match ns.purge_expired().await {
                     Ok(0) => {}
                     Ok(n) => {
-                        tracing::info!(namespace = %name, purged = n, "purged expired records")
+                        tracing::info!(namespace = %name, purged = n, "purged expired records");
                     }
                     Err(e) => tracing::warn!(namespace = %name, error = %e, "purge failed"),
                 }
@@ -253,7 +253,7 @@ fn purge_in_background(
                     ),
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(namespace = %name, error = %e, "retention purge failed")
+                        tracing::warn!(namespace = %name, error = %e, "retention purge failed");
                     }
                 }
             }

@@ -35,7 +35,7 @@ fn ok(code: &str, description: &str, schema: Value) -> Value {
 
 /// The largest change token the API takes (`?after=`, `Last-Event-ID`): 18 digits, far past
 /// any namespace's count of changes and within every engine's signed 64-bit integers.
-pub const MAX_TOKEN: u64 = 999_999_999_999_999_999;
+pub(crate) const MAX_TOKEN: u64 = 999_999_999_999_999_999;
 
 /// The document. `tokens_required`: whether the server was configured with tokens; without
 /// them, requests need no bearer token and the document says so. `blind_indexes`: whether

@@ -1,5 +1,7 @@
 //! The HTTP API end to end: a real server on port 0, a real client.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
@@ -1076,7 +1078,7 @@ async fn sse_events(r: &mut reqwest::Response, n: usize) -> Vec<(u64, String, Va
                 if let Some(v) = line.strip_prefix("id: ") {
                     id = v.parse().ok();
                 } else if let Some(v) = line.strip_prefix("event: ") {
-                    event = v.to_owned();
+                    v.clone_into(&mut event);
                 } else if let Some(v) = line.strip_prefix("data: ") {
                     data = serde_json::from_str(v).unwrap();
                 }

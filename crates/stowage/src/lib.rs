@@ -328,25 +328,24 @@ async fn connect(url: StoreUrl) -> Result<Arc<dyn Backend>> {
     if let Some(engine) = engines().into_iter().find(|e| e.scheme == scheme) {
         return (engine.connect)(url.engine).await;
     }
-    match ENGINE_FEATURES.iter().find(|(s, _)| *s == scheme) {
-        Some((_, feature)) => Err(Error::invalid(format!(
+    if let Some((_, feature)) = ENGINE_FEATURES.iter().find(|(s, _)| *s == scheme) {
+        Err(Error::invalid(format!(
             "{scheme}:// is not compiled into this build: enable the cargo feature \
-             {feature:?} of the stowage crate"
-        ))),
-        None => {
-            let mut known: Vec<&str> = engines().iter().map(|e| e.scheme).collect();
-            known.extend(ENGINE_FEATURES.iter().map(|(s, _)| *s));
-            known.sort_unstable();
-            known.dedup();
-            Err(Error::invalid(format!(
-                "unknown store URL scheme {scheme:?}: this build knows {}",
-                known
-                    .iter()
-                    .map(|s| format!("{s}://"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
+         {feature:?} of the stowage crate"
+        )))
+    } else {
+        let mut known: Vec<&str> = engines().iter().map(|e| e.scheme).collect();
+        known.extend(ENGINE_FEATURES.iter().map(|(s, _)| *s));
+        known.sort_unstable();
+        known.dedup();
+        Err(Error::invalid(format!(
+            "unknown store URL scheme {scheme:?}: this build knows {}",
+            known
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 }
 

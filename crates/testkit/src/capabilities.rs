@@ -1,5 +1,8 @@
 //! Every capability a backend claims holds; every one it does not claim answers Unsupported.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

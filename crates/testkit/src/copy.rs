@@ -1,6 +1,9 @@
 //! Copying a namespace into another store with restore writes: every record and its
 //! metadata arrive exactly.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

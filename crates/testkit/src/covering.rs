@@ -1,6 +1,9 @@
 //! Covering indexes: an index that keeps record copies answers exactly like one that does not,
 //! through updates, deletes, expiry, spec changes and reopening.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

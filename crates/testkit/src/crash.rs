@@ -35,8 +35,7 @@ pub async fn write_until_killed(store: Store) {
     // A run number keeps ids unique across the parent's restarts.
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000)
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000);
     println!("ready");
     let tasks: Vec<_> = (0..8)
         .map(|task| {

@@ -32,7 +32,7 @@ pub async fn reopen_finds_every_record_index_entry_and_ttl(open: impl Fn() -> Ar
             .await
             .unwrap();
         for i in 0..500 {
-            let body = json!({"score": i as f64 / 10.0, "tags": [format!("t{}", i % 5)], "email": format!("u{i}@x")});
+            let body = json!({"score": f64::from(i) / 10.0, "tags": [format!("t{}", i % 5)], "email": format!("u{i}@x")});
             let put = if i % 2 == 0 {
                 Put::insert().ttl(Duration::from_secs(60))
             } else {
@@ -88,7 +88,7 @@ pub async fn relaxed_durability_keeps_everything_across_a_clean_close(
             .await
             .unwrap();
         for i in 0..300 {
-            let body = json!({"score": i as f64, "tags": ["x"], "email": format!("{i}@x")});
+            let body = json!({"score": f64::from(i), "tags": ["x"], "email": format!("{i}@x")});
             c.put(&format!("k{i}"), &body, Put::insert()).await.unwrap();
             if i == 150 {
                 // Let an interval pass so a durable flush happens mid-stream.
@@ -133,7 +133,7 @@ pub async fn concurrent_writers_share_commits_and_a_failing_write_fails_alone(
                 };
                 c.put(
                     &id,
-                    &json!({"email": email, "score": i as f64}),
+                    &json!({"email": email, "score": f64::from(i)}),
                     Put::insert(),
                 )
                 .await

@@ -1,6 +1,9 @@
 //! Several instances over one backend: each store keeps its own catalog cache, as two
 //! processes do, and neither may corrupt records or indexes for the other.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,7 +22,7 @@ use stowage_core::{
 /// records' `n` agree mod 6, so engines must agree on unique checks, their order against
 /// preconditions, and the holder they name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PropItem {
+pub(crate) struct PropItem {
     /// The item.
     #[serde(flatten)]
     pub item: Item,
@@ -60,7 +60,7 @@ const PREFIXES: [&str; 4] = ["a", "ab", "k1", "q"];
 
 /// One operation of a random sequence.
 #[derive(Debug, Clone)]
-pub enum Op {
+pub(crate) enum Op {
     /// insert
     Insert(usize, i64),
     /// upsert, with an optional TTL in seconds

@@ -1,5 +1,8 @@
 //! Predicates, ordering, cursors, pages and counts.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! Retention rules: records older than their collection keeps are purged, the others kept,
 //! and one instance purges a namespace at a time.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -48,7 +48,7 @@ pub(crate) async fn backup(
     let out = std::fs::File::create(&temp)
         .map_err(|e| Error::internal(format!("cannot create {}: {e}", temp.display())))?;
     let written = backup_store(&store, &selection, BufWriter::new(out), |p: Progress| {
-        meter.update(p.records, p.bytes)
+        meter.update(p.records, p.bytes);
     })
     .await;
     let manifest = match written {
@@ -60,7 +60,7 @@ pub(crate) async fn backup(
     };
     std::fs::rename(&temp, file)
         .map_err(|e| Error::internal(format!("cannot write {}: {e}", file.display())))?;
-    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(file).map_or(0, |m| m.len());
     meter.finish(
         manifest.records(),
         manifest.collections.iter().map(|c| c.bytes).sum(),

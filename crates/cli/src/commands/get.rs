@@ -30,7 +30,7 @@ impl GetArgs {
             .await?
             .ok_or_else(|| stowage::Error::not_found(&collection, &id))?;
         print(
-            &serde_json::json!({"id": r.id, "version": r.version, "expires_at": r.expires_at.map(|t| t.to_rfc3339()), "body": r.value}),
+            &serde_json::json!({"id": r.id, "version": r.version, "expires_at": r.expires_at.map(stowage::Timestamp::to_rfc3339), "body": r.value}),
         );
         Ok(())
     }

@@ -1,7 +1,6 @@
 //! `stowage hash-token`: the SHA-256 of a token, as the configuration holds it.
 
 use clap::Args;
-use stowage::Result;
 
 #[derive(Debug, Args)]
 pub(crate) struct HashTokenArgs {
@@ -10,8 +9,7 @@ pub(crate) struct HashTokenArgs {
 }
 
 impl HashTokenArgs {
-    pub(crate) async fn run(self) -> Result<()> {
+    pub(crate) fn run(self) {
         println!("{}", stowage_server::hash_token(&self.token));
-        Ok(())
     }
 }

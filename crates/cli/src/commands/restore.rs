@@ -36,7 +36,7 @@ pub(crate) async fn restore(file: &Path, url: &str, codec: &CodecArgs) -> Result
     let store = open_url(url, codec, Create::IfMissing).await?;
     let mut meter = Meter::new("restore", None);
     let manifest = restore_store(&store, open()?, |p: Progress| {
-        meter.update(p.records, p.bytes)
+        meter.update(p.records, p.bytes);
     })
     .await?;
     meter.finish(

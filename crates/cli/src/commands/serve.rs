@@ -170,8 +170,8 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        () = ctrl_c => {}
+        () = term => {}
     }
     tracing::info!("stopping: finishing requests in flight");
 }

@@ -13,20 +13,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The `stowage` binary under test.
-pub const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
+pub(crate) const STOWAGE: &str = env!("CARGO_BIN_EXE_stowage");
 /// A password that must never reach any output.
-pub const SECRET: &str = "hunter2-not-shown";
+pub(crate) const SECRET: &str = "hunter2-not-shown";
 
 /// Every line a server prints, on stdout or stderr.
-pub type Output = Arc<Mutex<Vec<String>>>;
+pub(crate) type Output = Arc<Mutex<Vec<String>>>;
 
 /// Starts `stowage serve --url URL` on port 0; the server, its address and its output.
-pub async fn serve(url: &str) -> (Child, String, Output) {
+pub(crate) async fn serve(url: &str) -> (Child, String, Output) {
     serve_with(url, &[]).await
 }
 
 /// [`serve`] with more arguments.
-pub async fn serve_with(url: &str, extra: &[&str]) -> (Child, String, Output) {
+pub(crate) async fn serve_with(url: &str, extra: &[&str]) -> (Child, String, Output) {
     let mut child = Command::new(STOWAGE)
         .args(["serve", "--url", url, "--addr", "127.0.0.1:0"])
         .args(extra)
@@ -62,7 +62,7 @@ pub async fn serve_with(url: &str, extra: &[&str]) -> (Child, String, Output) {
     (child, base, output)
 }
 
-pub async fn increment(c: &Client, base: &str, times: u32) {
+pub(crate) async fn increment(c: &Client, base: &str, times: u32) {
     let url = format!("{base}/v1/app/counters/records/hits");
     for _ in 0..times {
         loop {
@@ -89,7 +89,7 @@ pub async fn increment(c: &Client, base: &str, times: u32) {
 }
 
 /// Declares collection `counters` of namespace `app` and writes its record `hits` at 0.
-pub async fn start_counter(base: &str) {
+pub(crate) async fn start_counter(base: &str) {
     let c = Client::new();
     let r = c
         .put(format!("{base}/v1/app/collections/counters"))
@@ -108,7 +108,7 @@ pub async fn start_counter(base: &str) {
 }
 
 /// What `/readyz` answers.
-pub async fn ready(base: &str) -> serde_json::Value {
+pub(crate) async fn ready(base: &str) -> serde_json::Value {
     Client::new()
         .get(format!("{base}/readyz"))
         .send()
@@ -122,7 +122,7 @@ pub async fn ready(base: &str) -> serde_json::Value {
 /// Two servers over one shared store are two instances of one service: a record written
 /// through one is read through the other, and 16 clients split across both, doing 50
 /// `If-Match` increments each, end at exactly 800.
-pub async fn count_across(base_a: &str, base_b: &str) {
+pub(crate) async fn count_across(base_a: &str, base_b: &str) {
     let c = Client::new();
     start_counter(base_a).await;
     // Written through one, read through the other.
@@ -156,7 +156,7 @@ pub async fn count_across(base_a: &str, base_b: &str) {
 /// increments from 8 clients, a second process is refused the store at once with a message
 /// holding `refused`, and after a SIGKILL a new server finds every acknowledged increment
 /// and reports `backend`.
-pub async fn serve_keeps_its_data_across_a_kill_and_owns_its_store(
+pub(crate) async fn serve_keeps_its_data_across_a_kill_and_owns_its_store(
     url: &str,
     refused: &str,
     backend: &str,

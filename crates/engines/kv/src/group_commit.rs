@@ -244,7 +244,7 @@ pub struct Txn<'t> {
     job_changes: Vec<(String, ChangeEvent)>,
 }
 
-impl<'t> Txn<'t> {
+impl Txn<'_> {
     /// The slot of a table, opening (and creating) it on first use.
     pub fn open(&mut self, name: &str) -> Result<TableId> {
         self.tables.open(name)
@@ -370,13 +370,12 @@ impl<'t> Txn<'t> {
             return Ok(*state);
         }
         let marks = self.open(schema::LOGGED)?;
-        let state = match self.get(marks, ns.as_bytes())? {
-            None => None,
-            Some(_) => {
-                let log = self.open(&schema::changes_table(ns))?;
-                let last = self.tables.last_key(log)?;
-                Some(last.map_or(0, |k| schema::decode_token(&k)))
-            }
+        let state = if self.get(marks, ns.as_bytes())?.is_none() {
+            None
+        } else {
+            let log = self.open(&schema::changes_table(ns))?;
+            let last = self.tables.last_key(log)?;
+            Some(last.map_or(0, |k| schema::decode_token(&k)))
         };
         self.logs.insert(ns.to_owned(), state);
         Ok(state)

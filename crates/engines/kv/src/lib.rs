@@ -63,7 +63,7 @@ impl UrlOptions {
                 "change_log" => options.change_log = number()?,
                 "cache_mb" => {
                     options.cache_bytes =
-                        Some(usize::try_from(number()?).unwrap_or(usize::MAX / (1 << 20)) << 20)
+                        Some(usize::try_from(number()?).unwrap_or(usize::MAX / (1 << 20)) << 20);
                 }
                 _ => {
                     return Err(Error::invalid(format!(

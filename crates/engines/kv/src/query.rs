@@ -329,14 +329,13 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
         order_value: Option<IndexValue>,
         rest: &[Predicate],
     ) -> Result<bool> {
-        match stored {
-            Some(bytes) => self.visit_stored(id, value, bytes, order_value, rest),
-            None => {
-                let Some(bytes) = self.r.get(self.records, id)? else {
-                    return Ok(true);
-                };
-                self.visit_stored(id, value, bytes.as_ref(), order_value, rest)
-            }
+        if let Some(bytes) = stored {
+            self.visit_stored(id, value, bytes, order_value, rest)
+        } else {
+            let Some(bytes) = self.r.get(self.records, id)? else {
+                return Ok(true);
+            };
+            self.visit_stored(id, value, bytes.as_ref(), order_value, rest)
         }
     }
 
@@ -386,23 +385,22 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
                 self.found.ids.push((utf8_id(id)?, version));
                 Ok(self.found.ids.len() < self.limit)
             }
-            Collect::Page => match &mut self.each {
-                Some(each) => {
+            Collect::Page => {
+                if let Some(each) = &mut self.each {
                     each(HitRef {
                         record: record_ref(id, bytes)?,
                         order_value: order_value.as_ref(),
                     })?;
                     self.emitted += 1;
                     Ok(self.emitted < self.limit)
-                }
-                None => {
+                } else {
                     self.found.hits.push(QueryHit {
                         record: decode_record(id, bytes)?,
                         order_value,
                     });
                     Ok(self.found.hits.len() < self.limit)
                 }
-            },
+            }
         }
     }
 
@@ -445,7 +443,32 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
             .after
             .as_ref()
             .and_then(|c| c.value.as_ref().map(|v| index_key(v, &c.id)));
-        if !self.req.order.descending {
+        if self.req.order.descending {
+            let end = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+            let range = self.r.range(&table, Bound::Unbounded, as_ref(&end), true)?;
+            for item in range {
+                let (k, stored) = item?;
+                let (v, id) = IndexValue::decode_sortable(ty, k.as_ref())?;
+                if bound.is_some_and(|op| op.is_past_upper(&v)) {
+                    continue;
+                }
+                if bound.is_some_and(|op| op.is_below_lower(&v)) {
+                    break;
+                }
+                let value = &k.as_ref()[..k.as_ref().len() - id.len()];
+                if passes(&v)
+                    && !self.visit_entry(
+                        id,
+                        value,
+                        covering.then(|| stored.as_ref()),
+                        Some(v),
+                        &rest,
+                    )?
+                {
+                    break;
+                }
+            }
+        } else {
             let lower = bound.and_then(PredicateOp::lower_value).map(|v| {
                 let mut b = Vec::new();
                 v.encode_sortable(&mut b);
@@ -464,31 +487,6 @@ impl<R: KvRead> QueryRun<'_, '_, R> {
                 let (k, stored) = item?;
                 let (v, id) = IndexValue::decode_sortable(ty, k.as_ref())?;
                 if bound.is_some_and(|op| op.is_past_upper(&v)) {
-                    break;
-                }
-                let value = &k.as_ref()[..k.as_ref().len() - id.len()];
-                if passes(&v)
-                    && !self.visit_entry(
-                        id,
-                        value,
-                        covering.then(|| stored.as_ref()),
-                        Some(v),
-                        &rest,
-                    )?
-                {
-                    break;
-                }
-            }
-        } else {
-            let end = cursor.map_or(Bound::Unbounded, Bound::Excluded);
-            let range = self.r.range(&table, Bound::Unbounded, as_ref(&end), true)?;
-            for item in range {
-                let (k, stored) = item?;
-                let (v, id) = IndexValue::decode_sortable(ty, k.as_ref())?;
-                if bound.is_some_and(|op| op.is_past_upper(&v)) {
-                    continue;
-                }
-                if bound.is_some_and(|op| op.is_below_lower(&v)) {
                     break;
                 }
                 let value = &k.as_ref()[..k.as_ref().len() - id.len()];

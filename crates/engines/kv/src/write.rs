@@ -213,6 +213,8 @@ impl WriteColl {
 
     /// Applies one op: revision, then precondition, then unique indexes (the order every
     /// engine keeps, so errors agree).
+    // Long: the checks in the order every engine keeps (revision, precondition, unique values), visible in one place.
+    #[allow(clippy::too_many_lines)]
     fn apply(&self, t: &mut Txn<'_>, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
         self.check_revision(op.revision)?;
         let (body, index, meta) = match op.action {
@@ -330,12 +332,11 @@ pub fn write_job(
     // Unwatched namespaces (most) pay nothing for the change log.
     let logging = t.logs_changes(ns)?;
     for (i, op) in ops.into_iter().enumerate() {
-        let at = match colls.iter().position(|c| c.name == op.collection) {
-            Some(at) => at,
-            None => {
-                colls.push(WriteColl::open(t, ns, &op.collection).map_err(|e| e.at_op(i))?);
-                colls.len() - 1
-            }
+        let at = if let Some(at) = colls.iter().position(|c| c.name == op.collection) {
+            at
+        } else {
+            colls.push(WriteColl::open(t, ns, &op.collection).map_err(|e| e.at_op(i))?);
+            colls.len() - 1
         };
         let change = match op.action {
             _ if !logging => None,

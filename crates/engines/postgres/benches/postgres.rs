@@ -11,6 +11,8 @@
 //! client. `STOWAGE_BENCH_N` scales the record count (default 100,000; the single-insert
 //! rows use 2,000).
 
+// A benchmark is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
@@ -50,7 +52,7 @@ impl Drop for BenchDatabase {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(admin(&sql))
+                .block_on(admin(&sql));
         })
         .join();
     }

@@ -103,7 +103,7 @@ impl PostgresConfig {
                         .filter(|n| (1..=1024).contains(n))
                         .ok_or_else(|| {
                             Error::invalid("postgres:// pool_size must be between 1 and 1024")
-                        })?
+                        })?;
                 }
                 "connect_timeout_ms" => {
                     config

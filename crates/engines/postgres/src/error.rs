@@ -45,11 +45,12 @@ pub(crate) fn kind_of(e: &tokio_postgres::Error) -> ErrorKind {
 pub(crate) fn pg_error(e: tokio_postgres::Error, doing: &str, target: &str) -> Error {
     // The server's own message (from `as_db_error`) names tables and values, not the
     // connection string; the client's message for a failed connection names neither.
-    let why = match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+    let why = if let Some(db) = e.as_db_error() {
+        format!("{} ({})", db.message(), db.code().code())
+    } else {
         // The causes too (an I/O or TLS error: "invalid peer certificate: UnknownIssuer"),
         // which hold no part of the connection string either.
-        None => {
+        {
             let mut why = e.to_string();
             let mut cause = std::error::Error::source(&e);
             while let Some(c) = cause {

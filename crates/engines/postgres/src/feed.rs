@@ -52,7 +52,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub fn new(op: ChangeOp, collection: &str) -> Self {
+    pub(crate) fn new(op: ChangeOp, collection: &str) -> Self {
         Pending {
             op,
             collection: Some(collection.to_owned()),

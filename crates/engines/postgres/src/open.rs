@@ -32,6 +32,8 @@ pub const FORMAT_VERSION: i64 = 2;
 
 /// Makes the catalog if it is missing (`create`; NotFound otherwise) and checks its format:
 /// a database written by a newer Stowage is refused (`Unsupported`) and left untouched.
+// Long: the catalog's DDL and each format upgrade, in order, in one transaction.
+#[allow(clippy::too_many_lines)]
 pub(crate) async fn ensure_catalog(pool: &PostgresPool, create: bool) -> Result<()> {
     let target = pool.target().to_owned();
     let mut client = pool.client("opening the catalog").await?;
@@ -233,13 +235,20 @@ impl std::fmt::Debug for PostgresBackend {
     }
 }
 
+impl PostgresPool {
+    /// A pool for `config`, with the catalog made if missing and its format checked, so a
+    /// wrong host or database fails here rather than at the first write.
+    pub async fn connect(config: &PostgresConfig) -> Result<Self> {
+        let pool = PostgresPool::new(config)?;
+        ensure_catalog(&pool, config.create_if_missing).await?;
+        Ok(pool)
+    }
+}
+
 impl PostgresBackend {
     /// Connects to the database `config` names, making Stowage's catalog if it is missing.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let pool = PostgresPool::connect(&config).await?;
-        // The catalog made if missing and its format checked, so a wrong host or database
-        // fails here rather than at the first write.
-        ensure_catalog(&pool, config.create_if_missing).await?;
         let instance = format!(
             "{} pid {}",
             config.pg.get_application_name().unwrap_or("stowage"),

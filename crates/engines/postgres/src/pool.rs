@@ -30,9 +30,9 @@ impl std::fmt::Debug for PostgresPool {
 }
 
 impl PostgresPool {
-    /// A pool for `config` (connections are made on first use: `open.rs` checks the catalog
-    /// at once, so a wrong host or database fails at open).
-    pub async fn connect(config: &PostgresConfig) -> Result<Self> {
+    /// A pool for `config`; connections are made on first use ([`PostgresPool::connect`], in
+    /// `open.rs`, makes one at once to check the catalog).
+    pub(crate) fn new(config: &PostgresConfig) -> Result<Self> {
         let mut pg = config.pg.clone();
         if let Some(t) = config.statement_timeout {
             // Set per connection at start-up: no extra round trip per statement.
@@ -102,7 +102,7 @@ pub(crate) enum Conn<'a> {
 
 impl Conn<'_> {
     /// The statement `sql`, prepared on this connection (once).
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         sql: &str,
     ) -> std::result::Result<Statement, tokio_postgres::Error> {
@@ -113,7 +113,7 @@ impl Conn<'_> {
     }
 
     /// Prepares (once) and runs `sql`, returning its rows.
-    pub async fn query(
+    pub(crate) async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -126,7 +126,7 @@ impl Conn<'_> {
     }
 
     /// Prepares (once) and runs `sql`, returning how many rows it touched.
-    pub async fn execute(
+    pub(crate) async fn execute(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],

@@ -297,7 +297,7 @@ pub(crate) const RECORD_COLUMNS: &str =
     "id, version, body, blob, created_at, updated_at, expires_at";
 
 impl Layout {
-    pub fn new(ns: &str, collection: &str, stored: StoredSpec) -> Result<Self> {
+    pub(crate) fn new(ns: &str, collection: &str, stored: StoredSpec) -> Result<Self> {
         let schema = quote(&schema_name(ns));
         let table_name = records_table(collection);
         let table = format!("{schema}.{}", quote(&table_name));
@@ -337,17 +337,17 @@ impl Layout {
     }
 
     /// The column of single-valued index `name`.
-    pub fn column(&self, name: &str) -> Option<&IndexColumn> {
+    pub(crate) fn column(&self, name: &str) -> Option<&IndexColumn> {
         self.columns.iter().find(|c| c.index == name)
     }
 
     /// The side table of multi-valued index `name`.
-    pub fn side(&self, name: &str) -> Option<&SideTable> {
+    pub(crate) fn side(&self, name: &str) -> Option<&SideTable> {
         self.sides.iter().find(|s| s.index == name)
     }
 
     /// The index a unique violation on B-tree `constraint` is about.
-    pub fn index_of_btree(&self, constraint: &str) -> Option<&str> {
+    pub(crate) fn index_of_btree(&self, constraint: &str) -> Option<&str> {
         self.columns
             .iter()
             .filter(|c| c.btree == constraint)
@@ -527,19 +527,19 @@ pub(crate) struct Params(pub Vec<Param>);
 
 impl Params {
     /// Adds a parameter; returns its placeholder (`$n`).
-    pub fn push(&mut self, p: impl ToSql + Sync + Send + 'static) -> String {
+    pub(crate) fn push(&mut self, p: impl ToSql + Sync + Send + 'static) -> String {
         self.0.push(Box::new(p));
         format!("${}", self.0.len())
     }
 
     /// Adds a boxed parameter; returns its placeholder.
-    pub fn push_boxed(&mut self, p: Param) -> String {
+    pub(crate) fn push_boxed(&mut self, p: Param) -> String {
         self.0.push(p);
         format!("${}", self.0.len())
     }
 
     /// The parameters as tokio-postgres takes them.
-    pub fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+    pub(crate) fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.0
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))

@@ -52,13 +52,11 @@ impl PrivateCluster {
     fn make(tls: bool) -> Result<Self, ClusterError> {
         let bin = bin_dir()?;
         let root = run(Command::new("id").arg("-u"))
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
         let user = root.then(|| "postgres".to_owned());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!("stowage-pg-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let cluster = PrivateCluster {
@@ -333,8 +331,7 @@ impl ScratchDatabase {
         let db = ScratchDatabase {
             name: format!("{name}_{}_{nanos}", std::process::id()),
         };
-        let out = db
-            .client_command("createdb")
+        let out = Self::client_command("createdb")
             .arg(&db.name)
             .output()
             .map_err(|e| format!("createdb: {e}"))?;
@@ -359,7 +356,7 @@ impl ScratchDatabase {
     }
 
     /// `createdb` or `dropdb` aimed at the shared server.
-    fn client_command(&self, program: &str) -> Command {
+    fn client_command(program: &str) -> Command {
         let server = TestServer::from_env();
         let mut command = Command::new(program);
         command
@@ -374,8 +371,7 @@ impl ScratchDatabase {
 
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
-        let _ = self
-            .client_command("dropdb")
+        let _ = Self::client_command("dropdb")
             .args(["--force", &self.name])
             .output();
     }
@@ -443,7 +439,7 @@ impl Drop for FreshDatabase {
                 .enable_all()
                 .build()
                 .expect("a tokio runtime")
-                .block_on(admin(&sql))
+                .block_on(admin(&sql));
         })
         .join();
     }

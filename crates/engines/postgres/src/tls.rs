@@ -37,7 +37,7 @@ pub(crate) enum SslMode {
 }
 
 impl SslMode {
-    pub fn parse(v: &str) -> Result<Self> {
+    pub(crate) fn parse(v: &str) -> Result<Self> {
         Ok(match v {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
@@ -54,7 +54,7 @@ impl SslMode {
     }
 
     /// What tokio-postgres is told: whether TLS is attempted, and whether it must be.
-    pub fn driver(self) -> tokio_postgres::config::SslMode {
+    pub(crate) fn driver(self) -> tokio_postgres::config::SslMode {
         use tokio_postgres::config::SslMode as Driver;
         match self {
             SslMode::Disable => Driver::Disable,

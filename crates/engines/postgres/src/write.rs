@@ -144,6 +144,8 @@ impl PostgresBackend {
         Ok(segments)
     }
 
+    // Long: one transaction's round trips in order (locks, one call per segment, what each failure means).
+    #[allow(clippy::too_many_lines)]
     async fn write_attempt(
         &self,
         ns: &str,
@@ -451,6 +453,8 @@ impl PostgresBackend {
 }
 
 /// The arguments of one call of a segment's write function (see `Layout::writer_call`).
+// Long: one array per parameter of the write function, in the order of its signature.
+#[allow(clippy::too_many_lines)]
 fn segment_params(
     ops: &[WriteOp],
     s: &Segment,
@@ -621,6 +625,8 @@ impl PostgresBackend {
     }
 
     /// Adds a page of values to the indexes being built (see `Backend::fill_index`).
+    // Long: one transaction: lock, revision check, then one statement per index column and side table.
+    #[allow(clippy::too_many_lines)]
     pub(crate) async fn fill_page(
         &self,
         ns: &str,
@@ -669,7 +675,11 @@ impl PostgresBackend {
                 }
                 let mut p = Params::default();
                 let (i, v, x) = (
-                    p.push(ids.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                    p.push(
+                        ids.iter()
+                            .map(std::string::ToString::to_string)
+                            .collect::<Vec<_>>(),
+                    ),
                     p.push(versions.clone()),
                     p.push_boxed(typed_array(c.index_type, column)),
                 );

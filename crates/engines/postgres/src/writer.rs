@@ -206,7 +206,7 @@ impl Layout {
     /// microseconds, `$13`–`$16` a restore's version, `created_at`, `updated_at`,
     /// `expires_at`; then one array per index column, then per side table the op positions
     /// (1-based) and the values of its entries.
-    pub fn writer_call(&self) -> String {
+    pub(crate) fn writer_call(&self) -> String {
         let n = 16 + self.columns.len() + 2 * self.sides.len();
         let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
         // The revision in the text gives each revision its own prepared statement, typed
@@ -223,7 +223,7 @@ impl Layout {
     /// The statements that (re)make this layout's write function, rendered from
     /// `writer.sql`. The old one is dropped first: a changed index set changes the
     /// parameters, which would otherwise make a second function of the same name.
-    pub fn writer_ddl(&self) -> Result<String> {
+    pub(crate) fn writer_ddl(&self) -> Result<String> {
         let (ns, coll) = (self.ns.as_str(), self.collection.as_str());
         let pieces = self.writer_pieces()?;
         let sides: Vec<_> = (self.sides.iter().enumerate())

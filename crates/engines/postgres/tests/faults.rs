@@ -130,7 +130,7 @@ async fn a_server_restarted_mid_load_fails_calls_cleanly_and_the_store_recovers(
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (ok, unavailable) = load.finish().await;
     eprintln!(
         "{ok} calls succeeded ({ok_before} before the crash), {unavailable} were Unavailable"

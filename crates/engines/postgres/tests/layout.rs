@@ -1,6 +1,8 @@
 //! The layout as PostgreSQL holds it: a collection's DDL applied on a fresh database and read
 //! back with plain SQL, the way a person would with psql.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used)]
 
 mod support;

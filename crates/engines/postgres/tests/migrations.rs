@@ -3,6 +3,8 @@
 //! is refused and changes nothing. Each change is recorded in the namespace's
 //! `__migrations` table.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -19,6 +19,8 @@
 //! `=single|raw-single|native-single` does 2,000 durable single inserts on one side, for
 //! counting what each commit writes (`strace -f -e trace=pwrite64,fdatasync`).
 
+// A benchmark is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
@@ -310,7 +312,7 @@ fn main() {
                         for m in round {
                             coll.insert(m).await.unwrap();
                         }
-                    })
+                    });
                 },
             ],
         );
@@ -384,7 +386,7 @@ fn main() {
                         }
                         b.commit().await.unwrap();
                     }
-                })
+                });
             },
         ],
     );
@@ -430,7 +432,7 @@ fn main() {
                     for id in round {
                         std::hint::black_box(coll.get(id).await.unwrap().unwrap());
                     }
-                })
+                });
             },
         ],
     );
@@ -472,7 +474,7 @@ fn main() {
                         let found = coll.query(&query(lo)).await.unwrap().items.len();
                         hits[2].borrow_mut().push(found);
                     }
-                })
+                });
             },
             &|round| {
                 rt.block_on(async {
@@ -480,7 +482,7 @@ fn main() {
                         let found = covered.query(&query(lo)).await.unwrap().items.len();
                         hits[3].borrow_mut().push(found);
                     }
-                })
+                });
             },
         ],
     );

@@ -58,9 +58,7 @@ impl RedbStore {
     /// file another process holds open is refused with Unavailable at once, without waiting.
     pub(crate) fn open_file(config: RedbConfig) -> Result<Self> {
         let path = config.path.clone();
-        let existing = std::fs::metadata(&path)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false);
+        let existing = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
         if existing {
             check_magic(&path)?;
             // Read the format through a read-only open first, so a refused file is never
@@ -255,7 +253,7 @@ fn upgrade_from_1(db: &Database) -> Result<()> {
             meta.get(REVISION_KEY)
                 .map_err(storage_error)?
                 .as_ref()
-                .map(|v| v.value()),
+                .map(redb::AccessGuard::value),
         );
         meta.insert(REVISION_KEY, before.max(revision).to_le_bytes().as_slice())
             .map_err(storage_error)?;

@@ -275,7 +275,7 @@ async fn a_format_1_store_is_upgraded_in_place() {
             .await
             .unwrap();
         for i in 0..50 {
-            let body = json!({"score": i as f64, "tags": ["a"], "email": format!("u{i}@x")});
+            let body = json!({"score": f64::from(i), "tags": ["a"], "email": format!("u{i}@x")});
             c.put(&format!("k{i:02}"), &body, Put::insert())
                 .await
                 .unwrap();

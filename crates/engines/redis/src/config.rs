@@ -81,6 +81,8 @@ pub enum ClockSource {
 impl RedisConfig {
     /// From a URL's parts: its scheme (`redis`, `rediss`, `redis+cluster`,
     /// `rediss+cluster`), what stands between `://` and `?`, and the query parameters.
+    // Long: one arm per URL parameter.
+    #[allow(clippy::too_many_lines)]
     pub fn from_url_parts(
         scheme: &str,
         location: &str,
@@ -149,13 +151,13 @@ impl RedisConfig {
             match k.as_str() {
                 "prefix" => {
                     validate_name("prefix", v)?;
-                    config.prefix = v.clone();
+                    v.clone_into(&mut config.prefix);
                 }
                 "connect_timeout_ms" => {
-                    config.connect_timeout = Duration::from_millis(number()?.max(1))
+                    config.connect_timeout = Duration::from_millis(number()?.max(1));
                 }
                 "response_timeout_ms" => {
-                    config.response_timeout = Duration::from_millis(number()?.max(1))
+                    config.response_timeout = Duration::from_millis(number()?.max(1));
                 }
                 "change_log" => config.change_log = number()?,
                 "cacert" if tls => config.ca_cert = Some(v.into()),

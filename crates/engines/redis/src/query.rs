@@ -37,7 +37,7 @@ pub(crate) struct Entry {
 impl Entry {
     /// Decodes what `write.lua` packs: `{version, expires_at or false, {{index, unique,
     /// {members}}…}}`.
-    pub fn decode(bytes: &[u8]) -> Result<Entry> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Entry> {
         let bad = || {
             Error::new(
                 ErrorKind::Corrupted,
@@ -78,12 +78,12 @@ impl Entry {
     }
 
     /// Whether the record is live at `now` (µs) by its expiry.
-    pub fn live_at(&self, now: i64) -> bool {
+    pub(crate) fn live_at(&self, now: i64) -> bool {
         self.expires_at.is_none_or(|x| x > now)
     }
 
     /// The record's index values, typed by its spec.
-    pub fn entries(&self, spec: &StoredSpec) -> Result<IndexEntries> {
+    pub(crate) fn entries(&self, spec: &StoredSpec) -> Result<IndexEntries> {
         let mut out = IndexEntries::new();
         for (name, members) in &self.members {
             let Some(ix) = spec.spec.index_named(name) else {
@@ -494,9 +494,7 @@ impl RedisBackend {
 
     /// The ids whose entries in `p`'s index fall within its value ranges, sorted, once each.
     async fn ids_indexed(&self, walk: &Walk<'_>, p: &Predicate) -> Result<Vec<String>> {
-        let ty = (walk.spec.spec.index_named(&p.index))
-            .map(|i| i.index_type)
-            .unwrap_or(IndexType::String);
+        let ty = (walk.spec.spec.index_named(&p.index)).map_or(IndexType::String, |i| i.index_type);
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = match &p.op {
             PredicateOp::In(values) => values
                 .iter()

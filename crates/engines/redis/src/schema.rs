@@ -36,7 +36,7 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub fn new(prefix: &str, ns: &str) -> Self {
+    pub(crate) fn new(prefix: &str, ns: &str) -> Self {
         Keys {
             base: format!("{prefix}:{{{ns}}}:"),
             ns: ns.to_owned(),
@@ -44,52 +44,52 @@ impl Keys {
     }
 
     /// The namespace.
-    pub fn namespace(&self) -> &str {
+    pub(crate) fn namespace(&self) -> &str {
         &self.ns
     }
 
     /// `<prefix>:{<ns>}:`, what every key of the namespace starts with.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
-    pub fn revs(&self) -> String {
+    pub(crate) fn revs(&self) -> String {
         format!("{}revs", self.base)
     }
 
-    pub fn specs(&self) -> String {
+    pub(crate) fn specs(&self) -> String {
         format!("{}specs", self.base)
     }
 
-    pub fn rec(&self, collection: &str, id: &str) -> String {
+    pub(crate) fn rec(&self, collection: &str, id: &str) -> String {
         format!("{}rec:{collection}:{id}", self.base)
     }
 
-    pub fn ids(&self, collection: &str) -> String {
+    pub(crate) fn ids(&self, collection: &str) -> String {
         format!("{}ids:{collection}", self.base)
     }
 
-    pub fn ix(&self, collection: &str, index: &str) -> String {
+    pub(crate) fn ix(&self, collection: &str, index: &str) -> String {
         format!("{}ix:{collection}:{index}", self.base)
     }
 
-    pub fn ent(&self, collection: &str) -> String {
+    pub(crate) fn ent(&self, collection: &str) -> String {
         format!("{}ent:{collection}", self.base)
     }
 
-    pub fn ttl(&self, collection: &str) -> String {
+    pub(crate) fn ttl(&self, collection: &str) -> String {
         format!("{}ttl:{collection}", self.base)
     }
 
-    pub fn bytes(&self) -> String {
+    pub(crate) fn bytes(&self) -> String {
         format!("{}bytes", self.base)
     }
 
-    pub fn feed(&self) -> String {
+    pub(crate) fn feed(&self) -> String {
         format!("{}feed", self.base)
     }
 
-    pub fn feed_seq(&self) -> String {
+    pub(crate) fn feed_seq(&self) -> String {
         format!("{}feedseq", self.base)
     }
 }

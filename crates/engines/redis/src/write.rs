@@ -176,11 +176,7 @@ fn push_op(call: &mut redis::ScriptInvocation<'_>, op: &WriteOp, unique: &[Strin
     let none = String::new();
     match &op.action {
         WriteAction::Check | WriteAction::Delete => {
-            let action = if matches!(op.action, WriteAction::Check) {
-                0
-            } else {
-                1
-            };
+            let action = i32::from(!matches!(op.action, WriteAction::Check));
             call.arg(action).arg(cond).arg(&expect);
             for _ in 0..7 {
                 call.arg(&none);
@@ -431,15 +427,14 @@ impl RedisBackend {
 
     async fn purge_locked(&self, ns: &str, now: Timestamp) -> Result<u64> {
         let keys = self.keys(ns);
-        let upto = match self.caller_now(now) {
-            Some(n) => n,
-            None => {
-                let (s, us): (i64, i64) = redis::cmd("TIME")
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(|e| redis_error(e, "purging", &self.inner.target))?;
-                s * 1_000_000 + us
-            }
+        let upto = if let Some(n) = self.caller_now(now) {
+            n
+        } else {
+            let (s, us): (i64, i64) = redis::cmd("TIME")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error(e, "purging", &self.inner.target))?;
+            s * 1_000_000 + us
         };
         let mut purged = 0;
         for (collection, _) in self.list_specs_now(ns).await? {

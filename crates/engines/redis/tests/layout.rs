@@ -2,6 +2,8 @@
 //! redis-cli: a record is a hash, an index a sorted set of `value ‖ id` members in the
 //! order of every other engine (integers beyond 2^53 included), a unique index a hash.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used)]
 
 mod support;

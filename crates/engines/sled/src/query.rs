@@ -102,7 +102,7 @@ impl KvRead for Reader<'_> {
     /// Counted by a walk: sled keeps no sizes.
     fn size(&self, table: &Tree) -> Result<(u64, u64)> {
         let (mut records, mut bytes) = (0u64, 0u64);
-        for item in table.iter() {
+        for item in table {
             let (k, v) = item.map_err(storage_error)?;
             records += 1;
             bytes += (k.len() + v.len()) as u64;

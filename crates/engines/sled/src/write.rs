@@ -138,13 +138,12 @@ impl KvTables for SledTables<'_> {
         if let Some(&id) = self.names.get(name) {
             return Ok(id);
         }
-        let tree = match self.trees.get(name) {
-            Some(t) => t.clone(),
-            None => {
-                let t = self.db.open_tree(name).map_err(storage_error)?;
-                self.trees.insert(name.to_owned(), t.clone());
-                t
-            }
+        let tree = if let Some(t) = self.trees.get(name) {
+            t.clone()
+        } else {
+            let t = self.db.open_tree(name).map_err(storage_error)?;
+            self.trees.insert(name.to_owned(), t.clone());
+            t
         };
         self.slots.push(Slot {
             tree,

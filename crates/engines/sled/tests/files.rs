@@ -144,7 +144,9 @@ async fn a_closed_store_frees_its_folder_at_once() {
     .catch_unwind()
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    busy.into_iter().for_each(|t| t.join().unwrap());
+    for t in busy {
+        t.join().unwrap();
+    }
     if let Err(panic) = reopened {
         std::panic::resume_unwind(panic);
     }
@@ -192,7 +194,7 @@ async fn a_dropped_collection_is_gone_and_comes_back_empty() {
         .await
         .unwrap();
     for i in 0..50 {
-        let body = json!({"score": i as f64, "tags": ["x"], "email": format!("{i}@x")});
+        let body = json!({"score": f64::from(i), "tags": ["x"], "email": format!("{i}@x")});
         c.put(&format!("k{i}"), &body, Put::insert()).await.unwrap();
     }
     assert!(s.drop_collection("c").await.unwrap());
@@ -226,7 +228,7 @@ async fn queries_under_moving_records_return_only_matches() {
         .await
         .unwrap();
     for i in 0..400 {
-        let body = json!({"score": (i % 100) as f64, "tags": [format!("t{}", i % 4)]});
+        let body = json!({"score": f64::from(i % 100), "tags": [format!("t{}", i % 4)]});
         c.put(&format!("k{i:03}"), &body, Put::insert())
             .await
             .unwrap();
@@ -236,7 +238,7 @@ async fn queries_under_moving_records_return_only_matches() {
         tokio::spawn(async move {
             for round in 0..30 {
                 for i in (0..400).step_by(7) {
-                    let body = json!({"score": ((i + round * 13) % 100) as f64, "tags": [format!("t{}", (i + round) % 4)]});
+                    let body = json!({"score": f64::from((i + round * 13) % 100), "tags": [format!("t{}", (i + round) % 4)]});
                     c.put(&format!("k{i:03}"), &body, Put::upsert())
                         .await
                         .unwrap();

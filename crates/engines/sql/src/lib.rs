@@ -103,31 +103,29 @@ pub fn query_sql(
     }
     let dir = if req.order.descending { "DESC" } else { "ASC" };
     let cmp = if req.order.descending { "<" } else { ">" };
-    let (order_by, order_column) = match &req.order {
-        Order {
-            index: Some(index), ..
-        } => {
-            let (column, t) = layout
-                .column(index)
-                .ok_or_else(|| Error::invalid(format!("index {index:?} cannot order a query")))?;
-            let col = format!("t.{column}");
-            conditions.push(format!("{col} IS NOT NULL"));
-            if let Some(after) = &req.after {
-                if let Some(v) = &after.value {
-                    let v = dialect.typed(params.push(SqlParam::Value(v.clone())), t)?;
-                    let id = dialect.placeholder(params.push(SqlParam::Id(after.id.clone())));
-                    conditions.push(format!("({col}, t.id) {cmp} ({v}, {id})"));
-                }
-            }
-            (format!("{col} {dir}, t.id {dir}"), Some(col))
-        }
-        _ => {
-            if let Some(after) = &req.after {
+    let (order_by, order_column) = if let Order {
+        index: Some(index), ..
+    } = &req.order
+    {
+        let (column, t) = layout
+            .column(index)
+            .ok_or_else(|| Error::invalid(format!("index {index:?} cannot order a query")))?;
+        let col = format!("t.{column}");
+        conditions.push(format!("{col} IS NOT NULL"));
+        if let Some(after) = &req.after {
+            if let Some(v) = &after.value {
+                let v = dialect.typed(params.push(SqlParam::Value(v.clone())), t)?;
                 let id = dialect.placeholder(params.push(SqlParam::Id(after.id.clone())));
-                conditions.push(format!("t.id {cmp} {id}"));
+                conditions.push(format!("({col}, t.id) {cmp} ({v}, {id})"));
             }
-            (format!("t.id {dir}"), None)
         }
+        (format!("{col} {dir}, t.id {dir}"), Some(col))
+    } else {
+        if let Some(after) = &req.after {
+            let id = dialect.placeholder(params.push(SqlParam::Id(after.id.clone())));
+            conditions.push(format!("t.id {cmp} {id}"));
+        }
+        (format!("t.id {dir}"), None)
     };
     Ok(QuerySql {
         params,

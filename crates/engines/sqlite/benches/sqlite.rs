@@ -9,6 +9,8 @@
 //! query a full scan that decodes every body and filters. `STOWAGE_BENCH_N` scales the
 //! record count (default 100,000; the fsync-per-write rows use 2,000).
 
+// A benchmark is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 

@@ -118,6 +118,8 @@ impl SqliteConfig {
 
     /// How long a connection waits for a lock another connection of this process holds
     /// (a checkpoint, say) before it gives up with Unavailable.
+    // A method of the config: where a URL parameter for it would be read.
+    #[allow(clippy::unused_self)]
     pub(crate) fn busy_timeout(&self) -> Duration {
         Duration::from_secs(10)
     }

@@ -50,7 +50,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the thread over `conn`.
-    pub fn start(conn: Connection, hub: Arc<ChangeHub>, target: String) -> Result<Self> {
+    pub(crate) fn start(conn: Connection, hub: Arc<ChangeHub>, target: String) -> Result<Self> {
         let (sender, receiver) = mpsc::channel::<Msg>();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = commits.clone();
@@ -68,7 +68,7 @@ impl Writer {
     /// Runs `f` in a write transaction shared with the writes queued beside it; its result
     /// once the transaction is committed. An error from `f` undoes what `f` did, and only
     /// that.
-    pub async fn run<R: Send + 'static>(
+    pub(crate) async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
@@ -86,12 +86,12 @@ impl Writer {
     }
 
     /// How many write transactions have committed.
-    pub fn commits(&self) -> u64 {
+    pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the writer's connection outside any transaction of the writer's.
-    pub async fn read<R: Send + 'static>(
+    pub(crate) async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
@@ -277,18 +277,18 @@ impl<'c> Txn<'c> {
     }
 
     /// A SQLite error while doing `doing`.
-    pub fn err(&self, doing: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    pub(crate) fn err(&self, doing: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
         let doing = doing.to_owned();
         move |e| sqlite_error(e, &doing, self.target)
     }
 
     /// The layout of a collection as stored now, if it exists.
-    pub fn layout(&self, ns: &str, coll: &str) -> Result<Option<Layout>> {
+    pub(crate) fn layout(&self, ns: &str, coll: &str) -> Result<Option<Layout>> {
         read_layout(self.conn, ns, coll, self.target)
     }
 
     /// The next spec revision of the store.
-    pub fn next_revision(&self) -> Result<Revision> {
+    pub(crate) fn next_revision(&self) -> Result<Revision> {
         let r: i64 = self
             .conn
             .query_row(
@@ -302,7 +302,7 @@ impl<'c> Txn<'c> {
     }
 
     /// The version floor of a collection.
-    pub fn floor(&self, ns: &str, coll: &str) -> Result<Version> {
+    pub(crate) fn floor(&self, ns: &str, coll: &str) -> Result<Version> {
         let key = (ns.to_owned(), coll.to_owned());
         if let Some(f) = self.floors.borrow().get(&key) {
             return Ok(*f);
@@ -320,7 +320,7 @@ impl<'c> Txn<'c> {
     }
 
     /// Raises the version floor of a collection to `v` (a record of that version is gone).
-    pub fn raise_floor(&self, ns: &str, coll: &str, v: Version) -> Result<()> {
+    pub(crate) fn raise_floor(&self, ns: &str, coll: &str, v: Version) -> Result<()> {
         // A floor this job has read rises with the write; one it has not is read from the
         // database when needed.
         if let Some(f) = self
@@ -341,7 +341,7 @@ impl<'c> Txn<'c> {
     }
 
     /// Whether `ns`'s changes are logged (someone has watched it).
-    pub fn logs_changes(&self, ns: &str) -> Result<bool> {
+    pub(crate) fn logs_changes(&self, ns: &str) -> Result<bool> {
         self.conn
             .prepare_cached("SELECT 1 FROM stowage_log_heads WHERE namespace = ?1")
             .and_then(|mut s| s.exists(params![ns]))
@@ -349,7 +349,7 @@ impl<'c> Txn<'c> {
     }
 
     /// Logs `ns`'s changes from now on.
-    pub fn start_log(&self, ns: &str) -> Result<()> {
+    pub(crate) fn start_log(&self, ns: &str) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO stowage_log_heads (namespace, last) VALUES (?1, 0) \
@@ -362,7 +362,7 @@ impl<'c> Txn<'c> {
 
     /// Appends `event` to `ns`'s change log when it is watched, numbered in commit order,
     /// keeping about `keep` events; watchers hear it after the commit.
-    pub fn log(&mut self, ns: &str, mut event: ChangeEvent, keep: u64) -> Result<()> {
+    pub(crate) fn log(&mut self, ns: &str, mut event: ChangeEvent, keep: u64) -> Result<()> {
         let token: Option<i64> = self
             .conn
             .prepare_cached(

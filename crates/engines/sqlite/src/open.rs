@@ -327,21 +327,7 @@ fn check_format(conn: &Connection, target: &str) -> Result<()> {
             }
             e => failed(e),
         })?;
-    if !has_meta {
-        let others: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(failed)?;
-        if others > 0 {
-            return Err(Error::invalid(format!(
-                "{target} is a SQLite database but not a Stowage store: it holds {others} other \
-                 table(s) and no Stowage catalog (left untouched)"
-            )));
-        }
-    } else {
+    if has_meta {
         let format: Option<i64> = conn
             .query_row(
                 "SELECT value FROM stowage_meta WHERE key = 'format'",
@@ -354,6 +340,20 @@ fn check_format(conn: &Connection, target: &str) -> Result<()> {
             return Err(Error::invalid(format!(
                 "{target} was written by a newer Stowage (store format {format}; this build \
                  reads up to {FORMAT_VERSION}): upgrade Stowage to open it (left untouched)"
+            )));
+        }
+    } else {
+        let others: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(failed)?;
+        if others > 0 {
+            return Err(Error::invalid(format!(
+                "{target} is a SQLite database but not a Stowage store: it holds {others} other \
+                 table(s) and no Stowage catalog (left untouched)"
             )));
         }
     }

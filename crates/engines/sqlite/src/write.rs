@@ -55,7 +55,7 @@ impl Stored {
 
 impl WriteColl {
     /// The collection as stored now: NotFound when it is not there.
-    pub fn open(t: &Txn<'_>, ns: &str, coll: &str) -> Result<Self> {
+    pub(crate) fn open(t: &Txn<'_>, ns: &str, coll: &str) -> Result<Self> {
         let layout = t
             .layout(ns, coll)?
             .ok_or_else(|| Error::collection_not_found(ns, coll))?;
@@ -96,7 +96,7 @@ impl WriteColl {
         })
     }
 
-    pub fn check_revision(&self, revision: Revision) -> Result<()> {
+    pub(crate) fn check_revision(&self, revision: Revision) -> Result<()> {
         if revision != self.layout.stored.revision {
             return Err(Error::stale_spec(&self.name));
         }
@@ -412,12 +412,11 @@ pub(crate) fn write_job(
     // Unwatched namespaces (most) pay nothing for the change log.
     let logging = keep > 0 && t.logs_changes(ns)?;
     for (i, op) in ops.into_iter().enumerate() {
-        let at = match colls.iter().position(|c| c.name == op.collection) {
-            Some(at) => at,
-            None => {
-                colls.push(WriteColl::open(t, ns, &op.collection).map_err(|e| e.at_op(i))?);
-                colls.len() - 1
-            }
+        let at = if let Some(at) = colls.iter().position(|c| c.name == op.collection) {
+            at
+        } else {
+            colls.push(WriteColl::open(t, ns, &op.collection).map_err(|e| e.at_op(i))?);
+            colls.len() - 1
         };
         let change = match op.action {
             _ if !logging => None,

@@ -2,6 +2,8 @@
 //! record sealed by the newest key, no metadata moved and no concurrent write lost; then
 //! the old key is retired and everything still reads.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 

@@ -289,12 +289,9 @@ async fn watch(shared: Weak<Shared>, inner: Arc<dyn Backend>, ns: String) {
             s.feeds.lock().insert(ns.clone(), state);
         }
     };
-    let mut stream = match inner.watch(&ns, None, Timestamp::now()).await {
-        Ok(stream) => stream,
-        Err(_) => {
-            set(Feed::Failed(Instant::now()));
-            return;
-        }
+    let Ok(mut stream) = inner.watch(&ns, None, Timestamp::now()).await else {
+        set(Feed::Failed(Instant::now()));
+        return;
     };
     set(Feed::Live);
     while let Some(event) = stream.next().await {

@@ -3,6 +3,9 @@
 //! every body) and encrypts; [`shred_leaves_other_namespaces_intact`] runs over two
 //! instances of any engine.
 
+// A test is one scenario, read top to bottom: its length is its story.
+#![allow(clippy::too_many_lines)]
+
 use std::sync::Arc;
 
 use stowage_core::backend::Backend;

@@ -114,7 +114,7 @@ pub(super) fn item(r: Versioned<Value>) -> Value {
         "id": r.id,
         "version": r.version,
         "body": r.value,
-        "expires_at": r.expires_at.map(|t| t.to_rfc3339()),
+        "expires_at": r.expires_at.map(stowage_core::Timestamp::to_rfc3339),
     })
 }
 

@@ -130,7 +130,7 @@ fn written(id: &str, meta: &RecordMeta) -> Value {
         "version": meta.version,
         "created_at": meta.created_at.to_rfc3339(),
         "updated_at": meta.updated_at.to_rfc3339(),
-        "expires_at": meta.expires_at.map(|t| t.to_rfc3339()),
+        "expires_at": meta.expires_at.map(stowage_core::Timestamp::to_rfc3339),
     })
 }
 

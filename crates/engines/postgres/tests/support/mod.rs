@@ -1,4 +1,4 @@
 //! The shared PostgreSQL's test helpers, from `stowage_postgres::testkit`.
 
 #[allow(unused_imports)]
-pub use stowage_postgres::testkit::{connect, FreshDatabase, PostgresFixture};
+pub(crate) use stowage_postgres::testkit::{connect, FreshDatabase, PostgresFixture};

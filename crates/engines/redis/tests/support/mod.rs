@@ -1,6 +1,6 @@
 //! The shared Redis's test helpers, from `stowage_redis::testkit`.
 
 #[allow(unused_imports)]
-pub use stowage_redis::testkit::{
+pub(crate) use stowage_redis::testkit::{
     fresh_prefix, open, remove_prefix, server_url, FreshPrefix, RedisFixture,
 };
