@@ -12,7 +12,7 @@
 //! use std::sync::Arc;
 //! use stowage_archive::{backup_store, restore_store};
 //! use stowage_core::{MemoryBackend, Store};
-//! use stowage_ops::{Selection};
+//! use stowage_ops::Selection;
 //!
 //! let from = Store::new(MemoryBackend::new());
 //! let mut archive = Vec::new();

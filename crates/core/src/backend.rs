@@ -29,7 +29,7 @@
 //!   predicates were prepared with. The engine compares it with the stored revision *inside
 //!   the transaction that writes or reads* and refuses a mismatch with
 //!   [`Error::stale_spec`]; the store then reloads the spec, prepares the call again and
-//!   retries (at most [`crate::STALE_RETRIES`] times). So no write lands under a spec it
+//!   retries (at most [`STALE_RETRIES`] times). So no write lands under a spec it
 //!   was not prepared for: a record never misses the entries of an index another instance
 //!   added, and no write resurrects a dropped index or collection.
 //! - A collection that is gone answers NotFound; the store drops it from its cache, and
@@ -91,6 +91,11 @@ use crate::record::{Body, RecordRef, StoredRecord, Timestamp, Version};
 use crate::spec::CollectionSpec;
 use crate::value::IndexValue;
 pub use crate::value::{encode_string_prefix, sortable_i64, unsortable_i64};
+// What engines and tools share with the store, kept out of the user-facing root: the change
+// hub an engine feeds, and the page sizes and retry bounds the store works in.
+pub use crate::collection::DELETE_CHUNK;
+pub use crate::feed::{ChangeHub, REPLAY_WINDOW};
+pub use crate::store::{SCAN_PAGE, STALE_RETRIES};
 
 /// What a backend can do. [`crate::Store`] refuses with [`crate::ErrorKind::Unsupported`]
 /// whatever a backend does not claim, and the conformance suite checks every claim.

@@ -35,7 +35,7 @@
 //!   drop, spec change), numbered per namespace in commit order, published only for what
 //!   committed; a token resumes; where continuity is lost (a watcher more than 1,024 events
 //!   behind, a token older than what the engine keeps) the watcher gets a gap event,
-//!   never silence. Memory keeps the last [`REPLAY_WINDOW`] changes; redb logs them.
+//!   never silence. Memory keeps the last [`REPLAY_WINDOW`](backend::REPLAY_WINDOW) changes; redb logs them.
 //! - **Layers** ([`layer`]) wrap a backend and forward what they do not change; metrics
 //!   (feature `metrics`) and tracing (feature `tracing`) come as layers.
 //! - **Retention** ([`Retention`] in a spec) is a rule; `stowage_ops::purge_retention` carries
@@ -61,19 +61,16 @@ pub mod whole_number;
 pub use backend::{
     BatchScope, Capabilities, ChangeFeed, CollectionStats, Health, Precondition, RecordMeta,
 };
-pub use collection::{Batch, Collection, Put, DELETE_CHUNK};
+pub use collection::{Batch, Collection, Put};
 pub use error::{Error, ErrorKind, Result};
-pub use feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken, REPLAY_WINDOW};
+pub use feed::{ChangeEvent, ChangeOp, ChangeStream, ChangeToken};
 pub use memory::MemoryBackend;
 pub use query::{Condition, Filter, Page, Query};
 pub use record::{
-    decode_json, validate_id, validate_name, Body, ContentType, Record, RecordRef, StoredRecord,
-    Timestamp, Version, Versioned, MAX_ID_BYTES, MAX_NAME_BYTES,
+    validate_id, validate_name, Body, ContentType, Record, RecordRef, StoredRecord, Timestamp,
+    Version, Versioned, MAX_ID_BYTES, MAX_NAME_BYTES,
 };
 pub use spec::{CollectionSpec, IndexSpec, IndexType, RetainFrom, Retention, SpecChange};
-pub use store::{
-    Clock, ManualClock, Store, StoreBuilder, SystemClock, DEFAULT_NAMESPACE, SCAN_PAGE,
-    STALE_RETRIES,
-};
+pub use store::{Clock, ManualClock, Store, StoreBuilder, SystemClock, DEFAULT_NAMESPACE};
 pub use transaction::{Transaction, TRANSACTION_ATTEMPTS};
 pub use value::IndexValue;

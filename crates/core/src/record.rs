@@ -274,7 +274,7 @@ impl RecordRef<'_> {
 /// text is faster than `serde_json::from_slice`, which checks every string it reads (about
 /// 20 % on a 230-byte record; sonic-rs and simd-json were slower still on records this
 /// small without `-C target-cpu=native`, which a library cannot ask of its users).
-pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+pub(crate) fn decode_json<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
     match std::str::from_utf8(body) {
         Ok(text) => serde_json::from_str(text),
         // The slice decoder says where the bad byte is.

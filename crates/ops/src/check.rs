@@ -7,13 +7,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::copy::Selection;
+use stowage_core::backend::SCAN_PAGE;
 use stowage_core::backend::{
     CursorKey, Order, Predicate, PredicateOp, QueryHit, QueryRequest, Revision,
 };
 use stowage_core::IndexSpec;
 use stowage_core::Result;
+use stowage_core::Store;
 use stowage_core::{ContentType, StoredRecord};
-use stowage_core::{Store, SCAN_PAGE};
 
 /// One thing [`check_store`] found wrong, or one way [`crate::compare_stores`] found two
 /// stores to differ (`missing at destination`, `only at destination`, `version 3 != 4`, …).

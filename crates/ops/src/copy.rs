@@ -231,7 +231,7 @@ const WRITE_PAGE: usize = 1000;
 const WRITE_PAGE_BYTES: u64 = 4 << 20;
 
 /// Bytes of a record's id and body.
-pub fn record_bytes(rec: &StoredRecord) -> u64 {
+pub(crate) fn record_bytes(rec: &StoredRecord) -> u64 {
     (rec.id.len() + rec.body.bytes.len()) as u64
 }
 
@@ -267,7 +267,7 @@ async fn write_page(
 /// Stores `rec` unless the destination holds its id at `rec`'s version or newer; the
 /// write is a compare-and-set on the version read, tried again while others write. `false`
 /// when the destination's record was kept.
-pub async fn restore_if_older(to: &Collection<Value>, rec: &StoredRecord) -> Result<bool> {
+pub(crate) async fn restore_if_older(to: &Collection<Value>, rec: &StoredRecord) -> Result<bool> {
     for _ in 0..stowage_core::TRANSACTION_ATTEMPTS {
         let current = to.get_raw(&rec.id).await?.map(|r| r.version);
         if current.is_some_and(|v| v >= rec.version) {

@@ -23,8 +23,8 @@ mod retention;
 
 pub use check::{check_store, CheckReport, Finding};
 pub use copy::{
-    compare_stores, copy_namespace, copy_store, reconcile_stores, record_bytes, record_digest,
-    restore_if_older, Comparison, CopyCheckpoint, CopyReport, Overwrite, Selection,
+    compare_stores, copy_namespace, copy_store, reconcile_stores, record_digest, Comparison,
+    CopyCheckpoint, CopyReport, Overwrite, Selection,
 };
 pub use mirror::MirrorLayer;
 pub use retention::{purge_retention, RetentionReport, LEASE, MAINTENANCE_NAMESPACE};

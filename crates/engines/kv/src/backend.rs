@@ -15,13 +15,12 @@ use super::write::{
     apply_spec_job, delete_found_job, delete_prefix_job, drop_job, fill_job, purge_job, write_job,
 };
 use super::GroupCommit;
+use stowage_core::backend::ChangeHub;
 use stowage_core::backend::{
     Backend, Capabilities, CollectionStats, IndexFill, OnHit, OnRecord, QueryHit, QueryRequest,
     Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
 };
-use stowage_core::{
-    ChangeHub, ChangeStream, ChangeToken, Error, ErrorKind, Result, StoredRecord, Timestamp,
-};
+use stowage_core::{ChangeStream, ChangeToken, Error, ErrorKind, Result, StoredRecord, Timestamp};
 
 /// What an ordered key-value engine supplies to be a [`Backend`] as a [`KvBackend`].
 pub trait KvStore: Send + Sync + Debug + 'static {

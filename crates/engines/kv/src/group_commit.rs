@@ -27,8 +27,9 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use super::schema::{self, decode_spec, decode_u64, encode_spec};
+use stowage_core::backend::ChangeHub;
 use stowage_core::backend::{Revision, StoredSpec};
-use stowage_core::{ChangeEvent, ChangeHub, Error, ErrorKind, Result, Version};
+use stowage_core::{ChangeEvent, Error, ErrorKind, Result, Version};
 
 /// The most jobs one commit takes, so that one commit's latency stays bounded.
 const MAX_GROUP: usize = 512;

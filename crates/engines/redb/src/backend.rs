@@ -2,8 +2,9 @@
 //! [`stowage_kv::KvBackend`]'s, shared with sled): reads on the caller's thread in a
 //! read transaction, writes through the group-commit writer.
 
+use stowage_core::backend::ChangeHub;
 use stowage_core::backend::{BatchScope, Capabilities, ChangeFeed};
-use stowage_core::{ChangeHub, Result};
+use stowage_core::Result;
 use stowage_kv::{GroupCommit, KvStore};
 
 use crate::config::RedbConfig;

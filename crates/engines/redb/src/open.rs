@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable};
+use stowage_core::backend::ChangeHub;
 use stowage_core::backend::StoredSpec;
-use stowage_core::{ChangeHub, Error, ErrorKind, Result};
+use stowage_core::{Error, ErrorKind, Result};
 
 use crate::config::RedbConfig;
 use crate::error::{open_error, storage_error};

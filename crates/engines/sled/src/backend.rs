@@ -2,8 +2,9 @@
 //! [`stowage_kv::KvBackend`]'s, shared with redb): reads on the caller's thread (sled
 //! reads are lock-free), writes through the group-commit writer.
 
+use stowage_core::backend::ChangeHub;
 use stowage_core::backend::{BatchScope, Capabilities, ChangeFeed, OnRecord};
-use stowage_core::{ChangeHub, Result, StoredRecord, Timestamp};
+use stowage_core::{Result, StoredRecord, Timestamp};
 use stowage_kv::{GroupCommit, KvStore};
 
 use crate::config::SledConfig;

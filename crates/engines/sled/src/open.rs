@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use sled::{Db, Tree};
-use stowage_core::{ChangeHub, Error, ErrorKind, Result};
+use stowage_core::backend::ChangeHub;
+use stowage_core::{Error, ErrorKind, Result};
 use stowage_kv::{GroupCommit, KvBackend};
 
 use crate::config::SledConfig;

@@ -1,6 +1,6 @@
 //! The change feed: a log table written in each write's transaction (`stowage_log`,
 //! numbered per namespace in commit order), delivered live through the process's
-//! [`ChangeHub`](stowage_core::ChangeHub) after each commit, and read back from the table
+//! [`ChangeHub`](stowage_core::backend::ChangeHub) after each commit, and read back from the table
 //! when a watcher resumes from a token.
 
 use futures_util::StreamExt;

@@ -18,8 +18,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
+use stowage_core::backend::ChangeHub;
 use stowage_core::backend::{Revision, StoredSpec};
-use stowage_core::{ChangeEvent, ChangeHub, CollectionSpec, Error, ErrorKind, Result, Version};
+use stowage_core::{ChangeEvent, CollectionSpec, Error, ErrorKind, Result, Version};
 use tokio::sync::oneshot;
 
 use crate::error::sqlite_error;

@@ -8,7 +8,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use stowage_core::{ChangeHub, Error, ErrorKind, Result, Timestamp};
+use stowage_core::backend::ChangeHub;
+use stowage_core::{Error, ErrorKind, Result, Timestamp};
 
 use crate::config::{Location, SqliteConfig, Synchronous};
 use crate::error::sqlite_error;
