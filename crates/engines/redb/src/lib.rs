@@ -44,10 +44,11 @@
 //! predicate (predicates are taken in index-name order, so `order_by` is how a caller
 //! chooses the walk); the rest are tested on the index values each record was stored with. Each match found in a plain index costs a point read
 //! of the records table — a random B-tree descent — so a query returning 1 % of a
-//! collection runs about 31× faster than a full scan (measured), not 100×. An index declared
+//! collection runs about 26× faster than a full scan (measured), not 100×. An index declared
 //! [`covering`](stowage_core::IndexSpec::covering) stores each record's bytes as the value
 //! of its entries, and a query walking it reads records straight from the index range:
-//! about 58× on the same query (`cargo bench -p stowage-redb`). The price is on writes and
+//! about 48–51× on the same query (`cargo bench -p stowage-redb`, 100,000 records, two runs
+//! on a two-core machine; README quotes the same). The price is on writes and
 //! space: every write of a record rewrites its copies (once per value for a multi-valued
 //! index), and the index holds as many bytes as the records. Spec changes that rewrite
 //! records (adding or dropping another index) rewrite the copies too, and switching the
