@@ -154,26 +154,39 @@ impl ServeArgs {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that arrives as soon as "serving" is printed must
+/// stop the server gracefully, not by the signal's default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let received = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let (interrupt, terminate) = signals;
+            tokio::select! {
+                () = received(interrupt) => {}
+                () = received(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stopping: finishing requests in flight");
     }
-    tracing::info!("stopping: finishing requests in flight");
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
@@ -212,15 +225,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     let bound = listener
         .local_addr()
         .map_err(|e| stowage::Error::internal(e.to_string()))?;
+    let stop = shutdown_signal();
     println!("stowage: serving {} on http://{bound}", redacted(&cfg.url));
     tracing::info!(url = %redacted(&cfg.url), addr = %bound, "serving");
-    stowage_server::serve_with(
-        listener,
-        store.core().clone(),
-        cfg.server,
-        shutdown_signal(),
-    )
-    .await?;
+    stowage_server::serve_with(listener, store.core().clone(), cfg.server, stop).await?;
     // Dropping the store commits and closes it before the process exits.
     drop(store);
     tracing::info!("stopped");

@@ -2,8 +2,8 @@
 //! call per run of the batch's ops, so a single write is one statement and one round trip.
 //!
 //! Each collection has a PL/pgSQL function in its namespace's schema (`<collection>$write`),
-//! generated from its [`Layout`] with every table, column and key written out, and remade
-//! in the transaction of every spec change. Its statements are static SQL with plans made
+//! rendered from `writer.sql` (a template beside this file) for its [`Layout`] with every
+//! table, column and key written out, and remade in the transaction of every spec change. Its statements are static SQL with plans made
 //! once per connection (`plan_cache_mode = force_generic_plan`: re-planning at each call
 //! would cost more than the writes). It takes one *segment* of a batch as arrays, one
 //! element per op (see [`Layout::writer_call`]), and:
