@@ -87,6 +87,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+pub use crate::mutation::{Applied, Live, MutateAction, NewExpiry, Values};
 use crate::record::{Body, RecordRef, StoredRecord, Timestamp, Version};
 use crate::spec::CollectionSpec;
 use crate::value::IndexValue;
@@ -137,6 +138,24 @@ pub struct Capabilities {
     /// Blind indexes ([`crate::IndexSpec::blind`]) are kept as keyed hashes: claimed by the
     /// codec layer when it encrypts, by no engine.
     pub blind_indexes: bool,
+    /// How [`WriteAction::Mutate`] is applied.
+    pub mutations: MutationSupport,
+}
+
+/// How a backend applies mutations ([`crate::Mutate`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MutationSupport {
+    /// Not at all: [`crate::Collection::mutate`] is Unsupported.
+    #[default]
+    None,
+    /// By compare-and-set: the backend reads the record, applies the mutations and writes
+    /// where the version is unchanged, retrying inside the call when it changed (a layer
+    /// that hides bodies from the engine beneath it). Callers see the same results, at the
+    /// cost of retries under contention.
+    CompareAndSet,
+    /// By the engine, inside the write's own transaction: no retries.
+    Native,
 }
 
 /// How far an atomic batch may reach.
@@ -336,6 +355,11 @@ pub enum WriteAction {
     Delete,
     /// Write nothing: only the precondition counts. The read side of a transaction.
     Check,
+    /// Apply mutations to the live record ([`MutateAction::apply`]) and store the result
+    /// as a put would: version + 1 (or [`first_version`] where it creates the record),
+    /// `updated_at` = now, the expiry [`NewExpiry`] says, unique values
+    /// checked. The result carries the values at the mutated paths.
+    Mutate(MutateAction),
     /// Store the record exactly as given — version, timestamps, expiry, body — replacing
     /// whatever was there: what copy and restore write (with no precondition). Writing the
     /// same record twice changes nothing, so a copy can resume. The precondition is checked
@@ -351,11 +375,24 @@ pub enum WriteAction {
 }
 
 /// What one [`WriteOp`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriteResult {
-    /// For a put or restore, what was stored; for a delete, the live record removed; for a
-    /// check, the live record checked. `None`: there was no live record.
+    /// For a put, restore or mutation, what was stored; for a delete, the live record
+    /// removed; for a check, the live record checked. `None`: there was no live record.
     pub meta: Option<RecordMeta>,
+    /// For a mutation, the values at its paths afterwards ([`Applied::values`]); empty
+    /// otherwise.
+    pub values: Values,
+}
+
+impl WriteResult {
+    /// The result of an op that is not a mutation.
+    pub fn new(meta: Option<RecordMeta>) -> Self {
+        WriteResult {
+            meta,
+            values: Vec::new(),
+        }
+    }
 }
 
 /// One predicate of a query, on one index — or on the record id itself when `index` is

@@ -10,10 +10,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use crate::backend::{
-    BatchScope, CursorKey, IndexEntries, Order, Precondition, QueryRequest, RecordMeta,
-    ScanRequest, WriteAction, WriteOp, WriteResult,
+    BatchScope, CursorKey, IndexEntries, MutateAction, MutationSupport, Order, Precondition,
+    QueryRequest, RecordMeta, ScanRequest, Values, WriteAction, WriteOp, WriteResult,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::mutation::{Mutate, Mutated};
 use crate::query::{encode_cursor, Filter, Page, Query};
 use crate::record::{
     decode_json, validate_id, Body, ContentType, Record, RecordRef, StoredRecord, Version,
@@ -345,6 +346,13 @@ where
         &self,
         prepare: impl Fn(&Loaded) -> Result<WriteOp>,
     ) -> Result<Option<RecordMeta>> {
+        Ok(self.write_one_result(prepare).await?.meta)
+    }
+
+    async fn write_one_result(
+        &self,
+        prepare: impl Fn(&Loaded) -> Result<WriteOp>,
+    ) -> Result<WriteResult> {
         let results = self
             .store
             .write_prepared(&[&self.entry], None, || {
@@ -352,7 +360,40 @@ where
             })
             .await
             .map_err(Error::without_op)?;
-        Ok(results.first().and_then(|r| r.meta))
+        results
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::internal("backend returned no result for a write"))
+    }
+
+    /// Applies `mutate` to record `id` atomically, inside the engine's write (see
+    /// [`Mutate`]): returns the new version, times and expiry, and the values at the
+    /// mutated paths — so a caller learns a counter's new value without a read.
+    ///
+    /// A bound an `add` would pass is Conflict carrying the current value
+    /// ([`Error::current_value`]); a precondition that fails is Conflict with the current
+    /// version; the wrong type at a path is InvalidInput; a mutation that does not create
+    /// records ([`Mutate::creates`]) of an absent one is NotFound. Nothing is written then.
+    ///
+    /// ```
+    /// # async fn demo(hits: stowage_core::Collection<serde_json::Value>)
+    /// #     -> stowage_core::Result<()> {
+    /// use stowage_core::Mutate;
+    /// let done = hits.mutate("home", &Mutate::new().add("/n", 1)).await?;
+    /// println!("seen {} times", done.integer("/n").unwrap_or(0));
+    /// # Ok(()) }
+    /// ```
+    pub async fn mutate(&self, id: &str, mutate: &Mutate) -> Result<Mutated> {
+        let result = self
+            .write_one_result(|loaded| self.prepare_mutate(loaded, id, mutate))
+            .await?;
+        let meta = result
+            .meta
+            .ok_or_else(|| Error::internal("backend returned no metadata for a mutation"))?;
+        Ok(Mutated {
+            meta,
+            values: result.values,
+        })
     }
 
     /// Deletes the record; `false` when there was none.
@@ -730,7 +771,7 @@ where
             (serde_json::to_vec(value).map_err(encode_err)?, Vec::new())
         } else {
             let json = serde_json::to_value(value).map_err(encode_err)?;
-            let index = extract_index(spec, &json, id)?;
+            let index = spec.index_entries(&json, id)?;
             (serde_json::to_vec(&json).map_err(encode_err)?, index)
         };
         self.finish_op(loaded, id, Body::json(bytes), index, put)
@@ -801,6 +842,31 @@ where
         })
     }
 
+    /// Checks a mutation and hands it to the engine with the spec it applies under.
+    fn prepare_mutate(&self, loaded: &Loaded, id: &str, mutate: &Mutate) -> Result<WriteOp> {
+        validate_id(id)?;
+        mutate.validate()?;
+        let caps = self.store.capabilities();
+        if caps.mutations == MutationSupport::None {
+            return Err(Error::unsupported(self.store.backend_name(), "mutations"));
+        }
+        if !caps.ttl && !matches!(mutate.ttl_changes(), crate::TtlChange::Keep) {
+            return Err(Error::unsupported(self.store.backend_name(), "TTLs"));
+        }
+        Ok(WriteOp {
+            collection: self.name().to_owned(),
+            revision: loaded.stored.revision,
+            id: id.to_owned(),
+            precondition: mutate.precondition(),
+            action: WriteAction::Mutate(MutateAction {
+                mutations: mutate.mutations().into(),
+                ttl: mutate.ttl_changes(),
+                spec: loaded.spec.clone(),
+                max_body_bytes: caps.max_body_bytes,
+            }),
+        })
+    }
+
     /// Checks and encodes a restore: the record as given, indexed under this spec.
     fn prepare_restore(
         &self,
@@ -817,7 +883,7 @@ where
             let json: Value = serde_json::from_slice(&rec.body.bytes).map_err(|e| {
                 Error::invalid(format!("record {:?} is not valid JSON: {e}", rec.id))
             })?;
-            extract_index(&loaded.stored.spec, &json, &rec.id)?
+            loaded.stored.spec.index_entries(&json, &rec.id)?
         } else {
             self.check_raw(loaded)?;
             Vec::new()
@@ -856,15 +922,15 @@ fn list_fingerprint(collection: &str, prefix: Option<&str>) -> u64 {
     crate::query::fingerprint_of(&serde_json::json!(["list", collection, prefix]).to_string())
 }
 
-fn extract_index(spec: &CollectionSpec, json: &Value, id: &str) -> Result<IndexEntries> {
-    let mut entries = Vec::new();
-    for ix in &spec.indexes {
-        let values = ix.extract(json, id)?;
-        if !values.is_empty() {
-            entries.push((ix.name.clone(), values));
-        }
-    }
-    Ok(entries)
+/// What one op of a committed [`Batch`] did ([`Batch::commit_with_values`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Committed {
+    /// What a put or mutation stored, the record a delete removed or a check found
+    /// (`None`: there was no live record).
+    pub meta: Option<RecordMeta>,
+    /// For a mutation, the values at its paths afterwards.
+    pub values: Values,
 }
 
 /// An atomic batch of writes across collections of one namespace: all apply or none.
@@ -900,6 +966,7 @@ struct PendingOp {
 #[derive(Debug)]
 enum PendingAction {
     Put(PendingBody, Option<Duration>),
+    Mutate(Mutate),
     Delete,
     Check,
 }
@@ -1010,6 +1077,13 @@ impl Batch {
         self.put(coll, &value.id(), value, Put::update(expected))
     }
 
+    /// Adds a mutation of record `id` (see [`Collection::mutate`]); its precondition is the
+    /// mutation's own. [`Batch::commit_with_values`] returns the mutated values.
+    pub fn mutate<T>(&mut self, coll: &Collection<T>, id: &str, mutate: &Mutate) -> &mut Self {
+        let action = PendingAction::Mutate(mutate.clone());
+        self.push(coll, id, mutate.precondition(), Ok(action))
+    }
+
     /// Adds a delete (no error when the record is absent).
     pub fn delete<T>(&mut self, coll: &Collection<T>, id: &str) -> &mut Self {
         self.push(coll, id, Precondition::None, Ok(PendingAction::Delete))
@@ -1051,6 +1125,13 @@ impl Batch {
     /// Applies every op or none. Returns, per op, what a put stored, the record a delete
     /// removed or the record a check found (`None`: there was no live record).
     pub async fn commit(self) -> Result<Vec<Option<RecordMeta>>> {
+        let results = self.commit_with_values().await?;
+        Ok(results.into_iter().map(|r| r.meta).collect())
+    }
+
+    /// [`Batch::commit`], returning with each op's metadata the values at the paths a
+    /// mutation op changed (empty for other ops).
+    pub async fn commit_with_values(self) -> Result<Vec<Committed>> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -1102,7 +1183,13 @@ impl Batch {
             .store
             .write_prepared(&entries, Some(ops), prepare)
             .await?;
-        Ok(results.into_iter().map(|r| r.meta).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| Committed {
+                meta: r.meta,
+                values: r.values,
+            })
+            .collect())
     }
 
     fn prepare(&self, op: &PendingOp) -> Result<WriteOp> {
@@ -1130,6 +1217,7 @@ impl Batch {
             PendingAction::Put(PendingBody::Raw(b), ttl) => {
                 coll.prepare_raw(&loaded, &op.id, b.clone(), put(ttl))
             }
+            PendingAction::Mutate(m) => coll.prepare_mutate(&loaded, &op.id, m),
         }
     }
 }

@@ -69,6 +69,7 @@ struct Details {
     index: Option<String>,
     batch_op: Option<usize>,
     holder: Option<String>,
+    current_value: Option<(String, serde_json::Value)>,
     stale_spec: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -239,6 +240,12 @@ impl Error {
         self
     }
 
+    /// Sets the value a refused mutation found at `path` ([`Error::current_value`]).
+    pub fn with_current_value(mut self, path: &str, value: serde_json::Value) -> Self {
+        self.details().current_value = Some((path.to_owned(), value));
+        self
+    }
+
     /// The kind.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -252,6 +259,15 @@ impl Error {
     /// For [`ErrorKind::Conflict`]: the record's current version (`None` when absent).
     pub fn current_version(&self) -> Option<u64> {
         self.detail(|d| d.current_version).flatten()
+    }
+
+    /// For a [`ErrorKind::Conflict`] of a mutation refused by its bound: the path and the
+    /// value the record holds there, unchanged.
+    pub fn current_value(&self) -> Option<(&str, &serde_json::Value)> {
+        self.details
+            .as_deref()
+            .and_then(|d| d.current_value.as_ref())
+            .map(|(p, v)| (p.as_str(), v))
     }
 
     /// For a unique-index [`ErrorKind::AlreadyExists`]: the index's name.
@@ -287,6 +303,9 @@ impl fmt::Debug for Error {
         d.field("kind", &self.kind).field("message", &self.message);
         if let Some(v) = self.current_version() {
             d.field("current_version", &v);
+        }
+        if let Some((path, value)) = self.current_value() {
+            d.field("current_value", &(path, value));
         }
         if let Some(i) = self.index() {
             d.field("index", &i);

@@ -50,6 +50,7 @@ mod error;
 mod feed;
 pub mod layer;
 mod memory;
+mod mutation;
 mod query;
 mod record;
 mod spec;
@@ -61,10 +62,11 @@ pub mod whole_number;
 pub use backend::{
     BatchScope, Capabilities, ChangeFeed, CollectionStats, Health, Precondition, RecordMeta,
 };
-pub use collection::{Batch, Collection, Put};
+pub use collection::{Batch, Collection, Committed, Put};
 pub use error::{Error, ErrorKind, Result};
 pub use feed::{ChangeEvent, ChangeOp, ChangeStream, ChangeToken};
 pub use memory::MemoryBackend;
+pub use mutation::{Mutate, Mutated, Mutation, TtlChange, MAX_MUTATIONS, MAX_PATH_BYTES};
 pub use query::{Condition, Filter, Page, Query};
 pub use record::{
     validate_id, validate_name, Body, ContentType, Record, RecordRef, StoredRecord, Timestamp,

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{
     filter_matches, first_version, id_span, walk_bound, Backend, BatchScope, Capabilities,
-    ChangeFeed, CollectionStats, IdSpan, IndexEntries, IndexFill, PredicateOp, QueryHit,
-    QueryRequest, RecordMeta, Revision, ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp,
-    WriteResult,
+    ChangeFeed, CollectionStats, IdSpan, IndexEntries, IndexFill, Live, MutationSupport,
+    PredicateOp, QueryHit, QueryRequest, RecordMeta, Revision, ScanRequest, SpecUpdate, StoredSpec,
+    WriteAction, WriteOp, WriteResult,
 };
 use crate::error::{Error, Result};
 use crate::feed::{ChangeEvent, ChangeHub, ChangeOp, ChangeStream, ChangeToken};
@@ -115,6 +115,7 @@ impl MemoryBackend {
             change_feed: ChangeFeed::Live,
             max_body_bytes: 64 << 20,
             snapshot_reads: true,
+            mutations: MutationSupport::Native,
             ..Capabilities::default()
         }
     }
@@ -402,6 +403,40 @@ fn collection<'a>(ns_name: &str, ns: &'a Namespace, name: &str) -> Result<&'a Me
         .ok_or_else(|| Error::collection_not_found(ns_name, name))
 }
 
+impl MemCollection {
+    /// Stores a put's (or a mutation's) record over whatever `op.id` holds: version + 1
+    /// over a live record, or the first version; unique values checked first.
+    fn put(
+        &mut self,
+        (collection, id): (&str, &str),
+        body: crate::record::Body,
+        index: IndexEntries,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+        undo: &mut Vec<Undo>,
+    ) -> Result<RecordMeta> {
+        self.check_unique(collection, id, &index, now)?;
+        let live = self.live(id, now).map(|r| RecordMeta::of(&r.rec));
+        let stored_version = self.records.get(id).map(|r| r.rec.version);
+        let meta = RecordMeta {
+            version: match live {
+                Some(m) => m.version + 1,
+                None => first_version(self.floor, stored_version),
+            },
+            created_at: live.map_or(now, |m| m.created_at),
+            updated_at: now,
+            expires_at,
+        };
+        let prev = self.remove(id);
+        undo.push((collection.to_owned(), id.to_owned(), prev, self.floor));
+        self.add(MemRecord {
+            rec: meta.record(id.to_owned(), body),
+            index,
+        });
+        Ok(meta)
+    }
+}
+
 /// What a batch op replaced, to put back if a later op fails.
 type Undo = (String, String, Option<MemRecord>, Version);
 
@@ -419,7 +454,6 @@ impl Namespace {
             .get_mut(&op.collection)
             .ok_or_else(|| Error::collection_not_found(ns, &op.collection))?;
         coll.check_revision(&op.collection, op.revision)?;
-        let stored_version = coll.records.get(&op.id).map(|r| r.rec.version);
         let live = coll.live(&op.id, now).map(|r| RecordMeta::of(&r.rec));
         let check = |live: Option<RecordMeta>| {
             op.precondition
@@ -428,23 +462,31 @@ impl Namespace {
         match op.action {
             WriteAction::Put { body, index, ttl } => {
                 check(live)?;
-                coll.check_unique(&op.collection, &op.id, &index, now)?;
-                let meta = RecordMeta {
-                    version: match live {
-                        Some(m) => m.version + 1,
-                        None => first_version(coll.floor, stored_version),
-                    },
-                    created_at: live.map_or(now, |m| m.created_at),
-                    updated_at: now,
-                    expires_at: ttl.map(|t| now.saturating_add(t)),
-                };
-                let prev = coll.remove(&op.id);
-                undo.push((op.collection, op.id.clone(), prev, coll.floor));
-                coll.add(MemRecord {
-                    rec: meta.record(op.id, body),
-                    index,
+                let expires_at = ttl.map(|t| now.saturating_add(t));
+                let meta =
+                    coll.put((&op.collection, &op.id), body, index, expires_at, now, undo)?;
+                Ok(WriteResult::new(Some(meta)))
+            }
+            WriteAction::Mutate(ref m) => {
+                check(live)?;
+                let current = live.and_then(|meta| {
+                    let body = &coll.records.get(&op.id)?.rec.body;
+                    Some(Live { body, meta })
                 });
-                Ok(WriteResult { meta: Some(meta) })
+                let applied = m.apply(&op.collection, &op.id, current)?;
+                let expires_at = applied.expiry.at(now);
+                let meta = coll.put(
+                    (&op.collection, &op.id),
+                    applied.body,
+                    applied.index,
+                    expires_at,
+                    now,
+                    undo,
+                )?;
+                Ok(WriteResult {
+                    meta: Some(meta),
+                    values: applied.values,
+                })
             }
             WriteAction::Delete => {
                 check(live)?;
@@ -454,11 +496,11 @@ impl Namespace {
                 if prev.is_some() {
                     undo.push((op.collection, op.id, prev, floor));
                 }
-                Ok(WriteResult { meta: live })
+                Ok(WriteResult::new(live))
             }
             WriteAction::Check => {
                 check(live)?;
-                Ok(WriteResult { meta: live })
+                Ok(WriteResult::new(live))
             }
             WriteAction::Restore { meta, body, index } => {
                 check(live)?;
@@ -474,7 +516,7 @@ impl Namespace {
                     rec: meta.record(op.id, body),
                     index,
                 });
-                Ok(WriteResult { meta: Some(meta) })
+                Ok(WriteResult::new(Some(meta)))
             }
         }
     }
@@ -699,7 +741,9 @@ impl Backend for MemoryBackend {
         for (i, op) in ops.into_iter().enumerate() {
             let (collection, id) = (op.collection.clone(), op.id.clone());
             let op_kind = match op.action {
-                WriteAction::Put { .. } | WriteAction::Restore { .. } => Some(ChangeOp::Put),
+                WriteAction::Put { .. } | WriteAction::Restore { .. } | WriteAction::Mutate(_) => {
+                    Some(ChangeOp::Put)
+                }
                 WriteAction::Delete => Some(ChangeOp::Delete),
                 WriteAction::Check => None,
             };

@@ -268,6 +268,20 @@ impl Retention {
 }
 
 impl CollectionSpec {
+    /// The index values of record `id` with this JSON body: for each index that holds it,
+    /// its values (what a write of the body stores). InvalidInput when a value has the
+    /// wrong type for its index.
+    pub fn index_entries(&self, body: &Value, id: &str) -> Result<crate::backend::IndexEntries> {
+        let mut entries = Vec::new();
+        for ix in &self.indexes {
+            let values = ix.extract(body, id)?;
+            if !values.is_empty() {
+                entries.push((ix.name.clone(), values));
+            }
+        }
+        Ok(entries)
+    }
+
     /// A spec with no indexes and no default TTL: a plain key-value collection.
     pub fn new() -> Self {
         Self::default()

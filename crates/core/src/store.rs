@@ -110,6 +110,8 @@ pub(crate) struct CollectionEntry {
 pub(crate) struct Loaded {
     pub(crate) stored: StoredSpec,
     pub(crate) queryable: CollectionSpec,
+    /// The stored spec again, shared with the mutations that apply under it.
+    pub(crate) spec: Arc<CollectionSpec>,
 }
 
 impl CollectionEntry {
@@ -138,6 +140,7 @@ impl From<StoredSpec> for Loaded {
     fn from(stored: StoredSpec) -> Self {
         Loaded {
             queryable: stored.queryable(),
+            spec: Arc::new(stored.spec.clone()),
             stored,
         }
     }

@@ -135,6 +135,19 @@ impl MirrorLayer {
                             index: index.clone(),
                         }
                     }
+                    (WriteAction::Mutate(m), Some(meta)) => {
+                        if current.is_some_and(|v| v >= meta.version) {
+                            return Ok(());
+                        }
+                        // The source computed the body: mirror the record it holds now,
+                        // this write's or a newer one (whose own write comes by later and
+                        // finds it there).
+                        let Some(rec) = self.source.get(ns, &op.collection, &op.id, now).await?
+                        else {
+                            return Ok(());
+                        };
+                        restore_of(rec, &m.spec)?
+                    }
                     (WriteAction::Delete, Some(removed)) => {
                         // Only what the source removed, or older: never a newer write.
                         if current.is_none_or(|v| v > removed.version) {
@@ -170,6 +183,29 @@ impl MirrorLayer {
             self.failed(&format!("{ns}/{}/{}", op.collection, op.id), &e);
         }
     }
+}
+
+/// A restore of `rec` indexed under `spec`.
+fn restore_of(
+    rec: stowage_core::StoredRecord,
+    spec: &stowage_core::CollectionSpec,
+) -> Result<WriteAction> {
+    let index = if rec.body.content_type == stowage_core::ContentType::Json {
+        let json: serde_json::Value = serde_json::from_slice(&rec.body.bytes).map_err(|e| {
+            stowage_core::Error::new(
+                ErrorKind::Corrupted,
+                format!("record {:?} is not valid JSON: {e}", rec.id),
+            )
+        })?;
+        spec.index_entries(&json, &rec.id)?
+    } else {
+        Vec::new()
+    };
+    Ok(WriteAction::Restore {
+        meta: stowage_core::RecordMeta::of(&rec),
+        body: rec.body,
+        index,
+    })
 }
 
 #[async_trait]

@@ -46,6 +46,7 @@ pub mod faults;
 mod indexes;
 mod instances;
 mod invalid;
+mod mutations;
 pub mod probe;
 mod property;
 mod query;

@@ -82,6 +82,7 @@ pub const GROUPS: &[(&str, &[Test])] = &[
     ("watch", crate::watch::TESTS),
     ("invalid", crate::invalid::TESTS),
     ("capabilities", crate::capabilities::TESTS),
+    ("mutations", crate::mutations::TESTS),
     ("property", crate::property::TESTS),
 ];
 

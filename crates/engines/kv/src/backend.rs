@@ -124,7 +124,10 @@ impl<S: KvStore> Backend for KvBackend<S> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
+        let mut c = self.0.capabilities();
+        // The write job applies mutations in its transaction, on every store beneath.
+        c.mutations = stowage_core::backend::MutationSupport::Native;
+        c
     }
 
     async fn list_namespaces(&self) -> Result<Vec<String>> {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use stowage_core::backend::{
-    first_version, IndexFill, Precondition, RecordMeta, Revision, SpecUpdate, StoredSpec,
-    WriteAction, WriteOp, WriteResult,
+    first_version, Applied, IndexFill, Live, MutateAction, Precondition, RecordMeta, Revision,
+    SpecUpdate, StoredSpec, WriteAction, WriteOp, WriteResult,
 };
 use stowage_core::{
     ChangeEvent, ChangeOp, Error, IndexValue, Result, StoredRecord, Timestamp, Version,
@@ -217,7 +217,22 @@ impl WriteColl {
     #[allow(clippy::too_many_lines)]
     fn apply(&self, t: &mut Txn<'_>, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
         self.check_revision(op.revision)?;
+        let mut values = Vec::new();
         let (body, index, meta) = match op.action {
+            WriteAction::Mutate(ref m) => {
+                let applied = self.mutated(t, &op, m, now)?;
+                values = applied.values;
+                (
+                    applied.body,
+                    applied.index,
+                    RecordMeta {
+                        version: 0,
+                        created_at: now,
+                        updated_at: now,
+                        expires_at: applied.expiry.at(now),
+                    },
+                )
+            }
             WriteAction::Put { body, index, ttl } => (
                 body,
                 index,
@@ -246,7 +261,7 @@ impl WriteColl {
                     }
                 }
                 self.store(t, &meta.record(op.id, body), &encoded, stored.as_deref())?;
-                return Ok(WriteResult { meta: Some(meta) });
+                return Ok(WriteResult::new(Some(meta)));
             }
             WriteAction::Delete | WriteAction::Check => {
                 let stored = t.get(self.records, op.id.as_bytes())?;
@@ -258,7 +273,7 @@ impl WriteColl {
                         self.remove_record(t, &op.id, b)?;
                     }
                 }
-                return Ok(WriteResult { meta: live });
+                return Ok(WriteResult::new(live));
             }
         };
         let encoded = sortable_entries(&index);
@@ -304,7 +319,34 @@ impl WriteColl {
         }
         Ok(WriteResult {
             meta: Some(RecordMeta::of(&rec)),
+            values,
         })
+    }
+
+    /// A mutation applied to the live record (read in this job's transaction, so no other
+    /// write comes between): what the put that follows stores. The precondition is checked
+    /// first, as the put path checks it again on the same state.
+    fn mutated(
+        &self,
+        t: &mut Txn<'_>,
+        op: &WriteOp,
+        m: &MutateAction,
+        now: Timestamp,
+    ) -> Result<Applied> {
+        let stored = t.get(self.records, op.id.as_bytes())?;
+        let live = match stored.as_deref() {
+            Some(b) if !decode_header(b)?.is_expired(now) => {
+                Some(decode_record(op.id.as_bytes(), b)?)
+            }
+            _ => None,
+        };
+        op.precondition
+            .check(&self.name, &op.id, live.as_ref().map(|r| r.version))?;
+        let live = live.as_ref().map(|r| Live {
+            body: &r.body,
+            meta: RecordMeta::of(r),
+        });
+        m.apply(&self.name, &op.id, live)
     }
 }
 
@@ -340,7 +382,9 @@ pub fn write_job(
         };
         let change = match op.action {
             _ if !logging => None,
-            WriteAction::Put { .. } | WriteAction::Restore { .. } => Some(ChangeOp::Put),
+            WriteAction::Put { .. } | WriteAction::Restore { .. } | WriteAction::Mutate(_) => {
+                Some(ChangeOp::Put)
+            }
             WriteAction::Delete => Some(ChangeOp::Delete),
             WriteAction::Check => None,
         };

@@ -279,7 +279,7 @@ impl PostgresBackend {
                     "postgres {target}: the write function reported nothing for op {i}"
                 )));
             }
-            results.push(WriteResult { meta });
+            results.push(WriteResult::new(meta));
         }
         Ok(Outcome::Done(Ok(results)))
     }
@@ -490,6 +490,8 @@ fn segment_params(
             Precondition::Version(v) => (writer::COND_VERSION, Some(v as i64)),
         };
         let (action, body, index, ttl, meta) = match &op.action {
+            // The store sends none: this engine does not claim mutations.
+            WriteAction::Mutate(_) => return Err(Error::unsupported("postgres", "mutations")),
             WriteAction::Check => (writer::ACTION_CHECK, None, None, None, None),
             WriteAction::Delete => (writer::ACTION_DELETE, None, None, None, None),
             WriteAction::Put { body, index, ttl } => (

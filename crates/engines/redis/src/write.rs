@@ -26,6 +26,13 @@ impl RedisBackend {
         ops: &[WriteOp],
         now: Timestamp,
     ) -> Result<Vec<WriteResult>> {
+        if ops
+            .iter()
+            .any(|op| matches!(op.action, WriteAction::Mutate(_)))
+        {
+            // The store sends none: this engine does not claim mutations.
+            return Err(Error::unsupported("redis", "mutations"));
+        }
         let keys = self.keys(ns);
         // Which indexes are unique, from the spec each op was prepared with (an op whose
         // spec is gone or moved on is refused by the script).
@@ -64,11 +71,7 @@ impl RedisBackend {
         }
         answer
             .iter()
-            .map(|a| {
-                Ok(WriteResult {
-                    meta: parse_meta(a)?,
-                })
-            })
+            .map(|a| Ok(WriteResult::new(parse_meta(a)?)))
             .collect()
     }
 
@@ -175,7 +178,7 @@ fn push_op(call: &mut redis::ScriptInvocation<'_>, op: &WriteOp, unique: &[Strin
         .arg(&op.id);
     let none = String::new();
     match &op.action {
-        WriteAction::Check | WriteAction::Delete => {
+        WriteAction::Check | WriteAction::Delete | WriteAction::Mutate(_) => {
             let action = i32::from(!matches!(op.action, WriteAction::Check));
             call.arg(action).arg(cond).arg(&expect);
             for _ in 0..7 {

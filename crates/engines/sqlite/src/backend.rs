@@ -24,6 +24,8 @@ impl Backend for SqliteBackend {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::default();
         c.batch_scope = BatchScope::Namespace;
+        // The writer applies mutations in its transaction.
+        c.mutations = stowage_core::backend::MutationSupport::Native;
         c.unique_indexes = true;
         c.ttl = true;
         c.binary_bodies = true;

@@ -9,10 +9,10 @@
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 use stowage_core::backend::{
-    entry_values, first_version, IndexEntries, IndexFill, Precondition, RecordMeta, Revision,
+    entry_values, first_version, IndexEntries, IndexFill, Live, Precondition, RecordMeta, Revision,
     WriteAction, WriteOp, WriteResult,
 };
-use stowage_core::{ChangeEvent, ChangeOp, Error, Result, Timestamp, Version};
+use stowage_core::{Body, ChangeEvent, ChangeOp, Error, Result, Timestamp, Version};
 use stowage_sql::prefix_upper;
 
 use crate::group_commit::Txn;
@@ -116,6 +116,54 @@ impl WriteColl {
                     })
                 })
                 .optional()
+            })
+            .map_err(t.err("reading a record"))
+    }
+
+    /// A put's (or a mutation's) record stored over what `id` holds: version + 1 over the
+    /// live record, or the first version; unique values checked first.
+    #[allow(clippy::too_many_arguments)] // the pieces of one row, each named
+    fn put(
+        &self,
+        t: &Txn<'_>,
+        id: &str,
+        (stored, live): (Option<Stored>, Option<RecordMeta>),
+        body: &Body,
+        index: &IndexEntries,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<RecordMeta> {
+        self.check_unique(t, id, index, now)?;
+        let meta = match live {
+            Some(l) => RecordMeta {
+                version: l.version + 1,
+                created_at: l.created_at,
+                updated_at: now,
+                expires_at,
+            },
+            None => RecordMeta {
+                version: first_version(t.floor(&self.ns, &self.name)?, stored.map(|s| s.version)),
+                created_at: now,
+                updated_at: now,
+                expires_at,
+            },
+        };
+        self.store(t, id, meta, body, index, stored.is_some())?;
+        Ok(meta)
+    }
+
+    /// The body of a stored record: JSON text or bytes, whichever column holds it.
+    fn body(&self, t: &Txn<'_>, id: &str) -> Result<Body> {
+        let sql = format!("SELECT body, blob FROM {} WHERE id = ?1", self.layout.table);
+        t.conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| {
+                s.query_row(params![id], |r| {
+                    Ok(match r.get::<_, Option<String>>(0)? {
+                        Some(text) => Body::json(text),
+                        None => Body::binary(r.get::<_, Vec<u8>>(1)?),
+                    })
+                })
             })
             .map_err(t.err("reading a record"))
     }
@@ -338,7 +386,7 @@ impl WriteColl {
             (&op.precondition, &op.action)
         {
             if let Some(meta) = self.insert_new(t, &op.id, body, index, *ttl, now)? {
-                return Ok(WriteResult { meta: Some(meta) });
+                return Ok(WriteResult::new(Some(meta)));
             }
         }
         let stored = self.stored(t, &op.id)?;
@@ -347,7 +395,7 @@ impl WriteColl {
             WriteAction::Check => {
                 op.precondition
                     .check(&self.name, &op.id, live.map(|m| m.version))?;
-                Ok(WriteResult { meta: live })
+                Ok(WriteResult::new(live))
             }
             WriteAction::Delete => {
                 op.precondition
@@ -355,31 +403,38 @@ impl WriteColl {
                 if let Some(s) = stored {
                     self.remove(t, &op.id, s.version)?;
                 }
-                Ok(WriteResult { meta: live })
+                Ok(WriteResult::new(live))
             }
             WriteAction::Put { body, index, ttl } => {
                 op.precondition
                     .check(&self.name, &op.id, live.map(|m| m.version))?;
-                self.check_unique(t, &op.id, &index, now)?;
-                let meta = match live {
-                    Some(l) => RecordMeta {
-                        version: l.version + 1,
-                        created_at: l.created_at,
-                        updated_at: now,
-                        expires_at: ttl.map(|d| now.saturating_add(d)),
-                    },
-                    None => RecordMeta {
-                        version: first_version(
-                            t.floor(&self.ns, &self.name)?,
-                            stored.map(|s| s.version),
-                        ),
-                        created_at: now,
-                        updated_at: now,
-                        expires_at: ttl.map(|d| now.saturating_add(d)),
-                    },
-                };
-                self.store(t, &op.id, meta, &body, &index, stored.is_some())?;
-                Ok(WriteResult { meta: Some(meta) })
+                let expires_at = ttl.map(|d| now.saturating_add(d));
+                let meta = self.put(t, &op.id, (stored, live), &body, &index, expires_at, now)?;
+                Ok(WriteResult::new(Some(meta)))
+            }
+            WriteAction::Mutate(m) => {
+                op.precondition
+                    .check(&self.name, &op.id, live.map(|m| m.version))?;
+                let body = live.map(|_| self.body(t, &op.id)).transpose()?;
+                let current = body
+                    .as_ref()
+                    .zip(live)
+                    .map(|(body, meta)| Live { body, meta });
+                let applied = m.apply(&self.name, &op.id, current)?;
+                let expires_at = applied.expiry.at(now);
+                let meta = self.put(
+                    t,
+                    &op.id,
+                    (stored, live),
+                    &applied.body,
+                    &applied.index,
+                    expires_at,
+                    now,
+                )?;
+                Ok(WriteResult {
+                    meta: Some(meta),
+                    values: applied.values,
+                })
             }
             WriteAction::Restore { meta, body, index } => {
                 op.precondition
@@ -393,7 +448,7 @@ impl WriteColl {
                     }
                 }
                 self.store(t, &op.id, meta, &body, &index, stored.is_some())?;
-                Ok(WriteResult { meta: Some(meta) })
+                Ok(WriteResult::new(Some(meta)))
             }
         }
     }
@@ -420,7 +475,9 @@ pub(crate) fn write_job(
         };
         let change = match op.action {
             _ if !logging => None,
-            WriteAction::Put { .. } | WriteAction::Restore { .. } => Some(ChangeOp::Put),
+            WriteAction::Put { .. } | WriteAction::Restore { .. } | WriteAction::Mutate(_) => {
+                Some(ChangeOp::Put)
+            }
             WriteAction::Delete => Some(ChangeOp::Delete),
             WriteAction::Check => None,
         };

@@ -256,6 +256,8 @@ impl Layer for CodecLayer {
         // an incompressible body is stored as it is).
         c.max_body_bytes = c.max_body_bytes.saturating_sub(OVERHEAD);
         c.blind_indexes = self.keys.is_some();
+        // The engine beneath sees only sealed bodies, so it cannot apply mutations.
+        c.mutations = stowage_core::backend::MutationSupport::None;
         c
     }
 
@@ -272,6 +274,13 @@ impl Layer for CodecLayer {
         now: Timestamp,
     ) -> Result<Vec<WriteResult>> {
         guard(ns)?;
+        if ops
+            .iter()
+            .any(|op| matches!(op.action, WriteAction::Mutate(_)))
+        {
+            // The engine would apply them to sealed bytes.
+            return Err(stowage_core::Error::unsupported("codec", "mutations"));
+        }
         let writes_bodies = ops.iter().any(|op| {
             matches!(
                 op.action,
