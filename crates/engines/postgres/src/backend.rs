@@ -21,6 +21,8 @@ impl Backend for PostgresBackend {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::default();
         c.batch_scope = BatchScope::Namespace;
+        // Applied in the write's transaction, under a row lock (mutate.rs).
+        c.mutations = stowage_core::backend::MutationSupport::Native;
         c.unique_indexes = true;
         c.ttl = true;
         c.binary_bodies = true;

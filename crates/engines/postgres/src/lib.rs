@@ -83,6 +83,7 @@ mod catalog;
 mod config;
 mod error;
 mod feed;
+mod mutate;
 mod open;
 mod pool;
 mod query;

@@ -45,7 +45,7 @@ use crate::writer;
 const RACE_RETRIES: usize = 8;
 
 /// Why a batch attempt did not finish.
-enum Outcome {
+pub(crate) enum Outcome {
     /// The batch's answer (an error names its op).
     Done(Result<Vec<WriteResult>>),
     /// Another writer got in between (a row appeared that was not there when read, a
@@ -58,10 +58,10 @@ enum Outcome {
 }
 
 /// A run of a batch's ops that one call of the collection's write function applies.
-struct Segment {
-    layout: Arc<Layout>,
+pub(crate) struct Segment {
+    pub(crate) layout: Arc<Layout>,
     /// Positions in the batch, in order.
-    ops: Vec<usize>,
+    pub(crate) ops: Vec<usize>,
 }
 
 impl PostgresBackend {
@@ -74,8 +74,16 @@ impl PostgresBackend {
     ) -> Result<Vec<WriteResult>> {
         let mut last = String::new();
         let mut one_by_one = false;
+        let mutates = ops
+            .iter()
+            .any(|op| matches!(op.action, WriteAction::Mutate(_)));
         for _ in 0..RACE_RETRIES {
-            match self.write_attempt(ns, ops, now, one_by_one).await? {
+            let attempt = if mutates {
+                self.mutate_attempt(ns, ops, now).await?
+            } else {
+                self.write_attempt(ns, ops, now, one_by_one).await?
+            };
+            match attempt {
                 Outcome::Done(r) => return r,
                 Outcome::Race(why) => last = why,
                 Outcome::OneByOne if !one_by_one => one_by_one = true,
@@ -94,7 +102,7 @@ impl PostgresBackend {
 
     /// The layout an op was prepared with: from the cache by revision, or from the
     /// catalog (NotFound when the collection is gone, stale spec when it moved on).
-    async fn op_layout(&self, ns: &str, op: &WriteOp) -> Result<Arc<Layout>> {
+    pub(crate) async fn op_layout(&self, ns: &str, op: &WriteOp) -> Result<Arc<Layout>> {
         if let Some(layout) = self.inner.layouts.lock().get(&op.revision) {
             if layout.ns == ns && layout.collection == op.collection {
                 return Ok(layout.clone());
@@ -285,7 +293,7 @@ impl PostgresBackend {
     }
 
     /// Turns a failed call of segment `s` into the batch's answer.
-    async fn explain(
+    pub(crate) async fn explain(
         &self,
         ns: &str,
         ops: &[WriteOp],
@@ -455,7 +463,7 @@ impl PostgresBackend {
 /// The arguments of one call of a segment's write function (see `Layout::writer_call`).
 // Long: one array per parameter of the write function, in the order of its signature.
 #[allow(clippy::too_many_lines)]
-fn segment_params(
+pub(crate) fn segment_params(
     ops: &[WriteOp],
     s: &Segment,
     now: Option<SystemTime>,
@@ -490,8 +498,12 @@ fn segment_params(
             Precondition::Version(v) => (writer::COND_VERSION, Some(v as i64)),
         };
         let (action, body, index, ttl, meta) = match &op.action {
-            // The store sends none: this engine does not claim mutations.
-            WriteAction::Mutate(_) => return Err(Error::unsupported("postgres", "mutations")),
+            // `mutate_attempt` turns each into a put first.
+            WriteAction::Mutate(_) => {
+                return Err(Error::internal(
+                    "postgres: a mutation reached the write function",
+                ))
+            }
             WriteAction::Check => (writer::ACTION_CHECK, None, None, None, None),
             WriteAction::Delete => (writer::ACTION_DELETE, None, None, None, None),
             WriteAction::Put { body, index, ttl } => (
@@ -817,24 +829,24 @@ fn is_missing(e: &tokio_postgres::Error) -> bool {
 /// `COMMIT` travel with other statements). If it is dropped before [`OpenTransaction::finish`]
 /// — the caller's future was cancelled mid-transaction — the connection is closed instead
 /// of going back to the pool, and PostgreSQL rolls the transaction back.
-struct OpenTransaction {
+pub(crate) struct OpenTransaction {
     client: Option<deadpool_postgres::Object>,
 }
 
 impl OpenTransaction {
-    fn new(client: deadpool_postgres::Object) -> Self {
+    pub(crate) fn new(client: deadpool_postgres::Object) -> Self {
         OpenTransaction {
             client: Some(client),
         }
     }
 
-    fn client(&self) -> &deadpool_postgres::Object {
+    pub(crate) fn client(&self) -> &deadpool_postgres::Object {
         // Set until `finish` or drop.
         self.client.as_ref().unwrap_or_else(|| unreachable!())
     }
 
     /// The transaction ended (committed or rolled back): the connection may be reused.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.client.take();
     }
 }
@@ -849,7 +861,7 @@ impl Drop for OpenTransaction {
 
 /// Whether a failure is a lost race worth trying again: a deadlock or a serialization
 /// failure between writers.
-fn is_race(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_race(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
         *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
     })

@@ -1,0 +1,256 @@
+//! Batches that hold mutations: the record is locked, the mutation applied by Stowage, and the
+//! result written by the collection's write function, all in one transaction.
+//!
+//! Why not inside the write function, in one statement: a mutation must keep the key order
+//! of the body's untouched fields and give the same bytes and index values as on every other
+//! engine, so it would need a second JSON implementation and a second index extractor in
+//! PL/pgSQL kept identical to Stowage's. Locking instead (`SELECT … FOR UPDATE` in the
+//! write's transaction) keeps one implementation, and still no caller ever retries: a
+//! concurrent mutation of the record waits for the lock, as `UPDATE … SET n = n + 1` does.
+//! A single mutation costs four round trips: `BEGIN` with the collection locks and the
+//! clock (pipelined), the row lock, the write function, `COMMIT`. The row is locked from the
+//! second to the fourth, so at most that many round trips plus the commit's flush stand
+//! between two mutations of one hot record.
+//!
+//! Ops run one at a time in batch order, each seeing the ones before it (they share the
+//! transaction). A record that does not exist cannot be locked: two first mutations of one
+//! id may both find it absent, and the second insert loses — a race, tried again from the
+//! start, never shown to the caller.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::{join, join_all};
+use std::sync::Arc;
+
+use stowage_core::backend::{
+    Live, MutateAction, RecordMeta, Values, WriteAction, WriteOp, WriteResult,
+};
+use stowage_core::{Error, Precondition, Result, StoredRecord, Timestamp, Version};
+use tokio_postgres::types::ToSql;
+
+use crate::catalog::{LOCK_EXCLUSIVE, LOCK_SHARED};
+use crate::error::pg_error;
+use crate::open::PostgresBackend;
+use crate::schema::{read_record, Layout, RECORD_COLUMNS};
+use crate::write::{is_race, segment_params, OpenTransaction, Outcome, Segment};
+
+impl PostgresBackend {
+    /// One attempt at a batch holding mutations (see the module docs).
+    pub(crate) async fn mutate_attempt(
+        &self,
+        ns: &str,
+        ops: &[WriteOp],
+        now: Timestamp,
+    ) -> Result<Outcome> {
+        let target = self.inner.pool.target().to_owned();
+        let failed = |e| pg_error(e, "writing", &target);
+        // Layouts before the connection: a transaction waiting for a second connection
+        // could starve the pool.
+        let mut layouts = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            match self.op_layout(ns, op).await {
+                Ok(layout) => layouts.push(layout),
+                Err(e) => return Ok(Outcome::Done(Err(e.at_op(i)))),
+            }
+        }
+        let client = OpenTransaction::new(self.inner.pool.client("writing").await?);
+        let c = client.client();
+        let engine_now = self.begin_locked(c, ns, ops, now).await?;
+        let mut results = Vec::with_capacity(ops.len());
+        for (i, (op, layout)) in ops.iter().zip(layouts).enumerate() {
+            let step = self.mutate_one(c, op, layout, engine_now, now).await?;
+            let (written, segment, e) = match step {
+                Step::Done(result) => {
+                    results.push(result);
+                    continue;
+                }
+                Step::Refused(e) => {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                    client.finish();
+                    return Ok(Outcome::Done(Err(e.at_op(i))));
+                }
+                Step::Failed(written, segment, e) => (written, segment, e),
+            };
+            let _ = c.batch_execute("ROLLBACK").await;
+            // The connection goes back before explaining, which may take another.
+            client.finish();
+            let mutated = matches!(op.action, WriteAction::Mutate(_));
+            let one = std::slice::from_ref(&written);
+            return Ok(match self.explain(ns, one, &segment, e, now).await? {
+                // Another writer created the record first: not the caller's precondition.
+                Outcome::Done(Err(e)) if mutated && is_lost_insert(&e) => {
+                    Outcome::Race("a record was created by another writer".into())
+                }
+                Outcome::Done(Err(e)) => Outcome::Done(Err(e.at_op(i))),
+                other => other,
+            });
+        }
+        match c.batch_execute("COMMIT").await {
+            Ok(()) => {
+                client.finish();
+                Ok(Outcome::Done(Ok(results)))
+            }
+            Err(e) if is_race(&e) => {
+                client.finish();
+                Ok(Outcome::Race(e.to_string()))
+            }
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// `BEGIN`, the advisory locks of the batch's collections in name order (as every write
+    /// takes them: a row lock taken before them could deadlock with a spec change) and the
+    /// transaction's clock, pipelined in one round trip. Returns the clock.
+    async fn begin_locked(
+        &self,
+        c: &deadpool_postgres::Object,
+        ns: &str,
+        ops: &[WriteOp],
+        now: Timestamp,
+    ) -> Result<Timestamp> {
+        let target = self.inner.pool.target().to_owned();
+        let failed = |e| pg_error(e, "writing", &target);
+        let mut exclusive: BTreeMap<&str, bool> = BTreeMap::new();
+        for op in ops {
+            let removes = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
+            *exclusive.entry(op.collection.as_str()).or_default() |= removes;
+        }
+        let keys: Vec<(i64, bool)> = exclusive
+            .iter()
+            .map(|(coll, x)| (crate::schema::lock_key(ns, coll), *x))
+            .collect();
+        let lock_shared = c.prepare_cached(LOCK_SHARED).await.map_err(failed)?;
+        let lock_exclusive = c.prepare_cached(LOCK_EXCLUSIVE).await.map_err(failed)?;
+        let clock = c
+            .prepare_cached("SELECT coalesce($1::timestamptz, now())")
+            .await
+            .map_err(failed)?;
+        type P<'a> = &'a (dyn ToSql + Sync);
+        let lock_params: Vec<[P<'_>; 1]> = keys.iter().map(|(k, _)| [k as P<'_>]).collect();
+        let now_param = self.now_param(now);
+        let (begun, (locked, engine_now)) = join(
+            c.batch_execute("BEGIN"),
+            join(
+                join_all(keys.iter().zip(&lock_params).map(|((_, x), p)| {
+                    c.execute(if *x { &lock_exclusive } else { &lock_shared }, p)
+                })),
+                c.query_one(&clock, &[&now_param]),
+            ),
+        )
+        .await;
+        begun.map_err(failed)?;
+        for l in locked {
+            l.map_err(failed)?;
+        }
+        let engine_now = Timestamp::from(engine_now.map_err(failed)?.get::<_, SystemTime>(0));
+        Ok(engine_now)
+    }
+
+    /// One op of a mutating batch, inside its transaction: a mutation becomes the put of its
+    /// result over the locked row.
+    async fn mutate_one(
+        &self,
+        c: &deadpool_postgres::Object,
+        op: &WriteOp,
+        layout: Arc<Layout>,
+        engine_now: Timestamp,
+        now: Timestamp,
+    ) -> Result<Step> {
+        let target = self.inner.pool.target().to_owned();
+        let failed = |e| pg_error(e, "writing", &target);
+        let (written, values) = match &op.action {
+            WriteAction::Mutate(m) => {
+                let select = format!(
+                    "SELECT {RECORD_COLUMNS} FROM {} WHERE id = $1 FOR UPDATE",
+                    layout.table
+                );
+                let stmt = c.prepare_cached(&select).await.map_err(failed)?;
+                let row = c.query_opt(&stmt, &[&op.id]).await.map_err(failed)?;
+                let stored = row.map(|r| read_record(&r, 0));
+                let live = stored
+                    .as_ref()
+                    .filter(|r| r.expires_at.is_none_or(|x| x > engine_now));
+                match as_put(op, m, live, engine_now) {
+                    Ok(put) => put,
+                    Err(e) => return Ok(Step::Refused(e)),
+                }
+            }
+            _ => (op.clone(), Vec::new()),
+        };
+        let segment = Segment {
+            layout,
+            ops: vec![0],
+        };
+        let exclusive = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
+        let one = std::slice::from_ref(&written);
+        let params = segment_params(one, &segment, self.now_param(now), exclusive)?;
+        let stmt = c
+            .prepare_cached(&segment.layout.writer_call())
+            .await
+            .map_err(failed)?;
+        let rows = match c.query(&stmt, &params.refs()).await {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Step::Failed(written, segment, e)),
+        };
+        let meta = rows.first().map(|row| RecordMeta {
+            version: row.get::<_, i64>(1) as Version,
+            created_at: Timestamp::from(row.get::<_, SystemTime>(2)),
+            updated_at: Timestamp::from(row.get::<_, SystemTime>(3)),
+            expires_at: row.get::<_, Option<SystemTime>>(4).map(Timestamp::from),
+        });
+        Ok(Step::Done(WriteResult { meta, values }))
+    }
+}
+
+/// What one op of a mutating batch came to.
+enum Step {
+    /// Written.
+    Done(WriteResult),
+    /// Refused before writing (precondition, type, bound): the caller's answer.
+    Refused(Error),
+    /// The write function failed on this op (as written: a mutation's put).
+    Failed(WriteOp, Segment, tokio_postgres::Error),
+}
+
+/// A mutation as the put of its result over the live record it was applied to (locked),
+/// with the values at its paths; the caller's precondition checked first.
+fn as_put(
+    op: &WriteOp,
+    m: &MutateAction,
+    live: Option<&StoredRecord>,
+    engine_now: Timestamp,
+) -> Result<(WriteOp, Values)> {
+    op.precondition
+        .check(&op.collection, &op.id, live.map(|r| r.version))?;
+    let applied = m.apply(
+        &op.collection,
+        &op.id,
+        live.map(|r| Live {
+            body: &r.body,
+            meta: RecordMeta::of(r),
+        }),
+    )?;
+    // The write function adds a TTL to the transaction's now, which is `engine_now`: a kept
+    // expiry is handed over as what remains of it (the record is live, so some does).
+    let ttl = applied.expiry.at(engine_now).map(|at| {
+        Duration::from_micros(u64::try_from(at.as_micros() - engine_now.as_micros()).unwrap_or(1))
+    });
+    let put = WriteOp {
+        collection: op.collection.clone(),
+        revision: op.revision,
+        id: op.id.clone(),
+        precondition: live.map_or(Precondition::Absent, |r| Precondition::Version(r.version)),
+        action: WriteAction::Put {
+            body: applied.body,
+            index: applied.index,
+            ttl,
+        },
+    };
+    Ok((put, applied.values))
+}
+
+/// Whether a mutation's put failed because its record appeared meanwhile.
+fn is_lost_insert(e: &Error) -> bool {
+    e.kind() == stowage_core::ErrorKind::AlreadyExists && e.index().is_none()
+}
