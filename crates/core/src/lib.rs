@@ -46,6 +46,7 @@
 
 pub mod backend;
 mod collection;
+mod compare_and_set;
 mod error;
 mod feed;
 pub mod layer;

@@ -624,14 +624,22 @@ async fn batches_mutate_atomically(f: Arc<dyn Fixture>) {
         2,
         "none applied"
     );
-    // Two mutations of one record in one batch apply in order.
+    // Two mutations of one record in one batch apply in order where the engine mutates;
+    // by compare-and-set, a mutation comes before any other write of its record.
     let mut batch = cx.store.batch();
     batch
         .mutate(&c, "b", &Mutate::new().add("/balance", 1))
         .mutate(&c, "b", &Mutate::new().add("/balance", 1).if_version(3));
-    let done = batch.commit().await.unwrap();
-    assert_eq!(done[1].unwrap().version, 4);
-    assert_eq!(c.get("b").await.unwrap().unwrap().value["balance"], 62);
+    if cx.store.capabilities().mutations == MutationSupport::Native {
+        let done = batch.commit().await.unwrap();
+        assert_eq!(done[1].unwrap().version, 4);
+        assert_eq!(c.get("b").await.unwrap().unwrap().value["balance"], 62);
+    } else {
+        let e = expect_err(batch.commit().await, ErrorKind::InvalidInput);
+        assert!(e.message().contains("before any other write"), "{e}");
+        assert_eq!(e.batch_op(), Some(1));
+        assert_eq!(c.get("b").await.unwrap().unwrap().version, 2);
+    }
 }
 
 /// The group's tests. A test function missing here is dead code, which this crate denies.

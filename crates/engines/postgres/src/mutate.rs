@@ -7,10 +7,10 @@
 //! PL/pgSQL kept identical to Stowage's. Locking instead (`SELECT … FOR UPDATE` in the
 //! write's transaction) keeps one implementation, and still no caller ever retries: a
 //! concurrent mutation of the record waits for the lock, as `UPDATE … SET n = n + 1` does.
-//! A single mutation costs four round trips: `BEGIN` with the collection locks and the
-//! clock (pipelined), the row lock, the write function, `COMMIT`. The row is locked from the
-//! second to the fourth, so at most that many round trips plus the commit's flush stand
-//! between two mutations of one hot record.
+//! A single mutation costs three round trips: `BEGIN` with the collection locks and the clock
+//! (pipelined), the row lock, then the write function with `COMMIT` (pipelined). The row is
+//! locked from the second to the end, so one round trip, the write and the commit's flush
+//! stand between two mutations of one hot record.
 //!
 //! Ops run one at a time in batch order, each seeing the ones before it (they share the
 //! transaction). A record that does not exist cannot be locked: two first mutations of one
@@ -59,11 +59,22 @@ impl PostgresBackend {
         let engine_now = self.begin_locked(c, ns, ops, now).await?;
         let mut results = Vec::with_capacity(ops.len());
         for (i, (op, layout)) in ops.iter().zip(layouts).enumerate() {
-            let step = self.mutate_one(c, op, layout, engine_now, now).await?;
+            let last = i + 1 == ops.len();
+            let step = self
+                .mutate_one(c, op, layout, engine_now, now, last)
+                .await?;
             let (written, segment, e) = match step {
                 Step::Done(result) => {
                     results.push(result);
                     continue;
+                }
+                Step::CommitFailed(e) => {
+                    client.finish();
+                    return if is_race(&e) {
+                        Ok(Outcome::Race(e.to_string()))
+                    } else {
+                        Err(failed(e))
+                    };
                 }
                 Step::Refused(e) => {
                     let _ = c.batch_execute("ROLLBACK").await;
@@ -86,17 +97,9 @@ impl PostgresBackend {
                 other => other,
             });
         }
-        match c.batch_execute("COMMIT").await {
-            Ok(()) => {
-                client.finish();
-                Ok(Outcome::Done(Ok(results)))
-            }
-            Err(e) if is_race(&e) => {
-                client.finish();
-                Ok(Outcome::Race(e.to_string()))
-            }
-            Err(e) => Err(failed(e)),
-        }
+        // The last op's step committed.
+        client.finish();
+        Ok(Outcome::Done(Ok(results)))
     }
 
     /// `BEGIN`, the advisory locks of the batch's collections in name order (as every write
@@ -148,7 +151,8 @@ impl PostgresBackend {
     }
 
     /// One op of a mutating batch, inside its transaction: a mutation becomes the put of its
-    /// result over the locked row.
+    /// result over the locked row. The last op sends `COMMIT` with its write, so the row lock
+    /// is held for one round trip less.
     async fn mutate_one(
         &self,
         c: &deadpool_postgres::Object,
@@ -156,6 +160,7 @@ impl PostgresBackend {
         layout: Arc<Layout>,
         engine_now: Timestamp,
         now: Timestamp,
+        last: bool,
     ) -> Result<Step> {
         let target = self.inner.pool.target().to_owned();
         let failed = |e| pg_error(e, "writing", &target);
@@ -189,9 +194,18 @@ impl PostgresBackend {
             .prepare_cached(&segment.layout.writer_call())
             .await
             .map_err(failed)?;
-        let rows = match c.query(&stmt, &params.refs()).await {
-            Ok(rows) => rows,
-            Err(e) => return Ok(Step::Failed(written, segment, e)),
+        let refs = params.refs();
+        let (rows, committed) = if last {
+            // A failed write turns the COMMIT into a rollback.
+            let (rows, committed) = join(c.query(&stmt, &refs), c.batch_execute("COMMIT")).await;
+            (rows, Some(committed))
+        } else {
+            (c.query(&stmt, &refs).await, None)
+        };
+        let rows = match (rows, committed) {
+            (Err(e), _) => return Ok(Step::Failed(written, segment, e)),
+            (Ok(_), Some(Err(e))) => return Ok(Step::CommitFailed(e)),
+            (Ok(rows), _) => rows,
         };
         let meta = rows.first().map(|row| RecordMeta {
             version: row.get::<_, i64>(1) as Version,
@@ -211,6 +225,8 @@ enum Step {
     Refused(Error),
     /// The write function failed on this op (as written: a mutation's put).
     Failed(WriteOp, Segment, tokio_postgres::Error),
+    /// The last op was written, but `COMMIT` failed.
+    CommitFailed(tokio_postgres::Error),
 }
 
 /// A mutation as the put of its result over the live record it was applied to (locked),

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use stowage_core::backend::{
-    Backend, BatchScope, Capabilities, ChangeFeed, CollectionStats, IndexFill, QueryHit,
-    QueryRequest, Revision, ScanRequest, SpecUpdate, StoredSpec, WriteOp, WriteResult,
+    Backend, BatchScope, Capabilities, ChangeFeed, CollectionStats, IndexFill, MutationSupport,
+    QueryHit, QueryRequest, Revision, ScanRequest, SpecUpdate, StoredSpec, WriteAction, WriteOp,
+    WriteResult,
 };
 use stowage_core::{ChangeStream, ChangeToken, Result, StoredRecord, Timestamp};
 
@@ -21,6 +22,8 @@ impl Backend for RedisBackend {
         // Every key of a namespace carries its hash tag: one script reaches them all, on a
         // cluster too.
         c.batch_scope = BatchScope::Namespace;
+        // By compare-and-set for now: the write script does not parse bodies.
+        c.mutations = MutationSupport::CompareAndSet;
         c.unique_indexes = true;
         c.ttl = true;
         c.binary_bodies = true;
@@ -90,6 +93,13 @@ impl Backend for RedisBackend {
     }
 
     async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
+        if ops
+            .iter()
+            .any(|op| matches!(op.action, WriteAction::Mutate(_)))
+        {
+            // Read, apply, write where unchanged (the puts come back through here).
+            return self.inner.mutations.write(self, ns, ops, now).await;
+        }
         self.write_batch(ns, &ops, now).await
     }
 

@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     pub drop_script: redis::Script,
     /// Specs by (namespace, collection, revision): see `catalog.rs`.
     pub specs: parking_lot::Mutex<HashMap<(String, String, Revision), Arc<StoredSpec>>>,
+    /// Applies mutations by compare-and-set (see `write.rs`).
+    pub mutations: stowage_core::backend::CompareAndSet,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -155,6 +157,7 @@ impl RedisBackend {
             .map_err(failed)?;
         let backend = RedisBackend {
             inner: Arc::new(Inner {
+                mutations: stowage_core::backend::CompareAndSet::new(),
                 conn,
                 connector,
                 target,

@@ -30,8 +30,10 @@ impl RedisBackend {
             .iter()
             .any(|op| matches!(op.action, WriteAction::Mutate(_)))
         {
-            // The store sends none: this engine does not claim mutations.
-            return Err(Error::unsupported("redis", "mutations"));
+            // `Backend::write` turns them into puts first.
+            return Err(Error::internal(
+                "redis: a mutation reached the write script",
+            ));
         }
         let keys = self.keys(ns);
         // Which indexes are unique, from the spec each op was prepared with (an op whose

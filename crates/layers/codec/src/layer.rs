@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use stowage_core::backend::{
-    Backend, Capabilities, IndexFill, QueryHit, QueryRequest, Revision, ScanRequest, WriteAction,
-    WriteOp, WriteResult,
+    Backend, Capabilities, CompareAndSet, IndexFill, QueryHit, QueryRequest, Revision, ScanRequest,
+    WriteAction, WriteOp, WriteResult,
 };
 use stowage_core::layer::Layer;
 use stowage_core::{Error, ErrorKind, Result, StoredRecord, Timestamp};
@@ -98,6 +98,8 @@ pub struct CodecLayer {
     /// The blind indexes of each collection (namespace, collection) at the revision last
     /// seen.
     blind: Mutex<HashMap<(String, String), (Revision, BlindNames)>>,
+    /// Applies mutations, which the engine cannot see into.
+    mutations: CompareAndSet,
 }
 
 /// The blind indexes of one collection.
@@ -122,6 +124,7 @@ impl CodecLayer {
             return Err(Error::invalid("the codec layer's key ring holds no key"));
         }
         Ok(CodecLayer {
+            mutations: CompareAndSet::new(),
             keys: config
                 .ring
                 .map(|ring| DataKeys::new(inner.clone(), ring, config.key_cache)),
@@ -256,8 +259,8 @@ impl Layer for CodecLayer {
         // an incompressible body is stored as it is).
         c.max_body_bytes = c.max_body_bytes.saturating_sub(OVERHEAD);
         c.blind_indexes = self.keys.is_some();
-        // The engine beneath sees only sealed bodies, so it cannot apply mutations.
-        c.mutations = stowage_core::backend::MutationSupport::None;
+        // The engine beneath sees only sealed bodies: the layer applies mutations itself.
+        c.mutations = stowage_core::backend::MutationSupport::CompareAndSet;
         c
     }
 
@@ -278,8 +281,9 @@ impl Layer for CodecLayer {
             .iter()
             .any(|op| matches!(op.action, WriteAction::Mutate(_)))
         {
-            // The engine would apply them to sealed bytes.
-            return Err(stowage_core::Error::unsupported("codec", "mutations"));
+            // The engine would apply them to sealed bytes: they become puts of their results
+            // here, which come back through this function.
+            return self.mutations.write(self, ns, ops, now).await;
         }
         let writes_bodies = ops.iter().any(|op| {
             matches!(
