@@ -67,7 +67,7 @@ pub use collection::{Batch, Collection, Committed, Put};
 pub use error::{Error, ErrorKind, Result};
 pub use feed::{ChangeEvent, ChangeOp, ChangeStream, ChangeToken};
 pub use memory::MemoryBackend;
-pub use mutation::{Mutate, Mutated, Mutation, TtlChange, MAX_MUTATIONS, MAX_PATH_BYTES};
+pub use mutation::{Mutate, Mutated, Mutation, TtlChange, MAX_MUTATIONS, MAX_PATH_CHARS};
 pub use query::{Condition, Filter, Page, Query};
 pub use record::{
     validate_id, validate_name, Body, ContentType, Record, RecordRef, StoredRecord, Timestamp,

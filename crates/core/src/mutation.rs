@@ -37,8 +37,8 @@ use crate::spec::CollectionSpec;
 /// The most mutations one [`Mutate`] may hold.
 pub const MAX_MUTATIONS: usize = 256;
 
-/// The longest path a mutation may name, in bytes.
-pub const MAX_PATH_BYTES: usize = 1024;
+/// The longest path a mutation may name, in characters.
+pub const MAX_PATH_CHARS: usize = 1024;
 
 /// One change of a record, at a JSON pointer. Its JSON form is the HTTP API's, in JSON
 /// Patch's style: `{"op": "add", "path": "/n", "value": 1, "max": 100}`.
@@ -393,8 +393,8 @@ fn comparable(v: &Value) -> bool {
 
 /// A JSON pointer's reference tokens, unescaped.
 fn parse_path(path: &str) -> std::result::Result<Vec<String>, String> {
-    if path.len() > MAX_PATH_BYTES {
-        return Err(format!("the path is longer than {MAX_PATH_BYTES} bytes"));
+    if path.chars().count() > MAX_PATH_CHARS {
+        return Err(format!("the path is longer than {MAX_PATH_CHARS} characters"));
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Err(if path.is_empty() {

@@ -22,6 +22,7 @@ struct Details {
     index: Option<String>,
     holder: Option<String>,
     op: Option<usize>,
+    current_value: Option<(String, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -84,6 +85,10 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let (status, kind) = match e.kind() {
+            // A mutation refused by its bound: the state, not a precondition, said no.
+            ErrorKind::Conflict if e.current_value().is_some() => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
             ErrorKind::Conflict => (StatusCode::PRECONDITION_FAILED, "conflict"),
@@ -105,6 +110,7 @@ impl From<Error> for ApiError {
                 index: e.index().map(str::to_owned),
                 holder: e.holder().map(str::to_owned),
                 op: e.batch_op(),
+                current_value: e.current_value().map(|(p, v)| (p.to_owned(), v.clone())),
             })),
         }
     }
@@ -116,6 +122,9 @@ impl IntoResponse for ApiError {
         let d = self.details.map(|d| *d).unwrap_or_default();
         if self.kind == "conflict" {
             body["current_version"] = json!(d.current_version);
+        }
+        if let Some((path, value)) = d.current_value {
+            body["current_value"] = json!({"path": path, "value": value});
         }
         if let Some(i) = d.index {
             body["index"] = json!(i);

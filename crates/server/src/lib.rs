@@ -87,6 +87,7 @@ fn router_stopping(
             "/v1/{ns}/{coll}/records/{id}",
             get(routes::get_record)
                 .put(routes::put_record)
+                .patch(routes::patch_record)
                 .delete(routes::delete_record),
         )
         .route("/v1/{ns}/{coll}/query", post(routes::query))

@@ -115,7 +115,7 @@ fn document_with_every_field(tokens_required: bool, max_ids: usize) -> Value {
                  "description": "Durable, indexed, versioned records over HTTP/JSON."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": merged([spec_schemas(&s), record_schemas(), query_schemas(&s), change_schemas()]),
+            "schemas": merged([spec_schemas(&s), record_schemas(), query_schemas(&s), change_schemas(), mutation_schemas()]),
         },
         "security": security,
         "paths": merged([
@@ -206,11 +206,48 @@ fn query_schemas(s: &Shared) -> Value {
         batch_op(json!({"enum": ["insert", "upsert"]}), json!({"body": {}, "ttl": count(1)})),
         batch_op(json!({"const": "update"}), json!({"body": {}, "if_version": count(0), "ttl": count(1)})),
         batch_op(json!({"const": "delete"}), json!({"if_version": count(0)})),
+        {"allOf": [batch_op(json!({"const": "mutate"}), json!({"mutations": {"type": "array", "maxItems": stowage_core::MAX_MUTATIONS, "items": {"$ref": "#/components/schemas/Mutation"}}, "ttl": count(1), "if_version": count(0)}))],
+         "description": "mutations of one record, as PATCH takes them: at least one mutation or a ttl",
+         "anyOf": [{"required": ["mutations"], "properties": {"mutations": {"minItems": 1}}},
+                   {"required": ["ttl"], "properties": {"ttl": {"type": "integer"}}}]},
         {"allOf": [batch_op(json!({"const": "check"}), json!({"if_version": count(0), "exists": {"type": ["boolean", "null"]}}))],
          "description": "writes nothing: the batch applies only if if_version (with exists absent or true), or exists true or false alone, holds for the record",
          "anyOf": [
             {"required": ["if_version"], "properties": {"if_version": {"type": "integer"}, "exists": {"enum": [true, null]}}},
             {"required": ["exists"], "properties": {"exists": {"type": "boolean"}, "if_version": {"type": "null"}}}]}]}
+    })
+}
+
+/// Mutations (`PATCH` of a record, the batch's `mutate` op) and what they answer.
+fn mutation_schemas() -> Value {
+    let path = json!({"type": "string", "minLength": 2, "maxLength": stowage_core::MAX_PATH_CHARS,
+        "pattern": "^(/([^~]|~[01])*)+$", "description": "a JSON pointer to a field (not the whole body)"});
+    let op = |name: &str, fields: Value, required: &[&str]| {
+        let mut properties = json!({"op": {"const": name}, "path": path.clone()});
+        for (field, schema) in fields.as_object().into_iter().flatten() {
+            properties[field] = schema.clone();
+        }
+        let mut needed = vec!["op", "path"];
+        needed.extend_from_slice(required);
+        json!({"type": "object", "additionalProperties": false, "required": needed, "properties": properties})
+    };
+    let number = json!({"type": ["number", "null"]});
+    json!({
+    "Mutation": {"oneOf": [
+        op("add", json!({"value": {"type": "number"}, "min": number, "max": number}), &["value"]),
+        op("max", json!({"value": {"type": ["number", "string"]}}), &["value"]),
+        op("min", json!({"value": {"type": ["number", "string"]}}), &["value"]),
+        op("set", json!({"value": {}}), &["value"]),
+        op("remove", json!({}), &[]),
+        op("append", json!({"value": {}, "keep_last": {"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX}}), &["value"])]},
+    "Mutations": {"type": "object", "additionalProperties": false, "properties": {
+        "mutations": {"type": "array", "maxItems": stowage_core::MAX_MUTATIONS, "items": {"$ref": "#/components/schemas/Mutation"}},
+        "ttl": {"type": ["integer", "null"], "minimum": 1, "maximum": u64::MAX, "description": "expire this many seconds from now (absent: keep the TTL)"}},
+        "description": "applied in order, all or none; at least one mutation or a ttl (a touch)",
+        "anyOf": [{"required": ["mutations"], "properties": {"mutations": {"minItems": 1}}},
+                  {"required": ["ttl"], "properties": {"ttl": {"type": "integer"}}}]},
+    "Mutated": {"allOf": [{"$ref": "#/components/schemas/Written"}], "required": ["values"], "properties": {
+        "values": {"type": "object", "description": "the value at each mutated path afterwards (null where removed)"}}}
     })
 }
 
@@ -286,6 +323,11 @@ fn record_paths(s: &Shared) -> Value {
                                {"name": "If-None-Match", "in": "header", "schema": {"type": "string", "enum": ["*"]}}],
                 "requestBody": json_body(json!({})),
                 "responses": with(ok("200", "replaced (201: created), with what was stored", json!({"$ref": "#/components/schemas/Written"})), &["201", "400", "401", "403", "404", "409", "412", "413", "503"])},
+        "patch": {"summary": "Mutate a record atomically (add with min/max bounds, max, min, set, remove, append with keep_last; ttl renews): If-Match \"v\" only that version, If-Match * only an existing record, If-None-Match * only a new one; 409 when a bound refuses, with the current value",
+                "parameters": [{"name": "If-Match", "in": "header", "schema": {"type": "string"}},
+                               {"name": "If-None-Match", "in": "header", "schema": {"type": "string", "enum": ["*"]}}],
+                "requestBody": json_body(json!({"$ref": "#/components/schemas/Mutations"})),
+                "responses": with(ok("200", "mutated (201: created), with what was stored and the values at the mutated paths", json!({"$ref": "#/components/schemas/Mutated"})), &["201", "400", "401", "403", "404", "409", "412", "413", "501", "503"])},
         "delete": {"summary": "Delete a record (If-Match \"v\" deletes only that version)",
                    "responses": with(json!({"204": {"description": "deleted"}}), &["400", "401", "403", "404", "412"])}}
     })
@@ -322,7 +364,7 @@ fn batch_and_watch_paths(s: &Shared) -> Value {
     json!({
     "/v1/{ns}/batch": {"post": {"summary": "Atomic batch: all ops or none", "parameters": [ns],
         "requestBody": json_body(json!({"type": "object", "required": ["ops"], "additionalProperties": false, "properties": {"ops": {"type": "array", "items": {"$ref": "#/components/schemas/BatchOp"}}}})),
-        "responses": with(ok("200", "new versions", json!({"type": "object", "properties": {"versions": {"type": "array", "items": {"type": ["integer", "null"]}}}})), &["400", "401", "403", "404", "409", "412", "413"])}},
+        "responses": with(ok("200", "new versions, and per op the values a mutate op left at its paths (null for other ops)", json!({"type": "object", "properties": {"versions": {"type": "array", "items": {"type": ["integer", "null"]}}, "values": {"type": "array", "items": {"type": ["object", "null"]}}}})), &["400", "401", "403", "404", "409", "412", "413", "501"])}},
     "/v1/{ns}/{coll}/watch": {"get": {"summary": "Server-sent events of the collection's changes (and namespace-wide purges and gaps): id is the resume token, event the op, data a ChangeEvent; Last-Event-ID or ?after= resumes (501 where the backend has no change feed)",
         "parameters": [ns, coll, after.clone(), last_event_id.clone()],
         "responses": with(json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChangeSse"}}}}}), &["400", "401", "403", "404", "501"])}},

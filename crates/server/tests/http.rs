@@ -665,6 +665,121 @@ async fn cas_counter_over_http() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_mutates_atomically() {
+    let s = Server::start(ServerConfig::default()).await;
+    let c = Client::new();
+    c.put(s.url("/v1/app/collections/counters"))
+        .body("{}")
+        .fetch()
+        .await;
+    let url = s.url("/v1/app/counters/records/hits");
+    // 16 clients × 50 increments, no retries: exactly 800.
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, url) = (Client::new(), url.clone());
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    let r = c
+                        .patch(&url)
+                        .json(&json!({"mutations": [{"op": "add", "path": "/n", "value": 1}]}))
+                        .fetch()
+                        .await;
+                    assert!(r.status().is_success(), "{}", r.status());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r = c.get(&url).fetch().await;
+    assert_eq!(r.headers()["etag"], "\"800\"");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"n": 800}));
+
+    // A bounded add refused: 409 with the value there; nothing changed.
+    let over = json!({"mutations": [{"op": "add", "path": "/n", "value": 1, "max": 800}]});
+    let (status, e) = error_kind(c.patch(&url).json(&over).fetch().await).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(e["current_value"], json!({"path": "/n", "value": 800}));
+    // Values come back; If-Match applies; the TTL is set.
+    let r = c
+        .patch(&url)
+        .header("If-Match", "\"800\"")
+        .json(&json!({"mutations": [
+            {"op": "add", "path": "/n", "value": -1, "min": 0},
+            {"op": "max", "path": "/tat", "value": 17},
+            {"op": "append", "path": "/last", "value": "a", "keep_last": 2}], "ttl": 60}))
+        .fetch()
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["etag"], "\"801\"");
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["values"], json!({"/n": 799, "/tat": 17, "/last": ["a"]}));
+    assert!(done["expires_at"].is_string());
+    let (status, _) = error_kind(
+        c.patch(&url)
+            .header("If-Match", "\"800\"")
+            .json(&json!({"ttl": 60}))
+            .fetch()
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    // Wrong types and empty requests are 400; a touch of nothing is 404.
+    let (status, e) = error_kind(
+        c.patch(&url)
+            .json(&json!({"mutations": [{"op": "append", "path": "/n", "value": 1}]}))
+            .fetch()
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(e["message"].as_str().unwrap().contains("not an array"), "{e}");
+    let (status, _) = error_kind(c.patch(&url).json(&json!({})).fetch().await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = error_kind(
+        c.patch(s.url("/v1/app/counters/records/nobody"))
+            .json(&json!({"ttl": 5}))
+            .fetch()
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A created record answers 201.
+    let r = c
+        .patch(s.url("/v1/app/counters/records/fresh"))
+        .json(&json!({"mutations": [{"op": "add", "path": "/n", "value": 2.5}]}))
+        .fetch()
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // The batch op: two records and a check, all or none, with values per op.
+    let transfer = |amount: i64| {
+        json!({"ops": [
+            {"op": "mutate", "collection": "counters", "id": "hits", "mutations": [{"op": "add", "path": "/n", "value": -amount, "min": 0}]},
+            {"op": "mutate", "collection": "counters", "id": "fresh", "mutations": [{"op": "add", "path": "/n", "value": amount}]},
+            {"op": "check", "collection": "counters", "id": "fresh", "exists": true}]})
+    };
+    let done: Value = c
+        .post(s.url("/v1/app/batch"))
+        .json(&transfer(700))
+        .fetch_json()
+        .await;
+    assert_eq!(done["values"], json!([{"/n": 99}, {"/n": 702.5}, null]));
+    let (status, e) = error_kind(
+        c.post(s.url("/v1/app/batch"))
+            .json(&transfer(700))
+            .fetch()
+            .await,
+    )
+    .await;
+    assert_eq!((status, e["op"].clone()), (StatusCode::CONFLICT, json!(0)));
+    let v: Value = c.get(&url).fetch_json().await;
+    assert_eq!(v["n"], 99, "nothing applied");
+    s.stop().await;
+}
+
 #[cfg(feature = "tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_from_pem_files() {

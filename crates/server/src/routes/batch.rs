@@ -57,6 +57,17 @@ pub(crate) enum BatchOp {
         #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
         if_version: Option<u64>,
     },
+    /// Mutations of one record, as `PATCH` takes them.
+    Mutate {
+        collection: String,
+        id: String,
+        #[serde(default)]
+        mutations: Vec<stowage_core::Mutation>,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        ttl: Option<u64>,
+        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+        if_version: Option<u64>,
+    },
     /// Writes nothing: the batch applies only if `if_version`, or `exists` true or false,
     /// holds for the record.
     Check {
@@ -75,6 +86,7 @@ impl BatchOp {
             | Self::Upsert { collection, .. }
             | Self::Update { collection, .. }
             | Self::Delete { collection, .. }
+            | Self::Mutate { collection, .. }
             | Self::Check { collection, .. } => collection,
         }
     }
@@ -146,6 +158,17 @@ pub(crate) async fn batch(
                 if_version: None,
                 ..
             } => b.delete(c, id),
+            BatchOp::Mutate {
+                id,
+                mutations,
+                ttl,
+                if_version,
+                ..
+            } => {
+                let body = super::records::PatchBody::new(mutations.clone(), *ttl);
+                let precondition = if_version.map_or(Precondition::None, Precondition::Version);
+                b.mutate(c, id, &body.into_mutate(precondition).map_err(|e| at(i, e))?)
+            }
             BatchOp::Check {
                 id,
                 if_version,
@@ -169,7 +192,16 @@ pub(crate) async fn batch(
             }
         };
     }
-    let results = b.commit().await?;
-    let versions: Vec<Option<u64>> = results.iter().map(|m| m.map(|m| m.version)).collect();
-    Ok(Json(json!({ "versions": versions })).into_response())
+    let results = b.commit_with_values().await?;
+    let versions: Vec<Option<u64>> = results.iter().map(|r| r.meta.map(|m| m.version)).collect();
+    // Per op, the values at the paths a mutation changed (null for other ops).
+    let values: Vec<Value> = ops
+        .iter()
+        .zip(&results)
+        .map(|(op, r)| match op {
+            BatchOp::Mutate { .. } => super::records::values_object(&r.values),
+            _ => Value::Null,
+        })
+        .collect();
+    Ok(Json(json!({ "versions": versions, "values": values })).into_response())
 }

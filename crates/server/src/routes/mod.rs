@@ -12,7 +12,7 @@ pub(crate) use batch::batch;
 pub(crate) use collections::{drop_collection, get_collection, list_collections, put_collection};
 pub(crate) use operations::{fallback, healthz, metrics, openapi, readyz};
 pub(crate) use query::{count, delete_where, get_many, query};
-pub(crate) use records::{delete_record, get_record, list_records, put_record};
+pub(crate) use records::{delete_record, get_record, list_records, patch_record, put_record};
 pub(crate) use watch::{watch, watch_namespace};
 
 use std::sync::Arc;

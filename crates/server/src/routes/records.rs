@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stowage_core::{ErrorKind, Put, RecordMeta};
+use stowage_core::{ErrorKind, Mutate, Mutated, Mutation, Precondition, Put, RecordMeta};
 
 use super::{page, path, url_query, ApiResult, AppState, JsonBody};
 use crate::config::Right;
@@ -121,6 +121,79 @@ pub(crate) async fn put_record(
     let mut resp = (status, Json(written(&id, &meta))).into_response();
     resp.headers_mut().insert(header::ETAG, etag(meta.version));
     Ok(resp)
+}
+
+/// `PATCH` of a record: mutations in JSON Patch's style, applied by the engine.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchBody {
+    #[serde(default)]
+    mutations: Vec<Mutation>,
+    /// Seconds to expire after now; absent keeps the TTL.
+    #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
+    ttl: Option<u64>,
+}
+
+impl PatchBody {
+    /// The body of a batch's `mutate` op.
+    pub(crate) fn new(mutations: Vec<Mutation>, ttl: Option<u64>) -> Self {
+        PatchBody { mutations, ttl }
+    }
+
+    /// The mutation with the precondition the request's headers give.
+    pub(crate) fn into_mutate(self, precondition: Precondition) -> Result<Mutate, ApiError> {
+        let mut m = Mutate::from_mutations(self.mutations).with_precondition(precondition);
+        match self.ttl {
+            Some(0) => return Err(ApiError::invalid("ttl must be at least 1 second")),
+            Some(t) => m = m.ttl(Duration::from_secs(t)),
+            None => {}
+        }
+        Ok(m)
+    }
+}
+
+pub(crate) async fn patch_record(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PatchBody>,
+) -> ApiResult {
+    let (ns, coll, id) = path(p)?;
+    let c = st.collection(&headers, &ns, &coll, Right::Write).await?;
+    let precondition = match (parse_if_match(&headers)?, headers.get(header::IF_NONE_MATCH)) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give If-Match or If-None-Match, not both",
+            ))
+        }
+        (Some(Some(v)), None) => Precondition::Version(v),
+        (Some(None), None) => Precondition::Exists,
+        (None, Some(v)) if v == "*" => Precondition::Absent,
+        (None, Some(_)) => return Err(ApiError::invalid("If-None-Match supports only *")),
+        (None, None) => Precondition::None,
+    };
+    let done = c.mutate(&id, &body.into_mutate(precondition)?).await?;
+    // A mutation that created the record stamps both times with its own clock reading.
+    let status = if done.meta.created_at == done.meta.updated_at {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (status, Json(mutated(&id, &done))).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(done.meta.version));
+    Ok(resp)
+}
+
+/// What a mutation answers: the stored metadata and the values at the mutated paths.
+pub(crate) fn mutated(id: &str, done: &Mutated) -> Value {
+    let mut answer = written(id, &done.meta);
+    answer["values"] = values_object(&done.values);
+    answer
+}
+
+/// Mutated values as a JSON object keyed by path, in the order first mutated.
+pub(crate) fn values_object(values: &[(String, Value)]) -> Value {
+    Value::Object(values.iter().cloned().collect())
 }
 
 /// What a write answers: the stored metadata, so clients need no read after it.
