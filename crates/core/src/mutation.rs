@@ -97,7 +97,11 @@ pub enum Mutation {
         /// The element.
         value: Value,
         /// How many elements to keep, the newest.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::whole_number::option"
+        )]
         keep_last: Option<usize>,
     },
 }
@@ -394,7 +398,9 @@ fn comparable(v: &Value) -> bool {
 /// A JSON pointer's reference tokens, unescaped.
 fn parse_path(path: &str) -> std::result::Result<Vec<String>, String> {
     if path.chars().count() > MAX_PATH_CHARS {
-        return Err(format!("the path is longer than {MAX_PATH_CHARS} characters"));
+        return Err(format!(
+            "the path is longer than {MAX_PATH_CHARS} characters"
+        ));
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Err(if path.is_empty() {
@@ -870,5 +876,121 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(body: Value, mutations: Value) -> Result<(Value, Values)> {
+        let mutations: Vec<Mutation> = serde_json::from_value(mutations).unwrap();
+        let action = MutateAction {
+            mutations: mutations.into(),
+            ttl: TtlChange::Keep,
+            spec: Arc::new(CollectionSpec::new()),
+            max_body_bytes: 1 << 20,
+        };
+        let body = Body::json(serde_json::to_vec(&body).unwrap());
+        let meta = RecordMeta {
+            version: 1,
+            created_at: Timestamp::from_micros(0),
+            updated_at: Timestamp::from_micros(0),
+            expires_at: None,
+        };
+        let applied = action.apply("c", "r", Some(Live { body: &body, meta }))?;
+        Ok((
+            serde_json::from_slice(&applied.body.bytes).unwrap(),
+            applied.values,
+        ))
+    }
+
+    #[test]
+    fn the_json_form_takes_whole_floats_where_counts_go() {
+        let m: Mutation = serde_json::from_value(
+            json!({"op": "append", "path": "/a", "value": 1, "keep_last": 2.0}),
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            Mutation::Append {
+                path: "/a".into(),
+                value: json!(1),
+                keep_last: Some(2)
+            }
+        );
+        assert!(serde_json::from_value::<Mutation>(
+            json!({"op": "add", "path": "/a", "value": "x"})
+        )
+        .is_err());
+        assert!(serde_json::from_value::<Mutation>(
+            json!({"op": "remove", "path": "/a", "value": 1})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn pointers_unescape_and_reach_into_arrays() {
+        let (body, values) = apply(
+            json!({"a/b": 1, "m~n": 2, "list": [{"x": 1}, {"x": 2}]}),
+            json!([
+                {"op": "add", "path": "/a~1b", "value": 1},
+                {"op": "add", "path": "/m~0n", "value": 1},
+                {"op": "add", "path": "/list/1/x", "value": 5}]),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"a/b": 2, "m~n": 3, "list": [{"x": 1}, {"x": 7}]})
+        );
+        assert_eq!(values[2], ("/list/1/x".to_owned(), json!(7)));
+        let e = apply(
+            json!({"list": []}),
+            json!([{"op": "set", "path": "/list/01", "value": 1}]),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("names none"), "{e}");
+        let e = apply(
+            json!({}),
+            json!([{"op": "set", "path": "/a~2", "value": 1}]),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("'~'"), "{e}");
+    }
+
+    #[test]
+    fn removes_keep_the_order_of_the_rest() {
+        let (body, _) = apply(
+            json!({"a": 1, "b": 2, "c": 3, "d": [1, 2, 3]}),
+            json!([{"op": "remove", "path": "/b"}, {"op": "remove", "path": "/d/0"}]),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"a":1,"c":3,"d":[2,3]}"#
+        );
+    }
+
+    #[test]
+    fn numbers_add_exactly_or_as_floats() {
+        let (body, _) = apply(
+            json!({"i": i64::MAX - 1, "f": 0.5}),
+            json!([{"op": "add", "path": "/i", "value": 1}, {"op": "add", "path": "/f", "value": 1}]),
+        )
+        .unwrap();
+        assert_eq!(body, json!({"i": i64::MAX, "f": 1.5}));
+        let e = apply(
+            json!({"i": i64::MIN}),
+            json!([{"op": "add", "path": "/i", "value": -1}]),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("64 bits"), "{e}");
+        let e = apply(
+            json!({"f": f64::MAX}),
+            json!([{"op": "add", "path": "/f", "value": f64::MAX}]),
+        )
+        .unwrap_err();
+        assert!(e.message().contains("finite"), "{e}");
     }
 }

@@ -715,7 +715,10 @@ async fn patch_mutates_atomically() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["etag"], "\"801\"");
     let done: Value = r.json().await.unwrap();
-    assert_eq!(done["values"], json!({"/n": 799, "/tat": 17, "/last": ["a"]}));
+    assert_eq!(
+        done["values"],
+        json!({"/n": 799, "/tat": 17, "/last": ["a"]})
+    );
     assert!(done["expires_at"].is_string());
     let (status, _) = error_kind(
         c.patch(&url)
@@ -735,7 +738,10 @@ async fn patch_mutates_atomically() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(e["message"].as_str().unwrap().contains("not an array"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("not an array"),
+        "{e}"
+    );
     let (status, _) = error_kind(c.patch(&url).json(&json!({})).fetch().await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = error_kind(

@@ -56,11 +56,12 @@ pub use stowage_archive as archive;
 pub use stowage_core::{backend, layer};
 pub use stowage_core::{
     validate_id, validate_name, Batch, Body, Capabilities, ChangeEvent, ChangeOp, ChangeStream,
-    ChangeToken, Clock, Collection, CollectionSpec, CollectionStats, Condition, ContentType, Error,
-    ErrorKind, Filter, Health, IndexSpec, IndexType, IndexValue, ManualClock, MemoryBackend, Page,
-    Precondition, Put, Query, Record, RecordMeta, Result, RetainFrom, Retention, SpecChange,
-    StoredRecord, SystemClock, Timestamp, Transaction, Version, Versioned, DEFAULT_NAMESPACE,
-    MAX_ID_BYTES, MAX_NAME_BYTES,
+    ChangeToken, Clock, Collection, CollectionSpec, CollectionStats, Committed, Condition,
+    ContentType, Error, ErrorKind, Filter, Health, IndexSpec, IndexType, IndexValue, ManualClock,
+    MemoryBackend, Mutate, Mutated, Mutation, Page, Precondition, Put, Query, Record, RecordMeta,
+    Result, RetainFrom, Retention, SpecChange, StoredRecord, SystemClock, Timestamp, Transaction,
+    TtlChange, Version, Versioned, DEFAULT_NAMESPACE, MAX_ID_BYTES, MAX_MUTATIONS, MAX_NAME_BYTES,
+    MAX_PATH_CHARS,
 };
 /// Operations on whole stores: copy, compare, reconcile, mirror, check, retention purge.
 pub use stowage_ops as ops;

@@ -85,6 +85,8 @@ pub(crate) enum Op {
     DeletePrefix(usize),
     /// a batch of (id, n, kind: 0 insert, 1 upsert, 2 update v1, 3 delete)
     Batch(Vec<(usize, i64, u8)>),
+    /// a mutation: (id, kind, operand), see `mutation`
+    Mutate(usize, u8, i64),
     /// move the clock
     Advance(u64),
     /// purge expired records
@@ -104,6 +106,22 @@ fn filter(i: usize) -> Filter {
 
 const ORDERS: [&str; 4] = ["id", "n", "score", "name"];
 
+/// The mutation of kind `k` with operand `x`: on indexed fields (so index entries follow),
+/// bounded (so refusals compare), on the unique field (so clashes compare), and touches.
+fn mutation(k: u8, x: i64, ttl: bool) -> stowage_core::Mutate {
+    use stowage_core::Mutate;
+    match k {
+        0 => Mutate::new().add("/n", x).at_most(10).at_least(0),
+        1 => Mutate::new().max("/n", x).min("/score", x as f64 / 4.0),
+        2 => Mutate::new().append_keep_last("/tags", format!("t{}", x.rem_euclid(3)), 3),
+        3 => Mutate::new().set("/code", format!("c{}", x.rem_euclid(6))),
+        4 if ttl => Mutate::new().ttl(Duration::from_secs(x.unsigned_abs() % 10 + 1)),
+        _ => Mutate::new()
+            .remove("/at")
+            .set("/name", format!("name-{x:03}")),
+    }
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     let id = 0..IDS.len();
     let n = 0i64..12;
@@ -120,6 +138,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0usize..6).prop_map(Op::Count),
         1 => (0..PREFIXES.len()).prop_map(Op::Scan),
         1 => (0..PREFIXES.len()).prop_map(Op::DeletePrefix),
+        3 => (id.clone(), 0u8..6, -3i64..12).prop_map(|(i, k, x)| Op::Mutate(i, k, x)),
         2 => prop::collection::vec((id, n, 0u8..4), 1..4).prop_map(Op::Batch),
         1 => (1u64..15).prop_map(Op::Advance),
         1 => Just(Op::Purge),
@@ -199,6 +218,10 @@ async fn apply(
                 };
             }
             show(b.commit().await)
+        }
+        Op::Mutate(i, k, x) => {
+            let ttl = store.capabilities().ttl;
+            show(items.mutate(IDS[*i], &mutation(*k, *x, ttl)).await)
         }
         Op::Advance(s) => {
             clock.advance(Duration::from_secs(*s));

@@ -339,6 +339,8 @@ pub trait RawEngine: Send + Sync + 'static {
     fn insert(&self, users: &[User], per_txn: usize) -> Duration;
     /// Reads and decodes one record.
     fn get(&self, id: &str) -> User;
+    /// Adds 1 to the number stored under `key` (absent: 0) in one durable transaction.
+    fn increment(&self, key: &str);
     /// The 1 % query as a full scan decoding every record and filtering on score.
     fn scan(&self, lo: f64) -> usize;
     /// Builds a score index by hand (score's order-preserving bits ‖ id).
@@ -511,6 +513,22 @@ fn durable_rows<R: RawEngine>(
     let (watch_rows, latencies) = rt.block_on(watcher_rows(&store, few));
     drop(store);
     rows.extend(watch_rows);
+
+    // The hot counter: 64 tasks add 1 to one record.
+    let per_task = counter_per_task();
+    let db = Arc::new(raw_engine());
+    let raw_time = rt.block_on(concurrently(64, per_task, move |_| {
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || db.increment("hot"))
+                .await
+                .unwrap();
+        }
+    }));
+    let store = new_store();
+    let name = "hot counter, 64 tasks: mutate (raw: read-modify-write in one transaction)";
+    rows.extend(rt.block_on(counter_rows(&store, 64, per_task, name, raw_time)));
+    drop(store);
     Durable {
         single,
         concurrent,
@@ -707,4 +725,115 @@ fn query_rows<R: RawEngine>(
         stowage: ours,
         raw: Some(raw_indexed),
     });
+}
+
+/// Runs `tasks` concurrent copies of `step` (each `per_task` times, given its task number);
+/// how long it took.
+pub async fn concurrently<F, Fut>(tasks: usize, per_task: usize, step: F) -> Duration
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let step = step.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    step(t).await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// The hot-counter rows of every engine's bench: `tasks` concurrent tasks add 1 to one
+/// record of `store`, `per_task` times each, with [`Collection::mutate`] — beside the
+/// engine's own atomic increment (`raw`, measured by the caller the same way, named in
+/// `raw_name`), and beside a compare-and-set loop through the typed API (read, then update
+/// at the version read, again on Conflict), which is what callers wrote before mutations.
+/// Each side checks its final count.
+pub async fn counter_rows(
+    store: &Store,
+    tasks: usize,
+    per_task: usize,
+    raw_name: &'static str,
+    raw: Duration,
+) -> Vec<Row> {
+    let n = tasks * per_task;
+    let coll = store
+        .collection_with_spec::<serde_json::Value>("counters", CollectionSpec::new())
+        .await
+        .unwrap();
+    let c = coll.clone();
+    let mutate = concurrently(tasks, per_task, move |_| {
+        let c = c.clone();
+        async move {
+            c.mutate("hot", &stowage_core::Mutate::new().add("/n", 1))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let got = coll.get("hot").await.unwrap().unwrap().value["n"].as_u64();
+    assert_eq!(got, Some(n as u64), "mutate counted every increment");
+    coll.put(
+        "cas",
+        &serde_json::json!({"n": 0}),
+        stowage_core::Put::insert(),
+    )
+    .await
+    .unwrap();
+    let c = coll.clone();
+    let cas = concurrently(tasks, per_task, move |_| {
+        let c = c.clone();
+        async move { cas_increment(&c).await }
+    })
+    .await;
+    let got = coll.get("cas").await.unwrap().unwrap().value["n"].as_u64();
+    assert_eq!(got, Some(n as u64), "the loop counted every increment");
+    vec![
+        Row {
+            name: raw_name,
+            n,
+            stowage: rate(n, mutate),
+            raw: Some(rate(n, raw)),
+        },
+        Row {
+            name: "hot counter: mutate (vs a compare-and-set loop through the typed API)",
+            n,
+            stowage: rate(n, mutate),
+            raw: Some(rate(n, cas)),
+        },
+    ]
+}
+
+/// One increment of record `cas` by read, then update at that version, again on Conflict.
+async fn cas_increment(c: &Collection<serde_json::Value>) {
+    loop {
+        let r = c.get("cas").await.unwrap().unwrap();
+        let n = r.value["n"].as_u64().unwrap();
+        let next = serde_json::json!({"n": n + 1});
+        match c
+            .put("cas", &next, stowage_core::Put::update(r.version))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if e.kind() == stowage_core::ErrorKind::Conflict => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The hot counter's size from `STOWAGE_BENCH_COUNTER` (increments per task, default 50;
+/// 64 tasks).
+pub fn counter_per_task() -> usize {
+    std::env::var("STOWAGE_BENCH_COUNTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
 }

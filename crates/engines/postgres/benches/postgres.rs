@@ -23,8 +23,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use stowage_core::Store;
 use stowage_postgres::{PostgresBackend, PostgresConfig};
 use stowage_testkit::workload::{
-    batches, bench_n, gets, id_of, insert_all, print_table, rate, score_query, workload, Plain,
-    Rng, Row, User,
+    batches, bench_n, concurrently, counter_per_task, counter_rows, gets, id_of, insert_all,
+    print_table, rate, score_query, workload, Plain, Rng, Row, User,
 };
 use tokio_postgres::NoTls;
 
@@ -324,5 +324,34 @@ async fn run(db: &str, n: usize, n_single: usize) -> Vec<Row> {
         stowage: rate(queries, ours_time),
         raw: Some(rate(scans, scan_time)),
     });
+    drop((raw, ours, indexed));
+
+    // The hot counter: 64 tasks add 1 to one record, a pool of 32 on both sides.
+    let per_task = counter_per_task();
+    let raw32 = raw_pool(db, 32);
+    let client = raw32.get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE raw_counter (id text PRIMARY KEY, n bigint NOT NULL); \
+             INSERT INTO raw_counter VALUES ('hot', 0)",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let pool = raw32.clone();
+    let raw_time = concurrently(64, per_task, move |_| {
+        let pool = pool.clone();
+        async move {
+            let c = pool.get().await.unwrap();
+            c.execute("UPDATE raw_counter SET n = n + 1 WHERE id = 'hot'", &[])
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    drop(raw32);
+    let ours = store(db, 32).await;
+    let name = "hot counter, 64 tasks: mutate (raw: UPDATE … SET n = n + 1)";
+    rows.extend(counter_rows(&ours, 64, per_task, name, raw_time).await);
     rows
 }

@@ -15,7 +15,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use stowage_core::Store;
 use stowage_redb::{RedbBackend, RedbConfig};
 use stowage_testkit::workload::{compare_embedded, id_of, raw_score_key, RawEngine, User};
@@ -44,6 +44,21 @@ impl RawEngine for RawRedb {
             txn.commit().unwrap();
         }
         start.elapsed()
+    }
+
+    fn increment(&self, key: &str) {
+        let txn = self.0.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(RAW).unwrap();
+            let n = t.get(key).unwrap().map_or(0, |v| {
+                serde_json::from_slice::<serde_json::Value>(v.value()).unwrap()["n"]
+                    .as_u64()
+                    .unwrap()
+            });
+            let next = serde_json::to_vec(&serde_json::json!({ "n": n + 1 })).unwrap();
+            t.insert(key, next.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
     }
 
     fn get(&self, id: &str) -> User {

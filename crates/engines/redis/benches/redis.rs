@@ -20,7 +20,8 @@ use redis::AsyncCommands;
 use stowage_core::{Collection, Store};
 use stowage_redis::{RedisBackend, RedisConfig};
 use stowage_testkit::workload::{
-    batches, bench_n, gets, id_of, print_table, rate, score_query, workload, Plain, Rng, Row, User,
+    batches, bench_n, concurrently, counter_per_task, counter_rows, gets, id_of, print_table, rate,
+    score_query, workload, Plain, Rng, Row, User,
 };
 
 fn server() -> String {
@@ -266,5 +267,23 @@ async fn run(prefix: &str, n: usize, n_single: usize) -> Vec<Row> {
         stowage: rate(queries, ours_time),
         raw: Some(rate(scans, scan_time)),
     });
+
+    rows.extend(counter(&ours, &conn, &raw_prefix).await);
     rows
+}
+
+/// The hot counter: 64 tasks add 1 to one record.
+async fn counter(ours: &Store, conn: &ConnectionManager, raw_prefix: &str) -> Vec<Row> {
+    let per_task = counter_per_task();
+    let (key, c) = (format!("{raw_prefix}hot"), conn.clone());
+    let raw = concurrently(64, per_task, move |_| {
+        let (mut c, key) = (c.clone(), key.clone());
+        async move {
+            let _: i64 = c.hincr(&key, "n", 1).await.unwrap();
+        }
+    })
+    .await;
+    let counters = ours.namespace("counters").unwrap();
+    let name = "hot counter, 64 tasks: mutate (raw: HINCRBY)";
+    counter_rows(&counters, 64, per_task, name, raw).await
 }

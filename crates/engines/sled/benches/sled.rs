@@ -46,6 +46,24 @@ impl RawEngine for RawSled {
         start.elapsed()
     }
 
+    fn increment(&self, key: &str) {
+        self.records
+            .transaction(|t| {
+                let n = t.get(key)?.map_or(0, |v| {
+                    serde_json::from_slice::<serde_json::Value>(&v).unwrap()["n"]
+                        .as_u64()
+                        .unwrap()
+                });
+                t.insert(
+                    key,
+                    serde_json::to_vec(&serde_json::json!({ "n": n + 1 })).unwrap(),
+                )?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .unwrap();
+        self.db.flush().unwrap();
+    }
+
     fn get(&self, id: &str) -> User {
         let v = self.records.get(id).unwrap().unwrap();
         serde_json::from_slice(&v).unwrap()

@@ -167,7 +167,11 @@ pub(crate) async fn batch(
             } => {
                 let body = super::records::PatchBody::new(mutations.clone(), *ttl);
                 let precondition = if_version.map_or(Precondition::None, Precondition::Version);
-                b.mutate(c, id, &body.into_mutate(precondition).map_err(|e| at(i, e))?)
+                b.mutate(
+                    c,
+                    id,
+                    &body.into_mutate(precondition).map_err(|e| at(i, e))?,
+                )
             }
             BatchOp::Check {
                 id,

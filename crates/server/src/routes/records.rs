@@ -160,7 +160,10 @@ pub(crate) async fn patch_record(
 ) -> ApiResult {
     let (ns, coll, id) = path(p)?;
     let c = st.collection(&headers, &ns, &coll, Right::Write).await?;
-    let precondition = match (parse_if_match(&headers)?, headers.get(header::IF_NONE_MATCH)) {
+    let precondition = match (
+        parse_if_match(&headers)?,
+        headers.get(header::IF_NONE_MATCH),
+    ) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "give If-Match or If-None-Match, not both",
@@ -180,7 +183,8 @@ pub(crate) async fn patch_record(
         StatusCode::OK
     };
     let mut resp = (status, Json(mutated(&id, &done))).into_response();
-    resp.headers_mut().insert(header::ETAG, etag(done.meta.version));
+    resp.headers_mut()
+        .insert(header::ETAG, etag(done.meta.version));
     Ok(resp)
 }
 
