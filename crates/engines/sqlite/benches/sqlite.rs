@@ -22,8 +22,8 @@ use rusqlite::{params, Connection};
 use stowage_core::Store;
 use stowage_sqlite::{SqliteBackend, SqliteConfig};
 use stowage_testkit::workload::{
-    batches, bench_n, gets, id_of, insert_all, print_table, rate, score_query, workload, Plain,
-    Rng, Row, User,
+    batches, bench_n, counter_per_task, counter_rows, gets, id_of, insert_all, print_table, rate,
+    score_query, workload, Plain, Rng, Row, User,
 };
 
 struct Bench {
@@ -255,6 +255,7 @@ fn main() {
         raw: Some(rate(scans, scan_time)),
     });
     drop(store);
+    rows.extend(hot_counter(&mut bench, &rt));
 
     println!("\nStowage on SQLite vs raw rusqlite (WAL, synchronous=FULL on both sides)\n");
     print_table(&rows);
@@ -263,4 +264,40 @@ fn main() {
         concurrent / single
     );
     println!("command: cargo bench -p stowage-sqlite   (STOWAGE_BENCH_N={n})");
+}
+
+/// The hot counter: 64 tasks add 1 to one record; raw, each task has its connection and
+/// each increment is an autocommit `UPDATE … SET n = n + 1` (SQLite takes one writer at a
+/// time; the others wait in the busy handler).
+fn hot_counter(bench: &mut Bench, rt: &tokio::runtime::Runtime) -> Vec<Row> {
+    let per_task = counter_per_task();
+    let raw = Arc::new(bench.raw());
+    raw_conn(&raw)
+        .execute_batch(
+            "CREATE TABLE counter (id TEXT PRIMARY KEY, n INTEGER NOT NULL); \
+             INSERT INTO counter VALUES ('hot', 0);",
+        )
+        .unwrap();
+    let raw_time = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let raw = raw.clone();
+                tokio::task::spawn_blocking(move || {
+                    let conn = raw_conn(&raw);
+                    for _ in 0..per_task {
+                        conn.execute("UPDATE counter SET n = n + 1 WHERE id = 'hot'", [])
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        start.elapsed()
+    });
+    let store = bench.store();
+    let name = "hot counter, 64 tasks: mutate (raw: UPDATE … SET n = n + 1)";
+    rt.block_on(counter_rows(&store, 64, per_task, name, raw_time))
 }
