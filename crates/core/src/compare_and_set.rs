@@ -29,19 +29,49 @@ pub(crate) const STRIPES: usize = 256;
 /// How many times a compare-and-set is tried before the caller gets Unavailable.
 pub(crate) const ATTEMPTS: usize = 100;
 
-/// Applies mutations by compare-and-set over a backend (see the module docs). Keep one per
-/// backend instance: its locks are what spares an instance's own writers from retrying.
+/// Locks by record within one instance ([`STRIPES`] of them, striped by collection and id):
+/// writers of one hot record queue here instead of in the engine, where each waiter would
+/// hold a connection, a transaction or a retry.
 #[derive(Debug)]
-pub struct CompareAndSet {
+pub struct RecordLocks {
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
-impl Default for CompareAndSet {
+impl Default for RecordLocks {
     fn default() -> Self {
-        CompareAndSet {
+        RecordLocks {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
+}
+
+impl RecordLocks {
+    /// The locks of the mutations' records among `ops`, taken in stripe order (so two
+    /// batches never wait for each other in a circle); released when dropped.
+    pub async fn lock_mutated(&self, ops: &[WriteOp]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = ops
+            .iter()
+            .filter(|op| matches!(op.action, WriteAction::Mutate(_)))
+            .map(|op| {
+                let key = format!("{}\0{}", op.collection, op.id);
+                (stable_hash(&key) % STRIPES as u64) as usize
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut held = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            held.push(self.stripes[s].lock().await);
+        }
+        held
+    }
+}
+
+/// Applies mutations by compare-and-set over a backend (see the module docs). Keep one per
+/// backend instance: its locks are what spares an instance's own writers from retrying.
+#[derive(Debug, Default)]
+pub struct CompareAndSet {
+    locks: RecordLocks,
 }
 
 impl CompareAndSet {
@@ -68,7 +98,7 @@ impl CompareAndSet {
             return backend.write(ns, ops, now).await;
         }
         check_mutations_first(&ops, &mutated)?;
-        let _held = self.lock(&ops, &mutated).await;
+        let _held = self.locks.lock_mutated(&ops).await;
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -96,29 +126,6 @@ impl CompareAndSet {
                  ({last}); try again"
             ),
         ))
-    }
-
-    /// The locks of the mutated records, taken in stripe order (so two batches never wait
-    /// for each other in a circle).
-    async fn lock(
-        &self,
-        ops: &[WriteOp],
-        mutated: &[usize],
-    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = mutated
-            .iter()
-            .map(|&i| {
-                let key = format!("{}\0{}", ops[i].collection, ops[i].id);
-                (stable_hash(&key) % STRIPES as u64) as usize
-            })
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut held = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            held.push(self.stripes[s].lock().await);
-        }
-        held
     }
 }
 

@@ -54,6 +54,9 @@ impl PostgresBackend {
                 Err(e) => return Ok(Outcome::Done(Err(e.at_op(i)))),
             }
         }
+        // Mutations of one record from this instance queue here, not on the row lock, where
+        // each would hold a connection and a transaction.
+        let _held = self.inner.record_locks.lock_mutated(ops).await;
         let client = OpenTransaction::new(self.inner.pool.client("writing").await?);
         let c = client.client();
         let engine_now = self.begin_locked(c, ns, ops, now).await?;

@@ -210,6 +210,8 @@ pub struct PostgresBackend {
 
 pub(crate) struct Inner {
     pub pool: PostgresPool,
+    /// Where this instance's mutations of one record queue (see `mutate.rs`).
+    pub record_locks: stowage_core::backend::RecordLocks,
     pub clock: ClockSource,
     /// Layouts by spec revision. A revision names one spec for good, so an entry is never
     /// stale; the map is cleared when it grows past [`LAYOUT_CACHE`].
@@ -256,6 +258,7 @@ impl PostgresBackend {
         );
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
+                record_locks: stowage_core::backend::RecordLocks::default(),
                 pool,
                 clock: config.clock,
                 layouts: Mutex::new(HashMap::new()),
