@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load on `stowage serve` (redb, durable) next to redis-benchmark on the machine's Redis, in
-# one run: GET and PUT at 64 connections, requests/s with p50 and p99.
+# one run: GET, PUT and PATCH of one hot record at 64 connections, requests/s with p50 and p99.
 #   bash benches/http-load.sh            (needs wrk and redis-benchmark: apt-get install wrk redis-tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,13 +70,19 @@ sse_pid=$!
 sleep 0.5
 put=$(wrk -t2 -c64 -d"$DURATION" --latency -s benches/http-put.lua "$base")
 wait $sse_pid || true
-errors=$(grep -E "Non-2xx|Socket errors" <<<"$get$get_many$put" || true)
+# Mutations: every connection adds 1 to one record; the count afterwards must be exact.
+curl -sf -X PUT "$base/v1/bench/collections/counters" -d '{}' > /dev/null
+patch=$(wrk -t2 -c64 -d"$DURATION" --latency -s benches/http-patch.lua "$base")
+patched=$(grep -E "requests in" <<<"$patch" | awk '{print $1}')
+counted=$(curl -sf "$base/v1/bench/counters/records/hot" | python3 -c 'import json,sys; print(json.load(sys.stdin)["n"])')
+errors=$(grep -E "Non-2xx|Socket errors" <<<"$get$get_many$put$patch" || true)
 echo
 echo "| load, 64 connections | requests/s | p50 | p99 |"
 echo "|---|---|---|---|"
 row "stowage serve, GET (redb)" "$get"
 row "stowage serve, bulk get of 100 ids, POST /get (redb; records/s = 100x)" "$get_many"
 row "stowage serve, PUT (redb, durable)" "$put"
+row "stowage serve, PATCH one hot record, add 1 (redb, durable)" "$patch"
 head -1 "$dir/sse"
 if command -v redis-benchmark > /dev/null; then
   # A database of its own (15), emptied afterwards: the machine's Redis is shared.
@@ -92,5 +98,6 @@ fi
 [ -n "$errors" ] && echo "wrk: $errors"
 puts=$(grep -E "requests in" <<<"$put" | awk '{print $1}')
 echo "SSE: $(tail -1 "$dir/sse") for $puts PUTs"
+echo "PATCH: the counter holds $counted after $patched requests (wrk counts requests still in flight when it stops)"
 echo
 echo "command: bash benches/http-load.sh (DURATION=$DURATION, wrk -t2 -c64, 10,000 preloaded records)"
