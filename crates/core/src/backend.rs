@@ -86,7 +86,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use crate::compare_and_set::{CompareAndSet, RecordLocks};
+pub use crate::compare_and_set::{mutation_as_put, CompareAndSet, RecordLocks};
 use crate::error::{Error, Result};
 pub use crate::mutation::{Applied, Live, MutateAction, NewExpiry, Values};
 use crate::record::{Body, RecordRef, StoredRecord, Timestamp, Version};

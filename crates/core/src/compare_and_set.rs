@@ -168,7 +168,7 @@ async fn prepare(
             continue;
         };
         let live = backend.get(ns, &op.collection, &op.id, now).await?;
-        match as_put(op, m, live.as_ref(), now) {
+        match mutation_as_put(op, m, live.as_ref(), now) {
             Ok((put, v)) => {
                 written[i] = put;
                 values.push((i, v));
@@ -179,9 +179,11 @@ async fn prepare(
     Ok(Ok((written, values)))
 }
 
-/// A mutation as the put of its result over `live`, conditioned on its version (or on its
-/// absence); the caller's precondition checked first.
-fn as_put(
+/// Mutation op `op` (of `m`) as the put of its result over `live` — the record as read, at
+/// `now` — conditioned on its version (or on its absence), with the values at its paths; the
+/// op's own precondition checked first. A kept expiry becomes what remains of it at `now`.
+/// Engines that cannot apply mutations where they store records write this put instead.
+pub fn mutation_as_put(
     op: &WriteOp,
     m: &MutateAction,
     live: Option<&StoredRecord>,

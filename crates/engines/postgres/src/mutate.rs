@@ -18,15 +18,13 @@
 //! start, never shown to the caller.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures_util::future::{join, join_all};
 use std::sync::Arc;
 
-use stowage_core::backend::{
-    Live, MutateAction, RecordMeta, Values, WriteAction, WriteOp, WriteResult,
-};
-use stowage_core::{Error, Precondition, Result, StoredRecord, Timestamp, Version};
+use stowage_core::backend::{mutation_as_put, RecordMeta, WriteAction, WriteOp, WriteResult};
+use stowage_core::{Error, Result, Timestamp, Version};
 use tokio_postgres::types::ToSql;
 
 use crate::catalog::{LOCK_EXCLUSIVE, LOCK_SHARED};
@@ -179,7 +177,7 @@ impl PostgresBackend {
                 let live = stored
                     .as_ref()
                     .filter(|r| r.expires_at.is_none_or(|x| x > engine_now));
-                match as_put(op, m, live, engine_now) {
+                match mutation_as_put(op, m, live, engine_now) {
                     Ok(put) => put,
                     Err(e) => return Ok(Step::Refused(e)),
                 }
@@ -230,43 +228,6 @@ enum Step {
     Failed(WriteOp, Segment, tokio_postgres::Error),
     /// The last op was written, but `COMMIT` failed.
     CommitFailed(tokio_postgres::Error),
-}
-
-/// A mutation as the put of its result over the live record it was applied to (locked),
-/// with the values at its paths; the caller's precondition checked first.
-fn as_put(
-    op: &WriteOp,
-    m: &MutateAction,
-    live: Option<&StoredRecord>,
-    engine_now: Timestamp,
-) -> Result<(WriteOp, Values)> {
-    op.precondition
-        .check(&op.collection, &op.id, live.map(|r| r.version))?;
-    let applied = m.apply(
-        &op.collection,
-        &op.id,
-        live.map(|r| Live {
-            body: &r.body,
-            meta: RecordMeta::of(r),
-        }),
-    )?;
-    // The write function adds a TTL to the transaction's now, which is `engine_now`: a kept
-    // expiry is handed over as what remains of it (the record is live, so some does).
-    let ttl = applied.expiry.at(engine_now).map(|at| {
-        Duration::from_micros(u64::try_from(at.as_micros() - engine_now.as_micros()).unwrap_or(1))
-    });
-    let put = WriteOp {
-        collection: op.collection.clone(),
-        revision: op.revision,
-        id: op.id.clone(),
-        precondition: live.map_or(Precondition::Absent, |r| Precondition::Version(r.version)),
-        action: WriteAction::Put {
-            body: applied.body,
-            index: applied.index,
-            ttl,
-        },
-    };
-    Ok((put, applied.values))
 }
 
 /// Whether a mutation's put failed because its record appeared meanwhile.
