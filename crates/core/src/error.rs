@@ -71,6 +71,8 @@ struct Details {
     holder: Option<String>,
     current_value: Option<(String, serde_json::Value)>,
     stale_spec: bool,
+    /// Made by [`Error::not_found`]: a record, not its collection, is missing.
+    record_missing: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -102,10 +104,12 @@ impl Error {
 
     /// [`ErrorKind::NotFound`] for a record id.
     pub fn not_found(collection: &str, id: &str) -> Self {
-        Error::new(
+        let mut e = Error::new(
             ErrorKind::NotFound,
             format!("record {id:?} not found in collection {collection:?}"),
-        )
+        );
+        e.details().record_missing = true;
+        e
     }
 
     /// [`ErrorKind::NotFound`] for a store opened with `create_if_missing` off where there
@@ -281,6 +285,11 @@ impl Error {
         self.details.as_deref().and_then(|d| d.holder.as_deref())
     }
 
+    /// Whether this is [`Error::not_found`]: a record is missing (its collection is there).
+    pub fn is_record_not_found(&self) -> bool {
+        self.detail(|d| d.record_missing).unwrap_or(false)
+    }
+
     /// Whether this is [`Error::stale_spec`].
     pub fn is_stale_spec(&self) -> bool {
         self.detail(|d| d.stale_spec).unwrap_or(false)
@@ -346,5 +355,17 @@ impl std::error::Error for Error {
             .as_deref()
             .and_then(|d| d.source.as_deref())
             .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_record_is_told_from_a_missing_collection() {
+        assert!(Error::not_found("c", "r").is_record_not_found());
+        assert!(!Error::collection_not_found("ns", "c").is_record_not_found());
+        assert!(!Error::invalid("x").is_record_not_found());
     }
 }

@@ -404,8 +404,9 @@ impl Store {
                         self.reload(entry).await?;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    // A collection dropped by another instance leaves the cache.
+                Err(e) if e.kind() == ErrorKind::NotFound && !e.is_record_not_found() => {
+                    // A collection dropped by another instance leaves the cache. (A missing
+                    // record — a touch of an expired session — says nothing of the spec.)
                     for entry in entries {
                         let _ = self.reload(entry).await;
                     }

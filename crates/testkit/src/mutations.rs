@@ -188,17 +188,14 @@ async fn concurrent_adds_are_exact(f: Arc<dyn Fixture>) {
     }
 }
 
-/// Runs `work` on a new thread with a runtime of its own.
+/// Runs `work` on a thread of its own, polled there, while what it spawns (a pool's
+/// connection tasks, say) runs on the caller's runtime: a runtime of its own would take those
+/// connections down with it when the thread ends, under the store that shares them.
 fn on_own_thread<T: Send + 'static>(
     work: impl std::future::Future<Output = T> + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(work)
-    })
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::spawn(move || runtime.block_on(work))
 }
 
 /// A bounded add under contention never passes its bound: of 4,000 attempts with

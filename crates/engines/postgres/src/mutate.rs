@@ -191,10 +191,11 @@ impl PostgresBackend {
         let exclusive = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
         let one = std::slice::from_ref(&written);
         let params = segment_params(one, &segment, self.now_param(now), exclusive)?;
-        let stmt = c
-            .prepare_cached(&segment.layout.writer_call())
-            .await
-            .map_err(failed)?;
+        let stmt = match c.prepare_cached(&segment.layout.writer_call()).await {
+            Ok(stmt) => stmt,
+            // A write function gone or replaced is explained (and tried again) as a call's.
+            Err(e) => return Ok(Step::Failed(written, segment, e)),
+        };
         let refs = params.refs();
         let (rows, committed) = if last {
             // A failed write turns the COMMIT into a rollback.

@@ -863,7 +863,20 @@ impl Drop for OpenTransaction {
 /// failure between writers.
 pub(crate) fn is_race(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
-        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || is_replaced_function(e)
+    })
+}
+
+/// Whether a call found the write function dropped under it: a spec change replaces the
+/// function (DROP and CREATE in one transaction) while another connection's cached plan
+/// still names the old one, and PostgreSQL answers XX000 "cache lookup failed for
+/// function". Trying again plans the call afresh against the new function.
+fn is_replaced_function(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| {
+        *d.code() == SqlState::INTERNAL_ERROR
+            && d.message().starts_with("cache lookup failed for function")
     })
 }
 
