@@ -104,14 +104,14 @@ impl CompareAndSet {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            let (written, values) = match prepare(backend, ns, &ops, &mutated, now).await? {
-                Ok(prepared) => prepared,
-                Err(refused) => return Err(refused),
-            };
+            // A refusal (precondition, type, bound) is the caller's answer, not a race.
+            let (written, values) = prepare(backend, ns, &ops, &mutated, now).await?;
             match backend.write(ns, written, now).await {
                 Ok(mut results) => {
                     for (i, v) in values {
-                        results[i].values = v;
+                        if let Some(r) = results.get_mut(i) {
+                            r.values = v;
+                        }
                     }
                     return Ok(results);
                 }
@@ -151,15 +151,14 @@ fn check_mutations_first(ops: &[WriteOp], mutated: &[usize]) -> Result<()> {
 }
 
 /// The batch with each mutation turned into the put of its result over the record as read
-/// now, and the values of each: `Err` inside when a mutation is refused (the caller's
-/// answer, not a race).
+/// now, and the values of each; the error that refuses a mutation, naming its op.
 async fn prepare(
     backend: &dyn Backend,
     ns: &str,
     ops: &[WriteOp],
     mutated: &[usize],
     now: Timestamp,
-) -> Result<std::result::Result<(Vec<WriteOp>, Vec<(usize, Values)>), Error>> {
+) -> Result<(Vec<WriteOp>, Vec<(usize, Values)>)> {
     let mut written = ops.to_vec();
     let mut values = Vec::with_capacity(mutated.len());
     for &i in mutated {
@@ -168,15 +167,11 @@ async fn prepare(
             continue;
         };
         let live = backend.get(ns, &op.collection, &op.id, now).await?;
-        match mutation_as_put(op, m, live.as_ref(), now) {
-            Ok((put, v)) => {
-                written[i] = put;
-                values.push((i, v));
-            }
-            Err(e) => return Ok(Err(e.at_op(i))),
-        }
+        let (put, v) = mutation_as_put(op, m, live.as_ref(), now).map_err(|e| e.at_op(i))?;
+        written[i] = put;
+        values.push((i, v));
     }
-    Ok(Ok((written, values)))
+    Ok((written, values))
 }
 
 /// Mutation op `op` (of `m`) as the put of its result over `live` — the record as read, at
