@@ -23,15 +23,17 @@ use std::time::SystemTime;
 use futures_util::future::{join, join_all};
 use std::sync::Arc;
 
-use stowage_core::backend::{mutation_as_put, RecordMeta, WriteAction, WriteOp, WriteResult};
-use stowage_core::{Error, Result, Timestamp, Version};
+use stowage_core::backend::{mutation_as_put, WriteAction, WriteOp, WriteResult};
+use stowage_core::{Error, Result, Timestamp};
 use tokio_postgres::types::ToSql;
 
 use crate::catalog::{LOCK_EXCLUSIVE, LOCK_SHARED};
 use crate::error::pg_error;
 use crate::open::PostgresBackend;
 use crate::schema::{read_record, Layout, RECORD_COLUMNS};
-use crate::write::{is_race, segment_params, OpenTransaction, Outcome, Segment};
+use crate::write::{
+    is_race, lock_modes, segment_params, written_meta, OpenTransaction, Outcome, Segment,
+};
 
 impl PostgresBackend {
     /// One attempt at a batch holding mutations (see the module docs).
@@ -57,12 +59,14 @@ impl PostgresBackend {
         let _held = self.inner.record_locks.lock_mutated(ops).await;
         let client = OpenTransaction::new(self.inner.pool.client("writing").await?);
         let c = client.client();
-        let engine_now = self.begin_locked(c, ns, ops, now).await?;
+        let modes = lock_modes(ops);
+        let engine_now = self.begin_locked(c, ns, &modes, now).await?;
         let mut results = Vec::with_capacity(ops.len());
         for (i, (op, layout)) in ops.iter().zip(layouts).enumerate() {
             let last = i + 1 == ops.len();
+            let exclusive = modes[op.collection.as_str()];
             let step = self
-                .mutate_one(c, op, layout, engine_now, now, last)
+                .mutate_one(c, op, layout, (engine_now, now), exclusive, last)
                 .await?;
             let (written, segment, e) = match step {
                 Step::Done(result) => {
@@ -110,17 +114,12 @@ impl PostgresBackend {
         &self,
         c: &deadpool_postgres::Object,
         ns: &str,
-        ops: &[WriteOp],
+        modes: &BTreeMap<&str, bool>,
         now: Timestamp,
     ) -> Result<Timestamp> {
         let target = self.inner.pool.target().to_owned();
         let failed = |e| pg_error(e, "writing", &target);
-        let mut exclusive: BTreeMap<&str, bool> = BTreeMap::new();
-        for op in ops {
-            let removes = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
-            *exclusive.entry(op.collection.as_str()).or_default() |= removes;
-        }
-        let keys: Vec<(i64, bool)> = exclusive
+        let keys: Vec<(i64, bool)> = modes
             .iter()
             .map(|(coll, x)| (crate::schema::lock_key(ns, coll), *x))
             .collect();
@@ -152,15 +151,16 @@ impl PostgresBackend {
     }
 
     /// One op of a mutating batch, inside its transaction: a mutation becomes the put of its
-    /// result over the locked row. The last op sends `COMMIT` with its write, so the row lock
-    /// is held for one round trip less.
+    /// result over the locked row. `exclusive`: the op's collection is locked exclusively
+    /// ([`lock_modes`]). The last op sends `COMMIT` with its write, so the row lock is held
+    /// for one round trip less.
     async fn mutate_one(
         &self,
         c: &deadpool_postgres::Object,
         op: &WriteOp,
         layout: Arc<Layout>,
-        engine_now: Timestamp,
-        now: Timestamp,
+        (engine_now, now): (Timestamp, Timestamp),
+        exclusive: bool,
         last: bool,
     ) -> Result<Step> {
         let target = self.inner.pool.target().to_owned();
@@ -188,7 +188,6 @@ impl PostgresBackend {
             layout,
             ops: vec![0],
         };
-        let exclusive = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
         let one = std::slice::from_ref(&written);
         let params = segment_params(one, &segment, self.now_param(now), exclusive)?;
         let stmt = match c.prepare_cached(&segment.layout.writer_call()).await {
@@ -209,12 +208,7 @@ impl PostgresBackend {
             (Ok(_), Some(Err(e))) => return Ok(Step::CommitFailed(e)),
             (Ok(rows), _) => rows,
         };
-        let meta = rows.first().map(|row| RecordMeta {
-            version: row.get::<_, i64>(1) as Version,
-            created_at: Timestamp::from(row.get::<_, SystemTime>(2)),
-            updated_at: Timestamp::from(row.get::<_, SystemTime>(3)),
-            expires_at: row.get::<_, Option<SystemTime>>(4).map(Timestamp::from),
-        });
+        let meta = rows.first().map(written_meta);
         Ok(Step::Done(WriteResult { meta, values }))
     }
 }

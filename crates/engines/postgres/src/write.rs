@@ -168,12 +168,7 @@ impl PostgresBackend {
         let target = self.inner.pool.target().to_owned();
         let failed = |e| pg_error(e, "writing", &target);
         let now_param = self.now_param(now);
-        // Collections whose batch ops remove records lock exclusively (see catalog.rs).
-        let mut exclusive: BTreeMap<&str, bool> = BTreeMap::new();
-        for op in ops {
-            let removes = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
-            *exclusive.entry(op.collection.as_str()).or_default() |= removes;
-        }
+        let exclusive = lock_modes(ops);
         let mut calls = Vec::with_capacity(segments.len());
         for s in &segments {
             let coll = s.layout.collection.as_str();
@@ -263,15 +258,7 @@ impl PostgresBackend {
                         "postgres {target}: the write function reported an id it was not given"
                     )));
                 };
-                metas.insert(
-                    i,
-                    RecordMeta {
-                        version: row.get::<_, i64>(1) as Version,
-                        created_at: Timestamp::from(row.get::<_, SystemTime>(2)),
-                        updated_at: Timestamp::from(row.get::<_, SystemTime>(3)),
-                        expires_at: row.get::<_, Option<SystemTime>>(4).map(Timestamp::from),
-                    },
-                );
+                metas.insert(i, written_meta(&row));
             }
         }
         let mut results = Vec::with_capacity(ops.len());
@@ -861,6 +848,27 @@ impl Drop for OpenTransaction {
 
 /// Whether a failure is a lost race worth trying again: a deadlock or a serialization
 /// failure between writers.
+/// Per collection of a batch, whether its advisory lock is taken exclusively: when an op
+/// removes records (see catalog.rs).
+pub(crate) fn lock_modes(ops: &[WriteOp]) -> BTreeMap<&str, bool> {
+    let mut exclusive: BTreeMap<&str, bool> = BTreeMap::new();
+    for op in ops {
+        let removes = matches!(op.action, WriteAction::Delete | WriteAction::Restore { .. });
+        *exclusive.entry(op.collection.as_str()).or_default() |= removes;
+    }
+    exclusive
+}
+
+/// What a row the write function returns says was stored (`o_id` first, then the meta).
+pub(crate) fn written_meta(row: &tokio_postgres::Row) -> RecordMeta {
+    RecordMeta {
+        version: row.get::<_, i64>(1) as Version,
+        created_at: Timestamp::from(row.get::<_, SystemTime>(2)),
+        updated_at: Timestamp::from(row.get::<_, SystemTime>(3)),
+        expires_at: row.get::<_, Option<SystemTime>>(4).map(Timestamp::from),
+    }
+}
+
 pub(crate) fn is_race(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
         *c == SqlState::T_R_DEADLOCK_DETECTED
