@@ -155,7 +155,8 @@ pub enum MutationSupport {
     /// that hides bodies from the engine beneath it). Callers see the same results, at the
     /// cost of retries under contention.
     CompareAndSet,
-    /// By the engine, inside the write's own transaction: no retries.
+    /// By the engine, inside the write's own transaction: no retries. (Redis leaves some to
+    /// compare-and-set: floats, integers past 2^53 and indexed paths; see `stowage_redis`.)
     Native,
 }
 

@@ -554,6 +554,24 @@ impl MutateAction {
         })
     }
 
+    /// The Conflict that refuses mutation number `mutation` because its result would pass
+    /// its `max` (or its `min`, when `max` is false) where the value is `current`: what
+    /// [`MutateAction::apply`] answers, for an engine that applies the mutations itself.
+    pub fn bound_refusal(
+        &self,
+        collection: &str,
+        id: &str,
+        mutation: usize,
+        current: Value,
+        max: bool,
+    ) -> Error {
+        let bound = if max { "max" } else { "min" };
+        match self.mutations.get(mutation) {
+            Some(m) => bound_error(collection, id, m, current, bound),
+            None => Error::internal(format!("no mutation {mutation} was refused on its {bound}")),
+        }
+    }
+
     /// No mutation, only a TTL change: the body stays byte for byte (binary ones too), and
     /// only a collection with indexes pays for parsing it.
     fn touch(&self, collection: &str, id: &str, live: Live<'_>) -> Result<Applied> {

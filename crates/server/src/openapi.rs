@@ -207,9 +207,9 @@ fn query_schemas(s: &Shared) -> Value {
         batch_op(json!({"const": "update"}), json!({"body": {}, "if_version": count(0), "ttl": count(1)})),
         batch_op(json!({"const": "delete"}), json!({"if_version": count(0)})),
         {"allOf": [batch_op(json!({"const": "mutate"}), json!({"mutations": {"type": "array", "maxItems": stowage_core::MAX_MUTATIONS, "items": {"$ref": "#/components/schemas/Mutation"}}, "ttl": count(1), "if_version": count(0)}))],
-         "description": "mutations of one record, as PATCH takes them: at least one mutation or a ttl",
+         "description": "mutations of one record, as PATCH takes them: at least one mutation or a ttl (null: never expire)",
          "anyOf": [{"required": ["mutations"], "properties": {"mutations": {"minItems": 1}}},
-                   {"required": ["ttl"], "properties": {"ttl": {"type": "integer"}}}]},
+                   {"required": ["ttl"]}]},
         {"allOf": [batch_op(json!({"const": "check"}), json!({"if_version": count(0), "exists": {"type": ["boolean", "null"]}}))],
          "description": "writes nothing: the batch applies only if if_version (with exists absent or true), or exists true or false alone, holds for the record",
          "anyOf": [
@@ -242,10 +242,10 @@ fn mutation_schemas() -> Value {
         op("append", json!({"value": {}, "keep_last": {"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX}}), &["value"])]},
     "Mutations": {"type": "object", "additionalProperties": false, "properties": {
         "mutations": {"type": "array", "maxItems": stowage_core::MAX_MUTATIONS, "items": {"$ref": "#/components/schemas/Mutation"}},
-        "ttl": {"type": ["integer", "null"], "minimum": 1, "maximum": u64::MAX, "description": "expire this many seconds from now (absent: keep the TTL)"}},
-        "description": "applied in order, all or none; at least one mutation or a ttl (a touch)",
+        "ttl": {"type": ["integer", "null"], "minimum": 1, "maximum": u64::MAX, "description": "expire this many seconds from now; null: never expire; absent: keep the TTL"}},
+        "description": "applied in order, all or none; at least one mutation or a ttl (a touch, or null to stop expiring)",
         "anyOf": [{"required": ["mutations"], "properties": {"mutations": {"minItems": 1}}},
-                  {"required": ["ttl"], "properties": {"ttl": {"type": "integer"}}}]},
+                  {"required": ["ttl"]}]},
     "Mutated": {"allOf": [{"$ref": "#/components/schemas/Written"}], "required": ["values"], "properties": {
         "values": {"type": "object", "description": "the value at each mutated path afterwards (null where removed)"}}}
     })

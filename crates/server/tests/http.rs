@@ -720,6 +720,14 @@ async fn patch_mutates_atomically() {
         json!({"/n": 799, "/tat": 17, "/last": ["a"]})
     );
     assert!(done["expires_at"].is_string());
+    // `"ttl": null` stops the expiry; the body stays.
+    let r = c.patch(&url).json(&json!({"ttl": null})).fetch().await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["version"], 802);
+    assert!(done["expires_at"].is_null(), "{done}");
+    let got: Value = c.get(&url).fetch().await.json().await.unwrap();
+    assert_eq!(got["n"], 799);
     let (status, _) = error_kind(
         c.patch(&url)
             .header("If-Match", "\"800\"")

@@ -218,10 +218,13 @@ impl WriteColl {
     fn apply(&self, t: &mut Txn<'_>, op: WriteOp, now: Timestamp) -> Result<WriteResult> {
         self.check_revision(op.revision)?;
         let mut values = Vec::new();
+        // What a mutation read of the record, for the put that stores its result.
+        let mut read = None;
         let (body, index, meta) = match op.action {
             WriteAction::Mutate(ref m) => {
-                let applied = self.mutated(t, &op, m, now)?;
+                let (applied, stored) = self.mutated(t, &op, m, now)?;
                 values = applied.values;
+                read = Some(stored);
                 (
                     applied.body,
                     applied.index,
@@ -302,7 +305,10 @@ impl WriteColl {
                 t.put(self.expiry, &expiry_key(at, &rec.id), &[])?;
             }
         } else {
-            let stored = t.get(self.records, rec.id.as_bytes())?;
+            let stored = match read {
+                Some(stored) => stored,
+                None => t.get(self.records, rec.id.as_bytes())?,
+            };
             let header = stored.as_deref().map(decode_header).transpose()?;
             let live = header.filter(|h| !h.is_expired(now));
             op.precondition
@@ -324,7 +330,8 @@ impl WriteColl {
     }
 
     /// A mutation applied to the live record (read in this job's transaction, so no other
-    /// write comes between): what the put that follows stores. The precondition is checked
+    /// write comes between): what the put that follows stores, and the stored bytes it read
+    /// (the put replaces them without reading them again). The precondition is checked
     /// first, as the put path checks it again on the same state.
     fn mutated(
         &self,
@@ -332,7 +339,7 @@ impl WriteColl {
         op: &WriteOp,
         m: &MutateAction,
         now: Timestamp,
-    ) -> Result<Applied> {
+    ) -> Result<(Applied, Option<Vec<u8>>)> {
         let stored = t.get(self.records, op.id.as_bytes())?;
         let live = match stored.as_deref() {
             Some(b) if !decode_header(b)?.is_expired(now) => {
@@ -346,7 +353,7 @@ impl WriteColl {
             body: &r.body,
             meta: RecordMeta::of(r),
         });
-        m.apply(&self.name, &op.id, live)
+        Ok((m.apply(&self.name, &op.id, live)?, stored))
     }
 }
 

@@ -22,8 +22,8 @@ impl Backend for RedisBackend {
         // Every key of a namespace carries its hash tag: one script reaches them all, on a
         // cluster too.
         c.batch_scope = BatchScope::Namespace;
-        // By compare-and-set for now: the write script does not parse bodies.
-        c.mutations = MutationSupport::CompareAndSet;
+        // In the write script; by compare-and-set for what it leaves (see mutate.rs).
+        c.mutations = MutationSupport::Native;
         c.unique_indexes = true;
         c.ttl = true;
         c.binary_bodies = true;
@@ -93,14 +93,17 @@ impl Backend for RedisBackend {
     }
 
     async fn write(&self, ns: &str, ops: Vec<WriteOp>, now: Timestamp) -> Result<Vec<WriteResult>> {
-        if ops
+        let mutates = ops
             .iter()
-            .any(|op| matches!(op.action, WriteAction::Mutate(_)))
-        {
-            // Read, apply, write where unchanged (the puts come back through here).
-            return self.inner.mutations.write(self, ns, ops, now).await;
+            .any(|op| matches!(op.action, WriteAction::Mutate(_)));
+        if !mutates || crate::mutate::native(&ops) {
+            if let Some(results) = self.write_batch(ns, &ops, now).await? {
+                return Ok(results);
+            }
         }
-        self.write_batch(ns, &ops, now).await
+        // What the script leaves: read, apply, write where unchanged (the puts come back
+        // through here).
+        self.inner.mutations.write(self, ns, ops, now).await
     }
 
     async fn query(

@@ -32,6 +32,11 @@
 //!   unique values — against the records as the ops before it leave them, then writes
 //!   records, index members, unique claims, TTL and the change log together. Redis does not
 //!   undo a failed script, so nothing is written until every op has passed.
+//! - **Mutations** run in the same script: `mutate.lua` edits the JSON body in place, with the
+//!   output Rust's `MutateAction::apply` gives, byte for byte (a property test compares them).
+//!   What Lua's doubles cannot do exactly (floats, integers past 2^53), mutations of indexed
+//!   fields, and bodies not in serde_json's compact form are left to compare-and-set
+//!   (`mutate.rs`).
 //! - **Time**: the script takes `TIME` from the server (`clock=server`, the default), so
 //!   instances with skewed clocks agree; records then expire natively (`PEXPIREAT`).
 //! - **Change feed**: a stream per namespace appended by the same scripts (see `feed.rs`).
@@ -51,6 +56,7 @@ mod catalog;
 mod config;
 mod error;
 mod feed;
+mod mutate;
 mod open;
 mod query;
 mod schema;

@@ -104,7 +104,8 @@ pub(crate) struct Inner {
     pub drop_script: redis::Script,
     /// Specs by (namespace, collection, revision): see `catalog.rs`.
     pub specs: parking_lot::Mutex<HashMap<(String, String, Revision), Arc<StoredSpec>>>,
-    /// Applies mutations by compare-and-set (see `write.rs`).
+    /// Applies the mutations the write script leaves to Rust, by compare-and-set (see
+    /// `mutate.rs`).
     pub mutations: stowage_core::backend::CompareAndSet,
 }
 
@@ -164,6 +165,7 @@ impl RedisBackend {
                 config,
                 write_script: redis::Script::new(concat!(
                     include_str!("prelude.lua"),
+                    include_str!("mutate.lua"),
                     include_str!("write.lua")
                 )),
                 remove_script: redis::Script::new(concat!(

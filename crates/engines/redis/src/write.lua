@@ -8,11 +8,18 @@
 -- ARGV[2]  the caller's now in microseconds, or "" for the server's TIME
 -- ARGV[3]  change log length (0: no change feed)
 -- ARGV[4]  number of ops, then per op 14 fields and its index entries:
---          collection, revision, id, action (0 check 1 delete 2 put 3 restore),
+--          collection, revision, id, action (0 check 1 delete 2 put 3 restore 4 mutate),
 --          precondition (0 none 1 absent 2 exists 3 version), expected version,
 --          body, content type, TTL in microseconds ("" none),
 --          restore version, created_at, updated_at, expires_at ("" none),
 --          number of indexes; per index: name, unique (0/1), number of members, members.
+--          A mutation (see mutate.lua and mutate.rs) holds instead of body … expires_at:
+--          its program, its TTL change (k keep, s set, r remove), the TTL (set: the new
+--          one; keep: the default of a record it creates), the largest body, whether the
+--          collection has indexes (0/1), "", "".
+--
+-- A record's entry in ent:<c> is { version, expires_at or false, index entries, bytes,
+-- revision it was written at }.
 
 local base = ARGV[1]
 local server_clock = ARGV[2] == ''
@@ -107,7 +114,7 @@ local function load(c, id)
   if not e then
     return ABSENT
   end
-  local s = { present = true, v = e[1], x = e[2], ix = e[3] }
+  local s = { present = true, v = e[1], x = e[2], ix = e[3], rev = e[5] }
   if e[2] == false or e[2] == nil then s.x = nil end
   local h = call('HMGET', rec_key(c, id), 'created_at', 'updated_at')
   s.created = tonumber(h[1])
@@ -160,6 +167,59 @@ local function release(c, id, s)
   end
 end
 
+-- The body and content type of a record as the ops before leave it (state s).
+local function body_of(c, id, s)
+  if s.body == nil then
+    local h = call('HMGET', rec_key(c, id), 'type', 'body')
+    s.ctype, s.body = h[1], h[2]
+  end
+  return s.body, s.ctype
+end
+
+-- Bodies larger than this are mutated by compare-and-set: parsing them would hold the server.
+local NATIVE_BODY = 65536
+
+local function fallback(i) return redis.error_reply('STOWAGE_FALLBACK ' .. (i - 1)) end
+
+-- Mutation op i (a = 4) over state s: its new body, content type, expiry, index entries and
+-- values; or an error reply.
+local function mutated(i, op, s)
+  local at = op.at
+  local program = cjson.decode(ARGV[at + 6])
+  local creates = false
+  for _, m in ipairs(program) do
+    if m[1] ~= 'remove' then creates = true end
+  end
+  if not s.live and not creates then return nil, redis.error_reply('STOWAGE_ABSENT ' .. (i - 1)) end
+  -- Entries written at another revision may lack an index built since: Rust recomputes them.
+  if s.live and ARGV[at + 10] == '1' and s.rev ~= op.r then return nil, fallback(i) end
+  local r = { ix = s.live and s.ix or NO_INDEXES, values = '[]' }
+  if #program == 0 then
+    r.body, r.ctype = body_of(op.c, op.id, s)
+  else
+    local body = '{}'
+    if s.live then
+      local t
+      body, t = body_of(op.c, op.id, s)
+      if t ~= 'json' or #body > NATIVE_BODY then return nil, fallback(i) end
+    end
+    local new, values, bound, now_at = mutate_body(body, program)
+    if new == nil or (new and #new > tonumber(ARGV[at + 9])) then return nil, fallback(i) end
+    if new == false then
+      return nil, redis.error_reply('STOWAGE_BOUND ' .. (i - 1) .. ' ' .. bound .. ':' .. values
+        .. ' ' .. now_at)
+    end
+    r.body, r.ctype, r.values = new, 'json', values
+  end
+  local mode, ttl = ARGV[at + 7], ARGV[at + 8]
+  if mode == 's' or (mode == 'k' and not s.live and ttl ~= '') then
+    r.x = now + tonumber(ttl)
+  elseif mode == 'k' and s.live then
+    r.x = s.x
+  end
+  return r
+end
+
 -- The stored times of a live record as the script answers them: version:created:updated:expiry.
 local function meta_of(s)
   if not s.live then return '' end
@@ -201,7 +261,17 @@ for i, op in ipairs(ops) do
     state[op.k] = ABSENT
   else
     local v, created, updated, x
-    if a == '3' then
+    if a == '4' then
+      local m, refused = mutated(i, op, s)
+      if not m then return refused end
+      op.body, op.ctype, op.ix, op.values = m.body, m.ctype, m.ix, m.values
+      if s.live then
+        v, created = s.v + 1, s.created
+      else
+        v, created = math.max(floor_of(c).v, s.v or 0) + 1, now
+      end
+      updated, x = now, m.x
+    elseif a == '3' then
       v, created, updated = tonumber(ARGV[at + 9]), tonumber(ARGV[at + 10]), tonumber(ARGV[at + 11])
       x = tonumber(ARGV[at + 12])
       if s.present and s.v ~= v then raise(c, s.v) end
@@ -229,14 +299,16 @@ for i, op in ipairs(ops) do
         end
       end
     end
+    if a ~= '4' then op.body, op.ctype = ARGV[at + 6], ARGV[at + 7] end
     state[op.k] = {
       present = true, v = v, x = x, ix = op.ix, created = created, updated = updated,
-      live = x == nil or x > now,
+      live = x == nil or x > now, body = op.body, ctype = op.ctype, rev = op.r,
     }
     op.v, op.created, op.updated, op.x = v, created, updated, x
     op.sv, op.sc, op.su, op.sx = int(v), time_s(created), time_s(updated), x and int(x) or nil
     plan[#plan + 1] = op
     results[i] = op.sv .. ':' .. op.sc .. ':' .. op.su .. ':' .. (op.sx or '-')
+    if a == '4' then results[i] = results[i] .. '\n' .. op.values end
   end
 end
 
@@ -285,15 +357,15 @@ for _, op in ipairs(plan) do
     stored[k] = false
     if logged and op.was_live then events[#events + 1] = { 'delete', c, id, int(op.v) } end
   else
-    local body = ARGV[op.at + 6]
+    local body = op.body
     if op.x then
       call('HSET', rec, 'version', op.sv, 'created_at', op.sc, 'updated_at', op.su,
-        'type', ARGV[op.at + 7], 'body', body, 'expires_at', op.sx)
+        'type', op.ctype, 'body', body, 'expires_at', op.sx)
       -- The hash expires by itself where the server's clock decides.
       if server_clock then call('PEXPIREAT', rec, int(math.floor(op.x / 1000))) end
     else
       call('HSET', rec, 'version', op.sv, 'created_at', op.sc, 'updated_at', op.su,
-        'type', ARGV[op.at + 7], 'body', body)
+        'type', op.ctype, 'body', body)
       if had_ttl then
         call('HDEL', rec, 'expires_at')
         call('PERSIST', rec)
@@ -308,7 +380,7 @@ for _, op in ipairs(plan) do
     end
     local size = #id + #body
     grow(c, size)
-    stored[k] = { op.v, op.x or false, op.ix, size }
+    stored[k] = { op.v, op.x or false, op.ix, size, op.r }
     if logged then events[#events + 1] = { 'put', c, id, op.sv } end
   end
 end

@@ -15,26 +15,19 @@ use stowage_core::{
 };
 
 use crate::error::redis_error;
+use crate::mutate;
 use crate::open::RedisBackend;
 use crate::schema::member;
 
 impl RedisBackend {
-    /// Applies a batch atomically; results in op order.
+    /// Applies a batch atomically; results in op order. `None`: the script left the batch's
+    /// mutations to compare-and-set (see `mutate.rs`) and wrote nothing.
     pub(crate) async fn write_batch(
         &self,
         ns: &str,
         ops: &[WriteOp],
         now: Timestamp,
-    ) -> Result<Vec<WriteResult>> {
-        if ops
-            .iter()
-            .any(|op| matches!(op.action, WriteAction::Mutate(_)))
-        {
-            // `Backend::write` turns them into puts first.
-            return Err(Error::internal(
-                "redis: a mutation reached the write script",
-            ));
-        }
+    ) -> Result<Option<Vec<WriteResult>>> {
         let keys = self.keys(ns);
         // Which indexes are unique, from the spec each op was prepared with (an op whose
         // spec is gone or moved on is refused by the script).
@@ -61,6 +54,7 @@ impl RedisBackend {
         }
         let answer: Vec<String> = match call.invoke_async(&mut self.conn()).await {
             Ok(a) => a,
+            Err(e) if e.code() == Some("STOWAGE_FALLBACK") => return Ok(None),
             Err(e) => return Err(self.explain(ns, ops, e)),
         };
         if answer.len() != ops.len() {
@@ -71,10 +65,11 @@ impl RedisBackend {
                 ops.len()
             )));
         }
-        answer
-            .iter()
-            .map(|a| Ok(WriteResult::new(parse_meta(a)?)))
-            .collect()
+        ops.iter()
+            .zip(&answer)
+            .map(|(op, a)| result(op, a))
+            .collect::<Result<_>>()
+            .map(Some)
     }
 
     /// The unique indexes of `collection` at `revision` (none when the collection is gone
@@ -119,11 +114,26 @@ impl RedisBackend {
                 )),
             };
         }
-        match refusal.error(ns, &op.collection) {
+        match refusal
+            .mutation_error(op)
+            .or_else(|| refusal.error(ns, &op.collection))
+        {
             Some(err) => err.at_op(at),
             None => redis_error(e, "writing", &self.inner.target),
         }
     }
+}
+
+/// One op's result from the script's answer: its meta, then for a mutation a line of the
+/// values at its paths.
+fn result(op: &WriteOp, answer: &str) -> Result<WriteResult> {
+    let WriteAction::Mutate(m) = &op.action else {
+        return Ok(WriteResult::new(parse_meta(answer)?));
+    };
+    let (meta, values) = answer.split_once('\n').unwrap_or((answer, "[]"));
+    let mut r = WriteResult::new(parse_meta(meta)?);
+    r.values = mutate::values(m, values)?;
+    Ok(r)
 }
 
 /// A refusal of one of the scripts: an error reply `STOWAGE_<WHAT> <op> <words…>`.
@@ -165,6 +175,29 @@ impl<'a> Refusal<'a> {
             _ => None,
         }
     }
+
+    /// What a refusal of a mutation op means: its record is absent, or a bound refused
+    /// mutation `k` (`STOWAGE_BOUND <op> max:<k> <current value>`).
+    fn mutation_error(&self, op: &WriteOp) -> Option<Error> {
+        let WriteAction::Mutate(m) = &op.action else {
+            return None;
+        };
+        match self.code {
+            "STOWAGE_ABSENT" => Some(Error::not_found(&op.collection, &op.id)),
+            "STOWAGE_BOUND" => {
+                let (bound, k) = self.words[0].split_once(':')?;
+                let current = serde_json::from_str(self.words[1]).ok()?;
+                Some(m.bound_refusal(
+                    &op.collection,
+                    &op.id,
+                    k.parse().ok()?,
+                    current,
+                    bound == "max",
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One op's arguments, in the order `write.lua` reads them.
@@ -180,7 +213,21 @@ fn push_op(call: &mut redis::ScriptInvocation<'_>, op: &WriteOp, unique: &[Strin
         .arg(&op.id);
     let none = String::new();
     match &op.action {
-        WriteAction::Check | WriteAction::Delete | WriteAction::Mutate(_) => {
+        WriteAction::Mutate(m) => {
+            let (ttl_change, ttl) = mutate::ttl_args(m);
+            call.arg(4)
+                .arg(cond)
+                .arg(&expect)
+                .arg(mutate::program(m))
+                .arg(ttl_change)
+                .arg(ttl)
+                .arg(m.max_body_bytes)
+                .arg(i32::from(!m.spec.indexes.is_empty()))
+                .arg(&none)
+                .arg(&none)
+                .arg(0);
+        }
+        WriteAction::Check | WriteAction::Delete => {
             let action = i32::from(!matches!(op.action, WriteAction::Check));
             call.arg(action).arg(cond).arg(&expect);
             for _ in 0..7 {

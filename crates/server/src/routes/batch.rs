@@ -63,8 +63,9 @@ pub(crate) enum BatchOp {
         id: String,
         #[serde(default)]
         mutations: Vec<stowage_core::Mutation>,
-        #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
-        ttl: Option<u64>,
+        /// As `PATCH` takes it: `null` never expires, absent keeps the TTL.
+        #[serde(default, deserialize_with = "super::records::ttl_change")]
+        ttl: Option<Option<u64>>,
         #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
         if_version: Option<u64>,
     },

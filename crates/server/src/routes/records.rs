@@ -9,7 +9,9 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stowage_core::{ErrorKind, Mutate, Mutated, Mutation, Precondition, Put, RecordMeta};
+use stowage_core::{
+    ErrorKind, Mutate, Mutated, Mutation, Precondition, Put, RecordMeta, TtlChange,
+};
 
 use super::{page, path, url_query, ApiResult, AppState, JsonBody};
 use crate::config::Right;
@@ -129,14 +131,21 @@ pub(crate) async fn put_record(
 pub(crate) struct PatchBody {
     #[serde(default)]
     mutations: Vec<Mutation>,
-    /// Seconds to expire after now; absent keeps the TTL.
-    #[serde(default, deserialize_with = "stowage_core::whole_number::option")]
-    ttl: Option<u64>,
+    /// Seconds to expire after now; `null` never expires; absent (`None`) keeps the TTL.
+    #[serde(default, deserialize_with = "ttl_change")]
+    ttl: Option<Option<u64>>,
+}
+
+/// A `ttl` that is there, as a number or `null` (serde's `default` makes an absent one `None`).
+pub(crate) fn ttl_change<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<u64>>, D::Error> {
+    stowage_core::whole_number::option(d).map(Some)
 }
 
 impl PatchBody {
     /// The body of a batch's `mutate` op.
-    pub(crate) fn new(mutations: Vec<Mutation>, ttl: Option<u64>) -> Self {
+    pub(crate) fn new(mutations: Vec<Mutation>, ttl: Option<Option<u64>>) -> Self {
         PatchBody { mutations, ttl }
     }
 
@@ -144,8 +153,9 @@ impl PatchBody {
     pub(crate) fn into_mutate(self, precondition: Precondition) -> Result<Mutate, ApiError> {
         let mut m = Mutate::from_mutations(self.mutations).with_precondition(precondition);
         match self.ttl {
-            Some(0) => return Err(ApiError::invalid("ttl must be at least 1 second")),
-            Some(t) => m = m.ttl(Duration::from_secs(t)),
+            Some(Some(0)) => return Err(ApiError::invalid("ttl must be at least 1 second")),
+            Some(Some(t)) => m = m.ttl(Duration::from_secs(t)),
+            Some(None) => m = m.ttl_change(TtlChange::Remove),
             None => {}
         }
         Ok(m)
