@@ -348,6 +348,10 @@ return { 'ok', new, values }";
             (r#"{"n":"x"}"#, Mutate::new().add("/n", 1)),
             (r#"{"x":[1]}"#, Mutate::new().add("/x/01", 1)),
             ("[1]", Mutate::new().add("/0", 1)),
+            (
+                r#"{"a":[0.0]}"#,
+                Mutate::new().append("/a", -1_000_000_000_000_000_000_i64),
+            ),
         ];
         for (body, m) in leaves {
             assert_eq!(compare(&mut conn, &script, body, m), "fallback", "{body}");
