@@ -8,11 +8,15 @@
 //! [`STRIPES`] striped by record), so only other instances make an attempt fail; under
 //! contention between instances, attempts back off with jitter.
 //!
-//! One limit the native path does not have: a mutation is applied to its record as read
-//! before the batch, so it must come before any other write of that record in the batch
-//! (a second mutation included): InvalidInput otherwise. Checks and later writes are fine.
+//! A mutation that follows other writes of its record in the batch (a second mutation, a put,
+//! a delete) applies to the record as they leave it, as on a native engine; only the first
+//! write of each record depends on what was read. One limit the native path does not have: an
+//! `if_version` on such a mutation needs the version those writes give, which is known only
+//! when the first of them is a mutation (conditioned on the version read) or a restore;
+//! InvalidInput otherwise.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use crate::backend::{
     WriteOp, WriteResult,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{StoredRecord, Timestamp};
+use crate::record::{StoredRecord, Timestamp, Version};
 
 /// How many locks the records of one instance share.
 pub(crate) const STRIPES: usize = 256;
@@ -97,7 +101,6 @@ impl CompareAndSet {
         if mutated.is_empty() {
             return backend.write(ns, ops, now).await;
         }
-        check_mutations_first(&ops, &mutated)?;
         let _held = self.locks.lock_mutated(&ops).await;
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
@@ -129,29 +132,49 @@ impl CompareAndSet {
     }
 }
 
-/// InvalidInput when a mutation follows another write of its record in the batch: it is
-/// applied to the record as read before the batch.
-fn check_mutations_first(ops: &[WriteOp], mutated: &[usize]) -> Result<()> {
-    for &i in mutated {
-        let m = &ops[i];
-        let earlier = ops[..i].iter().position(|o| {
-            o.collection == m.collection && o.id == m.id && !matches!(o.action, WriteAction::Check)
-        });
-        if let Some(j) = earlier {
-            return Err(Error::invalid(format!(
-                "op {j} of the batch writes record {:?} of collection {:?} before op {i} \
-                 mutates it: on this backend (mutations by compare-and-set) a mutation comes \
-                 before any other write of its record in a batch",
-                m.id, m.collection
-            ))
-            .at_op(i));
-        }
-    }
-    Ok(())
+/// A record as the batch's earlier writes leave it, for a mutation that follows them.
+#[derive(Debug, Clone, Default)]
+struct Chained {
+    /// The record (its version field unused); `None`: absent.
+    record: Option<StoredRecord>,
+    /// Its version at commit, when the writes before make it certain.
+    version: Option<Version>,
 }
 
-/// The batch with each mutation turned into the put of its result over the record as read
-/// now, and the values of each; the error that refuses a mutation, naming its op.
+impl Chained {
+    /// After write `op` over `self` (a put: a live record's version + 1 when known; a record it
+    /// creates takes a version the engine picks).
+    fn after(&self, op: &WriteOp, now: Timestamp) -> Chained {
+        let version = self.record.as_ref().and(self.version).map(|v| v + 1);
+        match &op.action {
+            WriteAction::Put { body, ttl, .. } => Chained {
+                record: Some(StoredRecord {
+                    id: op.id.clone(),
+                    version: 0,
+                    created_at: now,
+                    updated_at: now,
+                    expires_at: ttl.map(|d| now.saturating_add(d)),
+                    body: body.clone(),
+                }),
+                version,
+            },
+            WriteAction::Restore { meta, body, .. } => Chained {
+                record: meta
+                    .expires_at
+                    .is_none_or(|x| x > now)
+                    .then(|| meta.record(op.id.clone(), body.clone())),
+                version: Some(meta.version),
+            },
+            WriteAction::Delete => Chained::default(),
+            WriteAction::Check | WriteAction::Mutate(_) => self.clone(),
+        }
+    }
+}
+
+/// The batch with each mutation turned into the put of its result, and the values of each;
+/// the error that refuses a mutation, naming its op. The first write of a record that is a
+/// mutation applies to the record as read now, conditioned on its version; a mutation after
+/// other writes of its record applies to what they leave (see the module docs).
 async fn prepare(
     backend: &dyn Backend,
     ns: &str,
@@ -161,17 +184,65 @@ async fn prepare(
 ) -> Result<(Vec<WriteOp>, Vec<(usize, Values)>)> {
     let mut written = ops.to_vec();
     let mut values = Vec::with_capacity(mutated.len());
-    for &i in mutated {
-        let op = &ops[i];
+    let mut chains: HashMap<(&str, &str), Chained> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if matches!(op.action, WriteAction::Check) {
+            continue;
+        }
+        let key = (op.collection.as_str(), op.id.as_str());
         let WriteAction::Mutate(m) = &op.action else {
+            let before = chains.remove(&key).unwrap_or_default();
+            chains.insert(key, before.after(op, now));
             continue;
         };
-        let live = backend.get(ns, &op.collection, &op.id, now).await?;
-        let (put, v) = mutation_as_put(op, m, live.as_ref(), now).map_err(|e| e.at_op(i))?;
+        let (put, v, before) = if let Some(before) = chains.remove(&key) {
+            let (put, v) = chained_put(op, m, &before, now).map_err(|e| e.at_op(i))?;
+            (put, v, before)
+        } else {
+            let live = backend.get(ns, &op.collection, &op.id, now).await?;
+            let (put, v) = mutation_as_put(op, m, live.as_ref(), now).map_err(|e| e.at_op(i))?;
+            let version = live.as_ref().map(|r| r.version);
+            (
+                put,
+                v,
+                Chained {
+                    record: live,
+                    version,
+                },
+            )
+        };
+        chains.insert(key, before.after(&put, now));
         written[i] = put;
         values.push((i, v));
     }
+    debug_assert_eq!(values.len(), mutated.len());
     Ok((written, values))
+}
+
+/// Mutation `op` over the record as the batch's earlier writes leave it: its own precondition
+/// checked against that state, then its result put with no condition of its own (the writes
+/// before it in the same atomic batch decide what it applies to).
+fn chained_put(
+    op: &WriteOp,
+    m: &MutateAction,
+    before: &Chained,
+    now: Timestamp,
+) -> Result<(WriteOp, Values)> {
+    let live = before.record.as_ref();
+    if let (Precondition::Version(_), Some(_), None) = (op.precondition, live, before.version) {
+        return Err(Error::invalid(format!(
+            "record {:?} of collection {:?} is written earlier in the batch, so its version is \
+             not known before commit on this backend (mutations by compare-and-set): an \
+             if_version on a later mutation of it needs the first write to be a mutation",
+            op.id, op.collection
+        )));
+    }
+    op.precondition.check(
+        &op.collection,
+        &op.id,
+        live.map(|_| before.version.unwrap_or_default()),
+    )?;
+    applied_put(op, m, live, now, Precondition::None)
 }
 
 /// Mutation op `op` (of `m`) as the put of its result over `live` — the record as read, at
@@ -186,6 +257,19 @@ pub fn mutation_as_put(
 ) -> Result<(WriteOp, Values)> {
     op.precondition
         .check(&op.collection, &op.id, live.map(|r| r.version))?;
+    let condition = live.map_or(Precondition::Absent, |r| Precondition::Version(r.version));
+    applied_put(op, m, live, now, condition)
+}
+
+/// The put of `m`'s result over `live`, written under `condition`, with the values at its
+/// paths.
+fn applied_put(
+    op: &WriteOp,
+    m: &MutateAction,
+    live: Option<&StoredRecord>,
+    now: Timestamp,
+    condition: Precondition,
+) -> Result<(WriteOp, Values)> {
     let applied = m.apply(
         &op.collection,
         &op.id,
@@ -202,7 +286,7 @@ pub fn mutation_as_put(
         collection: op.collection.clone(),
         revision: op.revision,
         id: op.id.clone(),
-        precondition: live.map_or(Precondition::Absent, |r| Precondition::Version(r.version)),
+        precondition: condition,
         action: WriteAction::Put {
             body: applied.body,
             index: applied.index,
