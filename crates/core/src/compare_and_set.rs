@@ -12,8 +12,8 @@
 //! a delete) applies to the record as they leave it, as on a native engine; only the first
 //! write of each record depends on what was read. One limit the native path does not have: an
 //! `if_version` on such a mutation needs the version those writes give, which is known only
-//! when the first of them is a mutation (conditioned on the version read) or a restore;
-//! InvalidInput otherwise.
+//! when the first of them is a mutation (conditioned on the version read), a put at a version
+//! or a restore; InvalidInput otherwise.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -145,7 +145,11 @@ impl Chained {
     /// After write `op` over `self` (a put: a live record's version + 1 when known; a record it
     /// creates takes a version the engine picks).
     fn after(&self, op: &WriteOp, now: Timestamp) -> Chained {
-        let version = self.record.as_ref().and(self.version).map(|v| v + 1);
+        // A put at a version gives the next one, whatever was read.
+        let version = match op.precondition {
+            Precondition::Version(v) => Some(v + 1),
+            _ => self.record.as_ref().and(self.version).map(|v| v + 1),
+        };
         match &op.action {
             WriteAction::Put { body, ttl, .. } => Chained {
                 record: Some(StoredRecord {
@@ -233,7 +237,8 @@ fn chained_put(
         return Err(Error::invalid(format!(
             "record {:?} of collection {:?} is written earlier in the batch, so its version is \
              not known before commit on this backend (mutations by compare-and-set): an \
-             if_version on a later mutation of it needs the first write to be a mutation",
+             if_version on a later mutation of it needs the first write to be a mutation or a \
+             put at a version",
             op.id, op.collection
         )));
     }

@@ -663,6 +663,14 @@ async fn batches_mutate_atomically(f: Arc<dyn Fixture>) {
         assert_eq!(e.batch_op(), Some(1));
         assert_eq!(c.get("b").await.unwrap().unwrap().version, v);
     }
+    // After a put at a version, the next version is known everywhere.
+    let v = c.get("b").await.unwrap().unwrap().version;
+    let mut batch = cx.store.batch();
+    batch
+        .put(&c, "b", &json!({"balance": 2}), Put::update(v))
+        .mutate(&c, "b", &Mutate::new().add("/balance", 1).if_version(v + 1));
+    assert_eq!(batch.commit().await.unwrap()[1].unwrap().version, v + 2);
+    assert_eq!(bytes_of(&c, "b").await, r#"{"balance":3}"#);
     // A remove after a delete in the same batch finds nothing, and nothing is written.
     let mut batch = cx.store.batch();
     batch
