@@ -108,7 +108,7 @@ impl CompareAndSet {
                 tokio::time::sleep(backoff(attempt)).await;
             }
             // A refusal (precondition, type, bound) is the caller's answer, not a race.
-            let (written, values) = prepare(backend, ns, &ops, &mutated, now).await?;
+            let (written, values) = prepare(backend, ns, &ops, now).await?;
             match backend.write(ns, written, now).await {
                 Ok(mut results) => {
                     for (i, v) in values {
@@ -183,11 +183,10 @@ async fn prepare(
     backend: &dyn Backend,
     ns: &str,
     ops: &[WriteOp],
-    mutated: &[usize],
     now: Timestamp,
 ) -> Result<(Vec<WriteOp>, Vec<(usize, Values)>)> {
     let mut written = ops.to_vec();
-    let mut values = Vec::with_capacity(mutated.len());
+    let mut values = Vec::new();
     let mut chains: HashMap<(&str, &str), Chained> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         if matches!(op.action, WriteAction::Check) {
@@ -219,7 +218,6 @@ async fn prepare(
         written[i] = put;
         values.push((i, v));
     }
-    debug_assert_eq!(values.len(), mutated.len());
     Ok((written, values))
 }
 

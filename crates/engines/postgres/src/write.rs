@@ -846,8 +846,6 @@ impl Drop for OpenTransaction {
     }
 }
 
-/// Whether a failure is a lost race worth trying again: a deadlock or a serialization
-/// failure between writers.
 /// Per collection of a batch, whether its advisory lock is taken exclusively: when an op
 /// removes records (see catalog.rs).
 pub(crate) fn lock_modes(ops: &[WriteOp]) -> BTreeMap<&str, bool> {
@@ -869,6 +867,8 @@ pub(crate) fn written_meta(row: &tokio_postgres::Row) -> RecordMeta {
     }
 }
 
+/// Whether a failure is a lost race worth trying again: a deadlock or a serialization
+/// failure between writers, or a write function replaced under the call.
 pub(crate) fn is_race(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
         *c == SqlState::T_R_DEADLOCK_DETECTED

@@ -28,9 +28,13 @@ const EXACT: i64 = 1 << 53;
 /// Whether the script can apply every mutation among `ops` (see the module docs).
 pub(crate) fn native(ops: &[WriteOp]) -> bool {
     ops.iter().all(|op| match &op.action {
-        WriteAction::Mutate(m) => m.mutations.iter().all(|x| native_one(m, x)),
+        WriteAction::Mutate(m) => native_action(m),
         _ => true,
     })
+}
+
+fn native_action(m: &MutateAction) -> bool {
+    m.mutations.iter().all(|x| native_one(m, x))
 }
 
 fn native_one(m: &MutateAction, x: &Mutation) -> bool {
@@ -209,7 +213,7 @@ return { 'ok', new, values }";
         m: &Mutate,
     ) -> String {
         let a = action(m);
-        assert!(native_ops(&a), "a case the script is not sent");
+        assert!(native_action(&a), "a case the script is not sent");
         let answer: Vec<String> = script
             .arg(body)
             .arg(program(&a))
@@ -270,10 +274,6 @@ return { 'ok', new, values }";
             }
         }
         answer[0].clone()
-    }
-
-    fn native_ops(a: &MutateAction) -> bool {
-        a.mutations.iter().all(|x| native_one(a, x))
     }
 
     fn script() -> redis::Script {
